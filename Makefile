@@ -1,0 +1,50 @@
+# The two commands of the README: `make demo` and `make test`.
+# Both build .venv (and node_modules for the browser pieces) on a fresh machine.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+VENV_STAMP := $(VENV)/.installed-stamp
+NODE_STAMP := node_modules/.installed-stamp
+HLSJS := player_demo/vendor/hls.min.js
+PYTEST_ARGS ?=
+
+.PHONY: all setup demo test lint typecheck unit clean
+
+all: test
+
+$(VENV_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+$(NODE_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+# The player page loads hls.js from its own directory: no build step, just a copy.
+$(HLSJS): $(NODE_STAMP)
+	mkdir -p $(dir $@)
+	cp node_modules/hls.js/dist/hls.min.js $@
+
+setup: $(VENV_STAMP) $(NODE_STAMP) $(HLSJS)
+
+demo: setup
+	$(VENV)/bin/mixer-ext demo
+
+lint: $(VENV_STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: $(VENV_STAMP)
+	$(VENV)/bin/mypy
+
+# pytest exits 5 when it collected no test: that is a failure here, never hidden.
+test: setup lint typecheck
+	$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; \
+	exit $$rc
+
+clean:
+	rm -rf $(VENV) node_modules $(dir $(HLSJS)) .pytest_cache .mypy_cache .ruff_cache test-artifacts

@@ -1,0 +1,69 @@
+"""The units every stage of the pipeline agrees on.
+
+Timestamps are sample counts at 48 kHz (``time_base = 1/48000``) from the
+start of the stream; the mixer clock ticks every 20 ms = 960 samples and a
+metadata payload covers 25 ticks = 500 ms.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+if TYPE_CHECKING:
+    import av
+
+    from mixer_ext.core.metadata import MetadataPayload
+
+SAMPLE_RATE = 48_000
+CHANNELS = 2
+TIME_BASE = Fraction(1, SAMPLE_RATE)
+#: one mixer tick
+TICK_SECONDS = 0.020
+TICK_SAMPLES = 960
+#: one metadata window: 25 ticks
+PAYLOAD_SECONDS = 0.5
+TICKS_PER_PAYLOAD = 25
+PAYLOAD_SAMPLES = TICK_SAMPLES * TICKS_PER_PAYLOAD
+
+Int16Block = npt.NDArray[np.int16]
+
+
+@dataclass(frozen=True, slots=True)
+class MixedFrame:
+    """One tick of the mix.
+
+    ``samples`` is int16, shape ``(TICK_SAMPLES, CHANNELS)`` (interleaved
+    when flattened); ``pts`` is the sample index of its first sample.
+    """
+
+    pts: int
+    samples: Int16Block
+
+    def to_av_frame(self) -> av.AudioFrame:
+        """A packed s16 stereo 48 kHz ``av.AudioFrame`` stamped with ``pts``."""
+        import av
+
+        frame = av.AudioFrame.from_ndarray(
+            np.ascontiguousarray(self.samples).reshape(1, -1), format="s16", layout="stereo"
+        )
+        frame.sample_rate = SAMPLE_RATE
+        frame.pts = self.pts
+        frame.time_base = TIME_BASE
+        return frame
+
+
+class MixSink(Protocol):
+    """What the clock runner hands its output to (the encoder stage).
+
+    Both calls are made on the event loop from inside a tick: they must
+    return at once (hand off to a bounded queue, never do I/O).
+    """
+
+    def on_mix(self, frame: MixedFrame) -> None: ...
+
+    def on_payload(self, payload: MetadataPayload) -> None: ...

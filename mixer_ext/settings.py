@@ -1,0 +1,112 @@
+"""Process settings from ``MIXER_*`` environment variables.
+
+Every knob of the worker, the embedded room server and the talker lives here,
+so that one table in the README documents them all.  Where the extension
+context (``mixer_ext.context``) speaks to the same thing, the context wins.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+
+from pydantic import Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from mixer_ext.errors import ConfigError, describe_validation_error
+
+#: 24 h: the longest a participant (and so the mixer) may stay in a room.
+MAX_PARTICIPANT_DURATION_LIMIT = 86_400
+#: 4 h: the default maximum participant duration.
+DEFAULT_MAX_PARTICIPANT_DURATION = 14_400
+
+
+class RoomBackend(StrEnum):
+    EMBEDDED = "embedded"
+    JANUS = "janus"
+
+
+class JitterBufferSize(StrEnum):
+    """Jitter buffer sizes, as named by the conference reference."""
+
+    OFF = "off"
+    SMALL = "small"
+    MEDIUM = "medium"
+    LARGE = "large"
+
+    @property
+    def milliseconds(self) -> int:
+        return {"off": 0, "small": 20, "medium": 40, "large": 60}[self.value]
+
+
+class HlsPlaylistType(StrEnum):
+    #: sliding window; old segments are deleted
+    LIVE = "live"
+    #: every segment is kept and listed (#EXT-X-PLAYLIST-TYPE:EVENT)
+    EVENT = "event"
+
+
+class LogFormat(StrEnum):
+    JSON = "json"
+    TEXT = "text"
+
+
+class Settings(BaseSettings):
+    """All ``MIXER_*`` settings.  Field ``foo_bar`` is ``MIXER_FOO_BAR``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="MIXER_", extra="ignore", case_sensitive=False, validate_default=True
+    )
+
+    # --- logging -----------------------------------------------------------
+    log_level: str = Field("INFO", pattern=r"(?i)^(DEBUG|INFO|WARNING|ERROR|CRITICAL)$")
+    log_format: LogFormat = LogFormat.TEXT
+
+    # --- room connection (worker, talker) ----------------------------------
+    room_backend: RoomBackend = RoomBackend.EMBEDDED
+    room_url: str = "ws://127.0.0.1:7880"
+    #: shared secret the embedded room server signs tokens with
+    room_secret: SecretStr | None = None
+    #: a ready-made access token for the bot (else minted from room_secret)
+    room_token: SecretStr | None = None
+    janus_url: str = "ws://127.0.0.1:8188"
+    janus_api_secret: SecretStr | None = None
+    janus_token: SecretStr | None = None
+
+    # --- mixer --------------------------------------------------------------
+    jitter_buffer: JitterBufferSize = JitterBufferSize.MEDIUM
+    max_participant_duration: int = Field(
+        DEFAULT_MAX_PARTICIPANT_DURATION, ge=1, le=MAX_PARTICIPANT_DURATION_LIMIT
+    )
+
+    # --- outputs -----------------------------------------------------------
+    hls_dir: Path = Path("./hls")
+    hls_segment_duration: float = Field(2.0, ge=0.5, le=30.0)
+    hls_playlist_type: HlsPlaylistType = HlsPlaylistType.LIVE
+    #: segments listed in a live playlist (the sliding window)
+    hls_list_size: int = Field(6, ge=2, le=1000)
+    rtmp_reconnect_max_delay: float = Field(30.0, ge=0.5, le=600.0)
+
+    # --- worker endpoints ---------------------------------------------------
+    http_host: str = "127.0.0.1"
+    http_port: int | None = Field(None, ge=0, le=65535)
+    metrics_port: int | None = Field(None, ge=0, le=65535)
+    status_callback_url: str | None = None
+
+    # --- embedded room server ------------------------------------------------
+    room_max_participants: int = Field(50, ge=1, le=10_000)
+    room_max_participant_duration: int = Field(
+        DEFAULT_MAX_PARTICIPANT_DURATION, ge=1, le=MAX_PARTICIPANT_DURATION_LIMIT
+    )
+    room_empty_timeout: float = Field(300.0, ge=0.0)
+    #: open mode hands out tokens to anyone who asks: demos on a trusted network only
+    room_open: bool = False
+    room_max_message_bytes: int = Field(65_536, ge=1024, le=16 * 1024 * 1024)
+
+
+def load_settings() -> Settings:
+    """Read the settings from the environment, or raise a one-line ConfigError."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc, prefix="MIXER_", upper=True)) from None

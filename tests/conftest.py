@@ -1,0 +1,59 @@
+"""Shared test helpers: free ports, system tools, real processes.
+
+Tests that need a system program (Janus, nginx, ffmpeg, Chromium) call
+``require_program``: locally a missing program skips with the reason; under
+CI (``CI=true``) it fails, because CI installs them all (``.ci/run``).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that was free a moment ago on ``host``."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def require_program(name: str, *, package: str | None = None) -> str:
+    """Path of ``name`` on PATH; skip locally / fail under CI when missing."""
+    path = shutil.which(name)
+    if path:
+        return path
+    why = f"{name} is not installed (Debian package {package or name}; .ci/run installs it)"
+    if IN_CI:
+        pytest.fail(why)
+    pytest.skip(why)
+
+
+def require_path(path: str | Path, why: str) -> Path:
+    p = Path(path)
+    if p.exists():
+        return p
+    if IN_CI:
+        pytest.fail(why)
+    pytest.skip(why)
+
+
+def mixer_ext_cmd() -> list[str]:
+    """The command that runs this checkout's ``mixer-ext``."""
+    return [sys.executable, "-m", "mixer_ext"]
+
+
+@pytest.fixture
+def artifacts_dir() -> Path:
+    """``test-artifacts/`` at the top of the checkout (screenshots, logs worth keeping)."""
+    d = ROOT / "test-artifacts"
+    d.mkdir(exist_ok=True)
+    return d
