@@ -1,0 +1,175 @@
+"""The product as a user runs it: real room server, real talkers, ``mixer-ext run``.
+
+One run of about 15 s with an HLS and a recording output checks the whole
+contract of the extension: it exits 0 by itself at the maximum participant
+duration, the HLS holds every talker's tone, the payloads follow the room
+(mute, leave), the bot joined once, the playlist is finished, and the status
+callback saw ``started`` then ``ended``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from tests.conftest import free_port
+from tests.hls_reader import read_hls, read_ts, tone_levels
+from tests.process_util import Proc, processes, wait_for_port
+
+pytestmark = pytest.mark.slow
+
+SECRET = "e2e-secret-not-for-production"
+TONES = {"alice": 440.0, "bob": 660.0, "carol": 990.0}
+MAX_DURATION = 15
+
+
+async def _callback_server(received: list[dict[str, Any]]) -> tuple[web.AppRunner, int]:
+    async def hook(request: web.Request) -> web.Response:
+        received.append(await request.json())
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/status", hook)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    return runner, port
+
+
+def _runs(values: list[int], pred: Any) -> list[tuple[int, int]]:
+    """(start, length) of each run of consecutive indexes where pred(value) holds."""
+    out: list[tuple[int, int]] = []
+    start = None
+    for i, v in enumerate([*values, None]):
+        if v is not None and pred(v):
+            start = i if start is None else start
+        elif start is not None:
+            out.append((start, i - start))
+            start = None
+    return out
+
+
+async def test_run_until_max_duration(tmp_path: Path) -> None:
+
+    received: list[dict[str, Any]] = []
+    runner, cb_port = await _callback_server(received)
+    room_port = free_port()
+    env = {
+        "MIXER_ROOM_SECRET": SECRET,
+        "MIXER_ROOM_URL": f"ws://127.0.0.1:{room_port}",
+        "MIXER_LOG_FORMAT": "json",
+    }
+    hls_dir = tmp_path / "hls"
+    recording = tmp_path / "rec.ts"
+    context = {
+        "room": {"name": "RM-e2e"},
+        "outputs": ["hls:e2e", f"file:{recording}"],
+        "audioBitrate": 96,
+        "maxParticipantDuration": MAX_DURATION,
+    }
+    try:
+        with processes() as procs:
+            server = Proc(
+                ["room-server", "--host", "127.0.0.1", "--port", str(room_port)],
+                env,
+                tmp_path / "server.log",
+            )
+            procs.append(server)
+            wait_for_port(room_port)
+            talker_args = {
+                "alice": ["--duration", "40"],
+                "bob": ["--duration", "40", "--mute-at", "6", "--unmute-at", "10"],
+                "carol": ["--duration", "40", "--leave-at", "9"],
+            }
+            for name, extra in talker_args.items():
+                procs.append(
+                    Proc(
+                        [
+                            "talker",
+                            "--room",
+                            "RM-e2e",
+                            "--identity",
+                            name,
+                            "--tone",
+                            str(TONES[name]),
+                            *extra,
+                        ],
+                        env,
+                        tmp_path / f"talker-{name}.log",
+                    )
+                )
+            worker_env = {
+                **env,
+                "MIXER_HLS_DIR": str(hls_dir),
+                "MIXER_STATUS_CALLBACK_URL": f"http://127.0.0.1:{cb_port}/status",
+            }
+            t0 = time.monotonic()
+            worker = Proc(["run", "--context", json.dumps(context)], worker_env, tmp_path / "w.log")
+            procs.append(worker)
+            rc = await asyncio.to_thread(worker.wait, 90)
+            elapsed = time.monotonic() - t0
+            wlog = worker.log()
+            assert rc == 0, wlog[-3000:]
+            # startup (imports, join) plus 15 s in the room plus shutdown
+            assert MAX_DURATION <= elapsed < MAX_DURATION + 25, elapsed
+            await asyncio.sleep(2.0)  # would a misbehaving worker come back? it has exited
+    finally:
+        await runner.cleanup()
+
+    events = [json.loads(ln) for ln in wlog.splitlines() if ln.startswith("{")]
+    joins = [e for e in events if e.get("event") == "joined"]
+    assert len(joins) == 1, "the bot must join once and never again"
+    assert SECRET not in wlog
+
+    # --- the status callback
+    states = [(r["state"], r.get("reason")) for r in received]
+    assert ("started", None) in states
+    assert states[-1] == ("ended", "max-participant-duration"), states
+    assert states.index(("started", None)) < len(states) - 1
+
+    # --- the HLS a player receives
+    hls = read_hls(hls_dir / "e2e")
+    assert hls.ended, hls.playlist
+    assert hls.codec == "aac"
+    levels = tone_levels(hls.audio, hls.sample_rate, [*list(TONES.values()), 550.0])
+    noise = levels.pop(550.0)
+    for f, a in levels.items():
+        assert a > 0.02 and a > 20 * noise, (f, levels, noise)
+
+    seqs = [p.seq for _, p in hls.payloads]
+    assert len(seqs) >= 2 * (MAX_DURATION - 3)
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), "s must rise by exactly 1"
+    times = [t for t, _ in hls.payloads]
+    steps = [b - a for a, b in itertools.pairwise(times)]
+    assert all(abs(s - 0.5) <= 0.021 for s in steps), steps
+    assert all("audio-mixer-v1" not in p.levels for _, p in hls.payloads)
+    for name in TONES:
+        assert any(name in p.levels for _, p in hls.payloads), name
+
+    # alice: always talking once she is in
+    alice = [p.levels["alice"] for _, p in hls.payloads if "alice" in p.levels]
+    assert alice and all(v > 1000 for v in alice[2:]), alice
+    # bob: muted for 4 s (8 payloads), then talking again
+    bob = [p.levels.get("bob", -2) for _, p in hls.payloads]
+    muted = _runs(bob, lambda v: v == -1)
+    assert len(muted) == 1, bob
+    start, length = muted[0]
+    assert 6 <= length <= 10, bob
+    assert bob[start - 1] > 1000 and bob[start + length + 1] > 1000, bob
+    # carol: present, then gone for good
+    carol_in = [("carol" in p.levels) for _, p in hls.payloads]
+    first_out = carol_in.index(False, carol_in.index(True))
+    assert not any(carol_in[first_out:]), carol_in
+
+    # --- the recording has the same stream, finalized
+    rec = read_ts(recording.read_bytes())
+    assert rec.duration > MAX_DURATION - 3
+    assert len(rec.payloads) >= len(hls.payloads) - 4
