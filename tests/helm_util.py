@@ -13,8 +13,9 @@ function, keyword or syntax is an error, never silently ignored):
 - the functions in ``FUNCTIONS`` below, with Helm/sprig semantics (values-file numbers
   are float64 as in Helm, printed as Go prints them; toJson/toYaml sort keys).
 
-Where Helm's exact formatting cannot be reproduced (go-yaml's quoting choices), the
-output is the same YAML data, which is what the checks compare.  The committed
+toYaml uses PyYAML's block layout, which is go-yaml's for the values this chart passes
+it (a string go-yaml quotes differently would still be the same data).  The output
+was cross-checked byte for byte against Helm's own engine (tests/helm_crosscheck.py).  The committed
 renderings in helm/rendered/ come from here: ``make helm-render`` rewrites them, and
 tests/test_helm.py fails when the chart and the renderings disagree.
 
