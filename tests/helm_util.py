@@ -15,9 +15,9 @@ function, keyword or syntax is an error, never silently ignored):
 
 toYaml uses PyYAML's block layout, which is go-yaml's for the values this chart passes
 it (a string go-yaml quotes differently would still be the same data).  The output
-was cross-checked byte for byte against Helm's own engine (tests/helm_crosscheck.py).  The committed
-renderings in helm/rendered/ come from here: ``make helm-render`` rewrites them, and
-tests/test_helm.py fails when the chart and the renderings disagree.
+was cross-checked byte for byte against Helm's own engine (tests/helm_crosscheck.py).
+The committed renderings in helm/rendered/ come from here: ``make helm-render``
+rewrites them, and tests/test_helm.py fails when the chart and the renderings disagree.
 
 Run: ``python -m tests.helm_util`` (renders every helm/examples/*.yaml).
 """
