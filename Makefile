@@ -9,7 +9,7 @@ NODE_STAMP := node_modules/.installed-stamp
 HLSJS := player_demo/vendor/hls.min.js
 PYTEST_ARGS ?=
 
-.PHONY: all setup demo test lint typecheck unit clean
+.PHONY: all setup demo test lint typecheck unit clean helm-render
 
 all: test
 
@@ -45,6 +45,11 @@ test: setup lint typecheck
 	$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; \
 	exit $$rc
+
+# The chart's reference renderings (helm/rendered/), re-rendered after any chart change
+# by the offline renderer in tests/helm_util.py; tests/test_helm.py fails when they are stale.
+helm-render: $(VENV_STAMP)
+	$(PY) -m tests.helm_util
 
 clean:
 	rm -rf $(VENV) node_modules $(dir $(HLSJS)) .pytest_cache .mypy_cache .ruff_cache test-artifacts

@@ -1,0 +1,57 @@
+# syntax=docker/dockerfile:1
+# mixer-ext: one image for the worker (`mixer-ext run`) and the embedded room server
+# (`mixer-ext room-server`).  Build from the top of the checkout:
+#
+#   docker build -t registry.example.com/mixer-ext:0.1.0 .
+#
+# Three stages: `web` fetches hls.js at the version pinned in package-lock.json (the
+# player page loads it from its own directory), `build` installs the package and its
+# runtime dependencies into a venv (PyAV and aiortc wheels bundle FFmpeg, libopus, libvpx
+# and libsrtp, so the runtime needs no system codec packages), `runtime` is that venv on
+# a slim Python with a non-root user.  No compiler, npm, pip cache or dev extra ships.
+
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+ARG NODE_IMAGE=node:20-bookworm-slim
+
+FROM ${NODE_IMAGE} AS web
+WORKDIR /web
+COPY package.json package-lock.json ./
+# --omit=dev: hls.js only (playwright-core is for the tests).
+RUN npm ci --omit=dev --no-audit --no-fund --loglevel=error \
+ && test -s node_modules/hls.js/dist/hls.min.js
+
+FROM ${PYTHON_IMAGE} AS build
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN python -m venv /opt/mixer-ext
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY mixer_ext ./mixer_ext
+# A plain (non-editable) install without the dev extra: runtime dependencies only.
+RUN /opt/mixer-ext/bin/pip install . \
+ && /opt/mixer-ext/bin/python -c "import av, aiortc, mixer_ext.cli"
+
+FROM ${PYTHON_IMAGE} AS runtime
+ENV PATH=/opt/mixer-ext/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    MIXER_HTTP_HOST=0.0.0.0 \
+    MIXER_HLS_DIR=/data/hls \
+    MIXER_PLAYER_DIR=/opt/mixer-ext/player_demo
+# A fixed numeric uid/gid so Kubernetes' runAsNonRoot can verify it without /etc/passwd.
+RUN groupadd --system --gid 10001 mixer \
+ && useradd --system --uid 10001 --gid 10001 --home-dir /data --no-create-home \
+      --shell /usr/sbin/nologin mixer \
+ && mkdir -p /data \
+ && chown 10001:10001 /data
+COPY --from=build /opt/mixer-ext /opt/mixer-ext
+COPY player_demo /opt/mixer-ext/player_demo
+COPY --from=web /web/node_modules/hls.js/dist/hls.min.js /opt/mixer-ext/player_demo/vendor/hls.min.js
+USER 10001:10001
+# /data holds HLS (MIXER_HLS_DIR) and relative file: recordings; mount a volume there
+# when the root filesystem is read-only (the Helm chart mounts an emptyDir).
+WORKDIR /data
+# 8080: the worker's HTTP endpoint (MIXER_HTTP_PORT), 9090: /metrics (MIXER_METRICS_PORT),
+# 7880: the embedded room server.  Nothing listens unless its setting or command says so.
+EXPOSE 8080 9090 7880
+ENTRYPOINT ["mixer-ext"]
+CMD ["--help"]

@@ -1,0 +1,79 @@
+{{/*
+Template language: this chart sticks to the subset of Go templates that the
+offline renderer in tests/helm_util.py implements (Helm is not installable where
+the project's CI runs): actions with whitespace trimming, comments, variables,
+if / else if / else, range (lists and maps), with, define / include, and the
+functions listed in FUNCTIONS there.  Keep to it, then run `make helm-render`
+and commit helm/rendered/.
+*/}}
+
+{{- define "mixer-ext.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* <release>-mixer-ext, or the release name alone when it already holds the chart name. */}}
+{{- define "mixer-ext.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 52 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 52 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 52 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "mixer-ext.roomServerName" -}}
+{{- printf "%s-room-server" (include "mixer-ext.fullname" .) -}}
+{{- end -}}
+
+{{- define "mixer-ext.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "mixer-ext.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end -}}
+
+{{- define "mixer-ext.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "mixer-ext.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "mixer-ext.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+
+{{/* The Secret holding credentials and RTMP URLs: the user's, or the chart's own. */}}
+{{- define "mixer-ext.secretName" -}}
+{{- if .Values.secrets.existingSecret -}}
+{{- .Values.secrets.existingSecret -}}
+{{- else -}}
+{{- include "mixer-ext.fullname" . -}}
+{{- end -}}
+{{- end -}}
+
+{{/* MIXER_ROOM_URL: explicit, else this release's room server; never the in-pod default. */}}
+{{- define "mixer-ext.roomUrl" -}}
+{{- if .Values.settings.roomUrl -}}
+{{- .Values.settings.roomUrl -}}
+{{- else if .Values.roomServer.enabled -}}
+ws://{{ include "mixer-ext.roomServerName" . }}:{{ .Values.roomServer.port }}
+{{- else if eq .Values.settings.roomBackend "embedded" -}}
+{{- fail "settings.roomUrl is required (or roomServer.enabled: true) for the embedded room backend" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Credentials as env vars from the Secret; each key is optional. */}}
+{{- define "mixer-ext.secretEnv" -}}
+{{- $secret := include "mixer-ext.secretName" . -}}
+{{- range $key, $env := dict "room-secret" "MIXER_ROOM_SECRET" "room-token" "MIXER_ROOM_TOKEN" "janus-api-secret" "MIXER_JANUS_API_SECRET" "janus-token" "MIXER_JANUS_TOKEN" "status-callback-url" "MIXER_STATUS_CALLBACK_URL" -}}
+- name: {{ $env }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ $secret }}
+      key: {{ $key }}
+      optional: true
+{{ end -}}
+{{- end -}}

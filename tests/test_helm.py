@@ -1,0 +1,690 @@
+"""The Helm chart, checked without Helm (not installable here; see tests/helm_util.py).
+
+What a user relies on: values that install are exactly the values the worker accepts
+(schema mirrors mixer_ext/context.py), the committed reference renderings are what the
+chart produces, they are valid Kubernetes objects (kubernetes-validate, strict, offline),
+no credential or stream key ever lands in a ConfigMap, and the Job has the shape the
+issue asks for (OnFailure, bounded retries, deadline above the maximum duration,
+non-root, read-only root, probes on /healthz and /readyz).
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+import os
+import re
+import stat
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+from mixer_ext.context import parse_context
+from mixer_ext.errors import ConfigError
+from tests.helm_util import (
+    CHART_DIR,
+    RENDERED_DIR,
+    ROOT,
+    TemplateError,
+    examples,
+    go_float,
+    go_json,
+    iter_values_paths,
+    lex,
+    load_yaml,
+    parse,
+    render_chart,
+    render_example,
+    template_files,
+)
+
+SCHEMA = json.loads((CHART_DIR / "values.schema.json").read_text(encoding="utf-8"))
+DEFAULTS = load_yaml(CHART_DIR / "values.yaml")
+EXAMPLES = examples()
+#: the oldest Kubernetes the chart declares (Chart.yaml kubeVersion) and the newest bundled
+K8S_VERSIONS = ["1.25.0", kubernetes_validate.latest_version()]
+
+
+def _validator() -> jsonschema.Draft7Validator:
+    jsonschema.Draft7Validator.check_schema(SCHEMA)
+    return jsonschema.Draft7Validator(SCHEMA)
+
+
+def _merged(override: dict[str, Any]) -> dict[str, Any]:
+    """values.yaml with ``override`` on top, as Helm merges before validating."""
+    from tests.helm_util import merge_values
+
+    return merge_values(copy.deepcopy(DEFAULTS), override)
+
+
+def _errors(values: dict[str, Any]) -> list[str]:
+    return [e.message for e in _validator().iter_errors(values)]
+
+
+def _docs(example: Path) -> list[dict[str, Any]]:
+    text = (RENDERED_DIR / example.name).read_text(encoding="utf-8")
+    return [d for d in yaml.safe_load_all(text) if d]
+
+
+def _render(override: dict[str, Any], release: str = "room-test") -> list[dict[str, Any]]:
+    manifests = render_chart(override, release=release)
+    assert isinstance(manifests, list)
+    return [yaml.safe_load(m.text) for m in manifests]
+
+
+def _one(docs: list[dict[str, Any]], kind: str, suffix: str = "") -> dict[str, Any]:
+    found = [d for d in docs if d["kind"] == kind and d["metadata"]["name"].endswith(suffix)]
+    assert len(found) == 1, f"expected one {kind}*{suffix}, got {[d['metadata'] for d in found]}"
+    return found[0]
+
+
+BASE = {"context": {"room": {"name": "RM1"}}, "settings": {"roomUrl": "ws://rooms:7880"}}
+
+
+# --------------------------------------------------------------------------- values schema
+def test_values_yaml_validates_against_the_schema() -> None:
+    assert _errors(DEFAULTS) == []
+
+
+def test_there_are_examples() -> None:
+    assert len(EXAMPLES) >= 3, EXAMPLES
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
+def test_example_validates_against_the_schema(example: Path) -> None:
+    assert _errors(_merged(load_yaml(example))) == []
+
+
+BAD_VALUES: dict[str, dict[str, Any]] = {
+    "audioBitrate 999": {"context": {"audioBitrate": 999}},
+    "audioBitrate 31": {"context": {"audioBitrate": 31}},
+    "audioBitrate as a string": {"context": {"audioBitrate": "128"}},
+    "audioBitrate fractional": {"context": {"audioBitrate": 128.5}},
+    "duration 90000": {"context": {"maxParticipantDuration": 90000}},
+    "duration 0": {"context": {"maxParticipantDuration": 0}},
+    "no outputs at all": {"context": {"outputs": []}, "rtmpOutputs": []},
+    "17 outputs": {"context": {"outputs": [f"hls:o{i}" for i in range(17)]}},
+    "rtmp url in the context (ConfigMap)": {
+        "context": {"outputs": ["rtmp://live.example.com/app/KEY"]}
+    },
+    "unknown output": {"context": {"outputs": ["ftp://x/y/z"]}},
+    "hls name with a slash": {"context": {"outputs": ["hls:a/b"]}},
+    "recording with a bad extension": {"context": {"outputs": ["file:rec.wav"]}},
+    "duplicate outputs": {"context": {"outputs": ["hls:main", "hls:main"]}},
+    "room name of 257 characters": {"context": {"room": {"name": "r" * 257}}},
+    "blank room name": {"context": {"room": {"name": "   "}}},
+    "identity with a newline": {"context": {"identity": "bot\nx"}},
+    "identity of 129 characters": {"context": {"identity": "i" * 129}},
+    "unknown context field": {"context": {"bitrate": 128}},
+    "rtmp output without a stream key": {"rtmpOutputs": [{"url": "rtmp://live.example.com/app"}]},
+    "rtmp output neither url nor secretKeyRef": {"rtmpOutputs": [{"name": "x"}]},
+    "unknown top-level value": {"contxt": {}},
+    "bad log format": {"settings": {"logFormat": "xml"}},
+    "bad playlist type": {"settings": {"hlsPlaylistType": "vod"}},
+    "room url not a websocket": {"settings": {"roomUrl": "http://rooms:7880"}},
+    "backoffLimit 50": {"job": {"backoffLimit": 50}},
+}
+
+
+@pytest.mark.parametrize("override", BAD_VALUES.values(), ids=list(BAD_VALUES))
+def test_bad_values_are_rejected_by_the_schema(override: dict[str, Any]) -> None:
+    from tests.helm_util import merge_values
+
+    assert _errors(_merged(BASE)) == []
+    assert _errors(_merged(merge_values(BASE, override))) != []
+
+
+# The schema mirrors the worker: a context the chart accepts is one the worker accepts,
+# and the other way round (RTMP aside: the chart takes those through rtmpOutputs).
+CONTEXT_CASES: list[dict[str, Any]] = [
+    {"audioBitrate": b} for b in (31, 32, 128, 320, 321)
+] + [
+    {"maxParticipantDuration": d} for d in (0, 1, 14400, 86400, 86401)
+] + [
+    {"room": {"name": n}} for n in ("", " ", "a", "RM 1", "x" * 256, "x" * 257)
+] + [
+    {"identity": i}
+    for i in ("", " ", "audio-mixer-v1", "émile", "a\tb", "a\x7fb", "i" * 128, "i" * 129)
+] + [
+    {"outputs": o}
+    for o in (
+        [],
+        ["hls:main"],
+        ["HLS:main"],
+        ["hls:"],
+        ["hls:.hidden"],
+        ["hls:" + "n" * 128],
+        ["hls:" + "n" * 129],
+        ["VJ" + "0123456789abcdef" * 2],
+        ["VJ" + "0123456789abcdef" * 2 + "0"],
+        ["file:rec.m4a"],
+        ["file:/data/x/rec.MP4"],
+        ["file:rec.ts"],
+        ["file:rec.wav"],
+        ["file:"],
+        ["hls:a", "hls:a"],
+        ["hls:a", "file:a.ts"],
+        [f"hls:o{i}" for i in range(16)],
+        [f"hls:o{i}" for i in range(17)],
+        ["gopher://x"],
+    )
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", CONTEXT_CASES, ids=lambda c: json.dumps(c)[:60])
+def test_schema_and_chart_accept_exactly_what_the_worker_accepts(case: dict[str, Any]) -> None:
+    context = {
+        "room": {"name": "RM1"},
+        "identity": "audio-mixer-v1",
+        "outputs": ["hls:main"],
+        "audioBitrate": 128,
+        "maxParticipantDuration": 14400,
+    } | case
+    try:
+        parse_context(json.dumps(context))
+        worker_ok = True
+    except ConfigError:
+        worker_ok = False
+    values = _merged({"context": context, "settings": BASE["settings"]})
+    values["context"]["outputs"] = context["outputs"]  # lists replace, never merge
+    chart_ok = not _errors(values)
+    if chart_ok:
+        try:
+            _render({"context": context, "settings": BASE["settings"]})
+        except TemplateError:
+            chart_ok = False
+    assert chart_ok == worker_ok, f"chart {'accepts' if chart_ok else 'refuses'} {case}"
+
+
+# --------------------------------------------------------------------------- templates
+def test_every_values_path_in_the_templates_exists_in_values_yaml() -> None:
+    paths = list(iter_values_paths(template_files()))
+    assert len(paths) > 40
+    missing = []
+    for path, where in paths:
+        node: Any = DEFAULTS
+        for key in path.split("."):
+            if not isinstance(node, dict) or key not in node:
+                missing.append(f"{where}: .Values.{path}")
+                break
+            node = node[key]
+    assert missing == []
+
+
+_BLOCK_OPEN = re.compile(r"^(if|range|with|define|block)\b")
+
+
+@pytest.mark.parametrize("path", template_files(), ids=lambda p: p.name)
+def test_template_actions_are_balanced(path: Path) -> None:
+    """An independent scan (not the renderer's parser): every {{ has its }}, and every
+    if/range/with/define has its end, with else only inside if/range/with."""
+    text = path.read_text(encoding="utf-8")
+    assert text.count("{{") == text.count("}}"), "unbalanced {{ }}"
+    stack: list[str] = []
+    pos = 0
+    while (start := text.find("{{", pos)) != -1:
+        end = text.find("}}", start)
+        assert end != -1, f"unclosed action at offset {start}"
+        inner = text[start + 2 : end]
+        assert "{{" not in inner, f"nested '{{{{' at offset {start}"
+        inner = inner.removeprefix("-").removesuffix("-").strip()
+        pos = end + 2
+        if inner.startswith("/*"):
+            assert inner.endswith("*/"), f"bad comment at offset {start}"
+            continue
+        if m := _BLOCK_OPEN.match(inner):
+            stack.append(m.group(1))
+        elif inner == "end":
+            assert stack, f"end without a block at offset {start}"
+            stack.pop()
+        elif inner.startswith("else"):
+            assert stack and stack[-1] in ("if", "range", "with"), f"stray else at {start}"
+    assert stack == [], f"unclosed blocks: {stack}"
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
+def test_reference_rendering_is_up_to_date(example: Path) -> None:
+    committed = RENDERED_DIR / example.name
+    assert committed.exists(), f"{committed} missing: run `make helm-render`"
+    assert render_example(example) == committed.read_text(encoding="utf-8"), (
+        f"{committed.relative_to(ROOT)} is stale: run `make helm-render` and commit it"
+    )
+
+
+def test_no_rendering_without_an_example() -> None:
+    assert sorted(p.name for p in RENDERED_DIR.glob("*.yaml")) == [p.name for p in EXAMPLES]
+
+
+# --------------------------------------------------------------------------- Kubernetes objects
+#: ServiceMonitor is a Prometheus Operator CRD that kubernetes-validate does not ship; this
+#: is the part of its monitoring.coreos.com/v1 API the chart writes, strict likewise.
+_DURATION = {"type": "string", "pattern": "^(0|([0-9]+(ms|s|m|h))+)$"}
+SERVICE_MONITOR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "properties": {
+        "apiVersion": {"const": "monitoring.coreos.com/v1"},
+        "kind": {"const": "ServiceMonitor"},
+        "metadata": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["name"],
+            "properties": {
+                "name": {"type": "string", "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"},
+                "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+            },
+        },
+        "spec": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["selector", "endpoints"],
+            "properties": {
+                "selector": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {
+                        "matchLabels": {
+                            "type": "object",
+                            "additionalProperties": {"type": "string"},
+                        }
+                    },
+                },
+                "endpoints": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "properties": {
+                            "port": {"type": "string"},
+                            "path": {"type": "string"},
+                            "interval": _DURATION,
+                            "scrapeTimeout": _DURATION,
+                        },
+                    },
+                },
+            },
+        },
+    },
+}
+
+
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
+def test_reference_rendering_validates_as_kubernetes_objects(example: Path, version: str) -> None:
+    docs = _docs(example)
+    assert {"ConfigMap", "Service", "Job"} <= {d["kind"] for d in docs}
+    for doc in docs:
+        if doc["kind"] == "ServiceMonitor":
+            jsonschema.validate(doc, SERVICE_MONITOR_SCHEMA)
+            continue
+        # raises ValidationError (or SchemaNotFoundError for an unknown kind)
+        kubernetes_validate.validate(doc, version, strict=True)
+
+
+def test_strict_validation_catches_a_misplaced_field() -> None:
+    """The check above can fail: a field in the wrong place is refused."""
+    job = _one(_docs(EXAMPLES[0]), "Job")
+    job["spec"]["template"]["spec"]["containers"][0]["readOnlyRootFilesystem"] = True
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(job, K8S_VERSIONS[-1], strict=True)
+
+
+def test_hls_ingress_extra_validates() -> None:
+    docs = [d for d in yaml.safe_load_all((ROOT / "helm/extras/hls-ingress.yaml").read_text()) if d]
+    assert [d["kind"] for d in docs] == ["Ingress"]
+    for version in K8S_VERSIONS:
+        kubernetes_validate.validate(docs[0], version, strict=True)
+
+
+# --------------------------------------------------------------------------- secrets
+def _example_secret_values(example: Path) -> set[str]:
+    values = load_yaml(example)
+    found = {v for v in (values.get("secrets") or {}).values() if isinstance(v, str) and v}
+    found.discard((values.get("secrets") or {}).get("existingSecret", ""))
+    found |= {o["url"] for o in values.get("rtmpOutputs") or [] if "url" in o}
+    return found
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
+def test_no_secret_value_appears_in_a_configmap(example: Path) -> None:
+    docs = _docs(example)
+    secret_values = _example_secret_values(example)
+    for doc in docs:
+        if doc["kind"] == "Secret":
+            for v in (doc.get("data") or {}).values():
+                secret_values.add(base64.b64decode(v).decode())
+            secret_values |= set((doc.get("stringData") or {}).values())
+    configmaps = [d for d in docs if d["kind"] == "ConfigMap"]
+    assert configmaps
+    for cm in configmaps:
+        blob = json.dumps(cm)
+        for value in secret_values:
+            assert value not in blob, f"a Secret value is in ConfigMap {cm['metadata']['name']}"
+        assert not re.search(r"rtmps?://", blob, re.IGNORECASE), "an RTMP URL is in a ConfigMap"
+    # nor in the pod spec as a literal: credentials only as secretKeyRef
+    for doc in docs:
+        if doc["kind"] in ("Job", "Deployment"):
+            blob = json.dumps(doc)
+            for value in secret_values:
+                assert value not in blob, f"a Secret value is written into {doc['kind']}"
+
+
+def test_the_secret_check_can_fail() -> None:
+    """Feed the check a value that is in a ConfigMap: it must notice."""
+    example = next(p for p in EXAMPLES if _example_secret_values(p))
+    docs = _docs(example)
+    cm = _one(docs, "ConfigMap", "-env")
+    leaked = next(iter(_example_secret_values(example)))
+    cm["data"]["LEAK"] = leaked
+    assert leaked in json.dumps(cm)
+
+
+def test_every_example_with_credentials_has_them_in_a_secret() -> None:
+    for example in EXAMPLES:
+        values = load_yaml(example)
+        docs = _docs(example)
+        existing = (values.get("secrets") or {}).get("existingSecret")
+        if existing:
+            assert not [d for d in docs if d["kind"] == "Secret"]
+            continue
+        secret = _one(docs, "Secret")
+        stored = {base64.b64decode(v).decode() for v in secret["data"].values()}
+        assert _example_secret_values(example) <= stored
+
+
+# --------------------------------------------------------------------------- the Job
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
+def test_job_shape(example: Path) -> None:
+    values = _merged(load_yaml(example))
+    docs = _docs(example)
+    job = _one(docs, "Job")
+    spec = job["spec"]
+    pod = spec["template"]["spec"]
+    assert pod["restartPolicy"] == "OnFailure"
+    assert 0 <= spec["backoffLimit"] <= 3
+    max_duration = values["context"]["maxParticipantDuration"]
+    assert max_duration < spec["activeDeadlineSeconds"] <= max_duration + 3600
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] != 0
+    assert pod["automountServiceAccountToken"] is False
+    (mixer,) = pod["containers"]
+    assert mixer["command"] + mixer["args"] == [
+        "mixer-ext",
+        "run",
+        "--context",
+        "/run/mixer/context.json",
+    ]
+    for container in pod["containers"] + pod["initContainers"]:
+        sc = container["securityContext"]
+        assert sc["readOnlyRootFilesystem"] is True
+        assert sc["allowPrivilegeEscalation"] is False
+        assert sc["capabilities"]["drop"] == ["ALL"]
+    assert mixer["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert mixer["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    env_cm = _one(docs, "ConfigMap", "-env")["data"]
+    ports = {p["name"]: p["containerPort"] for p in mixer["ports"]}
+    assert env_cm["MIXER_HTTP_HOST"] == "0.0.0.0"
+    assert int(env_cm["MIXER_HTTP_PORT"]) == ports["http"]
+    assert int(env_cm["MIXER_METRICS_PORT"]) == ports["metrics"]
+    # HLS goes to a writable volume, not the read-only root
+    mounts = {m["mountPath"]: m["name"] for m in mixer["volumeMounts"]}
+    assert env_cm["MIXER_HLS_DIR"].startswith("/data/")
+    assert mounts["/data"] == "data" and mounts["/tmp"] == "tmp"
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert "emptyDir" in volumes["data"] or "persistentVolumeClaim" in volumes["data"]
+    assert volumes["context"]["emptyDir"]["medium"] == "Memory"
+    # the Service selects this pod and names both ports
+    (service,) = [
+        d
+        for d in docs
+        if d["kind"] == "Service"
+        and d["metadata"]["labels"]["app.kubernetes.io/component"] == "mixer"
+    ]
+    labels = spec["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= labels.items()
+    assert {p["targetPort"] for p in service["spec"]["ports"]} == {"http", "metrics"}
+
+
+def test_deadline_follows_the_maximum_duration() -> None:
+    docs = _render(
+        BASE
+        | {
+            "context": {"room": {"name": "R"}, "maxParticipantDuration": 60},
+            "job": {"deadlineMarginSeconds": 120},
+        }
+    )
+    assert _one(docs, "Job")["spec"]["activeDeadlineSeconds"] == 180
+
+
+def test_room_server_is_off_by_default_and_service_monitor_too() -> None:
+    kinds = [d["kind"] for d in _render(BASE)]
+    assert "Deployment" not in kinds and "ServiceMonitor" not in kinds
+    assert sorted(kinds) == ["ConfigMap", "ConfigMap", "Job", "Secret", "Service"]
+
+
+def test_room_server_release_points_the_mixer_at_it() -> None:
+    docs = _render(
+        {
+            "context": {"room": {"name": "R"}},
+            "secrets": {"roomSecret": "s3cret"},
+            "roomServer": {"enabled": True},
+        }
+    )
+    deployment = _one(docs, "Deployment")
+    service = _one(docs, "Service", "-room-server")
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"]["type"] == "Recreate"
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["command"] + container["args"] == [
+        "mixer-ext", "room-server", "--host", "0.0.0.0", "--port", "7880",
+    ]  # fmt: skip
+    env_cm = _one(docs, "ConfigMap", "-env")["data"]
+    assert env_cm["MIXER_ROOM_URL"] == f"ws://{service['metadata']['name']}:7880"
+
+
+REFUSED_RENDERS: dict[str, tuple[dict[str, Any], str]] = {
+    "no room name": ({"settings": BASE["settings"]}, "context.room.name is required"),
+    "embedded backend without a room url": (
+        {"context": {"room": {"name": "R"}}},
+        "settings.roomUrl is required",
+    ),
+    "janus without its url": (
+        {"context": {"room": {"name": "R"}}, "settings": {"roomBackend": "janus"}},
+        "settings.janusUrl is required",
+    ),
+    "url output with an existing secret": (
+        BASE
+        | {
+            "secrets": {"existingSecret": "mine"},
+            "rtmpOutputs": [{"url": "rtmp://h/app/KEY"}],
+        },
+        "give secretKeyRef instead of url",
+    ),
+    "secretKeyRef without a secret name": (
+        BASE | {"rtmpOutputs": [{"secretKeyRef": {"key": "yt"}}]},
+        "secretKeyRef.name is required",
+    ),
+    "room server without its secret": (
+        {"context": {"room": {"name": "R"}}, "roomServer": {"enabled": True}},
+        "roomServer.enabled needs secrets.roomSecret",
+    ),
+    "17 outputs in all": (
+        BASE | {"rtmpOutputs": [{"url": f"rtmp://h/app/K{i}"} for i in range(16)]},
+        "at most 16 outputs",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", REFUSED_RENDERS.values(), ids=list(REFUSED_RENDERS))
+def test_render_refuses_with_one_clear_line(case: tuple[dict[str, Any], str]) -> None:
+    override, message = case
+    with pytest.raises(TemplateError, match=re.escape(message)):
+        _render(override)
+
+
+def test_notes_render() -> None:
+    notes = render_chart(BASE, release="room-rm1", notes=True)
+    assert isinstance(notes, str)
+    assert "job/room-rm1-mixer-ext" in notes and '"RM1"' in notes
+
+
+# --------------------------------------------------------------------------- the init container
+def _configmap_script(tmp_path: Path, docs: list[dict[str, Any]]) -> tuple[Path, Path]:
+    """The assembler script and context exactly as the ConfigMap ships them."""
+    data = _one(docs, "ConfigMap", "-mixer-ext")["data"]
+    script = tmp_path / "assemble-context.py"
+    script.write_text(data["assemble-context.py"], encoding="utf-8")
+    source = tmp_path / "context.json"
+    source.write_text(data["context.json"], encoding="utf-8")
+    return script, source
+
+
+def _run_assembler(
+    script: Path, source: Path, dest: Path, env: dict[str, str]
+) -> subprocess.CompletedProcess[str]:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("MIXER_")} | env
+    full_env["PYTHONPATH"] = str(ROOT)
+    return subprocess.run(
+        [sys.executable, str(script), str(source), str(dest)],
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_shipped_script_is_the_chart_file() -> None:
+    docs = _docs(next(p for p in EXAMPLES if p.name == "room-server.yaml"))
+    shipped = _one(docs, "ConfigMap", "-mixer-ext")["data"]["assemble-context.py"]
+    assert shipped == (CHART_DIR / "files/assemble-context.py").read_text(encoding="utf-8")
+
+
+def test_init_container_appends_rtmp_urls_from_the_secret(tmp_path: Path) -> None:
+    docs = _docs(next(p for p in EXAMPLES if p.name == "rtmp-existing-secret.yaml"))
+    script, source = _configmap_script(tmp_path, docs)
+    job = _one(docs, "Job")
+    (init,) = job["spec"]["template"]["spec"]["initContainers"]
+    env = {e["name"]: e for e in init["env"]}
+    assert env["MIXER_CONTEXT_RTMP_COUNT"]["value"] == "2"
+    # what the kubelet would inject from the Secret keys the chart references
+    secret = {
+        "youtube": "rtmps://a.rtmps.youtube.com/live2/yt-KEY",
+        "twitch": "rtmp://live.twitch.tv/app/tw-KEY",
+    }
+    values = {"MIXER_CONTEXT_RTMP_COUNT": "2"}
+    for i in range(2):
+        ref = env[f"MIXER_CONTEXT_RTMP_{i}"]["valueFrom"]["secretKeyRef"]
+        assert ref["name"] == "rm456-mixer"
+        values[f"MIXER_CONTEXT_RTMP_{i}"] = secret[ref["key"]]
+    dest = tmp_path / "run" / "context.json"
+    dest.parent.mkdir()
+    proc = _run_assembler(script, source, dest, values)
+    assert proc.returncode == 0, proc.stderr
+    assert "KEY" not in proc.stdout + proc.stderr
+    assert stat.S_IMODE(dest.stat().st_mode) == 0o600
+    context = parse_context(dest.read_text(encoding="utf-8"))
+    assert context.outputs == [
+        "hls:main",
+        "file:RM456.m4a",
+        secret["youtube"],
+        secret["twitch"],
+    ]
+    assert context.audio_bitrate == 160 and context.max_participant_duration == 7200
+    assert context.room.name == "RM456"
+
+
+def test_init_container_refuses_a_bad_url_without_showing_its_key(tmp_path: Path) -> None:
+    docs = _docs(next(p for p in EXAMPLES if p.name == "room-server.yaml"))
+    script, source = _configmap_script(tmp_path, docs)
+    dest = tmp_path / "context.json.out"
+    env = {
+        "MIXER_CONTEXT_RTMP_COUNT": "1",
+        "MIXER_CONTEXT_RTMP_0": "rtmp:///app/SECRETKEY",
+    }  # no host
+    proc = _run_assembler(script, source, dest, env)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("assemble-context: context: outputs[1]:"), proc.stderr
+    assert "SECRETKEY" not in proc.stderr
+    assert not dest.exists()
+    missing = _run_assembler(script, source, dest, {"MIXER_CONTEXT_RTMP_COUNT": "1"})
+    assert missing.returncode == 2
+    assert "MIXER_CONTEXT_RTMP_0 is empty or missing" in missing.stderr
+
+
+# --------------------------------------------------------------------------- the renderer itself
+def _render_string(template: str, values: dict[str, Any] | None = None) -> str:
+    from tests.helm_util import Renderer, _helm_numbers
+
+    defines: dict[str, list[Any]] = {}
+    tree = parse(lex(template, "t"), defines)
+    root = {"Values": _helm_numbers(values or {})}
+    return Renderer(defines, root).render(tree, root, {})
+
+
+@pytest.mark.parametrize(
+    ("template", "values", "expected"),
+    [
+        # trim markers eat all whitespace on their side, newlines included
+        ("a \n {{- 1 }} \n b", {}, "a1 \n b"),
+        ("a {{ 1 -}} \n\n b", {}, "a 1b"),
+        # values-file numbers are float64: Go prints 1e+06 (a known Helm surprise)
+        ("{{ .Values.n }}", {"n": 1000000}, "1e+06"),
+        ("{{ .Values.n }}", {"n": 14400}, "14400"),
+        ("{{ add .Values.n 600 }}", {"n": 14400}, "15000"),
+        ("{{ .Values.n | quote }}", {"n": 2.5}, '"2.5"'),
+        ("{{ toJson .Values }}", {"b": 1, "a": "<&>"}, '{"a":"\\u003c\\u0026\\u003e","b":1}'),
+        ("{{ toYaml .Values }}", {"b": [1, 2], "a": {"c": "x"}}, "a:\n  c: x\nb:\n- 1\n- 2"),
+        (
+            "{{ range $k, $v := .Values }}{{ $k }}={{ $v }};{{ end }}",
+            {"b": "2", "a": "1"},
+            "a=1;b=2;",
+        ),
+        ("{{ range $i, $v := .Values.l }}{{ $i }}{{ $v }}{{ end }}", {"l": ["x", "y"]}, "0x1y"),
+        ("{{ if .Values.a }}A{{ else if .Values.b }}B{{ else }}C{{ end }}", {"b": True}, "B"),
+        ("{{ with .Values.a }}{{ . }}{{ else }}none{{ end }}", {"a": ""}, "none"),
+        ('{{ default "d" .Values.a }}', {"a": 0}, "d"),
+        ('{{ "abcdef-" | trunc 7 | trimSuffix "-" }}', {}, "abcdef"),
+        ('{{ define "x" }}[{{ . }}]{{ end }}{{ include "x" "v" | nindent 2 }}', {}, "\n  [v]"),
+        ('{{ printf "%s-%d" "a" (len .Values.l) }}', {"l": [1]}, "a-1"),
+        ('{{ kindIs "invalid" .Values.missing }}', {}, "true"),
+        ("{{/* a comment */}}x", {}, "x"),
+    ],
+)
+def test_renderer_matches_helm_semantics(
+    template: str, values: dict[str, Any], expected: str
+) -> None:
+    assert _render_string(template, values) == expected
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "{{ if .Values.a }}x",
+        "{{ end }}",
+        "{{ nosuchfunction 1 }}",
+        "{{ .Values.a",
+        "x }}",
+        '{{ template "x" }}',
+        '{{ required "need a" .Values.a }}',
+        '{{ fail "no" }}',
+    ],
+)
+def test_renderer_refuses_what_it_does_not_support(template: str) -> None:
+    with pytest.raises(TemplateError):
+        _render_string(template)
+
+
+def test_go_number_formatting() -> None:
+    assert [go_float(x) for x in (0.0, 2.0, 0.5, 100000.0, 1234567.0)] == [
+        "0", "2", "0.5", "100000", "1.234567e+06",
+    ]  # fmt: skip
+    assert go_json([1.0, 1e6, 0.25]) == "[1,1000000,0.25]"
