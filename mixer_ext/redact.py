@@ -35,13 +35,13 @@ def redact_url(url: str) -> str:
     query = parts.query
     if parts.scheme.lower().startswith("rtmp"):
         segs = path.split("/")
-        # "/app/KEY" -> ["", "app", "KEY"]: hide the last non-empty segment (the key)
-        if len([s for s in segs if s]) >= 2:
-            for i in range(len(segs) - 1, -1, -1):
-                if segs[i]:
-                    segs[i] = REDACTED
-                    break
-            path = "/".join(segs)
+        # "/app/KEY" -> ["", "app", "KEY"]: hide the last non-empty segment, which is the
+        # key in a well-formed URL and may be one in a malformed "rtmp://host/KEY".
+        for i in range(len(segs) - 1, -1, -1):
+            if segs[i]:
+                segs[i] = REDACTED
+                break
+        path = "/".join(segs)
         query = REDACTED if query else ""
     elif query:
         query = _SECRET_PARAM.sub(lambda m: f"{m.group(1)}={REDACTED}", query)

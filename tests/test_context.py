@@ -92,8 +92,9 @@ def test_missing_file_is_named(tmp_path: Path) -> None:
 
 def test_rtmp_key_never_in_error() -> None:
     with pytest.raises(ValueError) as info:
-        parse_output("rtmp://host/onlykey")  # no app: refused, key not shown... it is the app
-    assert "rtmp://host/" in str(info.value)
+        parse_output("rtmp://host/onlykey")  # no application: refused, and the key not shown
+    assert "rtmp://host/***" in str(info.value)
+    assert "onlykey" not in str(info.value)
     with pytest.raises(ConfigError) as info2:
         load_context(
             '{"room": {"name": "R"}, "outputs": ["rtmp://h/app/SECRETKEY", '

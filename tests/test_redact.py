@@ -16,6 +16,7 @@ from mixer_ext.redact import redact_text, redact_url
         ("rtmp://a.example/live/sk_live_123", "rtmp://a.example/live/***"),
         ("rtmps://a.example:443/app/KEY?token=abc", "rtmps://a.example:443/app/***?***"),
         ("rtmp://user:pw@h/app/k", "rtmp://***@h/app/***"),
+        ("rtmp://h/ONLYKEY", "rtmp://h/***"),
         ("https://cb.example/hook?token=zzz&x=1", "https://cb.example/hook?token=***&x=1"),
         ("http://h/path", "http://h/path"),
     ],
