@@ -160,7 +160,7 @@ export function payloadTextsFromCue(cue) {
  * Decides which payloads get shown. A payload whose s is lower than the last
  * one shown is discarded (a late cue, a seek back); a repeat of the last s is
  * dropped quietly; a malformed one is dropped with a console warning. Call
- * reset() when playback starts over from a new load (Retry, new source).
+ * reset() when playback starts over (Retry, a new source, a seek).
  */
 export class PayloadSequencer {
   constructor({ warn = (msg) => console.warn(msg) } = {}) {

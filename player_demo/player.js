@@ -314,6 +314,10 @@ class Player {
       this.render();
     });
     for (const type of ['pause', 'play', 'ended', 'volumechange']) m.addEventListener(type, rerender);
+    // A seek moves the listener to other audio: the next cue reached is the
+    // truth, whatever its s (the "lower than last shown" rule is for cues
+    // arriving late along one playback, not for a jump the listener made).
+    m.addEventListener('seeking', () => this.sequencer.reset());
     m.addEventListener('durationchange', () => {
       if (this.engine !== 'native') return;
       // Native HLS: a live playlist has an infinite duration until its ENDLIST.

@@ -8,6 +8,7 @@
 //   spec = {
 //     url: page URL,
 //     scenario: "play" | "retry" | "nosource",
+//               (retry: error, Retry, play to the end, then Play again)
 //     identities: [...],        // play: wait until these all have meters
 //     screenshot: path | null,  // play: taken once they do, while live
 //     autoplay: bool,           // allow autoplay without a gesture
@@ -148,7 +149,12 @@ async function retryScenario(page) {
   await pressByKeyboard(page, '#retry');
   const started = await startPlaying(page);
   if (!started || started.state === 'error') return;
-  await until(page, 'the ended state', (x) => x.state === 'ended' || x.state === 'error');
+  const ended = await until(page, 'the ended state', (x) => x.state === 'ended' || x.state === 'error');
+  if (!ended || ended.state === 'error') return;
+  // Play it again from the top: the meters must follow the replay.
+  report.replayFrom = report.samples.length;
+  await pressByKeyboard(page, '#play');
+  await until(page, 'the replay to pass 2 s', (x) => x.state !== 'ended' && x.ct > 2.0);
 }
 
 async function noSourceScenario(page) {
