@@ -27,6 +27,8 @@ ISSUER = "mixer-ext"
 #: identities and room names: printable, no whitespace, short enough for a log line
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@+-]{0,127}$")
 DEFAULT_TTL = 3600.0
+#: HS256 keys shorter than the hash (32 bytes) can be brute-forced from any token seen
+MIN_SECRET_BYTES = 32
 MAX_TTL = 30 * 86_400.0
 
 
@@ -100,10 +102,16 @@ def verify_token(secret: str, token: str | None, room: str) -> TokenClaims:
 
 
 def secret_from(settings: Settings, what: str) -> str:
-    """The room secret, or a one-line ConfigError saying ``what`` needs it."""
+    """The room secret, or a one-line ConfigError saying ``what`` needs it (or it is weak)."""
     if settings.room_secret is None or not settings.room_secret.get_secret_value():
         raise ConfigError(f"MIXER_ROOM_SECRET is not set; {what} needs it")
-    return settings.room_secret.get_secret_value()
+    secret = settings.room_secret.get_secret_value()
+    if len(secret.encode()) < MIN_SECRET_BYTES:
+        raise ConfigError(
+            f"MIXER_ROOM_SECRET is too short ({len(secret.encode())} bytes; at least "
+            f"{MIN_SECRET_BYTES}, e.g. from `openssl rand -hex 32`)"
+        )
+    return secret
 
 
 # --- CLI: mixer-ext token ---------------------------------------------------------------
