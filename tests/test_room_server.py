@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 
 import aiohttp
@@ -23,6 +25,7 @@ from mixer_ext.room.connector import (
 )
 from mixer_ext.room.media import ToneTrack
 from mixer_ext.talker import Schedule, Talker
+from tests.conftest import free_port, mixer_ext_cmd
 from tests.room_util import (
     SECRET,
     client,
@@ -353,3 +356,55 @@ async def test_open_mode_hands_out_tokens() -> None:
         c = RoomClient(server.url, "r11", "x", tok)
         await c.connect()
         await c.disconnect()
+
+
+async def test_room_server_cli_serves_page_and_stops_cleanly() -> None:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MIXER_")}
+    env["MIXER_ROOM_SECRET"] = SECRET
+    proc = await asyncio.create_subprocess_exec(
+        *mixer_ext_cmd(),
+        *("room-server", "--host", "127.0.0.1", "--port", str(port), "--max-participants", "5"),
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        line = await asyncio.wait_for(proc.stdout.readline(), 30)
+        assert line.decode().strip() == f"room server listening on ws://127.0.0.1:{port}"
+        base = f"http://127.0.0.1:{port}"
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{base}/healthz") as resp:
+                assert resp.status == 200
+            async with http.get(f"{base}/") as resp:
+                assert "<h1>Speaker</h1>" in await resp.text()
+            async with http.get(f"{base}/static/speaker.js") as resp:
+                assert resp.status == 200
+        c = RoomClient(f"ws://127.0.0.1:{port}", "cli", "a", token("cli", "a"))
+        await c.connect()
+        async with aiohttp.ClientSession() as http, http.get(f"{base}/v1/rooms/cli") as resp:
+            assert (await resp.json())["max_participants"] == 5
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(c.wait_closed(), 15) == "server-shutdown"
+        assert await asyncio.wait_for(proc.wait(), 15) == 0
+        stderr = (await proc.stderr.read()).decode()
+        assert "joined" in stderr and "stopped" in stderr
+        assert SECRET not in stderr and token("cli", "a")[:40] not in stderr
+
+        # the port is taken now by someone else: one line, exit 2
+        async with room_server() as other:
+            busy = await asyncio.create_subprocess_exec(
+                *mixer_ext_cmd(),
+                *("room-server", "--port", str(other.port)),
+                env=env,
+                stderr=asyncio.subprocess.PIPE,
+            )
+            _, err = await asyncio.wait_for(busy.communicate(), 30)
+            assert busy.returncode == 2
+            lines = err.decode().strip().splitlines()
+            assert len(lines) == 1 and f"cannot listen on 127.0.0.1:{other.port}" in lines[0]
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()

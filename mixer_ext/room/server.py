@@ -324,6 +324,7 @@ class RoomServer:
         app.router.add_get("/v1/config", self._config)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/", self._index)
+        app.router.add_get("/favicon.ico", self._no_content)
         app.router.add_static("/static/", STATIC_DIR)
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
         await self._runner.setup()
@@ -680,6 +681,9 @@ class RoomServer:
 
     async def _healthz(self, request: web.Request) -> web.Response:
         return web.json_response({"ok": True, "rooms": len(self.rooms)})
+
+    async def _no_content(self, request: web.Request) -> web.Response:
+        return web.Response(status=204)
 
     async def _index(self, request: web.Request) -> web.FileResponse:
         return web.FileResponse(STATIC_DIR / "index.html")
