@@ -10,6 +10,7 @@ import time
 import aiohttp
 import jwt
 import pytest
+from aiortc.mediastreams import MediaStreamError
 
 from mixer_ext import metrics
 from mixer_ext.room import protocol as p
@@ -127,6 +128,9 @@ async def test_mute_unmute_events_and_silence() -> None:
 
         await alice.disconnect()
         assert (await next_event(events, TrackUnsubscribed)).identity == "alice"
+        with pytest.raises(MediaStreamError):  # the ended track wakes its reader up
+            for _ in range(100):
+                await asyncio.wait_for(sub.track.recv(), 5)
         await listener.disconnect()
 
 

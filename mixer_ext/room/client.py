@@ -81,6 +81,7 @@ class RoomClient:
         self.auto_subscribe = auto_subscribe
         self.label = f"{room}/{identity}"
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self.pc.on("connectionstatechange", self._on_connection_state)
         #: participants present, from the roster and the events since
         self.participants: set[str] = set()
         self._http: aiohttp.ClientSession | None = None
@@ -240,6 +241,7 @@ class RoomClient:
             mid = self._by_sid.pop(message.track_sid, None)
             if mid is not None:
                 self._announced.pop(mid, None)
+                self._end_remote_track(mid)
                 await self._events.put(TrackUnsubscribed(message.identity, message.track_sid))
         elif isinstance(message, p.TrackEnabledMsg):
             self._enabled[message.track_sid] = message.enabled
@@ -279,15 +281,40 @@ class RoomClient:
                 TrackSubscribed(sub.identity, sub.track_sid, t.receiver.track, enabled)
             )
 
+    def _end_remote_track(self, mid: str) -> None:
+        """End the received track of ``mid`` so a consumer blocked in ``recv()`` wakes up.
+
+        The server turns the m-line inactive; aiortc would leave the track's
+        ``recv()`` waiting forever.  Ending it makes ``recv()`` raise
+        ``MediaStreamError``, as for any track that ended.
+        """
+        for t in self.pc.getTransceivers():
+            track = t.receiver.track if t.mid == mid else None
+            if track is None:
+                continue
+            queue = getattr(track, "_queue", None)  # aiortc's RemoteStreamTrack
+            if isinstance(queue, asyncio.Queue):
+                queue.put_nowait(None)
+            else:
+                track.stop()
+
+    def _on_connection_state(self) -> None:
+        if self.pc.connectionState == "failed" and self._ws is not None and not self._done:
+            log.warning("room client: %s: media connection failed", self.label)
+            task = asyncio.ensure_future(self._ws.close())
+            task.add_done_callback(lambda _: None)
+
     async def _finish(self, reason: str) -> None:
         if self._done:
             return
         self._done = True
         self.disconnect_reason = reason
         await self._release()
-        # never block here: the consumer may be gone; the queue is large and this is the end
-        with contextlib.suppress(asyncio.QueueFull):
-            self._events.put_nowait(Disconnected(reason))
+        # never block here (the consumer may be gone); make room so the last event arrives
+        if self._events.full():
+            with contextlib.suppress(asyncio.QueueEmpty):
+                self._events.get_nowait()
+        self._events.put_nowait(Disconnected(reason))
 
     async def _release(self) -> None:
         with contextlib.suppress(Exception):

@@ -365,16 +365,22 @@ class RoomServer:
     async def _housekeeping(self) -> None:
         while True:
             await asyncio.sleep(HOUSEKEEPING_PERIOD)
-            now = time.monotonic()
-            for room in list(self.rooms.values()):
-                for identity in room.overstayed(now):
-                    session = self.sessions.get((room.name, identity))
-                    if session is not None:
-                        log.info("room server: %s: maximum participant duration", session.label)
-                        self._schedule_removal(session, Reason.MAX_PARTICIPANT_DURATION)
-                if room.empty_expired(now) and not self._room_sessions(room.name):
-                    log.info("room server: room %s: empty timeout, closing", room.name)
-                    self._drop_room(room.name)
+            try:
+                self._check_rooms(time.monotonic())
+            except Exception:  # one bad room must not stop the limits of all the others
+                log.exception("room server: housekeeping failed")
+
+    def _check_rooms(self, now: float) -> None:
+        """End overstayed participants and rooms empty for longer than their timeout."""
+        for room in list(self.rooms.values()):
+            for identity in room.overstayed(now):
+                session = self.sessions.get((room.name, identity))
+                if session is not None:
+                    log.info("room server: %s: maximum participant duration", session.label)
+                    self._schedule_removal(session, Reason.MAX_PARTICIPANT_DURATION)
+            if room.empty_expired(now) and not self._room_sessions(room.name):
+                log.info("room server: room %s: empty timeout, closing", room.name)
+                self._drop_room(room.name)
 
     # --- roster changes ------------------------------------------------------------------
 
