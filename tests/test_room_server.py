@@ -134,6 +134,30 @@ async def test_mute_unmute_events_and_silence() -> None:
         await listener.disconnect()
 
 
+@pytest.mark.parametrize("codec", ["PCMU", "PCMA"])
+async def test_g711_publishers_are_accepted(codec: str) -> None:
+    async with room_server() as server:
+        alice = client(
+            server,
+            "g711",
+            "alice",
+            publish=ToneTrack(440.0),
+            publish_codec=codec,
+            auto_subscribe=False,
+        )
+        listener = client(server, "g711", "listener")
+        await alice.connect()
+        await listener.connect()
+        sub = await next_event(listener.events(), TrackSubscribed, identity="alice")
+        await assert_hears(sub.track, 440.0, 1.0)
+        # what alice agreed to send: only the G.711 codec asked for
+        answer = alice.pc.localDescription.sdp
+        rtpmaps = [line.split(" ", 1)[1] for line in answer.splitlines() if "a=rtpmap:" in line]
+        assert rtpmaps == [f"{codec}/8000"]
+        await alice.disconnect()
+        await listener.disconnect()
+
+
 async def test_joins_and_leaves_carry_reasons() -> None:
     async with room_server() as server:
         observer = client(server, "r3", "observer")

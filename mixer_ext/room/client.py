@@ -22,7 +22,7 @@ import logging
 from collections.abc import AsyncIterator
 
 import aiohttp
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamTrack
 
 from mixer_ext.room import protocol as p
@@ -61,6 +61,7 @@ class RoomClient:
     ``publish``: an audio track to send (wrapped so ``set_enabled(False)``
     sends silence and tells the others); ``None`` to only listen.
     ``auto_subscribe``: receive the others' audio (``TrackSubscribed`` events).
+    ``publish_codec``: send with this codec (``"PCMU"``, ``"PCMA"``) instead of Opus.
     """
 
     def __init__(
@@ -72,6 +73,7 @@ class RoomClient:
         *,
         publish: MediaStreamTrack | None = None,
         auto_subscribe: bool = True,
+        publish_codec: str | None = None,
     ) -> None:
         self.url = signal_url(url)
         self.room = room
@@ -79,9 +81,22 @@ class RoomClient:
         self._token = token
         self._publish = MutingTrack(publish) if publish is not None else None
         self.auto_subscribe = auto_subscribe
+        self.publish_codec = publish_codec
         self.label = f"{room}/{identity}"
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.pc.on("connectionstatechange", self._on_connection_state)
+        if self._publish is not None:
+            # The server puts the publish m-line first in its first offer, and aiortc binds
+            # the first audio m-line to a transceiver made beforehand: so codec preferences
+            # apply (aiortc fixes a transceiver's codecs when it applies the remote offer).
+            pub = self.pc.addTransceiver(self._publish, direction="sendonly")
+            if publish_codec is not None:
+                wanted = f"audio/{publish_codec}".lower()
+                caps = RTCRtpSender.getCapabilities("audio").codecs
+                chosen = [c for c in caps if c.mimeType.lower() == wanted]
+                if not chosen:
+                    raise ValueError(f"codec {publish_codec!r} is not available")
+                pub.setCodecPreferences(chosen)
         #: participants present, from the roster and the events since
         self.participants: set[str] = set()
         self._http: aiohttp.ClientSession | None = None

@@ -139,6 +139,7 @@ class _Session:
         return self.pc
 
     def start_publishing(self) -> None:
+        """Offer the m-line the client sends on; it comes first, before any subscription."""
         pc = self._ensure_pc()
         self.publish_transceiver = pc.addTransceiver("audio", direction="recvonly")
         self._negotiation_needed.set()
@@ -570,7 +571,7 @@ class RoomServer:
                     log.info("room server: %s: replaced by a new connection", old.label)
                     await self._remove(old, Reason.DUPLICATE_IDENTITY)
             others = self._room_sessions(join.room)
-            state = room.add(identity, now)
+            room.add(identity, now)
             session = _Session(self, ws, room, identity, join)
             self.sessions[(join.room, identity)] = session
             metrics.ROOM_SERVER_PARTICIPANTS.set(len(self.sessions))
@@ -586,13 +587,12 @@ class RoomServer:
                 room=room.name,
                 identity=identity,
                 participants=[
-                    _participant_info(room.participants[o.identity])
-                    for o in others
-                    if o.identity in room.participants
+                    _participant_info(state)
+                    for state in room.participants.values()
+                    if state.identity != identity
                 ],
             )
         )
-        del state
         for other in others:
             other.send(p.ParticipantJoinedMsg(identity=identity))
         if join.publish:
