@@ -83,20 +83,13 @@ class RoomClient:
         self.auto_subscribe = auto_subscribe
         self.publish_codec = publish_codec
         self.label = f"{room}/{identity}"
-        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        self.pc.on("connectionstatechange", self._on_connection_state)
-        if self._publish is not None:
-            # The server puts the publish m-line first in its first offer, and aiortc binds
-            # the first audio m-line to a transceiver made beforehand: so codec preferences
-            # apply (aiortc fixes a transceiver's codecs when it applies the remote offer).
-            pub = self.pc.addTransceiver(self._publish, direction="sendonly")
-            if publish_codec is not None:
-                wanted = f"audio/{publish_codec}".lower()
-                caps = RTCRtpSender.getCapabilities("audio").codecs
-                chosen = [c for c in caps if c.mimeType.lower() == wanted]
-                if not chosen:
-                    raise ValueError(f"codec {publish_codec!r} is not available")
-                pub.setCodecPreferences(chosen)
+        if publish_codec is not None:
+            wanted = f"audio/{publish_codec}".lower()
+            caps = RTCRtpSender.getCapabilities("audio").codecs
+            self._codecs = [c for c in caps if c.mimeType.lower() == wanted]
+            if not self._codecs:
+                raise ValueError(f"codec {publish_codec!r} is not available")
+        self._pc: RTCPeerConnection | None = None
         #: participants present, from the roster and the events since
         self.participants: set[str] = set()
         self._http: aiohttp.ClientSession | None = None
@@ -111,10 +104,30 @@ class RoomClient:
         self.disconnect_reason: str | None = None
         self.errors: list[p.ErrorMsg] = []
 
+    @property
+    def pc(self) -> RTCPeerConnection:
+        """The peer connection (made in ``connect()``, inside the running event loop)."""
+        if self._pc is None:
+            raise RuntimeError("not connected")
+        return self._pc
+
+    def _make_pc(self) -> RTCPeerConnection:
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        pc.on("connectionstatechange", self._on_connection_state)
+        if self._publish is not None:
+            # The server puts the publish m-line first in its first offer, and aiortc binds
+            # the first audio m-line to a transceiver made beforehand: so codec preferences
+            # apply (aiortc fixes a transceiver's codecs when it applies the remote offer).
+            pub = pc.addTransceiver(self._publish, direction="sendonly")
+            if self.publish_codec is not None:
+                pub.setCodecPreferences(self._codecs)
+        return pc
+
     # --- lifecycle -----------------------------------------------------------------------
 
     async def connect(self) -> None:
         """Join; raises ``RoomConnectError`` (with the server's reason) when refused."""
+        self._pc = self._make_pc()
         self._http = aiohttp.ClientSession()
         try:
             self._ws = await self._http.ws_connect(
@@ -332,8 +345,9 @@ class RoomClient:
         self._events.put_nowait(Disconnected(reason))
 
     async def _release(self) -> None:
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.pc.close(), STOP_TIMEOUT)
+        if self._pc is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._pc.close(), STOP_TIMEOUT)
         if self._publish is not None:
             self._publish.stop()
         if self._ws is not None:
