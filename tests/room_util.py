@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+import wave
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import av
@@ -92,3 +94,14 @@ async def until(predicate: Callable[[], bool], within: float = 10.0, what: str =
             return
         await asyncio.sleep(0.05)
     assert predicate(), f"not true within {within} s: {what or predicate}"
+
+
+def write_tone_wav(path: Path, hz: float, seconds: float, rate: int = 44_100) -> None:
+    """A mono 16-bit WAV of a sine at 0.4 of full scale (a fake microphone, a talker file)."""
+    t = np.arange(int(rate * seconds)) / rate
+    pcm = (0.4 * 32767 * np.sin(2 * np.pi * hz * t)).astype("<i2")
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(pcm.tobytes())

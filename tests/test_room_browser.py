@@ -9,8 +9,15 @@ import pytest
 
 from mixer_ext.room.connector import ParticipantLeft, TrackEnabledChanged, TrackSubscribed
 from tests.conftest import ROOT, require_path, require_program
-from tests.room_util import client, next_event, record, room_server, spectrum_peak, token
-from tests.test_talker import write_tone_wav
+from tests.room_util import (
+    client,
+    next_event,
+    record,
+    room_server,
+    spectrum_peak,
+    token,
+    write_tone_wav,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(120)]
 

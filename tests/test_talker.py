@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import os
-import wave
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from mixer_ext.room.connector import ParticipantLeft, TrackEnabledChanged, TrackSubscribed
 from tests.conftest import free_port, mixer_ext_cmd
-from tests.room_util import SECRET, client, next_event, record, room_server, spectrum_peak
+from tests.room_util import (
+    SECRET,
+    client,
+    next_event,
+    record,
+    room_server,
+    spectrum_peak,
+    write_tone_wav,
+)
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -32,16 +38,6 @@ async def start_talker(url: str, *args: str) -> asyncio.subprocess.Process:
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-
-
-def write_tone_wav(path: Path, hz: float, seconds: float, rate: int = 44_100) -> None:
-    t = np.arange(int(rate * seconds)) / rate
-    pcm = (0.4 * 32767 * np.sin(2 * np.pi * hz * t)).astype("<i2")
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(pcm.tobytes())
 
 
 async def test_talker_tone_mute_unmute_leave() -> None:
