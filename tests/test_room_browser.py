@@ -25,14 +25,18 @@ SCRIPT = ROOT / "tests" / "browser" / "speaker_page.mjs"
 TONE_HZ = 600.0
 
 
-async def test_chromium_speaker_page_is_heard(tmp_path: Path, artifacts_dir: Path) -> None:
+@pytest.mark.parametrize("open_mode", [False, True], ids=["pasted-token", "open-mode"])
+async def test_chromium_speaker_page_is_heard(
+    tmp_path: Path, artifacts_dir: Path, open_mode: bool
+) -> None:
+    """Pasted token on a default server; in open mode, an empty token field (server hands one)."""
     require_program("chromium")
     node = require_program("node", package="nodejs")
     require_path(ROOT / "node_modules" / "playwright-core", "node_modules missing: run make setup")
     wav = tmp_path / "mic.wav"
     write_tone_wav(wav, TONE_HZ, 2.0, rate=48_000)  # 1200 whole cycles: seamless loop
 
-    async with room_server() as server:
+    async with room_server(open_mode=open_mode) as server:
         listener = client(server, "web", "listener")
         await listener.connect()
         events = listener.events()
@@ -43,7 +47,7 @@ async def test_chromium_speaker_page_is_heard(tmp_path: Path, artifacts_dir: Pat
             page,
             "web",
             "browser",
-            token("web", "browser"),
+            "" if open_mode else token("web", "browser"),
             str(wav),
             "5000",
             stdout=asyncio.subprocess.PIPE,
@@ -62,7 +66,9 @@ async def test_chromium_speaker_page_is_heard(tmp_path: Path, artifacts_dir: Pat
             rc = await asyncio.wait_for(proc.wait(), 30)
             out = (await proc.stdout.read()).decode() if proc.stdout else ""
             err = (await proc.stderr.read()).decode() if proc.stderr else ""
-            (artifacts_dir / "speaker_page.log").write_text(out + err)
+            (artifacts_dir / f"speaker_page-{'open' if open_mode else 'token'}.log").write_text(
+                out + err
+            )
             assert rc == 0, err
             assert out.split() == ["JOINED", "MUTED", "LEFT"]
         finally:
