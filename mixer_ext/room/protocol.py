@@ -1,0 +1,241 @@
+"""The embedded room server's signaling protocol: JSON text messages over one WebSocket.
+
+Every message is an object with ``"v": PROTOCOL_VERSION`` and a ``"type"``;
+both directions are pydantic models discriminated on ``type`` so a message is
+either fully valid or refused as a whole (``parse_client_message`` raises
+``ProtocolError`` with a short code).
+
+Client -> server: ``join`` (first message; token, room, whether it publishes,
+whether it subscribes to the others), ``answer`` (to a server offer),
+``set-enabled`` (mute/unmute its track), ``leave``.
+
+Server -> client: ``joined`` (the roster), ``participant-joined``,
+``participant-left`` (with a reason), ``track-published``,
+``track-unpublished``, ``track-enabled``, ``offer`` (the server always
+offers: one peer connection per participant carries its published track and
+all its subscriptions; ``tracks`` maps each subscribed m-line's ``mid`` to the
+track it carries, ``publish_mid`` is the m-line the client sends on),
+``error`` (a refused message; the connection stays up) and ``disconnected``
+(the last message, with a reason; the server then closes the socket).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+PROTOCOL_VERSION = 1
+#: Path of the signaling WebSocket on the room server.
+SIGNAL_PATH = "/v1/signal"
+
+Name = Annotated[str, Field(min_length=1, max_length=128)]
+Sdp = Annotated[str, Field(min_length=1, max_length=60_000)]
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    v: Literal[1] = 1  # PROTOCOL_VERSION
+
+
+# --- client -> server ----------------------------------------------------------------------
+
+
+class Join(_Message):
+    type: Literal["join"] = "join"
+    room: Name
+    token: Annotated[str, Field(max_length=4096)] = ""
+    #: the client will send one audio track (the server offers a recvonly m-line for it)
+    publish: bool = False
+    #: receive every other participant's audio (on by default, as in hosted rooms)
+    auto_subscribe: bool = True
+
+
+class Answer(_Message):
+    type: Literal["answer"] = "answer"
+    sdp: Sdp
+
+
+class SetEnabled(_Message):
+    type: Literal["set-enabled"] = "set-enabled"
+    enabled: bool
+
+
+class Leave(_Message):
+    type: Literal["leave"] = "leave"
+
+
+ClientMessage = Annotated[Join | Answer | SetEnabled | Leave, Field(discriminator="type")]
+_client_adapter: TypeAdapter[Join | Answer | SetEnabled | Leave] = TypeAdapter(ClientMessage)
+
+
+# --- server -> client ----------------------------------------------------------------------
+
+
+class TrackInfo(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    sid: str
+    kind: Literal["audio"] = "audio"
+    enabled: bool = True
+
+
+class ParticipantInfo(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    identity: str
+    #: ISO 8601 UTC
+    joined_at: str
+    tracks: list[TrackInfo] = []
+
+
+class Joined(_Message):
+    type: Literal["joined"] = "joined"
+    room: str
+    identity: str
+    #: everyone else already in the room
+    participants: list[ParticipantInfo]
+
+
+class ParticipantJoinedMsg(_Message):
+    type: Literal["participant-joined"] = "participant-joined"
+    identity: str
+
+
+class ParticipantLeftMsg(_Message):
+    type: Literal["participant-left"] = "participant-left"
+    identity: str
+    reason: str
+
+
+class TrackPublishedMsg(_Message):
+    type: Literal["track-published"] = "track-published"
+    identity: str
+    track: TrackInfo
+
+
+class TrackUnpublishedMsg(_Message):
+    type: Literal["track-unpublished"] = "track-unpublished"
+    identity: str
+    track_sid: str
+
+
+class TrackEnabledMsg(_Message):
+    type: Literal["track-enabled"] = "track-enabled"
+    identity: str
+    track_sid: str
+    enabled: bool
+
+
+class SubscribedTrack(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    identity: str
+    track_sid: str
+    enabled: bool = True
+
+
+class Offer(_Message):
+    type: Literal["offer"] = "offer"
+    sdp: Sdp
+    #: mid -> the track that m-line carries (only subscriptions still active)
+    tracks: dict[str, SubscribedTrack] = {}
+    #: the m-line the client publishes on, when it asked to publish
+    publish_mid: str | None = None
+
+
+class ErrorMsg(_Message):
+    type: Literal["error"] = "error"
+    #: short machine code: malformed, oversized, unexpected, ...
+    code: str
+    message: str
+
+
+class DisconnectedMsg(_Message):
+    type: Literal["disconnected"] = "disconnected"
+    reason: str
+    message: str = ""
+
+
+ServerMessage = Annotated[
+    Joined
+    | ParticipantJoinedMsg
+    | ParticipantLeftMsg
+    | TrackPublishedMsg
+    | TrackUnpublishedMsg
+    | TrackEnabledMsg
+    | Offer
+    | ErrorMsg
+    | DisconnectedMsg,
+    Field(discriminator="type"),
+]
+_server_adapter: TypeAdapter[
+    Joined
+    | ParticipantJoinedMsg
+    | ParticipantLeftMsg
+    | TrackPublishedMsg
+    | TrackUnpublishedMsg
+    | TrackEnabledMsg
+    | Offer
+    | ErrorMsg
+    | DisconnectedMsg
+] = TypeAdapter(ServerMessage)
+
+
+class ProtocolError(ValueError):
+    """A message was refused.  ``code`` is a metric label, ``str()`` one line."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _describe(exc: ValidationError) -> str:
+    err = exc.errors(include_url=False)[0]
+    loc = ".".join(str(p) for p in err.get("loc", ()))
+    return f"{loc}: {err.get('msg', 'invalid')}" if loc else str(err.get("msg", "invalid"))
+
+
+def _load(text: str | bytes, max_bytes: int) -> object:
+    size = len(text.encode() if isinstance(text, str) else text)
+    if size > max_bytes:
+        raise ProtocolError("oversized", f"message of {size} bytes exceeds {max_bytes}")
+    try:
+        return json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ProtocolError("malformed", "message is not valid JSON") from None
+
+
+def parse_client_message(text: str | bytes, max_bytes: int) -> Join | Answer | SetEnabled | Leave:
+    """Validate one client message or raise ``ProtocolError``."""
+    data = _load(text, max_bytes)
+    if isinstance(data, dict) and data.get("v", PROTOCOL_VERSION) != PROTOCOL_VERSION:
+        raise ProtocolError("version", f"protocol version {data.get('v')!r} is not supported")
+    try:
+        return _client_adapter.validate_python(data)
+    except ValidationError as exc:
+        raise ProtocolError("malformed", _describe(exc)) from None
+
+
+def parse_server_message(
+    text: str | bytes, max_bytes: int = 16 * 1024 * 1024
+) -> (
+    Joined
+    | ParticipantJoinedMsg
+    | ParticipantLeftMsg
+    | TrackPublishedMsg
+    | TrackUnpublishedMsg
+    | TrackEnabledMsg
+    | Offer
+    | ErrorMsg
+    | DisconnectedMsg
+):
+    """Validate one server message (client side) or raise ``ProtocolError``."""
+    data = _load(text, max_bytes)
+    try:
+        return _server_adapter.validate_python(data)
+    except ValidationError as exc:
+        raise ProtocolError("malformed", _describe(exc)) from None
+
+
+def encode(message: _Message) -> str:
+    """Compact JSON for the wire."""
+    return message.model_dump_json()

@@ -1,0 +1,135 @@
+"""Access tokens for the embedded room server: HS256 JWTs signed with ``MIXER_ROOM_SECRET``.
+
+A token names one room (claim ``room``), one identity (claim ``sub``) and
+expires (claim ``exp``, seconds since the epoch).  The server refuses a token
+that is missing, forged (bad signature or algorithm), expired, malformed or
+for another room; ``TokenError.args[0]`` says which, in one line that never
+contains the token itself.
+
+``mixer-ext token --room R --identity I [--ttl S]`` prints one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import time
+from dataclasses import dataclass
+
+import jwt
+
+from mixer_ext.errors import ConfigError, MixerError
+from mixer_ext.settings import Settings
+
+ALGORITHM = "HS256"
+ISSUER = "mixer-ext"
+#: identities and room names: printable, no whitespace, short enough for a log line
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@+-]{0,127}$")
+DEFAULT_TTL = 3600.0
+#: HS256 keys shorter than the hash (32 bytes) can be brute-forced from any token seen
+MIN_SECRET_BYTES = 32
+MAX_TTL = 30 * 86_400.0
+
+
+class TokenError(MixerError):
+    """A token was refused.  ``str()`` is one line and never contains the token."""
+
+
+@dataclass(frozen=True, slots=True)
+class TokenClaims:
+    room: str
+    identity: str
+    #: expiry, seconds since the epoch
+    expires_at: float
+
+
+def check_name(kind: str, value: str) -> str:
+    """Return ``value`` if it is a valid room name / identity, else raise ValueError."""
+    if not NAME_PATTERN.match(value):
+        raise ValueError(
+            f"{kind} {value[:40]!r} is invalid (1-128 characters: letters, digits, . _ : @ + -; "
+            "starting with a letter or digit)"
+        )
+    return value
+
+
+def mint_token(secret: str, room: str, identity: str, ttl: float = DEFAULT_TTL) -> str:
+    """A token letting ``identity`` join ``room`` for ``ttl`` seconds from now."""
+    if not secret:
+        raise TokenError("the room secret is empty")
+    check_name("room", room)
+    check_name("identity", identity)
+    if not 0 < ttl <= MAX_TTL:
+        raise ValueError(f"ttl must be in (0, {MAX_TTL:.0f}] seconds, got {ttl}")
+    now = time.time()
+    claims = {"iss": ISSUER, "room": room, "sub": identity, "iat": int(now), "exp": now + ttl}
+    return jwt.encode(claims, secret, algorithm=ALGORITHM)
+
+
+def verify_token(secret: str, token: str | None, room: str) -> TokenClaims:
+    """Check ``token`` for ``room`` and return its claims, or raise ``TokenError``."""
+    if not token:
+        raise TokenError("missing token")
+    try:
+        claims = jwt.decode(
+            token,
+            secret,
+            algorithms=[ALGORITHM],
+            issuer=ISSUER,
+            options={"require": ["exp", "sub", "room", "iss"]},
+        )
+    except jwt.ExpiredSignatureError:
+        raise TokenError("token expired") from None
+    except jwt.InvalidSignatureError:
+        raise TokenError("forged token (signature does not match the server's secret)") from None
+    except jwt.MissingRequiredClaimError as exc:
+        raise TokenError(f"token lacks the {exc.claim!r} claim") from None
+    except jwt.InvalidAlgorithmError:
+        raise TokenError(f"token is not signed with {ALGORITHM}") from None
+    except jwt.InvalidTokenError as exc:
+        raise TokenError(f"invalid token ({type(exc).__name__})") from None
+    token_room, identity = claims.get("room"), claims.get("sub")
+    if not isinstance(token_room, str) or not isinstance(identity, str):
+        raise TokenError("token claims 'room' and 'sub' must be strings")
+    if token_room != room:
+        raise TokenError(f"token is for room {token_room[:40]!r}, not {room[:40]!r}")
+    try:
+        check_name("identity", identity)
+    except ValueError as exc:
+        raise TokenError(str(exc)) from None
+    return TokenClaims(room=token_room, identity=identity, expires_at=float(claims["exp"]))
+
+
+def secret_from(settings: Settings, what: str) -> str:
+    """The room secret, or a one-line ConfigError saying ``what`` needs it (or it is weak)."""
+    if settings.room_secret is None or not settings.room_secret.get_secret_value():
+        raise ConfigError(f"MIXER_ROOM_SECRET is not set; {what} needs it")
+    secret = settings.room_secret.get_secret_value()
+    if len(secret.encode()) < MIN_SECRET_BYTES:
+        raise ConfigError(
+            f"MIXER_ROOM_SECRET is too short ({len(secret.encode())} bytes; at least "
+            f"{MIN_SECRET_BYTES}, e.g. from `openssl rand -hex 32`)"
+        )
+    return secret
+
+
+# --- CLI: mixer-ext token ---------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--room", required=True, help="room the token admits to")
+    parser.add_argument("--identity", required=True, help="participant identity")
+    parser.add_argument(
+        "--ttl", type=float, default=DEFAULT_TTL, help="seconds the token is valid (default 3600)"
+    )
+
+
+def main(args: argparse.Namespace, settings: Settings) -> int:
+    secret = secret_from(settings, "minting a token")
+    try:
+        token = mint_token(secret, args.room, args.identity, args.ttl)
+    except (ValueError, TokenError) as exc:
+        raise ConfigError(str(exc)) from None
+    sys.stdout.write(token + "\n")
+    return 0

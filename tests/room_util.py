@@ -1,0 +1,107 @@
+"""Helpers for the embedded room tests: a real server on a free loopback port, audio analysis."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import wave
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+from mixer_ext.room.client import RoomClient
+from mixer_ext.room.connector import RoomEvent
+from mixer_ext.room.server import RoomServer
+from mixer_ext.room.tokens import mint_token
+from mixer_ext.settings import Settings
+
+SECRET = "test-secret-0123456789abcdef0123456789"
+SAMPLE_RATE = 48_000
+
+
+def settings(**overrides: Any) -> Settings:
+    return Settings(room_secret=SECRET, **overrides)
+
+
+@contextlib.asynccontextmanager
+async def room_server(**overrides: Any) -> AsyncIterator[RoomServer]:
+    """A started ``RoomServer`` on 127.0.0.1 and a free port; stopped afterwards."""
+    server = RoomServer(settings(), "127.0.0.1", 0, **overrides)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+def token(room: str, identity: str, ttl: float = 600) -> str:
+    return mint_token(SECRET, room, identity, ttl)
+
+
+def client(server: RoomServer, room: str, identity: str, **kwargs: Any) -> RoomClient:
+    return RoomClient(
+        server.url, room, identity, kwargs.pop("tok", None) or token(room, identity), **kwargs
+    )
+
+
+async def next_event(
+    events: AsyncIterator[RoomEvent], kind: type, within: float = 15.0, **match: Any
+) -> Any:
+    """The next event of type ``kind`` whose attributes equal ``match`` (others are skipped)."""
+    deadline = time.monotonic() + within
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"no {kind.__name__} {match} within {within} s")
+        event = await asyncio.wait_for(anext(events), left)
+        if isinstance(event, kind) and all(getattr(event, k) == v for k, v in match.items()):
+            return event
+
+
+async def record(track: MediaStreamTrack, seconds: float) -> np.ndarray:
+    """Mono float samples (-1..1) received from ``track`` during ``seconds`` of wall time."""
+    chunks: list[np.ndarray] = []
+    deadline = time.monotonic() + seconds
+    with contextlib.suppress(TimeoutError, MediaStreamError):
+        while (left := deadline - time.monotonic()) > 0:
+            frame = await asyncio.wait_for(track.recv(), left)
+            assert isinstance(frame, av.AudioFrame)
+            assert frame.sample_rate == SAMPLE_RATE
+            data = frame.to_ndarray().astype(np.float64).reshape(-1, len(frame.layout.channels))
+            chunks.append(data.mean(axis=1) / 32768.0)
+    return np.concatenate(chunks) if chunks else np.zeros(0)
+
+
+def spectrum_peak(samples: np.ndarray) -> tuple[float, float]:
+    """(frequency in Hz, RMS level) of the strongest component of ``samples``."""
+    assert len(samples) >= SAMPLE_RATE // 10, f"only {len(samples)} samples received"
+    windowed = samples * np.hanning(len(samples))
+    mag = np.abs(np.fft.rfft(windowed))
+    freqs = np.fft.rfftfreq(len(samples), 1 / SAMPLE_RATE)
+    mag[freqs < 50] = 0
+    return float(freqs[int(np.argmax(mag))]), float(np.sqrt(np.mean(samples**2)))
+
+
+async def until(predicate: Callable[[], bool], within: float = 10.0, what: str = "") -> None:
+    """Poll ``predicate`` every 50 ms until it holds; AssertionError after ``within`` s."""
+    for _ in range(int(within / 0.05)):
+        if predicate():
+            return
+        await asyncio.sleep(0.05)
+    assert predicate(), f"not true within {within} s: {what or predicate}"
+
+
+def write_tone_wav(path: Path, hz: float, seconds: float, rate: int = 44_100) -> None:
+    """A mono 16-bit WAV of a sine at 0.4 of full scale (a fake microphone, a talker file)."""
+    t = np.arange(int(rate * seconds)) / rate
+    pcm = (0.4 * 32767 * np.sin(2 * np.pi * hz * t)).astype("<i2")
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(pcm.tobytes())
