@@ -25,7 +25,7 @@ from tests.process_util import Proc, processes, wait_for_port
 
 pytestmark = pytest.mark.slow
 
-SECRET = "e2e-secret-not-for-production"
+SECRET = "e2e-secret-not-for-production-0123456789"
 TONES = {"alice": 440.0, "bob": 660.0, "carol": 990.0}
 MAX_DURATION = 15
 
@@ -87,7 +87,7 @@ async def test_run_until_max_duration(tmp_path: Path) -> None:
             talker_args = {
                 "alice": ["--duration", "40"],
                 "bob": ["--duration", "40", "--mute-at", "6", "--unmute-at", "10"],
-                "carol": ["--duration", "40", "--leave-at", "9"],
+                "carol": ["--leave-at", "9"],
             }
             for name, extra in talker_args.items():
                 procs.append(
