@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 import websockets
 
+from mixer_ext.room.janus_publisher import JanusPublisher
 from tests.conftest import ROOT, free_port, require_path, require_program
 
 # Debian installs the plugins under the multiarch directory (x86_64-linux-gnu, aarch64-...).
@@ -242,6 +243,20 @@ async def moderate(
             "mute": mute,
         },
     )
+
+
+@contextlib.asynccontextmanager
+async def aiortc_publisher(
+    server: JanusServer, room: int | str, display: str, freq: float
+) -> AsyncIterator[JanusPublisher]:
+    """An aiortc participant publishing a ``freq`` Hz tone; leaves on exit."""
+    pub = JanusPublisher(server.url, room, display, freq, api_secret=server.api_secret)
+    try:
+        await pub.join()
+        await pub.publish()
+        yield pub
+    finally:
+        await pub.leave()
 
 
 # --- audio checks ------------------------------------------------------------------

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -33,10 +33,10 @@ from mixer_ext.room.connector import (
     TrackUnsubscribed,
 )
 from mixer_ext.room.janus import JanusRoomConnector, offer_ssrcs, parse_room_id
-from mixer_ext.room.janus_publisher import JanusPublisher
 from mixer_ext.room.janus_session import JanusSession
 from tests.janus_util import (
     JanusServer,
+    aiortc_publisher,
     chromium_publisher,
     has_tone,
     janus_server,
@@ -122,19 +122,6 @@ def assert_tone(listener: Listener, sid: str, freq: float, *, last_seconds: floa
     assert has_tone(x, freq), f"{sid}: no {freq} Hz tone; peaks {tone_peaks(x)}"
 
 
-@contextlib.asynccontextmanager
-async def publisher(
-    server: JanusServer, display: str, freq: float
-) -> AsyncIterator[JanusPublisher]:
-    pub = JanusPublisher(server.url, ROOM, display, freq)
-    try:
-        await pub.join()
-        await pub.publish()
-        yield pub
-    finally:
-        await pub.leave()
-
-
 @pytest.fixture
 def janus(tmp_path: Path) -> Iterator[JanusServer]:
     with janus_server(tmp_path, rooms=room_config(ROOM)) as server:
@@ -150,8 +137,8 @@ async def test_connector_hears_every_publisher_and_follows_the_room(
     listener = Listener(connector)
     try:
         async with contextlib.AsyncExitStack() as stack:
-            alice = await stack.enter_async_context(publisher(janus, "alice", 440))
-            bob = await stack.enter_async_context(publisher(janus, "bob", 660))
+            alice = await stack.enter_async_context(aiortc_publisher(janus, ROOM, "alice", 440))
+            bob = await stack.enter_async_context(aiortc_publisher(janus, ROOM, "bob", 660))
             dave = await stack.enter_async_context(
                 chromium_publisher(janus, ROOM, "dave", write_tone_wav(tmp_path / "dave.wav", 1320))
             )
@@ -184,7 +171,7 @@ async def test_connector_hears_every_publisher_and_follows_the_room(
             )
 
             # carol publishes later: Janus recycles alice's m-line with a new SSRC
-            await stack.enter_async_context(publisher(janus, "carol", 880))
+            await stack.enter_async_context(aiortc_publisher(janus, ROOM, "carol", 880))
             carol_ev = await listener.wait_for(
                 lambda e: isinstance(e, TrackSubscribed) and e.identity == "carol"
             )
@@ -285,3 +272,26 @@ def test_room_ids_and_offer_ssrcs() -> None:
         "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:2\r\na=ssrc:22 cname:janus\r\n"
     )
     assert offer_ssrcs(sdp) == {"0": [11], "2": [22]}
+
+
+def test_identity_is_display_made_unique() -> None:
+    c = JanusRoomConnector("ws://127.0.0.1:1", "1", "bot")
+    c._on_joining({"id": 1, "display": "alice"})
+    c._on_joining({"id": 2, "display": "alice"})
+    c._on_joining({"id": 3})
+    c._on_joining({"id": 4, "display": "bot"})  # the bot's own identity is never a participant
+    c._on_joining("garbage")
+    assert c._participants == {1: "alice", 2: "alice~2", 3: "janus-3"}
+    joined = [c._events.get_nowait() for _ in range(c._events.qsize())]
+    assert joined == [ParticipantJoined(i) for i in ("alice", "alice~2", "janus-3")]
+
+
+def test_from_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mixer_ext.settings import load_settings
+
+    monkeypatch.setenv("MIXER_ROOM_BACKEND", "janus")
+    monkeypatch.setenv("MIXER_JANUS_URL", "ws://janus.example:8188")
+    monkeypatch.setenv("MIXER_JANUS_API_SECRET", "s3cret")
+    c = JanusRoomConnector.from_settings(load_settings(), "team", "audio-mixer-v1")
+    assert (c.url, c.room_id, c.identity) == ("ws://janus.example:8188", "team", "audio-mixer-v1")
+    assert c._session._api_secret == "s3cret" and c._session._token is None

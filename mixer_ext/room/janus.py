@@ -43,7 +43,7 @@ import logging
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import av
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpTransceiver, RTCSessionDescription
@@ -72,6 +72,9 @@ from mixer_ext.room.janus_session import (
     drop_message,
     plugin_data,
 )
+
+if TYPE_CHECKING:
+    from mixer_ext.settings import Settings
 
 log = logging.getLogger("mixer_ext.room.janus")
 
@@ -200,6 +203,18 @@ class JanusRoomConnector(RoomConnector):
         self._events: asyncio.Queue[RoomEvent] = asyncio.Queue(EVENT_QUEUE_SIZE)
         self._room_task: asyncio.Task[None] | None = None
         self._done = False
+
+    @classmethod
+    def from_settings(cls, settings: Settings, room: str, identity: str) -> JanusRoomConnector:
+        """The connector for ``MIXER_ROOM_BACKEND=janus``: URL and credentials from settings."""
+        secret, token = settings.janus_api_secret, settings.janus_token
+        return cls(
+            settings.janus_url,
+            room,
+            identity,
+            api_secret=secret.get_secret_value() if secret is not None else None,
+            token=token.get_secret_value() if token is not None else None,
+        )
 
     # --- RoomConnector ---------------------------------------------------------
 
@@ -337,9 +352,21 @@ class JanusRoomConnector(RoomConnector):
     # --- participants --------------------------------------------------------------
 
     def _identity_of(self, feed_id: int, display: object) -> str:
-        if isinstance(display, str) and display:
-            return display
-        return f"janus-{feed_id}"
+        """The publisher's ``display``; made unique when another participant already has it.
+
+        Janus does not enforce unique displays, but identities key the
+        mixer's inputs and the metadata, so a second ``alice`` becomes
+        ``alice~<feed id>``.  No display at all gives ``janus-<feed id>``.
+        """
+        if not isinstance(display, str) or not display:
+            return f"janus-{feed_id}"
+        known = self._participants.get(feed_id)
+        if known is not None:
+            return known
+        if display in self._participants.values():
+            log_event(log, "janus: duplicate display", logging.WARNING, display=display)
+            return f"{display}~{feed_id}"
+        return display
 
     def _on_joining(self, who: object) -> None:
         if not isinstance(who, dict) or not isinstance(who.get("id"), int):
