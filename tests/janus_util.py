@@ -80,7 +80,13 @@ class JanusServer:
 
 
 def _write_config(
-    cfg: Path, host: str, ws_port: int, rtp_range: str, api_secret: str | None, rooms: str
+    cfg: Path,
+    host: str,
+    ws_port: int,
+    rtp_range: str,
+    api_secret: str | None,
+    rooms: str,
+    session_timeout: int,
 ) -> None:
     plugins = cfg / "plugins"
     transports = cfg / "transports"
@@ -101,7 +107,7 @@ def _write_config(
         f'\tevents_folder = "{empty}"\n'
         f'\tloggers_folder = "{empty}"\n'
         "\tdebug_level = 4\n"
-        "\tsession_timeout = 60\n"
+        f"\tsession_timeout = {session_timeout}\n"
         f"{secret_line}"
         "}\n"
         "media: {\n"
@@ -141,7 +147,12 @@ def room_config(room: int | str, *, publishers: int = 10, secret: str = ROOM_SEC
 
 
 def start_janus(
-    workdir: Path, *, rooms: str, api_secret: str | None = None, timeout: float = 20.0
+    workdir: Path,
+    *,
+    rooms: str,
+    api_secret: str | None = None,
+    session_timeout: int = 60,
+    timeout: float = 20.0,
 ) -> JanusServer:
     """Start Janus with a config in ``workdir``; returns once its websocket accepts."""
     janus = require_program("janus")
@@ -150,7 +161,7 @@ def start_janus(
     port = free_port(host)
     rtp_lo = random.randrange(40000, 59000, 100)
     cfg = workdir / "janus-config"
-    _write_config(cfg, host, port, f"{rtp_lo}-{rtp_lo + 99}", api_secret, rooms)
+    _write_config(cfg, host, port, f"{rtp_lo}-{rtp_lo + 99}", api_secret, rooms, session_timeout)
     log_path = workdir / "janus.log"
     log_file = log_path.open("wb")
     proc = subprocess.Popen(
@@ -257,6 +268,69 @@ async def aiortc_publisher(
         yield pub
     finally:
         await pub.leave()
+
+
+# --- the room story --------------------------------------------------------------
+
+#: who takes part in the scenario, and the tone each one sends (Hz)
+TONES: dict[str, float] = {"alice": 440.0, "bob": 660.0, "carol": 880.0, "dave": 1320.0}
+
+
+class JanusRoomScenario:
+    """The issue's room story in steps, so each test checks what it needs in between.
+
+    ``start()``: alice and bob (aiortc) and dave (headless Chromium) join and
+    publish.  ``alice_unpublishes()`` then ``alice_leaves()``: her m-line goes
+    inactive.  ``carol_joins()``: carol publishes, and Janus recycles alice's
+    m-line for her.  ``mute_bob()`` / ``unmute_bob()``: moderation.
+    ``dave_leaves()``: the browser closes.  ``close()``: everyone still there
+    leaves.  A connector-level test listens to tracks; a worker-level test
+    checks the HLS output (``TONES`` says which tone belongs to whom).
+    """
+
+    def __init__(self, server: JanusServer, room: int | str, workdir: Path) -> None:
+        self.server = server
+        self.room = room
+        self.workdir = workdir
+        self.publishers: dict[str, JanusPublisher] = {}
+        self.dave: ChromiumPublisher | None = None
+        self._stack = contextlib.AsyncExitStack()
+
+    async def start(self) -> None:
+        for who in ("alice", "bob"):
+            self.publishers[who] = await self._stack.enter_async_context(
+                aiortc_publisher(self.server, self.room, who, TONES[who])
+            )
+        wav = write_tone_wav(self.workdir / "dave.wav", TONES["dave"])
+        self.dave = await self._stack.enter_async_context(
+            chromium_publisher(self.server, self.room, "dave", wav)
+        )
+
+    async def alice_unpublishes(self) -> None:
+        await self.publishers["alice"].unpublish()
+
+    async def alice_leaves(self) -> None:
+        await self.publishers.pop("alice").leave()
+
+    async def carol_joins(self) -> None:
+        self.publishers["carol"] = await self._stack.enter_async_context(
+            aiortc_publisher(self.server, self.room, "carol", TONES["carol"])
+        )
+
+    async def mute_bob(self, mute: bool = True) -> None:
+        bob = self.publishers["bob"]
+        assert bob.feed_id is not None and bob.audio_mid is not None
+        await moderate(self.server, self.room, bob.feed_id, bob.audio_mid, mute=mute)
+
+    async def unmute_bob(self) -> None:
+        await self.mute_bob(False)
+
+    async def dave_leaves(self) -> None:
+        if self.dave is not None:
+            await self.dave.stop()
+
+    async def close(self) -> None:
+        await self._stack.aclose()
 
 
 # --- audio checks ------------------------------------------------------------------

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,15 +36,13 @@ from mixer_ext.room.connector import (
 from mixer_ext.room.janus import JanusRoomConnector, offer_ssrcs, parse_room_id
 from mixer_ext.room.janus_session import JanusSession
 from tests.janus_util import (
+    TONES,
+    JanusRoomScenario,
     JanusServer,
-    aiortc_publisher,
-    chromium_publisher,
     has_tone,
     janus_server,
-    moderate,
     room_config,
     tone_peaks,
-    write_tone_wav,
 )
 
 pytestmark = [pytest.mark.janus]
@@ -136,13 +135,9 @@ async def test_connector_hears_every_publisher_and_follows_the_room(
     await connector.connect()
     listener = Listener(connector)
     try:
-        async with contextlib.AsyncExitStack() as stack:
-            alice = await stack.enter_async_context(aiortc_publisher(janus, ROOM, "alice", 440))
-            bob = await stack.enter_async_context(aiortc_publisher(janus, ROOM, "bob", 660))
-            dave = await stack.enter_async_context(
-                chromium_publisher(janus, ROOM, "dave", write_tone_wav(tmp_path / "dave.wav", 1320))
-            )
-            assert dave.feed_id is not None
+        scenario = JanusRoomScenario(janus, ROOM, tmp_path)
+        try:
+            await scenario.start()
             for who in ("alice", "bob", "dave"):
                 await listener.wait_for(
                     lambda e, w=who: isinstance(e, ParticipantJoined) and e.identity == w
@@ -153,25 +148,23 @@ async def test_connector_hears_every_publisher_and_follows_the_room(
             sid = {who: listener.subscribed(who)[0].track_sid for who in ("alice", "bob", "dave")}
             for who in ("alice", "bob", "dave"):
                 await wait_audio(listener, sid[who], 3.0)
-            assert_tone(listener, sid["alice"], 440)
-            assert_tone(listener, sid["bob"], 660)
-            assert_tone(listener, sid["dave"], 1320)
+                assert_tone(listener, sid[who], TONES[who])
             # the bot never sees itself
             assert all(getattr(e, "identity", None) != "audio-mixer-v1" for e in listener.events)
 
             # alice unpublishes and leaves: her m-line goes inactive
             alice_mid = next(m for m, s in connector._subs.items() if s.identity == "alice")
-            await alice.unpublish()
+            await scenario.alice_unpublishes()
             await listener.wait_for(
                 lambda e: isinstance(e, TrackUnsubscribed) and e.identity == "alice"
             )
-            await alice.leave()
+            await scenario.alice_leaves()
             await listener.wait_for(
                 lambda e: isinstance(e, ParticipantLeft) and e.identity == "alice"
             )
 
             # carol publishes later: Janus recycles alice's m-line with a new SSRC
-            await stack.enter_async_context(aiortc_publisher(janus, ROOM, "carol", 880))
+            await scenario.carol_joins()
             carol_ev = await listener.wait_for(
                 lambda e: isinstance(e, TrackSubscribed) and e.identity == "carol"
             )
@@ -179,34 +172,35 @@ async def test_connector_hears_every_publisher_and_follows_the_room(
             carol_mid = next(m for m, s in connector._subs.items() if s.identity == "carol")
             assert carol_mid == alice_mid, "Janus did not recycle the m-line: scenario broken"
             await wait_audio(listener, carol_ev.track_sid, 3.0)
-            assert_tone(listener, carol_ev.track_sid, 880)
-            assert not has_tone(listener.samples(carol_ev.track_sid)[-96000:], 440)
+            assert_tone(listener, carol_ev.track_sid, TONES["carol"])
+            assert not has_tone(listener.samples(carol_ev.track_sid)[-96000:], TONES["alice"])
 
             # bob muted by a moderator: disabled track, his audio stops; then unmuted
-            assert bob.feed_id is not None and bob.audio_mid is not None
-            await moderate(janus, ROOM, bob.feed_id, bob.audio_mid, mute=True)
+            await scenario.mute_bob()
             muted = await listener.wait_for(lambda e: isinstance(e, TrackEnabledChanged))
             assert muted == TrackEnabledChanged("bob", sid["bob"], False)
             await asyncio.sleep(1.5)
             frames_while_muted = len(listener.audio[sid["bob"]])
             await asyncio.sleep(1.5)
             assert len(listener.audio[sid["bob"]]) - frames_while_muted < 10
-            await moderate(janus, ROOM, bob.feed_id, bob.audio_mid, mute=False)
+            await scenario.unmute_bob()
             await listener.wait_for(
                 lambda e: isinstance(e, TrackEnabledChanged) and e.enabled and e.identity == "bob"
             )
             before = len(listener.audio[sid["bob"]])
             await wait_audio(listener, sid["bob"], len(listener.samples(sid["bob"])) / 48000 + 1.5)
             x = listener.samples(sid["bob"], since=before)
-            assert has_tone(x, 660), f"bob after unmute: peaks {tone_peaks(x)}"
+            assert has_tone(x, TONES["bob"]), f"bob after unmute: peaks {tone_peaks(x)}"
 
             # the Chromium publisher closes its page: dave leaves
-            await dave.stop()
+            await scenario.dave_leaves()
             await listener.wait_for(
                 lambda e: isinstance(e, ParticipantLeft) and e.identity == "dave"
             )
+        finally:
+            await scenario.close()
 
-        # the remaining publishers left with the exit stack
+        # the remaining publishers left with the scenario
         await listener.wait_for(lambda e: isinstance(e, ParticipantLeft) and e.identity == "bob")
         await listener.wait_for(lambda e: isinstance(e, ParticipantLeft) and e.identity == "carol")
 
@@ -219,6 +213,7 @@ async def test_connector_hears_every_publisher_and_follows_the_room(
         (artifacts_dir / "janus-events.json").write_text(
             json.dumps([repr(e) for e in listener.events], indent=1)
         )
+        shutil.copyfile(janus.log_path, artifacts_dir / "janus.log")
         await listener.close()
         await connector.disconnect()
 
@@ -295,3 +290,27 @@ def test_from_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     c = JanusRoomConnector.from_settings(load_settings(), "team", "audio-mixer-v1")
     assert (c.url, c.room_id, c.identity) == ("ws://janus.example:8188", "team", "audio-mixer-v1")
     assert c._session._api_secret == "s3cret" and c._session._token is None
+
+
+async def test_keepalive_holds_the_session_and_a_timed_out_session_is_connection_lost(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mixer_ext.room import janus_session
+
+    with janus_server(tmp_path, rooms=room_config(ROOM), session_timeout=3) as server:
+        monkeypatch.setattr(janus_session, "KEEPALIVE_INTERVAL", 1.0)
+        kept = JanusRoomConnector(server.url, str(ROOM), "bot")
+        await kept.connect()
+        await asyncio.sleep(8)  # well past Janus' 3 s session timeout
+        assert kept._events.empty(), "keepalives did not hold the session"
+        await kept.disconnect()
+
+        monkeypatch.setattr(janus_session, "KEEPALIVE_INTERVAL", 3600.0)
+        silent = JanusRoomConnector(server.url, str(ROOM), "bot")
+        await silent.connect()
+        events = []
+        async with asyncio.timeout(20):
+            async for ev in silent.events():
+                events.append(ev)
+        assert events == [Disconnected(Reason.CONNECTION_LOST)]
+        await silent.disconnect()
