@@ -71,6 +71,7 @@ from mixer_ext.room.janus_session import (
     JanusSessionClosed,
     drop_message,
     plugin_data,
+    stop_tasks,
 )
 
 if TYPE_CHECKING:
@@ -83,7 +84,6 @@ VIDEOROOM = "janus.plugin.videoroom"
 FEED_QUEUE_FRAMES = 50
 #: connector events buffered for the consumer; when full the room task waits (backpressure)
 EVENT_QUEUE_SIZE = 1000
-TASK_STOP_TIMEOUT = 5.0
 
 # Janus core and VideoRoom error codes that say why joining failed.
 _REFUSALS: dict[int, tuple[str, str]] = {
@@ -202,7 +202,7 @@ class JanusRoomConnector(RoomConnector):
         self._pumps: dict[str, asyncio.Task[None]] = {}  # subscriber mid -> pump task
         self._events: asyncio.Queue[RoomEvent] = asyncio.Queue(EVENT_QUEUE_SIZE)
         self._room_task: asyncio.Task[None] | None = None
-        self._done = False
+        self._teardown_task: asyncio.Task[None] | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings, room: str, identity: str) -> JanusRoomConnector:
@@ -247,6 +247,16 @@ class JanusRoomConnector(RoomConnector):
         pvt = data.get("private_id")
         self._private_id = pvt if isinstance(pvt, int) else None
         self._pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+
+        @self._pc.on("connectionstatechange")
+        def _on_connection_state() -> None:
+            # Janus notices a dead media path late (or never, if only our side
+            # lost it): treat a failed PeerConnection like Janus' hangup.
+            if self._pc is not None and self._pc.connectionState == "failed":
+                self._session.post_local_event(
+                    {"janus": "hangup", "sender": self._sub_handle, "reason": "ICE/DTLS failed"}
+                )
+
         metrics.ROOM_JOINS.inc()
         log_event(log, "janus joined", room=str(self.room_id), identity=self.identity)
         self._room_task = asyncio.create_task(self._run(data), name="janus-room")
@@ -263,9 +273,7 @@ class JanusRoomConnector(RoomConnector):
             if self._pub_handle is not None and not self._session.closed.is_set():
                 with contextlib.suppress(Exception):
                     await self._session.message(self._pub_handle, {"request": "leave"}, within=3)
-            self._room_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-                await asyncio.wait_for(self._room_task, TASK_STOP_TIMEOUT)
+            await stop_tasks([self._room_task])
         await self._teardown(Reason.LEFT)
 
     # --- the room task ----------------------------------------------------------
@@ -579,18 +587,21 @@ class JanusRoomConnector(RoomConnector):
             raise JanusSessionClosed("consumer not reading events") from None
 
     async def _teardown(self, reason: str) -> None:
-        """Release everything once and emit the final ``Disconnected``."""
-        if self._done:
-            return
-        self._done = True
+        """Release everything once and emit the final ``Disconnected``.
+
+        The work runs in its own task (``janus-teardown``) so that cancelling
+        the room task halfway through its own teardown cannot leak the
+        session or the PeerConnection: ``disconnect()`` awaits the same task.
+        """
+        if self._teardown_task is None:
+            self._teardown_task = asyncio.create_task(self._release(reason), name="janus-teardown")
+        await asyncio.shield(self._teardown_task)
+
+    async def _release(self, reason: str) -> None:
         for sub in list(self._subs.values()):
             with contextlib.suppress(JanusSessionClosed):  # queue full: Disconnected says it all
                 self._end_subscription(sub)
-        for task in self._pumps.values():
-            task.cancel()
-        for task in self._pumps.values():
-            with contextlib.suppress(asyncio.CancelledError, TimeoutError, Exception):
-                await asyncio.wait_for(task, TASK_STOP_TIMEOUT)
+        await stop_tasks(list(self._pumps.values()))
         self._pumps.clear()
         if self._pc is not None:
             with contextlib.suppress(Exception):

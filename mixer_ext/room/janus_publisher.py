@@ -21,7 +21,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamTrack
 
 from mixer_ext.room.janus import parse_room_id
-from mixer_ext.room.janus_session import JanusSession
+from mixer_ext.room.janus_session import JanusSession, stop_tasks
 
 SAMPLE_RATE = 48000
 FRAME_SAMPLES = 960  # 20 ms
@@ -130,9 +130,7 @@ class JanusPublisher:
             self._pc = None
         await self.session.close()
         if self._drain is not None:
-            self._drain.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.wait_for(self._drain, 5)
+            await stop_tasks([self._drain])
             self._drain = None
 
     async def _drain_events(self) -> None:

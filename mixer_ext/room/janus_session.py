@@ -139,11 +139,7 @@ class JanusSession:
         if self._ws is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._ws.close(), 3.0)
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, TimeoutError, Exception):
-                await asyncio.wait_for(task, TASK_STOP_TIMEOUT)
+        await stop_tasks(self._tasks)
         self._tasks.clear()
         self._fail_pending()
         with contextlib.suppress(asyncio.QueueFull):
@@ -209,6 +205,10 @@ class JanusSession:
             raise JanusError(code if isinstance(code, int) else 0, str(data.get("error", "")))
         rjsep = reply.get("jsep")
         return data, rjsep if isinstance(rjsep, dict) else None
+
+    def post_local_event(self, msg: dict[str, Any]) -> None:
+        """Queue an event that did not come from Janus (e.g. the media path failed locally)."""
+        self._on_event(msg)
 
     async def next_event(self) -> dict[str, Any] | None:
         """The next server event, or ``None`` once the session has closed."""
@@ -303,6 +303,23 @@ class JanusSession:
                 fut.set_exception(JanusSessionClosed(self.close_detail or "session closed"))
 
 
+async def stop_tasks(tasks: list[asyncio.Task[None]], within: float = TASK_STOP_TIMEOUT) -> None:
+    """Cancel ``tasks`` and wait up to ``within`` s for them to exit.
+
+    ``asyncio.wait`` does not re-raise the tasks' own ``CancelledError``, so a
+    cancellation of the caller itself still propagates.  A task that does not
+    exit in time is logged, not awaited forever.
+    """
+    live = [t for t in tasks if t is not asyncio.current_task()]
+    for task in live:
+        task.cancel()
+    if not live:
+        return
+    _, pending = await asyncio.wait(live, timeout=within)
+    for task in pending:
+        log_event(log, "janus: task did not stop", logging.ERROR, task=task.get_name())
+
+
 def plugin_data(msg: dict[str, Any]) -> dict[str, Any] | None:
     """``plugindata.data`` of a Janus message, when it is an object."""
     pd = msg.get("plugindata")
@@ -326,4 +343,5 @@ __all__ = [
     "JanusSessionClosed",
     "drop_message",
     "plugin_data",
+    "stop_tasks",
 ]
