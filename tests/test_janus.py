@@ -281,17 +281,6 @@ def test_identity_is_display_made_unique() -> None:
     assert joined == [ParticipantJoined(i) for i in ("alice", "alice~2", "janus-3")]
 
 
-def test_from_settings(monkeypatch: pytest.MonkeyPatch) -> None:
-    from mixer_ext.settings import load_settings
-
-    monkeypatch.setenv("MIXER_ROOM_BACKEND", "janus")
-    monkeypatch.setenv("MIXER_JANUS_URL", "ws://janus.example:8188")
-    monkeypatch.setenv("MIXER_JANUS_API_SECRET", "s3cret")
-    c = JanusRoomConnector.from_settings(load_settings(), "team", "audio-mixer-v1")
-    assert (c.url, c.room_id, c.identity) == ("ws://janus.example:8188", "team", "audio-mixer-v1")
-    assert c._session._api_secret == "s3cret" and c._session._token is None
-
-
 async def test_keepalive_holds_the_session_and_a_timed_out_session_is_connection_lost(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -43,7 +43,7 @@ import logging
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import av
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpTransceiver, RTCSessionDescription
@@ -73,9 +73,6 @@ from mixer_ext.room.janus_session import (
     plugin_data,
     stop_tasks,
 )
-
-if TYPE_CHECKING:
-    from mixer_ext.settings import Settings
 
 log = logging.getLogger("mixer_ext.room.janus")
 
@@ -203,18 +200,6 @@ class JanusRoomConnector(RoomConnector):
         self._events: asyncio.Queue[RoomEvent] = asyncio.Queue(EVENT_QUEUE_SIZE)
         self._room_task: asyncio.Task[None] | None = None
         self._teardown_task: asyncio.Task[None] | None = None
-
-    @classmethod
-    def from_settings(cls, settings: Settings, room: str, identity: str) -> JanusRoomConnector:
-        """The connector for ``MIXER_ROOM_BACKEND=janus``: URL and credentials from settings."""
-        secret, token = settings.janus_api_secret, settings.janus_token
-        return cls(
-            settings.janus_url,
-            room,
-            identity,
-            api_secret=secret.get_secret_value() if secret is not None else None,
-            token=token.get_secret_value() if token is not None else None,
-        )
 
     # --- RoomConnector ---------------------------------------------------------
 
