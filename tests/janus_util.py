@@ -87,6 +87,7 @@ def _write_config(
     api_secret: str | None,
     rooms: str,
     session_timeout: int,
+    string_ids: bool,
 ) -> None:
     plugins = cfg / "plugins"
     transports = cfg / "transports"
@@ -129,7 +130,8 @@ def _write_config(
         "}\n"
         "admin: {\n\tadmin_ws = false\n\tadmin_wss = false\n}\n"
     )
-    (cfg / "janus.plugin.videoroom.jcfg").write_text("general: {\n}\n" + rooms)
+    general = "\tstring_ids = true\n" if string_ids else ""
+    (cfg / "janus.plugin.videoroom.jcfg").write_text("general: {\n" + general + "}\n" + rooms)
 
 
 def room_config(room: int | str, *, publishers: int = 10, secret: str = ROOM_SECRET) -> str:
@@ -152,6 +154,7 @@ def start_janus(
     rooms: str,
     api_secret: str | None = None,
     session_timeout: int = 60,
+    string_ids: bool = False,
     timeout: float = 20.0,
 ) -> JanusServer:
     """Start Janus with a config in ``workdir``; returns once its websocket accepts."""
@@ -161,7 +164,9 @@ def start_janus(
     port = free_port(host)
     rtp_lo = random.randrange(40000, 59000, 100)
     cfg = workdir / "janus-config"
-    _write_config(cfg, host, port, f"{rtp_lo}-{rtp_lo + 99}", api_secret, rooms, session_timeout)
+    _write_config(
+        cfg, host, port, f"{rtp_lo}-{rtp_lo + 99}", api_secret, rooms, session_timeout, string_ids
+    )
     log_path = workdir / "janus.log"
     log_file = log_path.open("wb")
     proc = subprocess.Popen(
@@ -240,7 +245,7 @@ async def videoroom_request(
 
 
 async def moderate(
-    server: JanusServer, room: int | str, feed: int, mid: str, *, mute: bool
+    server: JanusServer, room: int | str, feed: int | str, mid: str, *, mute: bool
 ) -> dict[str, Any]:
     """Mute/unmute one stream of a publisher, as a room admin (needs the room secret)."""
     return await videoroom_request(
@@ -405,13 +410,13 @@ class ChromiumPublisher:
         self.room = room
         self.display = display
         self.wav = wav
-        self.feed_id: int | None = None
+        self.feed_id: int | str | None = None
         self._proc: asyncio.subprocess.Process | None = None
         self._site: Any = None
         self._runner: Any = None
         self.output: list[str] = []
 
-    async def start(self, within: float = 45.0) -> int:
+    async def start(self, within: float = 45.0) -> int | str:
         from aiohttp import web
 
         node = require_program("node", package="nodejs")
@@ -456,7 +461,8 @@ class ChromiumPublisher:
             line = line_b.decode(errors="replace").strip()
             self.output.append(line)
             if line.startswith("PUBLISHED "):
-                self.feed_id = int(line.split()[1])
+                word = line.split()[1]
+                self.feed_id = int(word) if word.isdigit() else word
                 return self.feed_id
             if line.startswith("FAILED"):
                 break

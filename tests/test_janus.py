@@ -39,6 +39,7 @@ from tests.janus_util import (
     TONES,
     JanusRoomScenario,
     JanusServer,
+    aiortc_publisher,
     has_tone,
     janus_server,
     room_config,
@@ -303,3 +304,19 @@ async def test_keepalive_holds_the_session_and_a_timed_out_session_is_connection
                 events.append(ev)
         assert events == [Disconnected(Reason.CONNECTION_LOST)]
         await silent.disconnect()
+
+
+async def test_string_room_id(tmp_path: Path) -> None:
+    with janus_server(tmp_path, rooms=room_config("team-room"), string_ids=True) as server:
+        connector = JanusRoomConnector(server.url, "team-room", "audio-mixer-v1")
+        await connector.connect()
+        listener = Listener(connector)
+        try:
+            async with aiortc_publisher(server, "team-room", "erin", 550):
+                ev = await listener.wait_for(lambda e: isinstance(e, TrackSubscribed))
+                assert isinstance(ev, TrackSubscribed) and ev.identity == "erin"
+                await wait_audio(listener, ev.track_sid, 1.5)
+                assert_tone(listener, ev.track_sid, 550, last_seconds=1.0)
+        finally:
+            await listener.close()
+            await connector.disconnect()

@@ -43,7 +43,7 @@ import logging
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeGuard
 
 import av
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpTransceiver, RTCSessionDescription
@@ -91,6 +91,17 @@ _REFUSALS: dict[int, tuple[str, str]] = {
     433: (Reason.UNAUTHORIZED, "unauthorized (room pin or token)"),
     432: (Reason.ROOM_FULL, "room is full"),
 }
+
+
+#: a Janus participant (feed) id: an integer, or a string when the plugin uses string_ids
+FeedId = int | str
+
+
+def is_feed_id(value: object) -> TypeGuard[FeedId]:
+    """A usable feed id: an int (not a bool) or a non-empty string other than "ok"."""
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int) or (isinstance(value, str) and value not in ("", "ok"))
 
 
 def parse_room_id(room: str) -> int | str:
@@ -152,7 +163,7 @@ class FeedTrack(MediaStreamTrack):
 
 @dataclass
 class _Publisher:
-    feed_id: int
+    feed_id: FeedId
     identity: str
     #: publisher mid -> moderated (muted by a moderator)
     audio_mids: dict[str, bool] = field(default_factory=dict)
@@ -160,7 +171,7 @@ class _Publisher:
 
 @dataclass
 class _Subscription:
-    feed_id: int
+    feed_id: FeedId
     feed_mid: str
     sub_mid: str
     identity: str
@@ -190,11 +201,11 @@ class JanusRoomConnector(RoomConnector):
         self._pub_handle: int | None = None
         self._sub_handle: int | None = None
         self._sub_joined = False
-        self._own_id: int | None = None
+        self._own_id: FeedId | None = None
         self._private_id: int | None = None
         self._pc: RTCPeerConnection | None = None
-        self._participants: dict[int, str] = {}  # janus id -> identity
-        self._publishers: dict[int, _Publisher] = {}
+        self._participants: dict[FeedId, str] = {}  # janus id -> identity
+        self._publishers: dict[FeedId, _Publisher] = {}
         self._subs: dict[str, _Subscription] = {}  # subscriber mid -> subscription
         self._pumps: dict[str, asyncio.Task[None]] = {}  # subscriber mid -> pump task
         self._events: asyncio.Queue[RoomEvent] = asyncio.Queue(EVENT_QUEUE_SIZE)
@@ -228,7 +239,7 @@ class JanusRoomConnector(RoomConnector):
             await self._session.close()
             raise RoomConnectError(f"cannot reach janus at {where}: {exc}") from exc
         own = data.get("id")
-        self._own_id = own if isinstance(own, int) else None
+        self._own_id = own if is_feed_id(own) else None
         pvt = data.get("private_id")
         self._private_id = pvt if isinstance(pvt, int) else None
         self._pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
@@ -344,7 +355,7 @@ class JanusRoomConnector(RoomConnector):
 
     # --- participants --------------------------------------------------------------
 
-    def _identity_of(self, feed_id: int, display: object) -> str:
+    def _identity_of(self, feed_id: FeedId, display: object) -> str:
         """The publisher's ``display``; made unique when another participant already has it.
 
         Janus does not enforce unique displays, but identities key the
@@ -362,12 +373,12 @@ class JanusRoomConnector(RoomConnector):
         return display
 
     def _on_joining(self, who: object) -> None:
-        if not isinstance(who, dict) or not isinstance(who.get("id"), int):
+        if not isinstance(who, dict) or not is_feed_id(who.get("id")):
             drop_message("bad-joining", str(who)[:120])
             return
         self._add_participant(who["id"], self._identity_of(who["id"], who.get("display")))
 
-    def _add_participant(self, feed_id: int, identity: str) -> bool:
+    def _add_participant(self, feed_id: FeedId, identity: str) -> bool:
         if feed_id == self._own_id or identity == self.identity:
             return False  # the bot itself (or someone using its identity) is never mixed
         if feed_id not in self._participants:
@@ -378,10 +389,10 @@ class JanusRoomConnector(RoomConnector):
     async def _on_publishers(self, publishers: list[Any]) -> None:
         wanted: list[dict[str, Any]] = []
         for pub in publishers:
-            if not isinstance(pub, dict) or not isinstance(pub.get("id"), int):
+            if not isinstance(pub, dict) or not is_feed_id(pub.get("id")):
                 drop_message("bad-publisher", str(pub)[:120])
                 continue
-            feed_id: int = pub["id"]
+            feed_id: FeedId = pub["id"]
             identity = self._participants.get(feed_id) or self._identity_of(
                 feed_id, pub.get("display")
             )
@@ -402,7 +413,7 @@ class JanusRoomConnector(RoomConnector):
             await self._subscribe(wanted)
 
     def _on_unpublished(self, feed_id: object) -> None:
-        if not isinstance(feed_id, int):
+        if not is_feed_id(feed_id):
             drop_message("bad-unpublished", str(feed_id))
             return
         self._publishers.pop(feed_id, None)
@@ -410,7 +421,7 @@ class JanusRoomConnector(RoomConnector):
             self._end_subscription(sub)
 
     def _on_leaving(self, feed_id: object) -> None:
-        if not isinstance(feed_id, int):
+        if not is_feed_id(feed_id):
             drop_message("bad-leaving", str(feed_id))
             return
         self._on_unpublished(feed_id)
@@ -420,7 +431,7 @@ class JanusRoomConnector(RoomConnector):
 
     def _on_moderation(self, data: dict[str, Any]) -> None:
         feed_id, mid, what = data.get("id"), data.get("mid"), data.get("moderation")
-        if not isinstance(feed_id, int) or what not in ("muted", "unmuted"):
+        if not is_feed_id(feed_id) or what not in ("muted", "unmuted"):
             drop_message("bad-moderation", str(data)[:120])
             return
         muted = what == "muted"
@@ -502,7 +513,7 @@ class JanusRoomConnector(RoomConnector):
 
     def _apply_streams(self, streams: list[Any]) -> None:
         """Make subscriptions match Janus' list of subscriber streams (mid -> feed)."""
-        active: dict[str, tuple[int, str]] = {}
+        active: dict[str, tuple[FeedId, str]] = {}
         for s in streams:
             if not isinstance(s, dict) or s.get("type") != "audio":
                 continue
@@ -510,7 +521,7 @@ class JanusRoomConnector(RoomConnector):
             if (
                 s.get("active", True)
                 and isinstance(mid, str)
-                and isinstance(feed, int)
+                and is_feed_id(feed)
                 and isinstance(feed_mid, str)
             ):
                 active[mid] = (feed, feed_mid)
@@ -539,7 +550,7 @@ class JanusRoomConnector(RoomConnector):
             log_event(log, "janus unsubscribed", identity=sub.identity, track=sub.track_sid)
             self._emit(TrackUnsubscribed(sub.identity, sub.track_sid))
 
-    def _sub_for(self, feed_id: int, feed_mid: str) -> _Subscription | None:
+    def _sub_for(self, feed_id: FeedId, feed_mid: str) -> _Subscription | None:
         for sub in self._subs.values():
             if sub.feed_id == feed_id and sub.feed_mid == feed_mid:
                 return sub

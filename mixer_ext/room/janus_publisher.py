@@ -20,7 +20,7 @@ import numpy as np
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamTrack
 
-from mixer_ext.room.janus import parse_room_id
+from mixer_ext.room.janus import FeedId, is_feed_id, parse_room_id
 from mixer_ext.room.janus_session import JanusSession, stop_tasks
 
 SAMPLE_RATE = 48000
@@ -74,12 +74,12 @@ class JanusPublisher:
         self.freq = freq
         self.session = JanusSession(url, api_secret=api_secret, token=token, name=f"pub-{display}")
         self.handle: int | None = None
-        self.feed_id: int | None = None
+        self.feed_id: FeedId | None = None
         self.audio_mid: str | None = None
         self._pc: RTCPeerConnection | None = None
         self._drain: asyncio.Task[None] | None = None
 
-    async def join(self) -> int:
+    async def join(self) -> FeedId:
         await self.session.open()
         self.handle = await self.session.attach("janus.plugin.videoroom")
         data, _ = await self.session.message(
@@ -87,7 +87,7 @@ class JanusPublisher:
             {"request": "join", "ptype": "publisher", "room": self.room, "display": self.display},
         )
         feed = data.get("id")
-        assert isinstance(feed, int), data
+        assert is_feed_id(feed), data
         self.feed_id = feed
         # events for this handle are of no interest; keep the queue drained
         self._drain = asyncio.create_task(self._drain_events(), name=f"pub-{self.display}-events")
