@@ -63,6 +63,16 @@ OUTPUT_DROPPED_PACKETS = Counter(
 RUN_STATE = Enum("mixer_run_state", "Lifecycle state of this worker.", states=list(RUN_STATES))
 ROOM_JOINS = Counter("mixer_room_joins_total", "Times the bot joined its room.")
 
+# --- Janus connector -------------------------------------------------------------
+JANUS_DROPPED_MESSAGES = Counter(
+    "mixer_janus_dropped_messages_total",
+    "Janus messages dropped as malformed or unexpected, by kind of fault.",
+    ["why"],
+)
+JANUS_RENEGOTIATIONS = Counter(
+    "mixer_janus_renegotiations_total", "Subscriber offers from Janus answered by the bot."
+)
+
 # --- embedded room server -----------------------------------------------------------
 ROOM_SERVER_ROOMS = Gauge("mixer_room_server_rooms", "Rooms open on this room server.")
 ROOM_SERVER_PARTICIPANTS = Gauge(
