@@ -109,6 +109,8 @@ async def test_run_until_max_duration(tmp_path: Path) -> None:
             worker_env = {
                 **env,
                 "MIXER_HLS_DIR": str(hls_dir),
+                # an event playlist keeps every segment, so the whole run can be checked
+                "MIXER_HLS_PLAYLIST_TYPE": "event",
                 "MIXER_STATUS_CALLBACK_URL": f"http://127.0.0.1:{cb_port}/status",
             }
             t0 = time.monotonic()
