@@ -177,3 +177,18 @@ def test_any_rate_and_layout_is_resampled_to_48k_stereo_and_restamped() -> None:
     assert amplitude_at(y[:, 0].astype(np.float64), 1000.0) == pytest.approx(0.25 * 32767, rel=0.02)
     assert inp.concealed_ticks == 0 and inp.lost_frames == 0 and inp.late_frames == 0
     assert max_step(y) < 0.25 * 32767 * 2 * np.pi * 1000 / 48000 * 1.1
+
+
+def test_a_wrapping_32_bit_rtp_timestamp_is_unwrapped_not_a_discontinuity() -> None:
+    base = (1 << 32) - 50 * T  # wraps at the 50th frame
+    inp = Input(JitterBufferSize.MEDIUM)
+    out = []
+    for n in range(100):
+        if n:  # frame k arrives 3 ms after it was sent, before tick k + 1
+            k = n - 1
+            pts = (base + k * T) % (1 << 32)
+            inp.push(s16_frame(tone(440.0, 10000.0, k * T, T), pts), k * 0.020 + 0.003)
+        out.append(inp.pull())
+    ref = feed_and_pull(Input(JitterBufferSize.MEDIUM), steady(100), 100)
+    assert np.array_equal(np.concatenate(out)[: 99 * T], ref[: 99 * T])
+    assert inp.resyncs == 0 and inp.late_frames == 0 and inp.lost_frames == 0

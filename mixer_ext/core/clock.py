@@ -83,11 +83,11 @@ class MixerClock:
         while True:
             due = start + n * TICK_SECONDS
             now = self._clock()
-            if now < due:
+            if now >= due:
+                await asyncio.sleep(0)  # catching up: let readers in between ticks
+            while now < due:  # asyncio may wake a hair early: never tick before due
                 await asyncio.sleep(due - now)
                 now = self._clock()
-            else:
-                await asyncio.sleep(0)  # catching up: let readers in between ticks
             lateness = max(0.0, now - due)
             self.max_lateness = max(self.max_lateness, lateness)
             metrics.TICK_LATENESS.observe(lateness)

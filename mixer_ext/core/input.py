@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 
 #: a resampled stream whose next pts is this far off (1 ms) restarts its resampler
 _RESAMPLE_RESTART_SAMPLES = 48
+_RTP_RANGE = 1 << 32
+_HALF_RTP_RANGE = 1 << 31
 
 
 class Input(JitterBuffer):
@@ -35,7 +37,8 @@ class Input(JitterBuffer):
     ``push(frame, arrival)``: ``arrival`` is when the frame arrived, in
     seconds on the mixer timeline (tick ``n`` runs at ``n * 0.020``), as the
     clock runner measures it; ``None`` means "before the next tick".  Frames
-    without a pts continue the previous one.  ``pull()`` is
+    without a pts continue the previous one; a pts that falls back by more
+    than 2**31 is a wrapped 32-bit RTP timestamp and is unwrapped.  ``pull()`` is
     ``JitterBuffer.pull``: int16 ``(960, 2)`` every tick, silence when empty.
     """
 
@@ -56,25 +59,32 @@ class Input(JitterBuffer):
         self._in_next: int | None = None  # 48 kHz pts the next input frame should have
         self._out_next = 0  # 48 kHz pts of the resampler's next output sample
         self._channels = 2  # of the resampler's output (mono is duplicated after it)
+        self._unwrap = 0  # added to pts after a 32-bit RTP timestamp wrapped
 
     def push(self, frame: av.AudioFrame, arrival: float | None = None) -> None:
         """Resample (if needed), re-stamp and buffer one decoded frame."""
         if frame.samples == 0:
             return
-        if frame.pts is None or frame.time_base is None:
+        tb = frame.time_base
+        if frame.pts is None or tb is None:
             pts = self._in_next if self._in_next is not None else 0
+        elif tb.numerator == 1 and tb.denominator == SAMPLE_RATE:  # aiortc's Opus: no Fractions
+            pts = frame.pts + self._unwrap
         else:
-            pts = round(frame.pts * frame.time_base * SAMPLE_RATE)
+            pts = round(frame.pts * tb * SAMPLE_RATE) + self._unwrap
+        if self._in_next is not None and pts < self._in_next - _HALF_RTP_RANGE:
+            # aiortc hands out the 32-bit RTP timestamp: it wraps every 24.9 h at 48 kHz
+            self._unwrap += _RTP_RANGE
+            pts += _RTP_RANGE
         arrival_samples = None if arrival is None else arrival * SAMPLE_RATE
-        in_len = round(frame.samples * SAMPLE_RATE / frame.sample_rate)
+        rate = frame.sample_rate
+        n = frame.samples
         expected = self._in_next
-        self._in_next = pts + in_len
-        if (
-            frame.format.name == "s16"
-            and frame.layout.name == "stereo"
-            and frame.sample_rate == SAMPLE_RATE
-        ):
-            packed: Int16Block = np.asarray(frame.to_ndarray(), dtype=np.int16).reshape(-1, 2)
+        self._in_next = pts + (n if rate == SAMPLE_RATE else (n * SAMPLE_RATE) // rate)
+        if rate == SAMPLE_RATE and frame.format.name == "s16" and frame.layout.name == "stereo":
+            # packed s16 stereo (aiortc's decoder output): read the plane as it is
+            plane = memoryview(frame.planes[0])
+            packed: Int16Block = np.frombuffer(plane, np.int16, 2 * n).reshape(n, 2)
             self.push_samples(pts, packed, arrival_samples)
             return
         import av

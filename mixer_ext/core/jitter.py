@@ -225,12 +225,14 @@ class JitterBuffer:
             self._valid[i:] = True
             self._valid[: n - k] = True
 
-    def _take(self, start: int, n: int) -> tuple[Int16Block, npt.NDArray[np.bool_]]:
+    def _take(self, start: int, n: int) -> tuple[Int16Block, npt.NDArray[np.bool_] | None]:
+        """Copy out ``n`` samples from ``start`` and free them; validity None = all valid."""
         i = start & self._mask
         if i + n <= self._cap:
             seg = self._ring[i : i + n].copy()
-            valid = self._valid[i : i + n].copy()
-            self._valid[i : i + n] = False
+            view = self._valid[i : i + n]
+            valid = None if view.all() else view.copy()
+            view[:] = False
         else:
             k = self._cap - i
             seg = np.concatenate((self._ring[i:], self._ring[: n - k]))
@@ -340,14 +342,14 @@ class JitterBuffer:
         return _stretch(src, delta)
         return src
 
-    def _conceal(self, seg: Int16Block, valid: npt.NDArray[np.bool_]) -> Int16Block:
+    def _conceal(self, seg: Int16Block, valid: npt.NDArray[np.bool_] | None) -> Int16Block:
         H = CONCEAL_PERIOD
-        if self._gap_len == 0 and not self._xfade_pending and valid.all():
+        if self._gap_len == 0 and not self._xfade_pending and (valid is None or valid.all()):
             self._hist = seg[-H:] if len(seg) >= H else np.concatenate((self._hist, seg))[-H:]
             return seg
         y = np.concatenate((self._hist, seg)).astype(np.float32)
         total = len(y)
-        missing = ~valid
+        missing = np.zeros(len(seg), np.bool_) if valid is None else ~valid
         edges = np.diff(np.concatenate(([0], missing.view(np.int8), [0])))
         starts = np.flatnonzero(edges == 1).tolist()
         ends = np.flatnonzero(edges == -1).tolist()
