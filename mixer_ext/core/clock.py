@@ -74,7 +74,12 @@ class MixerClock:
         return None if self._start is None else self._clock() - self._start
 
     async def run(self) -> None:
-        """Tick forever (until cancelled)."""
+        """Tick forever (until cancelled).
+
+        The task running this is the tick task and belongs to the clock:
+        ``stop()`` cancels it.  Use ``start()``, or run it in a task of its own.
+        The timeline continues from ``mixer.tick_index`` (0 for a new mixer).
+        """
         if self._task is None:
             self._task = asyncio.current_task()
         start = self._clock() - self.mixer.tick_index * TICK_SECONDS
@@ -138,13 +143,14 @@ class MixerClock:
         if task is not None:
             await _cancel(task)
 
-    async def _read(
+    async def _read(  # the reader task: one per track, owned by this clock
         self,
         identity: str,
         track_sid: str,
         track: MediaStreamTrack,
         push: Callable[..., None],
     ) -> None:
+        import av
         from aiortc.mediastreams import MediaStreamError
 
         bad = 0
@@ -157,9 +163,10 @@ class MixerClock:
                     return
                 try:
                     push(frame, self.arrival())
-                except (ValueError, TypeError, AttributeError) as exc:
+                except (ValueError, TypeError, AttributeError, av.error.FFmpegError) as exc:
                     bad += 1
-                    if bad == 1:
+                    metrics.INPUT_MALFORMED_FRAMES.inc()
+                    if bad == 1:  # once per track: a broken sender must not flood the log
                         log.warning(
                             "input: dropping malformed frame from %s/%s: %s",
                             identity,

@@ -14,10 +14,17 @@ Timing model (why pts *and* arrival):
   Because ``a`` is measured against a continuous clock, sender drift shows up
   as a slow slope of that estimate and is followed by dropping or inserting
   single samples (at most one per 20 ms, ~1000 ppm, far above the 200 ppm to
-  follow); bursts do not move it (a burst only delays frames).
-* No frames for 2 s (DTX, mute, pause) forget the estimate; the next frame
+  follow); bursts do not move it (a burst only delays frames). An excess
+  of more than 10 ms (e.g. the first frame of a talk spurt was a slow one)
+  is skipped at once, cross-faded, so latency stays within
+  ``latency_bound_samples``.
+* No frames for 1-2 s (DTX, mute, pause) forget the estimate; the next frame
   re-anchors the playout point, so silence never turns into latency, whatever
-  the sender's pts did across the gap.
+  the sender's pts did across the gap. So does a frame 500 ms off the
+  estimate (a pts discontinuity) or five whole frames late in a row (the
+  network's delay went up for good).
+* Without an arrival time (``arrival=None``) a frame counts as arriving just
+  before the next pull: it works, but drift is then seen only in 20 ms steps.
 
 Loss and late frames: a missing stretch is concealed by the last 20 ms
 played back and forth (mirror extension: continuous, no step) under a
@@ -105,7 +112,7 @@ class JitterBuffer:
 
     def __init__(
         self, depth_samples: int, *, tick_samples: int = TICK_SAMPLES, start_tick: int = 0
-    ):
+    ) -> None:
         if depth_samples < 0 or tick_samples < 2:
             raise ValueError("depth must be >= 0 and tick_samples >= 2")
         self.depth_samples = depth_samples
