@@ -192,3 +192,24 @@ def test_a_wrapping_32_bit_rtp_timestamp_is_unwrapped_not_a_discontinuity() -> N
     ref = feed_and_pull(Input(JitterBufferSize.MEDIUM), steady(100), 100)
     assert np.array_equal(np.concatenate(out)[: 99 * T], ref[: 99 * T])
     assert inp.resyncs == 0 and inp.late_frames == 0 and inp.lost_frames == 0
+
+
+def test_frames_round_tripped_through_real_opus_mix_at_their_level() -> None:
+    """aiortc's own Opus encoder and decoder: the frames a remote track hands the reader."""
+    from aiortc.codecs.opus import OpusDecoder, OpusEncoder
+    from aiortc.jitterbuffer import JitterFrame
+
+    enc, dec = OpusEncoder(), OpusDecoder()
+    rtp0 = 3_000_000_000  # a random RTP start, as a sender picks
+    inp = Input(JitterBufferSize.MEDIUM)
+    out = []
+    for k in range(150):
+        payloads, ts = enc.encode(s16_frame(tone(1000.0, 10000.0, k * T, T), k * T))
+        for p in payloads:
+            for frame in dec.decode(JitterFrame(p, (rtp0 + ts) % (1 << 32))):
+                assert frame.format.name == "s16" and frame.sample_rate == 48_000
+                inp.push(frame, k * 0.020)
+        out.append(inp.pull())
+    y = np.concatenate(out)[50 * T :, 0].astype(np.float64)
+    assert amplitude_at(y, 1000.0) == pytest.approx(10000.0, rel=0.05)
+    assert inp.lost_frames == 0 and inp.late_frames == 0 and inp.concealed_ticks == 0

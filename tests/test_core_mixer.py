@@ -169,3 +169,29 @@ def test_level_meter() -> None:
     m.add_peak(0)
     assert m.take() == 0
     assert peak_of(np.zeros((0, 2), np.int16)) == 0
+
+
+def test_a_participant_who_joins_starts_at_the_current_tick() -> None:
+    mixer = Mixer(JitterBufferSize.SMALL)
+    a = Feeder(mixer.add_input("alice", "TR_a"), 440.0, 5000.0, 0)
+    run(mixer, [a], 60)  # into window 2
+    mixer.add_participant("bob")
+    _, p = run(mixer, [a], 15)  # completes window 2
+    assert p[-1].levels == {"alice": 5000, "bob": -1}
+    b = Feeder(mixer.add_input("bob", "TR_b"), 1500.0, 9000.0, mixer.tick_index)
+    out, p = run(mixer, [a, b], 50)
+    # bob's own pts start at 0, but his audio plays from the tick he joined (+ his 20 ms
+    # buffer + a tick): not before, and fully after
+    mix = out[:, 0].astype(np.float64)
+    assert amplitude_at(mix[: 2 * T], 1500.0) < 200
+    assert amplitude_at(mix[: 2 * T], 440.0) == pytest.approx(5000.0, rel=0.1)
+    assert amplitude_at(mix[20 * T :], 1500.0) == pytest.approx(9000.0, rel=0.05)
+    assert p[-1].levels == {"alice": 5000, "bob": 9000}
+    assert mixer.participants == ["alice", "bob"] and mixer.participant_count == 2
+    mixer.remove_input("bob", "TR_b")
+    mixer.remove_input("bob", "TR_b")  # idempotent
+    _, p = run(mixer, [a], 25)
+    assert p[-1].levels == {"alice": 5000, "bob": -1}
+    stats = mixer.input_stats()
+    assert [(s.identity, s.track_sid, s.enabled) for s in stats] == [("alice", "TR_a", True)]
+    assert stats[0].input.late_frames == 0 and stats[0].input.latency_seconds > 0
