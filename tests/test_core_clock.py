@@ -115,3 +115,27 @@ async def test_a_late_loop_catches_up_without_losing_samples() -> None:
     count1 = next(s.value for s in after if s.name.endswith("_count"))
     assert count1 - count0 == 51
     await clock.stop()
+
+
+class BrokenSink(Sink):
+    def on_mix(self, frame: MixedFrame) -> None:
+        super().on_mix(frame)
+        if frame.pts == 5 * T:
+            raise RuntimeError("encoder bug")
+
+
+async def test_a_failing_sink_or_a_replaced_track_does_not_stop_the_clock() -> None:
+    mixer = Mixer(JitterBufferSize.SMALL)
+    sink = BrokenSink()
+    clock = MixerClock(mixer, sink)
+    first = GoesSilentTrack(frames=0)
+    clock.attach_track("alice", "TR_a", first)
+    clock.start()
+    await asyncio.sleep(0.1)
+    clock.attach_track("alice", "TR_a", GoesSilentTrack(frames=0))  # replaced: old reader ends
+    await asyncio.sleep(0.2)
+    assert clock.sink_errors == 1
+    assert [f.pts for f in sink.frames] == [i * T for i in range(len(sink.frames))]
+    assert len(sink.frames) >= 10
+    await clock.stop()
+    assert not [t for t in asyncio.all_tasks() if t.get_name().startswith("mixer-")]

@@ -61,6 +61,9 @@ class MixerClock:
         self.ticks = 0
         #: largest lateness of a tick against its schedule, seconds
         self.max_lateness = 0.0
+        #: times the sink raised (logged, then the clock goes on)
+        self.sink_errors = 0
+        self._retired: set[asyncio.Task[None]] = set()
 
     # ------------------------------------------------------------------ tick task
     def start(self) -> asyncio.Task[None]:
@@ -99,10 +102,15 @@ class MixerClock:
             frame, payload = self.mixer.tick()
             n += 1
             self.ticks += 1
-            self.sink.on_mix(frame)
-            if payload is not None:
-                metrics.PAYLOADS.inc()
-                self.sink.on_payload(payload)
+            try:
+                self.sink.on_mix(frame)
+                if payload is not None:
+                    metrics.PAYLOADS.inc()
+                    self.sink.on_payload(payload)
+            except Exception:  # the next stage's bug must not stop the clock
+                self.sink_errors += 1
+                if self.sink_errors == 1 or self.sink_errors % 1000 == 0:
+                    log.exception("mixer: sink failed (%d times so far)", self.sink_errors)
             if n % TICKS_PER_PAYLOAD == 0:
                 self._export_stats()
 
@@ -128,8 +136,10 @@ class MixerClock:
         """Add an input for ``track`` and start its reader (replaces one with the same key)."""
         key = (identity, track_sid)
         old = self._readers.pop(key, None)
-        if old is not None:
+        if old is not None:  # cancelled now, awaited by stop() if still running then
             old.cancel()
+            self._retired.add(old)
+            old.add_done_callback(self._retired.discard)
         inp = self.mixer.add_input(identity, track_sid)
         self._readers[key] = asyncio.create_task(
             self._read(identity, track_sid, track, inp.push),
@@ -181,8 +191,9 @@ class MixerClock:
     # ------------------------------------------------------------------ stop
     async def stop(self) -> None:
         """Cancel every reader and the tick task; wait (bounded) for them to exit."""
-        tasks = list(self._readers.values())
+        tasks = list(self._readers.values()) + list(self._retired)
         self._readers.clear()
+        self._retired.clear()
         me = asyncio.current_task()
         if self._task is not None and self._task is not me:
             tasks.append(self._task)
