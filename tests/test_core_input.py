@@ -10,6 +10,7 @@ import pytest
 
 from mixer_ext.core.frames import TICK_SAMPLES
 from mixer_ext.core.input import Input
+from mixer_ext.core.jitter import LATE_STREAK_RESYNC
 from mixer_ext.settings import JitterBufferSize
 from tests.core_util import amplitude_at, max_step, s16_frame, tone
 
@@ -22,11 +23,12 @@ def feed_and_pull(
     ticks: int,
     freq: float = 440.0,
     amplitude: float = 10000.0,
+    tick0: int = 0,
 ) -> np.ndarray:
     """Push (pts, arrival s) frames of a tone in order of arrival; pull ``ticks`` ticks."""
     out = []
     pending = list(frames)
-    for n in range(ticks):
+    for n in range(tick0, tick0 + ticks):
         while pending and pending[0][1] <= n * 0.020:
             pts, arrival = pending.pop(0)
             inp.push(s16_frame(tone(freq, amplitude, pts, T), pts), arrival)
@@ -213,3 +215,24 @@ def test_frames_round_tripped_through_real_opus_mix_at_their_level() -> None:
     y = np.concatenate(out)[50 * T :, 0].astype(np.float64)
     assert amplitude_at(y, 1000.0) == pytest.approx(10000.0, rel=0.05)
     assert inp.lost_frames == 0 and inp.late_frames == 0 and inp.concealed_ticks == 0
+
+
+@pytest.mark.parametrize("jump", [19_200, 4_800, -19_200])
+def test_a_pts_jump_while_talking_costs_a_moment_not_lasting_latency(jump: int) -> None:
+    # the sender's pts jump by +-400 ms or +100 ms in the middle of continuous audio
+    frames = [(k * T + (jump if k >= 100 else 0), k * 0.020 + 0.003) for k in range(300)]
+    inp = Input(JitterBufferSize.MEDIUM)
+    out = feed_and_pull(inp, frames, 300)
+    assert inp.resyncs >= 1
+    # forward: at most the first frame was too early to hold; backward: five late, then re-anchored
+    assert inp.early_frames <= 1
+    assert inp.late_frames == (LATE_STREAK_RESYNC if jump < 0 else 0)
+    early, late = inp.early_frames, inp.late_frames
+    inp.reset_peak_latency()
+    later = [(k * T + jump, k * 0.020 + 0.003) for k in range(300, 400)]
+    feed_and_pull(inp, later, 100, tick0=300)
+    assert inp.peak_latency_samples <= inp.latency_bound_samples
+    assert (inp.early_frames, inp.late_frames) == (early, late)
+    # audio plays again after the jump, with no click at the jump
+    assert np.abs(out[-50 * T :, 0]).min() < 200 < np.abs(out[-50 * T :, 0]).max()
+    assert max_step(out[10 * T :]) <= max_step(out[10 * T : 90 * T]) * 1.5 + 2

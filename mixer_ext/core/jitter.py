@@ -55,7 +55,8 @@ TOLERANCE_SAMPLES = 96
 JUMP_AHEAD_SAMPLES = 480
 #: too little buffered by more than this (100 ms): step back at once (frames were late)
 JUMP_BEHIND_SAMPLES = 4800
-#: an offset this far from the estimate is a timestamp discontinuity (500 ms)
+#: a frame this far ahead of the estimate is a timestamp discontinuity (500 ms); far
+#: behind it is merely late (five in a row re-anchor)
 DISCONTINUITY_SAMPLES = 24_000
 #: this many whole frames late in a row re-anchor the playout point
 LATE_STREAK_RESYNC = 5
@@ -102,7 +103,8 @@ class JitterBuffer:
     arrival times on the mixer timeline line up with its pulls.
 
     Stats (plain attributes, cumulative): ``frames_received``,
-    ``late_frames``, ``lost_frames`` (detected by pts gaps up to 120 ms),
+    ``late_frames``, ``early_frames`` (too far ahead to hold: dropped),
+    ``lost_frames`` (detected by pts gaps up to 120 ms or 6 frames),
     ``reordered_frames``, ``concealed_ticks``, ``resyncs``,
     ``samples_dropped`` / ``samples_inserted`` (drift correction),
     ``latency_samples`` (buffered ahead of the playout point at the last
@@ -141,6 +143,7 @@ class JitterBuffer:
         # stats
         self.frames_received = 0
         self.late_frames = 0
+        self.early_frames = 0
         self.lost_frames = 0
         self.reordered_frames = 0
         self.concealed_ticks = 0
@@ -269,7 +272,7 @@ class JitterBuffer:
         est = self._estimate()
         if (
             est is None
-            or abs(a - est) > DISCONTINUITY_SAMPLES
+            or a - est > DISCONTINUITY_SAMPLES
             or self._late_streak >= LATE_STREAK_RESYNC
         ):
             self._resync(a)
@@ -292,7 +295,11 @@ class JitterBuffer:
         if pts < self._play:
             samples = samples[self._play - pts :]
             pts = self._play
-        limit = self._play + self._cap
+        # never write where the last played samples (the concealment history) sit in the ring
+        limit = self._play + self._cap - CONCEAL_PERIOD
+        if pts >= limit:  # too early to hold: the estimate has moved, the next pull catches up
+            self.early_frames += 1
+            return
         if end > limit:
             samples = samples[: limit - pts]
             end = limit
@@ -323,38 +330,61 @@ class JitterBuffer:
         step = min(self._max_step, int(abs(err)))
         return step if err > 0 else -step
 
-    def pull(self) -> Int16Block:
-        """Exactly ``tick_samples`` samples (int16, (n, 2)) for the next tick."""
+    def pull(self, out: Int16Block | None = None) -> Int16Block:
+        """Exactly ``tick_samples`` samples (int16, (n, 2)) for the next tick.
+
+        With ``out`` (int16, (tick_samples, 2)) the samples are written there
+        and ``out`` is returned (the mixer pulls straight into its stack).
+        """
         T = self.tick_samples
         if not self._anchored:
             self._tick += 1
             self.latency_samples = 0
-            return np.zeros((T, 2), np.int16)
+            if out is None:
+                return np.zeros((T, 2), np.int16)
+            out[...] = 0
+            return out
         delta = self._correction()
         ahead = self._newest_end - self._play
         self.latency_samples = ahead if ahead > 0 else 0
         if self.latency_samples > self.peak_latency_samples:
             self.peak_latency_samples = self.latency_samples
         n = T + delta
+        i = self._play & self._mask
+        if delta == 0 and self._gap_len == 0 and not self._xfade_pending and i + n <= self._cap:
+            view = self._valid[i : i + n]
+            if view.all():  # the common case: audio, no correction, no wrap
+                view[:] = False
+                src = self._ring[i : i + n]
+                # a view is safe: push never writes within CONCEAL_PERIOD behind the playout point
+                self._hist = src[-CONCEAL_PERIOD:]
+                self._play += n
+                self._tick += 1
+                if out is None:
+                    return src.copy()
+                out[...] = src
+                return out
         seg, valid = self._take(self._play, n)
         self._play += n
         self._tick += 1
         src = self._conceal(seg, valid)
         if delta > 0:
             self.samples_dropped += delta
+            src = _stretch(src, delta)
         elif delta < 0:
             self.samples_inserted -= delta
-        else:
+            src = _stretch(src, delta)
+        if out is None:
             return src
-        return _stretch(src, delta)
-        return src
+        out[...] = src
+        return out
 
     def _conceal(self, seg: Int16Block, valid: npt.NDArray[np.bool_] | None) -> Int16Block:
         H = CONCEAL_PERIOD
         if self._gap_len == 0 and not self._xfade_pending and (valid is None or valid.all()):
             self._hist = seg[-H:] if len(seg) >= H else np.concatenate((self._hist, seg))[-H:]
             return seg
-        y = np.concatenate((self._hist, seg)).astype(np.float32)
+        y = np.concatenate((self._hist, seg))  # int16; only the gaps are computed in float
         total = len(y)
         missing = np.zeros(len(seg), np.bool_) if valid is None else ~valid
         edges = np.diff(np.concatenate(([0], missing.view(np.int8), [0])))
@@ -382,20 +412,20 @@ class JitterBuffer:
                 cont[:live] = y[src] * gain[:, None]
                 if min(live, r - g) > 0:
                     concealed = True
-            y[g:r] = cont[: r - g]
+            # |gain| <= 1 and the cross-fade is convex: the results stay in int16 range
+            y[g:r] = np.rint(cont[: r - g])
             if xf > 0:
                 w = (np.arange(1, xf + 1, dtype=np.float32) / (xf + 1))[:, None]
-                y[r : r + xf] = cont[r - g :] * (1 - w) + y[r : r + xf] * w
+                y[r : r + xf] = np.rint(cont[r - g :] * (1 - w) + y[r : r + xf] * w)
             if r == total:
                 last_gap_start = g
                 gap_len = min(i0 + (r - g), CONCEAL_SAMPLES)
         if concealed:
             self.concealed_ticks += 1
-        out = np.clip(np.rint(y), -32768, 32767).astype(np.int16)
         if last_gap_start >= 0:
             self._gap_len = gap_len
-            self._hist = out[last_gap_start - H : last_gap_start]
+            self._hist = y[last_gap_start - H : last_gap_start]
         else:
             self._gap_len = 0
-            self._hist = out[-H:]
-        return out[H:]
+            self._hist = y[-H:]
+        return y[H:]

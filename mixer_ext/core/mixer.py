@@ -133,6 +133,7 @@ class Mixer:
         self._slots: dict[tuple[str, str], _Slot] = {}
         self._leaving: list[_Slot] = []
         self._stack: Int16Block = np.zeros((8, tick_samples, 2), np.int16)
+        self._scratch: Int16Block = np.zeros((tick_samples, 2), np.int16)
         self._fade_in = np.linspace(0.0, 1.0, tick_samples, dtype=np.float32)[:, None]
         self._fade_out = self._fade_in[::-1].copy()
         self._tick = 0
@@ -231,21 +232,22 @@ class Mixer:
         metered: list[tuple[int, LevelMeter]] = []
         ramps: list[tuple[int, bool]] = []
         for slot in slots:
-            block = slot.input.pull()
             if slot.enabled:
+                slot.input.pull(stack[rows])
                 metered.append((rows, self._participants[slot.identity].meter))
-                stack[rows] = block
                 if slot.gain < 1.0:
                     ramps.append((rows, True))
                     slot.gain = 1.0
                 rows += 1
             elif slot.gain > 0.0:
-                stack[rows] = block
+                slot.input.pull(stack[rows])
                 ramps.append((rows, False))
                 slot.gain = 0.0
                 rows += 1
+            else:  # muted: pulled all the same, so its timeline keeps going
+                slot.input.pull(self._scratch)
         for slot in leaving:
-            stack[rows] = slot.input.pull()
+            slot.input.pull(stack[rows])
             ramps.append((rows, False))
             slot.gain = 0.0
             rows += 1
