@@ -27,6 +27,10 @@ INPUT_LATE_FRAMES = Counter(
 INPUT_LOST_FRAMES = Counter(
     "mixer_input_lost_frames_total", "Input frames missing from a stream (loss detected by gap)."
 )
+INPUT_MALFORMED_FRAMES = Counter(
+    "mixer_input_malformed_frames_total",
+    "Decoded input frames refused (unusable format or size) and dropped.",
+)
 INPUT_CONCEALED_FRAMES = Counter(
     "mixer_input_concealed_frames_total", "Ticks filled by loss concealment instead of audio."
 )
