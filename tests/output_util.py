@@ -39,6 +39,7 @@ async def feed(
     speed: float | None = None,
     first_tick: int = 0,
     rich: bool = False,
+    wait_rtmp: bool = False,
 ) -> int:
     """Feed ``seconds`` of mix and its payloads, as the clock would; returns the next tick.
 
@@ -53,8 +54,8 @@ async def feed(
         if (tick + 1) % TICKS_PER_PAYLOAD == 0:
             pipeline.on_payload(payload_for(tick // TICKS_PER_PAYLOAD))
         if speed is None:
-            while pipeline._queue.qsize() > 64 or any(
-                o._queue.qsize() > 128 for o in pipeline.outputs if o.kind != "rtmp"
+            while pipeline._queue.qsize() > 64 or any(  # noqa: ASYNC110 - polling a thread's queue
+                o._queue.qsize() > 128 for o in pipeline.outputs if wait_rtmp or o.kind != "rtmp"
             ):
                 await asyncio.sleep(0.005)
             if i % 10 == 0:
@@ -119,3 +120,21 @@ def rich_frame(tick: int, amplitude: int = AMPLITUDE) -> MixedFrame:
     return MixedFrame(
         pts=tick * TICK_SAMPLES, samples=np.clip(base + noise, -32768, 32767).astype(np.int16)
     )
+
+
+def flv_tags(blob: bytes) -> list[tuple[int, int, bytes]]:
+    """(tag type, timestamp ms, body) of every tag in an FLV file (8 audio, 18 script data)."""
+    assert blob[:3] == b"FLV", "not an FLV file"
+    (header_size,) = struct.unpack(">I", blob[5:9])
+    pos = header_size + 4  # header, then PreviousTagSize0
+    out: list[tuple[int, int, bytes]] = []
+    while pos + 11 <= len(blob):
+        tag_type = blob[pos] & 0x1F
+        size = int.from_bytes(blob[pos + 1 : pos + 4], "big")
+        ts = int.from_bytes(blob[pos + 4 : pos + 7], "big") | (blob[pos + 7] << 24)
+        body = blob[pos + 11 : pos + 11 + size]
+        if len(body) < size:
+            break  # truncated tail (receiver killed mid-write)
+        out.append((tag_type, ts, body))
+        pos += 11 + size + 4
+    return out

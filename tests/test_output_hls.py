@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import itertools
 import shutil
 import threading
 from pathlib import Path
@@ -109,7 +110,7 @@ async def test_hls_as_a_player_reads_it(tmp_path: Path) -> None:
     assert [p.levels for _t, p in hls.payloads] == [payload_for(i).levels for i in seqs]
     times = [t for t, _p in hls.payloads]
     tick = TICK_SAMPLES / SAMPLE_RATE
-    for a, b in zip(times, times[1:], strict=False):
+    for a, b in itertools.pairwise(times):
         assert abs((b - a) - 0.5) <= tick + 1e-6
     # and in sync with the audio: payload n sits at n * 0.5 s of stream time
     audio_zero = hls.audio_start + 1024 / SAMPLE_RATE

@@ -145,7 +145,10 @@ class RtmpOutput(Output):
             return False
         container: Any = None
         try:
-            container = av.open(self._url, "w", format="flv")
+            # a live stream has no duration/filesize to patch in at the end
+            container = av.open(
+                self._url, "w", format="flv", options={"flvflags": "no_duration_filesize"}
+            )
             audio = container.add_stream("aac", rate=SAMPLE_RATE, layout="stereo")
             audio.codec_context.extradata = self.params.extradata
             audio.codec_context.bit_rate = self.params.bit_rate
