@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import itertools
+import re
 import shutil
 import threading
 from pathlib import Path
@@ -193,8 +194,11 @@ async def test_disk_error_mid_run_fails_hls_and_the_rest_goes_on(tmp_path: Path)
     await pipeline.close()
     status = {o["label"]: o for o in pipeline.status()["outputs"]}
     assert status["hls:main"]["state"] == "failed"
-    assert "cannot write" in status["hls:main"]["error"]
-    assert "Not a directory" in status["hls:main"]["error"]
+    # one line naming the file and the OS reason (which of the two depends on timing)
+    assert re.fullmatch(
+        r"cannot write \S+/hls/main/seg-\d{6}\.ts: (Not a directory|No such file or directory)",
+        status["hls:main"]["error"],
+    ), status["hls:main"]["error"]
     assert status[f"file:{rec}"]["state"] == "closed"
     with av.open(str(rec)) as c:
         assert float(c.duration or 0) / 1e6 == pytest.approx(5.0, abs=0.1)

@@ -39,6 +39,7 @@ class FileOutput(Output):
         self._mp4: Any = None
         self._mp4_audio: Any = None
         self._last_size = 0
+        self._packets = 0
 
     def _open(self) -> None:
         try:
@@ -64,7 +65,9 @@ class FileOutput(Output):
             self._ts.audio_packet(packet)
         else:
             self._mp4.mux(packet.to_av(self._mp4_audio))
-        self._account()
+        self._packets += 1
+        if self._packets % 50 == 0:  # about once a second
+            self._account()
 
     def _metadata(self, payload: MetadataPayload) -> None:
         # mp4 has no stream that players read timed ID3 from; .ts keeps it in-band
@@ -89,7 +92,7 @@ class FileOutput(Output):
         self._ts = self._mp4 = None
 
     def _account(self) -> None:
-        """Count bytes as the file grows (stat is cheap next to the mux)."""
+        """Count the bytes the file grew by since the last look."""
         try:
             size = self.path.stat().st_size
         except OSError:
