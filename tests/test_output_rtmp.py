@@ -139,7 +139,9 @@ async def test_ffmpeg_listener_receives_every_payload_in_order(
     streams = ffprobe(listener.out, "stream=codec_name,sample_rate,channels")["streams"]
     assert {"codec_name": "aac", "sample_rate": "48000", "channels": 2} in streams
     status = json.dumps(pipeline.status())
-    assert_no_key(captured_logs.getvalue(), status, *capfd.readouterr())
+    logs = captured_logs.getvalue() + "".join(capfd.readouterr())
+    assert "connected (connection 1)" in logs  # the RTMP process's log lines are captured too
+    assert_no_key(logs, status)
     assert "rtmp://127.0.0.1" in status  # the label is there, redacted
 
 
@@ -216,7 +218,10 @@ def nginx_rtmp(tmp_path: Path) -> Iterator[tuple[int, Path]]:
 
 
 async def test_nginx_rtmp_receives_the_audio(
-    tmp_path: Path, nginx_rtmp: tuple[int, Path], captured_logs: io.StringIO
+    tmp_path: Path,
+    nginx_rtmp: tuple[int, Path],
+    captured_logs: io.StringIO,
+    capfd: pytest.CaptureFixture[str],
 ) -> None:
     port, rec = nginx_rtmp
     url = f"rtmp://127.0.0.1:{port}/live/{KEY}"
@@ -231,7 +236,7 @@ async def test_nginx_rtmp_receives_the_audio(
     info = ffprobe(recorded, "format=duration:stream=codec_name,sample_rate,channels")
     assert info["streams"] == [{"codec_name": "aac", "sample_rate": "48000", "channels": 2}]
     assert float(info["format"]["duration"]) == pytest.approx(4.0 + (tick * 0.02), abs=0.3)
-    assert_no_key(captured_logs.getvalue())
+    assert_no_key(captured_logs.getvalue() + "".join(capfd.readouterr()))
 
 
 async def test_receiver_restart_reconnects_while_hls_goes_on(
@@ -276,5 +281,72 @@ async def test_receiver_restart_reconnects_while_hls_goes_on(
     hls = read_hls(tmp_path / "hls" / "main")
     assert [p.seq for _t, p in hls.payloads] == list(range(tick // 25))
     assert hls.duration == pytest.approx(tick * 0.02, abs=0.1)
-    assert_no_key(captured_logs.getvalue(), json.dumps(pipeline.status()), *capfd.readouterr())
-    assert "connection lost" in captured_logs.getvalue()
+    logs = captured_logs.getvalue() + "".join(capfd.readouterr())
+    assert_no_key(logs, json.dumps(pipeline.status()))
+    assert "connection lost" in logs
+
+
+class SilentServer:
+    """Accepts TCP connections and then neither answers nor reads: a stalled ingest."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.port = self.sock.getsockname()[1]
+        self.accepted: list[socket.socket] = []
+        self._stop = False
+        import threading
+
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self) -> None:
+        self.sock.settimeout(0.2)
+        while not self._stop:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            self.accepted.append(conn)
+
+    def close(self) -> None:
+        self._stop = True
+        self.thread.join(2)
+        for conn in self.accepted:
+            conn.close()
+        self.sock.close()
+
+
+async def test_stalled_server_is_cut_off_and_never_stalls_hls(
+    tmp_path: Path, captured_logs: io.StringIO, capfd: pytest.CaptureFixture[str]
+) -> None:
+    server = SilentServer()
+    url = f"rtmp://127.0.0.1:{server.port}/live/{KEY}"
+    settings = Settings(hls_dir=tmp_path / "hls", rtmp_reconnect_max_delay=0.5)
+    pipeline = OutputPipeline(
+        [parse_output("hls:main"), parse_output(url)],
+        64,
+        settings,
+        rtmp_first_delay=0.2,
+        rtmp_stall_timeout=1.0,
+    )
+    await pipeline.start()
+    try:
+        tick = await feed(pipeline, 6.0, speed=1.0)
+        t0 = time.monotonic()
+    finally:
+        await pipeline.close()
+        server.close()
+    closing = time.monotonic() - t0
+    rtmp = next(o for o in pipeline.status()["outputs"] if o["kind"] == "rtmp")
+    assert rtmp["stalls"] >= 1 and rtmp["reconnects"] == 0
+    assert len(server.accepted) >= 2, "the output never retried after the stall"
+    assert rtmp["dropped_packets"] > 100
+    assert closing < 10.0, f"close() took {closing:.1f} s"
+    hls = read_hls(tmp_path / "hls" / "main")
+    assert [p.seq for _t, p in hls.payloads] == list(range(tick // 25))
+    assert hls.duration == pytest.approx(tick * 0.02, abs=0.1)
+    logs = captured_logs.getvalue() + "".join(capfd.readouterr())
+    assert "no progress" in logs
+    assert_no_key(logs)

@@ -72,6 +72,7 @@ class Output:
         self.bytes_written = 0
         self.dropped = 0
         self.reconnects = 0
+        self.errors = 0
         self._queue: queue.Queue[Item] = queue.Queue(maxsize=QUEUE_PACKETS)
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -129,6 +130,7 @@ class Output:
             "bytes": self.bytes_written,
             "dropped_packets": self.dropped,
             "reconnects": self.reconnects,
+            "errors": self.errors,
         }
 
     # ------------------------------------------------------------------ output thread
@@ -173,7 +175,7 @@ class Output:
                 return
             self.state = OutputState.FAILED
             self.error = reason
-        OUTPUT_ERRORS.labels(self.kind).inc()
+        self._count_error()
         log.error("output %s failed: %s", self.label, reason)
         try:
             self._abandon()
@@ -183,6 +185,10 @@ class Output:
     def _count_drop(self, n: int = 1) -> None:
         self.dropped += n
         OUTPUT_DROPPED_PACKETS.labels(self.kind).inc(n)
+
+    def _count_error(self, n: int = 1) -> None:
+        self.errors += n
+        OUTPUT_ERRORS.labels(self.kind).inc(n)
 
     def _count_bytes(self, n: int) -> None:
         self.bytes_written += n

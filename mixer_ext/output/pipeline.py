@@ -67,13 +67,19 @@ class OutputPipeline:
         settings: Settings,
         *,
         rtmp_first_delay: float | None = None,
+        rtmp_stall_timeout: float | None = None,
     ) -> None:
         if not specs:
             raise MixerError("no outputs configured")
         self.specs = list(specs)
         self.bitrate_kbps = check_bitrate(bitrate_kbps)
         self.settings = settings
-        self._rtmp_first_delay = rtmp_first_delay
+        #: test/bench knobs: RTMP's first retry delay and stall timeout (seconds)
+        self._rtmp_options: dict[str, float] = {}
+        if rtmp_first_delay is not None:
+            self._rtmp_options["first_delay"] = rtmp_first_delay
+        if rtmp_stall_timeout is not None:
+            self._rtmp_options["stall_timeout"] = rtmp_stall_timeout
         self.outputs: list[Output] = []
         self._queue: queue.Queue[MixedFrame | MetadataPayload | None] = queue.Queue(
             maxsize=ENCODER_QUEUE
@@ -100,14 +106,7 @@ class OutputPipeline:
                 output = HlsOutput(spec.name, params, self.settings)
             elif isinstance(spec, RtmpOutputSpec):
                 output = RtmpOutput(
-                    spec.url,
-                    params,
-                    self.settings.rtmp_reconnect_max_delay,
-                    **(
-                        {"first_delay": self._rtmp_first_delay}
-                        if self._rtmp_first_delay is not None
-                        else {}
-                    ),
+                    spec.url, params, self.settings.rtmp_reconnect_max_delay, **self._rtmp_options
                 )
             elif isinstance(spec, FileOutputSpec):
                 output = FileOutput(spec.path, spec.container, params)

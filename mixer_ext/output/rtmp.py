@@ -1,64 +1,73 @@
 """RTMP/RTMPS output: FLV with AAC and one AMF0 ``onTextData`` message per payload.
 
-* Muxed by PyAV's ``flv`` muxer straight to FFmpeg's RTMP(S) client.  The
-  metadata goes through a codec-less data stream as hand-built AMF0 bytes
-  (``amf0_on_text_data``); FFmpeg writes them as FLV script-data tags.
-* Connection: made on the output thread when the first packet arrives.  When
-  it fails or drops (write error), the output is ``reconnecting``: packets
-  are dropped and counted (``mixer_output_dropped_packets_total{kind="rtmp"}``)
-  until the next attempt, which follows capped exponential backoff
-  (``RECONNECT_FIRST_DELAY`` doubling up to ``MIXER_RTMP_RECONNECT_MAX_DELAY``).
-  Nothing is queued for a dead connection beyond the bounded hand-off queue
-  of ``Output``.  Each connection is a fresh FLV stream whose timestamps
-  start at 0 (ingest servers expect that); metadata keeps its offset from
-  the audio.  ``mixer_output_reconnects_total{kind="rtmp"}`` counts every
-  connection after the first.
-* Redaction: the stream key (last path segment and query) is registered
-  with ``mixer_ext.redact.add_secret`` so every log record passing the
-  logging filter is scrubbed of it, even when FFmpeg prints it bare; our own
-  messages only ever use ``label`` (``redact_url``).
+Why a child process: PyAV opens FFmpeg's RTMP client (``avio_open``) and
+writes the FLV header and trailer while holding the GIL, and that client has
+no I/O timeout.  A server that is blackholed, or accepts the connection and
+then never answers, would freeze *every* thread of the worker (the mixer
+clock, HLS, the HTTP endpoint) for minutes or forever.  So each RTMP output
+runs its ``RtmpSession`` (``mixer_ext.output.rtmp_session``: connect, FLV
+mux, capped exponential backoff, reconnects) in a small child process
+(``mixer_ext.output.rtmp_child``), fed the already-encoded packets through a
+pipe: nothing is encoded twice.
 
-Known limit: FFmpeg's RTMP client is opened by PyAV without an I/O timeout,
-so a server that accepts the TCP connection and then stops reading blocks
-this output's thread (never the encoder or the other outputs, which only
-see this output's queue overflow and its packets counted as dropped).
+This parent side:
+
+* forwards packets and payloads from its bounded queue to the child (drop
+  newest when the queue is full, counted, as for every output);
+* reads the child's status heartbeats, mirrors state and counters into
+  ``status()`` and the Prometheus counters (labels: kind only);
+* restarts the child when it stalls: no heartbeat, or one FFmpeg call busy,
+  for ``stall_timeout`` seconds (``CLOSING_STALL_TIMEOUT`` once closing), or
+  when it dies; restarts follow the same capped backoff;
+* keeps the stream key out of everything it prints: the child gets the URL
+  on stdin (not its command line), labels use ``redact_url``, and the key is
+  registered with ``mixer_ext.redact.add_secret`` in both processes.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
+import subprocess
+import sys
+import threading
 import time
-from typing import Any
-from urllib.parse import urlsplit
+from typing import IO, Any
 
-import av
-
-from mixer_ext.core.frames import SAMPLE_RATE, TIME_BASE
-from mixer_ext.core.metadata import MetadataPayload, amf0_on_text_data
-from mixer_ext.metrics import OUTPUT_ERRORS, OUTPUT_RECONNECTS
-from mixer_ext.output.base import Output, OutputState
+from mixer_ext.core.metadata import MetadataPayload
+from mixer_ext.log import JsonFormatter
+from mixer_ext.metrics import OUTPUT_RECONNECTS
+from mixer_ext.output.base import CLOSE_TIMEOUT, Output, OutputState
 from mixer_ext.output.encoder import AacParams, EncodedPacket
-from mixer_ext.redact import add_secret, redact_text, redact_url
+from mixer_ext.output.rtmp_child import audio_frame, close_frame, metadata_frame, write_frame
+from mixer_ext.output.rtmp_session import RECONNECT_FIRST_DELAY, stream_key_parts
+from mixer_ext.redact import add_secret, redact_url
 
 log = logging.getLogger(__name__)
 
-#: seconds before the first retry; doubles per failure up to the setting's cap
-RECONNECT_FIRST_DELAY = 0.5
+#: seconds without a heartbeat, or inside one FFmpeg call, before the child is restarted
+STALL_TIMEOUT = 10.0
+#: the same while closing: the run is ending, don't wait long for a dead server
+CLOSING_STALL_TIMEOUT = 2.0
+#: a child just started imports PyAV before its first heartbeat
+STARTUP_GRACE = 10.0
+
+__all__ = ["RtmpOutput", "stream_key_parts"]
 
 
-def stream_key_parts(url: str) -> list[str]:
-    """The secret parts of an RTMP URL: last path segment, query, and both together."""
-    parts = urlsplit(url)
-    segs = [s for s in parts.path.split("/") if s]
-    out = []
-    if segs:
-        out.append(segs[-1])
-        if parts.query:
-            out.append(f"{segs[-1]}?{parts.query}")
-    if parts.query:
-        out.append(parts.query)
-    return out
+class _Child:
+    """One child process and what it last reported."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        self.proc = proc
+        self.started = time.monotonic()
+        self.last_beat: float | None = None
+        self.status: dict[str, Any] = {}
+        self.reader: threading.Thread | None = None
+        self.killed = False
+        #: frames written to its stdin (vs. the ``received`` it reports: the rest were lost)
+        self.sent = 0
 
 
 class RtmpOutput(Output):
@@ -70,6 +79,7 @@ class RtmpOutput(Output):
         params: AacParams,
         max_delay: float,
         first_delay: float = RECONNECT_FIRST_DELAY,
+        stall_timeout: float = STALL_TIMEOUT,
     ) -> None:
         super().__init__(redact_url(url), params)
         self._url = url
@@ -77,122 +87,217 @@ class RtmpOutput(Output):
             add_secret(secret)
         self.max_delay = max_delay
         self.first_delay = min(first_delay, max_delay)
+        self.stall_timeout = stall_timeout
+        self.stalls = 0
+        self.connections = 0
         self._delay = self.first_delay
-        self._next_attempt = 0.0
-        self._container: Any = None
-        self._audio_stream: Any = None
-        self._data_stream: Any = None
-        self._offset = 0
-        self._connections = 0
+        self._next_spawn = 0.0
+        self._child: _Child | None = None
+        self._child_lock = threading.Lock()
+        self._closing = threading.Event()
+        self._stop_watch = threading.Event()
+        self._watchdog: threading.Thread | None = None
 
-    @property
-    def connected(self) -> bool:
-        return self._container is not None
-
-    # ------------------------------------------------------------------ hooks
+    # ------------------------------------------------------------------ Output hooks
     def _open(self) -> None:
-        # Connecting may take seconds: it happens on the output thread, with backoff.
         self.state = OutputState.RECONNECTING
+        self._watchdog = threading.Thread(target=self._watch, name="rtmp-watchdog", daemon=True)
+        self._watchdog.start()
 
     def _audio(self, packet: EncodedPacket) -> None:
-        if self._container is None and not self._connect(packet.pts):
-            self._count_drop()
-            return
-        try:
-            self._container.mux(packet.to_av(self._audio_stream, self._offset))
-        except (OSError, ValueError) as exc:
-            self._lost(exc)
-            self._count_drop()
-            return
-        self._count_bytes(len(packet.data))
+        self._send(audio_frame(packet))
 
     def _metadata(self, payload: MetadataPayload) -> None:
-        if self._container is None:
-            self._count_drop()
-            return
-        pts = max(0, payload.pts - self._offset)
-        packet = av.Packet(amf0_on_text_data(payload.to_json()))
-        packet.pts = packet.dts = pts
-        packet.time_base = TIME_BASE
-        packet.stream = self._data_stream
-        try:
-            self._container.mux(packet)
-        except (OSError, ValueError) as exc:
-            self._lost(exc)
-            self._count_drop()
-            return
-        self._count_bytes(packet.size)
+        self._send(metadata_frame(payload))
 
     def _close(self, end_of_stream: bool) -> None:
-        if self._container is not None:
-            container, self._container = self._container, None
-            try:
-                container.close()
-            except (OSError, ValueError) as exc:
-                log.warning("output %s: closing: %s", self.label, self._describe(exc))
+        child = self._child
+        if child is not None:
+            with contextlib.suppress(OSError, ValueError):
+                stdin = child.proc.stdin
+                assert stdin is not None
+                write_frame(stdin, close_frame(end_of_stream))
+                stdin.close()
+            deadline = time.monotonic() + CLOSE_TIMEOUT
+            while child.proc.poll() is None and time.monotonic() < deadline:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    child.proc.wait(0.25)
+            self._end_child(child, "closing")
 
     def _abandon(self) -> None:
-        self._drop_connection()
+        child = self._child
+        if child is not None:
+            self._end_child(child, "abandoned")
 
-    def _describe(self, exc: BaseException) -> str:
-        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        return redact_text(text.replace(self._url, self.label))
-
-    # ------------------------------------------------------------------ connection
-    def _connect(self, first_pts: int) -> bool:
-        now = time.monotonic()
-        if now < self._next_attempt:
-            return False
-        container: Any = None
+    def close(self, end_of_stream: bool, timeout: float = CLOSE_TIMEOUT) -> None:
+        """As ``Output.close``; a stalled child is cut short after ``CLOSING_STALL_TIMEOUT``."""
+        self._closing.set()
         try:
-            # a live stream has no duration/filesize to patch in at the end
-            container = av.open(
-                self._url, "w", format="flv", options={"flvflags": "no_duration_filesize"}
-            )
-            audio = container.add_stream("aac", rate=SAMPLE_RATE, layout="stereo")
-            audio.codec_context.extradata = self.params.extradata
-            audio.codec_context.bit_rate = self.params.bit_rate
-            audio.time_base = TIME_BASE
-            data = container.add_data_stream()
-            data.time_base = TIME_BASE
-            container.start_encoding()  # connects, handshakes and publishes
-        except (OSError, ValueError) as exc:
-            if container is not None:
-                with contextlib.suppress(Exception):
-                    container.close()
-            OUTPUT_ERRORS.labels(self.kind).inc()
-            log.warning(
-                "output %s: cannot connect (%s); retrying in %.1f s",
-                self.label,
-                self._describe(exc),
-                self._delay,
-            )
-            self._next_attempt = time.monotonic() + self._delay
-            self._delay = min(self._delay * 2, self.max_delay)
-            return False
-        self._container, self._audio_stream, self._data_stream = container, audio, data
-        self._offset = first_pts
-        self._delay = self.first_delay
-        self._connections += 1
-        if self._connections > 1:
-            self.reconnects += 1
-            OUTPUT_RECONNECTS.labels(self.kind).inc()
-        self.state = OutputState.RUNNING
-        log.info("output %s: connected (connection %d)", self.label, self._connections)
-        return True
+            super().close(end_of_stream, timeout)
+        finally:
+            self._stop_watch.set()
+            if self._watchdog is not None:
+                self._watchdog.join(2.0)
 
-    def _lost(self, exc: BaseException) -> None:
-        OUTPUT_ERRORS.labels(self.kind).inc()
-        log.warning(
-            "output %s: connection lost (%s); reconnecting", self.label, self._describe(exc)
+    def status(self) -> dict[str, Any]:
+        out = super().status()
+        out["stalls"] = self.stalls
+        return out
+
+    # ------------------------------------------------------------------ child lifecycle
+    def _send(self, frame: bytes) -> None:
+        child = self._child
+        if child is None and not self._closing.is_set() and time.monotonic() >= self._next_spawn:
+            child = self._spawn()
+        if child is None or child.proc.stdin is None:
+            self._count_drop()
+            return
+        try:
+            write_frame(child.proc.stdin, frame)
+            child.proc.stdin.flush()
+            child.sent += 1
+        except (OSError, ValueError):
+            self._count_drop()  # the child is gone (killed or crashed); the watchdog restarts it
+
+    def _spawn(self) -> _Child | None:
+        config = {
+            "url": self._url,
+            "extradata": self.params.extradata.hex(),
+            "bit_rate": self.params.bit_rate,
+            "max_delay": self.max_delay,
+            "first_delay": self.first_delay,
+            "log_level": logging.getLevelName(logging.getLogger().getEffectiveLevel()),
+            "log_format": _log_format(),
+        }
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "mixer_ext.output.rtmp_child"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=None,
+            )
+            assert proc.stdin is not None
+            write_frame(proc.stdin, json.dumps(config).encode())
+            proc.stdin.flush()
+        except OSError as exc:
+            self._count_error()
+            log.error("output %s: cannot start its process: %s", self.label, exc.strerror)
+            self._backoff()
+            return None
+        child = _Child(proc)
+        child.reader = threading.Thread(
+            target=self._read_status, args=(child,), name="rtmp-status", daemon=True
         )
-        self._drop_connection()
-        self.state = OutputState.RECONNECTING
-        self._next_attempt = time.monotonic() + self._delay
+        child.reader.start()
+        with self._child_lock:
+            self._child = child
+        return child
+
+    def _read_status(self, child: _Child) -> None:
+        """Child stdout -> status, state and counters (deltas into Prometheus)."""
+        stdout: IO[bytes] | None = child.proc.stdout
+        assert stdout is not None
+        for line in stdout:
+            try:
+                status = json.loads(line)
+            except ValueError:
+                log.warning("output %s: unreadable status line from its process", self.label)
+                continue
+            self._apply(child, status)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            child.proc.wait(5)
+
+    def _apply(self, child: _Child, status: dict[str, Any]) -> None:
+        last = child.status
+        for key, count in (("bytes", self._count_bytes), ("dropped_packets", self._count_drop)):
+            delta = int(status.get(key, 0)) - int(last.get(key, 0))
+            if delta > 0:
+                count(delta)
+        delta = int(status.get("errors", 0)) - int(last.get("errors", 0))
+        if delta > 0:
+            self._count_error(delta)
+        new_connections = int(status.get("connections", 0)) - int(last.get("connections", 0))
+        if new_connections > 0:
+            self.connections += new_connections
+            reconnects = max(0, self.connections - 1)
+            if reconnects > self.reconnects:
+                OUTPUT_RECONNECTS.labels(self.kind).inc(reconnects - self.reconnects)
+                self.reconnects = reconnects
+            self._delay = self.first_delay
+        child.status = status
+        child.last_beat = time.monotonic()
+        if self.state not in (OutputState.FAILED, OutputState.CLOSED) and self._child is child:
+            running = status.get("state") == OutputState.RUNNING.value
+            self.state = OutputState.RUNNING if running else OutputState.RECONNECTING
+
+    def _watch(self) -> None:
+        while not self._stop_watch.wait(0.25):
+            child = self._child
+            if child is None:
+                continue
+            now = time.monotonic()
+            limit = CLOSING_STALL_TIMEOUT if self._closing.is_set() else self.stall_timeout
+            if child.proc.poll() is not None:
+                if not self._closing.is_set():
+                    self._count_error()
+                    log.warning(
+                        "output %s: its process exited (code %s); restarting",
+                        self.label,
+                        child.proc.returncode,
+                    )
+                    self._end_child(child, "exited")
+                    self._backoff()
+                continue
+            if child.last_beat is None:
+                stalled = now - child.started > STARTUP_GRACE
+            else:
+                since_beat = now - child.last_beat
+                busy_for = float(child.status.get("busy_for", 0.0))
+                busy = busy_for + since_beat if busy_for > 0 else 0.0
+                stalled = since_beat > limit or busy > limit
+            if not stalled:
+                continue
+            self.stalls += 1
+            self._count_error()
+            log.warning(
+                "output %s: no progress for %.0f s (server not answering or not reading); "
+                "restarting the connection",
+                self.label,
+                limit,
+            )
+            self._end_child(child, "stalled")
+            self._backoff()
+
+    def _end_child(self, child: _Child, why: str) -> None:
+        with self._child_lock:
+            if self._child is child:
+                self._child = None
+        if child.proc.poll() is None:
+            child.killed = True
+            child.proc.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            child.proc.wait(5)
+        for pipe in (child.proc.stdin,):
+            with contextlib.suppress(OSError, ValueError):
+                if pipe is not None:
+                    pipe.close()
+        if child.reader is not None and child.reader is not threading.current_thread():
+            child.reader.join(2.0)
+        lost = child.sent - int(child.status.get("received", 0))
+        if lost > 0:  # still in the pipe when the process ended
+            child.sent -= lost
+            self._count_drop(lost)
+        if self.state not in (OutputState.FAILED, OutputState.CLOSED):
+            self.state = OutputState.RECONNECTING
+        log.debug("output %s: process ended (%s)", self.label, why)
+
+    def _backoff(self) -> None:
+        self._next_spawn = time.monotonic() + self._delay
         self._delay = min(self._delay * 2, self.max_delay)
 
-    def _drop_connection(self) -> None:
-        container, self._container = self._container, None
-        if container is not None:
-            with contextlib.suppress(Exception):
-                container.close()
+
+def _log_format() -> str:
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler.formatter, JsonFormatter):
+            return "json"
+    return "text"
