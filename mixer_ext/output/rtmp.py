@@ -29,10 +29,12 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import IO, Any
 
 from mixer_ext.core.metadata import MetadataPayload
@@ -144,6 +146,11 @@ class RtmpOutput(Output):
         out["stalls"] = self.stalls
         return out
 
+    def child_cpu_seconds(self) -> float:
+        """CPU seconds the current connection process reported (for the bench)."""
+        child = self._child
+        return float(child.status.get("cpu", 0.0)) if child is not None else 0.0
+
     # ------------------------------------------------------------------ child lifecycle
     def _send(self, frame: bytes) -> None:
         child = self._child
@@ -175,6 +182,7 @@ class RtmpOutput(Output):
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=None,
+                env=_child_env(),
             )
             assert proc.stdin is not None
             write_frame(proc.stdin, json.dumps(config).encode())
@@ -294,6 +302,14 @@ class RtmpOutput(Output):
     def _backoff(self) -> None:
         self._next_spawn = time.monotonic() + self._delay
         self._delay = min(self._delay * 2, self.max_delay)
+
+
+def _child_env() -> dict[str, str]:
+    """This environment, with this package importable whatever the child's cwd."""
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parent.parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    return env
 
 
 def _log_format() -> str:

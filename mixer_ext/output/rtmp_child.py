@@ -10,7 +10,8 @@ Protocol (all frames are a 4-byte little-endian length, then the body):
   ``M`` + ``<q`` (pts) + payload JSON; ``C`` + one byte (end_of_stream) to
   finish.  End of input finishes too (without ``end_of_stream``).
 * stdout: one JSON status line (``RtmpSession.status()`` plus
-  ``received``, the frames read so far) every
+  ``received``, the frames read so far, and ``cpu``, its CPU seconds since
+  PyAV was loaded) every
   ``HEARTBEAT`` seconds and a last one after finishing.  The parent treats
   missing heartbeats or a long ``busy_for`` as a stall.
 * stderr: log lines, formatted and redacted like the parent's.
@@ -20,9 +21,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import signal
 import struct
 import sys
 import threading
+import time
 from typing import IO
 
 import av.logging
@@ -63,6 +66,10 @@ def close_frame(end_of_stream: bool) -> bytes:
 
 
 def main() -> int:
+    # The parent decides when this process ends (close frame, end of input, or kill):
+    # a Ctrl-C or SIGTERM sent to the whole process group must not cut the stream short.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     inp, out = sys.stdin.buffer, sys.stdout.buffer
     raw = read_frame(inp)
     if raw is None:
@@ -76,13 +83,15 @@ def main() -> int:
         float(config["max_delay"]),
         float(config["first_delay"]),
     )
+    cpu0 = time.process_time()
     session.open()
     lock = threading.Lock()
     done = threading.Event()
     received = 0
 
     def report() -> None:
-        line = json.dumps({**session.status(), "received": received}).encode() + b"\n"
+        status = {**session.status(), "received": received, "cpu": time.process_time() - cpu0}
+        line = json.dumps(status).encode() + b"\n"
         with lock:
             out.write(line)
             out.flush()
