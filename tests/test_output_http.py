@@ -148,3 +148,16 @@ async def test_bound_to_loopback_by_default(dirs: tuple[Path, Path]) -> None:
                 assert (await r.json())["status"] == "ok"
     finally:
         await http.stop()
+
+
+async def test_stop_closes_open_websockets_promptly(dirs: tuple[Path, Path]) -> None:
+    hls_dir, player = dirs
+    http = HttpEndpoint(Settings(http_port=0), hls_dir, player, None)
+    await http.start()
+    async with aiohttp.ClientSession() as session:
+        ws = await session.ws_connect(f"http://127.0.0.1:{http.port}/ws/metadata")
+        await asyncio.sleep(0.1)
+        await asyncio.wait_for(http.stop(), 10)  # never waits out aiohttp's 60 s default
+        msg = await ws.receive(timeout=5)
+        assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+        await ws.close()

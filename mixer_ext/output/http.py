@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 
 #: payloads buffered per WebSocket client (a slow client loses the oldest)
 WS_QUEUE = 32
+#: seconds stop() waits for open requests before closing them
+SHUTDOWN_TIMEOUT = 3.0
 _HLS_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _HLS_FILE = re.compile(r"^(index\.m3u8|seg-\d{6,}\.ts)$")
 PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
@@ -101,7 +103,9 @@ class HttpEndpoint:
         app.router.add_get("/hls/{name}/{file}", self._hls)
         app.router.add_get("/{path:.+}", self._player_file)
         app.on_shutdown.append(self._close_clients)
-        runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
+        runner = web.AppRunner(
+            app, access_log=None, handler_cancellation=True, shutdown_timeout=SHUTDOWN_TIMEOUT
+        )
         await runner.setup()
         site = web.TCPSite(runner, self.settings.http_host, self.settings.http_port or 0)
         await site.start()
@@ -186,7 +190,8 @@ class HttpEndpoint:
         return web.FileResponse(path, headers=headers)
 
     async def _ws_metadata(self, request: web.Request) -> web.StreamResponse:
-        ws = web.WebSocketResponse(heartbeat=30.0)
+        # timeout: how long close() waits for the client's close reply (bounded shutdown)
+        ws = web.WebSocketResponse(heartbeat=30.0, timeout=1.0)
         await ws.prepare(request)
         q: asyncio.Queue[str | None] = asyncio.Queue(maxsize=WS_QUEUE)
         self._clients.add(q)
