@@ -52,6 +52,10 @@ ENCODE_SECONDS = Histogram(
     "CPU wall time to AAC-encode one 20 ms mixed frame.",
     buckets=(0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02),
 )
+ENCODER_DROPPED_FRAMES = Counter(
+    "mixer_encoder_dropped_frames_total",
+    "Mixed frames (and payloads) dropped because the encoder's hand-off queue was full.",
+)
 OUTPUT_BYTES = Counter("mixer_output_bytes_total", "Bytes written per output kind.", ["kind"])
 OUTPUT_RECONNECTS = Counter(
     "mixer_output_reconnects_total", "Reconnects per output kind (RTMP).", ["kind"]

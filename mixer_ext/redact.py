@@ -10,6 +10,7 @@ every record as a safety net.
 from __future__ import annotations
 
 import re
+import threading
 from urllib.parse import urlsplit, urlunsplit
 
 REDACTED = "***"
@@ -19,6 +20,12 @@ _SECRET_PARAM = re.compile(
     r"(?i)\b([\w.-]*(?:token|secret|key|password|passwd|signature|sig|auth)[\w.-]*)"
     r"=([^&\s'\"]+)"
 )
+#: literal secrets (RTMP stream keys) to scrub wherever they appear, even bare
+_SECRETS: set[str] = set()
+_SECRETS_LOCK = threading.Lock()
+#: shorter strings would scrub ordinary words
+MIN_SECRET_LENGTH = 4
+
 _JWT = re.compile(r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}")
 
 
@@ -48,8 +55,25 @@ def redact_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, path, query, ""))
 
 
+def add_secret(secret: str) -> None:
+    """Scrub ``secret`` from every later ``redact_text`` result, even outside a URL.
+
+    Used for RTMP stream keys: libraries (FFmpeg's RTMP client, a server's
+    error string) may print the key alone, where no URL pattern finds it.
+    Secrets shorter than ``MIN_SECRET_LENGTH`` are ignored.
+    """
+    if len(secret) >= MIN_SECRET_LENGTH:
+        with _SECRETS_LOCK:
+            _SECRETS.add(secret)
+
+
 def redact_text(text: str) -> str:
-    """Redact every URL, ``token=`` style parameter and JWT found in free text."""
+    """Redact every URL, ``token=`` style parameter, JWT and registered secret in free text."""
+    if _SECRETS:
+        with _SECRETS_LOCK:
+            secrets = sorted(_SECRETS, key=len, reverse=True)
+        for secret in secrets:
+            text = text.replace(secret, REDACTED)
     text = _URL_IN_TEXT.sub(lambda m: redact_url(m.group(0)), text)
     text = _SECRET_PARAM.sub(lambda m: f"{m.group(1)}={REDACTED}", text)
     return _JWT.sub(REDACTED, text)

@@ -90,6 +90,8 @@ class Settings(BaseSettings):
     # --- worker endpoints ---------------------------------------------------
     http_host: str = "127.0.0.1"
     http_port: int | None = Field(None, ge=0, le=65535)
+    #: the player page the HTTP endpoint serves at / (None: player_demo/ of this checkout)
+    player_dir: Path | None = None
     metrics_port: int | None = Field(None, ge=0, le=65535)
     status_callback_url: str | None = None
 
@@ -102,6 +104,11 @@ class Settings(BaseSettings):
     #: open mode hands out tokens to anyone who asks: demos on a trusted network only
     room_open: bool = False
     room_max_message_bytes: int = Field(65_536, ge=1024, le=16 * 1024 * 1024)
+
+
+def default_player_dir() -> Path:
+    """``player_demo/`` at the top of this checkout (set MIXER_PLAYER_DIR elsewhere)."""
+    return Path(__file__).resolve().parent.parent / "player_demo"
 
 
 def load_settings() -> Settings:
