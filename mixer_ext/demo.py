@@ -162,6 +162,8 @@ async def _demo(args: argparse.Namespace, settings: Settings) -> int:
         "MIXER_ROOM_URL": room_url,
         "MIXER_HTTP_HOST": args.host,
         "MIXER_HTTP_PORT": str(args.http_port),
+        # Ctrl-C ends the demo: nobody is left to fetch the final playlist
+        "MIXER_HTTP_LINGER": "0",
     }
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

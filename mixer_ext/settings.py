@@ -92,6 +92,9 @@ class Settings(BaseSettings):
     http_port: int | None = Field(None, ge=0, le=65535)
     #: the player page the HTTP endpoint serves at / (None: player_demo/ of this checkout)
     player_dir: Path | None = None
+    #: after the stream ends, keep serving HLS this long so players fetch the final
+    #: playlist (#EXT-X-ENDLIST) and the last segments; /readyz is 503 meanwhile
+    http_linger: float = Field(10.0, ge=0.0, le=300.0)
     metrics_port: int | None = Field(None, ge=0, le=65535)
     status_callback_url: str | None = None
 

@@ -110,6 +110,9 @@ class Worker:
         self._player_dir = player_dir
         self.status = StatusReporter(self.room, self.identity, settings.status_callback_url)
         self._stop = asyncio.Event()
+        #: a second SIGTERM/SIGINT: skip the HTTP linger
+        self._hurry = asyncio.Event()
+        self._http: Any = None
         self._stop_outcome: Outcome | None = None
         self._deadline: float | None = None
         self._tracks: dict[tuple[str, str], str] = {}
@@ -117,10 +120,12 @@ class Worker:
 
     # ------------------------------------------------------------------ control
     def request_stop(self, reason: str = EndReason.STOPPED) -> None:
-        """End the run cleanly (SIGTERM/SIGINT).  Safe to call more than once."""
-        if self._stop_outcome is None:
-            self._stop_outcome = Outcome(State.ENDED, reason)
-            log.info("stop requested (%s): ending the stream", reason)
+        """End the run cleanly (SIGTERM/SIGINT).  A second call skips the HTTP linger."""
+        if self._stop.is_set():
+            self._hurry.set()
+            return
+        self._stop_outcome = Outcome(State.ENDED, reason)
+        log.info("stop requested (%s): ending the stream", reason)
         self._stop.set()
 
     # ------------------------------------------------------------------ run
@@ -135,6 +140,9 @@ class Worker:
                 State.FAILED, FailReason.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}"
             )
         self.status.report(outcome.state, outcome.reason, outcome.detail)
+        if self._http is not None:
+            await self._linger()
+            await _bounded("http endpoint", self._http.stop())
         await self.status.aclose()
         if outcome.state is State.FAILED:
             log.error(
@@ -150,12 +158,18 @@ class Worker:
             await pipeline.start()
         except MixerError as exc:
             return Outcome(State.FAILED, FailReason.ERROR_STREAMING_MEDIA, str(exc))
+        try:
+            self._http = http = await self._start_http(pipeline)
+            if self.settings.metrics_port is not None:
+                start_metrics_server(self.settings.metrics_port, self.settings.http_host)
+        except OSError as exc:
+            await _bounded("outputs", pipeline.close(end_of_stream=False))
+            return Outcome(
+                State.FAILED, FailReason.ERROR_LOADING_EXTENSION, f"cannot listen: {exc}"
+            )
         mixer = Mixer(self.settings.jitter_buffer, exclude_identity=self.identity)
         clock = MixerClock(mixer, pipeline)
         clock_task = asyncio.get_running_loop().create_task(clock.run(), name="mixer-clock")
-        http = await self._start_http(pipeline)
-        if self.settings.metrics_port is not None:
-            start_metrics_server(self.settings.metrics_port, self.settings.http_host)
         outcome: Outcome
         connector: RoomConnector | None = None
         try:
@@ -171,9 +185,17 @@ class Worker:
                 await _bounded("room disconnect", connector.disconnect())
             if http is not None:
                 http.set_ready(False)
-                await _bounded("http endpoint", http.stop())
         PARTICIPANTS.set(0)
         return outcome
+
+    async def _linger(self) -> None:
+        """Keep serving the finished HLS a while, so players see #EXT-X-ENDLIST."""
+        linger = self.settings.http_linger
+        if linger <= 0 or self._hurry.is_set():
+            return
+        log.info("stream ended; serving HLS for %.0f s more (signal again to skip)", linger)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._hurry.wait(), linger)
 
     async def _start_http(self, pipeline: OutputPipeline) -> Any:
         if self.settings.http_port is None:
@@ -398,8 +420,6 @@ async def _main_async(worker: Worker) -> int:
 
 def _on_signal(loop: asyncio.AbstractEventLoop, worker: Worker, sig: signal.Signals) -> None:
     log.info("received %s", sig.name)
-    # A second signal falls back to the default action (hard stop).
-    loop.remove_signal_handler(sig)
     worker.request_stop()
 
 

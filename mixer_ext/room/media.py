@@ -154,7 +154,9 @@ class MutingTrack(MediaStreamTrack):
 
 
 class PacedAudioTrack(MediaStreamTrack):
-    """Base of synthetic sources: 20 ms mono s16 frames at 48 kHz, paced from a fixed start.
+    """Base of synthetic sources: 20 ms s16 frames at 48 kHz, paced from a fixed start.
+
+    The source is mono (``samples(n)``); frames carry it on both stereo channels.
 
     Frame ``n`` has ``pts = n * 960`` and is returned no earlier than
     ``start + n * 20 ms`` (monotonic), so scheduling error never accumulates.
@@ -180,8 +182,11 @@ class PacedAudioTrack(MediaStreamTrack):
         due = self._start + self._n * AUDIO_PTIME
         if due > now:
             await asyncio.sleep(due - now)
-        data = self.samples(self._n).astype(np.int16).reshape(1, TICK_SAMPLES)
-        frame = av.AudioFrame.from_ndarray(data, format="s16", layout="mono")
+        mono = self.samples(self._n).astype(np.int16)
+        # Sent as packed stereo: aiortc's Opus encoder converts mono to stereo through
+        # FFmpeg's upmix at -3 dB, so a "0.3" tone would reach listeners at 0.21.
+        data = np.repeat(mono, 2).reshape(1, 2 * TICK_SAMPLES)
+        frame = av.AudioFrame.from_ndarray(data, format="s16", layout="stereo")
         frame.sample_rate = SAMPLE_RATE
         frame.pts = self._n * TICK_SAMPLES
         frame.time_base = TIME_BASE
