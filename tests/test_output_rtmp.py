@@ -411,3 +411,18 @@ async def test_rtmps_through_a_tls_front_reaches_nginx(
     assert info["streams"] == [{"codec_name": "aac", "sample_rate": "48000"}]
     assert float(info["format"]["duration"]) == pytest.approx(3.0 + tick * 0.02, abs=0.3)
     assert_no_key(captured_logs.getvalue() + "".join(capfd.readouterr()))
+
+
+def test_a_bare_stream_key_in_an_ffmpeg_log_line_is_scrubbed(captured_logs: io.StringIO) -> None:
+    """FFmpeg may print the key alone (no URL around it): registered keys are scrubbed too."""
+    from mixer_ext.output.encoder import AacParams
+    from mixer_ext.output.rtmp import RtmpOutput
+
+    key = "bare_key_Xy7Qp2"
+    output = RtmpOutput(f"rtmps://ingest.example/app/{key}?token=t0ps3cret", AacParams(b"", 1), 1.0)
+    assert output.label == "rtmps://ingest.example/app/***?***"
+    logging.getLogger("libav.rtmps").error("Publishing stream %s failed", key)
+    logging.getLogger("libav.rtmps").error("Server error: t0ps3cret rejected")
+    text = captured_logs.getvalue()
+    assert "Publishing stream *** failed" in text
+    assert key not in text and "t0ps3cret" not in text
