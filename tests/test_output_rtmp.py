@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 import json
@@ -9,6 +10,7 @@ import logging
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -296,8 +298,6 @@ class SilentServer:
         self.port = self.sock.getsockname()[1]
         self.accepted: list[socket.socket] = []
         self._stop = False
-        import threading
-
         self.thread = threading.Thread(target=self._accept, daemon=True)
         self.thread.start()
 
@@ -350,3 +350,79 @@ async def test_stalled_server_is_cut_off_and_never_stalls_hls(
     logs = captured_logs.getvalue() + "".join(capfd.readouterr())
     assert "no progress" in logs
     assert_no_key(logs)
+
+
+def self_signed_cert(tmp_path: Path) -> tuple[Path, Path]:
+    openssl = require_program("openssl")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    return cert, key
+
+
+async def test_rtmps_through_a_tls_front_reaches_nginx(
+    tmp_path: Path,
+    nginx_rtmp: tuple[int, Path],
+    captured_logs: io.StringIO,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """RTMPS = RTMP inside TLS: a TLS front (as ingest services run) relays to nginx-rtmp."""
+    import ssl
+
+    port, rec = nginx_rtmp
+    cert, key = self_signed_cert(tmp_path)
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(cert, key)
+    handshakes = 0
+
+    async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError):
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        writer.close()
+
+    async def front(client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        nonlocal handshakes
+        handshakes += 1
+        up_r, up_w = await asyncio.open_connection("127.0.0.1", port)
+        await asyncio.gather(relay(client_r, up_w), relay(up_r, client_w))
+
+    server = await asyncio.start_server(front, "127.0.0.1", 0, ssl=ctx)
+    tls_port = server.sockets[0].getsockname()[1]
+    pipeline = OutputPipeline(
+        [parse_output(f"rtmps://127.0.0.1:{tls_port}/live/{KEY}")],
+        128,
+        Settings(),
+        rtmp_first_delay=0.2,
+    )
+    await pipeline.start()
+    try:
+        tick = await wait_connected(pipeline, 0)
+        await feed(pipeline, 3.0, first_tick=tick, speed=4.0)
+    finally:
+        await pipeline.close()
+        server.close()
+    assert handshakes >= 1
+    info = ffprobe(rec / f"{KEY}.flv", "format=duration:stream=codec_name,sample_rate")
+    assert info["streams"] == [{"codec_name": "aac", "sample_rate": "48000"}]
+    assert float(info["format"]["duration"]) == pytest.approx(3.0 + tick * 0.02, abs=0.3)
+    assert_no_key(captured_logs.getvalue() + "".join(capfd.readouterr()))
+
+
+def test_a_bare_stream_key_in_an_ffmpeg_log_line_is_scrubbed(captured_logs: io.StringIO) -> None:
+    """FFmpeg may print the key alone (no URL around it): registered keys are scrubbed too."""
+    from mixer_ext.output.encoder import AacParams
+    from mixer_ext.output.rtmp import RtmpOutput
+
+    key = "bare_key_Xy7Qp2"
+    output = RtmpOutput(f"rtmps://ingest.example/app/{key}?token=t0ps3cret", AacParams(b"", 1), 1.0)
+    assert output.label == "rtmps://ingest.example/app/***?***"
+    logging.getLogger("libav.rtmps").error("Publishing stream %s failed", key)
+    logging.getLogger("libav.rtmps").error("Server error: t0ps3cret rejected")
+    text = captured_logs.getvalue()
+    assert "Publishing stream *** failed" in text
+    assert key not in text and "t0ps3cret" not in text

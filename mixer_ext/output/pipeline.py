@@ -12,7 +12,8 @@
   item is dropped and counted in ``mixer_encoder_dropped_frames_total``
   (only possible if the machine cannot encode in real time).
 * Packets and payloads reach every output in the order the mixer produced
-  them; no output encodes again.  A stalled or failed output only loses its
+  them; no output encodes again (RTMP muxes them in a child process, see
+  ``mixer_ext.output.rtmp``).  A stalled or failed output only loses its
   own packets (see ``mixer_ext.output.base``).
 * Payload listeners (the HTTP endpoint's WebSocket) are called on the event
   loop from ``on_payload``, before encoding: they must not block.

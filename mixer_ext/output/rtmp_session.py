@@ -32,7 +32,7 @@ import logging
 import time
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import av
 
@@ -50,7 +50,10 @@ RECONNECT_FIRST_DELAY = 0.5
 
 
 def stream_key_parts(url: str) -> list[str]:
-    """The secret parts of an RTMP URL: last path segment, query, and both together."""
+    """The secret parts of an RTMP URL: last path segment, query, each query value.
+
+    Also their percent-decoded forms, which is how FFmpeg may print them.
+    """
     parts = urlsplit(url)
     segs = [s for s in parts.path.split("/") if s]
     out = []
@@ -60,7 +63,8 @@ def stream_key_parts(url: str) -> list[str]:
             out.append(f"{segs[-1]}?{parts.query}")
     if parts.query:
         out.append(parts.query)
-    return out
+        out.extend(value for _name, value in parse_qsl(parts.query) if value)
+    return sorted({*out, *(unquote(p) for p in out)})
 
 
 class RtmpSession(Output):
