@@ -234,7 +234,7 @@ async def _demo(args: argparse.Namespace, settings: Settings) -> int:
     return rc
 
 
-async def _terminate(proc: Process, what: str, grace: float = 20.0) -> int:
+async def _terminate(proc: Process, what: str, grace: float = 40.0) -> int:
     if proc.returncode is None:
         proc.send_signal(signal.SIGTERM)
         try:
