@@ -181,7 +181,8 @@ async def test_tone_track_frames_pts_and_spectrum() -> None:
     frames = [await track.recv() for _ in range(10)]
     assert [f.pts for f in frames] == [i * 960 for i in range(10)]
     assert all(f.sample_rate == 48000 and f.samples == 960 for f in frames)
-    pcm = np.concatenate([f.to_ndarray().reshape(-1) for f in frames]) / 32768.0
+    assert all(f.layout.name == "stereo" for f in frames)
+    pcm = np.concatenate([f.to_ndarray().reshape(-1, 2)[:, 0] for f in frames]) / 32768.0
     peak, rms = spectrum_peak(pcm)
     assert abs(peak - 750) < 6
     assert abs(rms - 0.5 / np.sqrt(2)) < 0.01
