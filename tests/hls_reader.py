@@ -8,14 +8,18 @@ into a ``MetadataPayload`` with its presentation time in seconds.
 from __future__ import annotations
 
 import io
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import av
 import numpy as np
 import numpy.typing as npt
 
 from mixer_ext.core.metadata import MetadataPayload, parse_id3_txxx
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -103,4 +107,19 @@ def tone_levels(
     for f in freqs:
         sel = (bins > f - band) & (bins < f + band)
         out[f] = float(spectrum[sel].max()) if sel.any() else 0.0
+    return out
+
+
+def runs_where(values: Sequence[T], pred: Callable[[T], bool]) -> list[tuple[int, int]]:
+    """(start, length) of each run of consecutive items for which ``pred`` holds."""
+    out: list[tuple[int, int]] = []
+    start: int | None = None
+    for i, v in enumerate(values):
+        if pred(v):
+            start = i if start is None else start
+        elif start is not None:
+            out.append((start, i - start))
+            start = None
+    if start is not None:
+        out.append((start, len(values) - start))
     return out

@@ -20,7 +20,7 @@ import pytest
 from aiohttp import web
 
 from tests.conftest import free_port
-from tests.hls_reader import read_hls, read_ts, tone_levels
+from tests.hls_reader import read_hls, read_ts, runs_where, tone_levels
 from tests.process_util import Proc, processes, wait_for_port
 
 pytestmark = pytest.mark.slow
@@ -42,19 +42,6 @@ async def _callback_server(received: list[dict[str, Any]]) -> tuple[web.AppRunne
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     return runner, port
-
-
-def _runs(values: list[int], pred: Any) -> list[tuple[int, int]]:
-    """(start, length) of each run of consecutive indexes where pred(value) holds."""
-    out: list[tuple[int, int]] = []
-    start = None
-    for i, v in enumerate([*values, None]):
-        if v is not None and pred(v):
-            start = i if start is None else start
-        elif start is not None:
-            out.append((start, i - start))
-            start = None
-    return out
 
 
 async def test_run_until_max_duration(tmp_path: Path) -> None:
@@ -161,7 +148,7 @@ async def test_run_until_max_duration(tmp_path: Path) -> None:
     assert alice and all(v > 1000 for v in alice[2:]), alice
     # bob: muted for 4 s (8 payloads), then talking again
     bob = [p.levels.get("bob", -2) for _, p in hls.payloads]
-    muted = _runs(bob, lambda v: v == -1)
+    muted = runs_where(bob, lambda v: v == -1)
     assert len(muted) == 1, bob
     start, length = muted[0]
     assert 6 <= length <= 10, bob
