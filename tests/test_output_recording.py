@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import subprocess
 import sys
@@ -49,6 +50,24 @@ async def test_recording_plays_back_with_the_right_duration(tmp_path: Path, ext:
     if ext == ".ts":
         ts = read_ts(path.read_bytes())
         assert [p.seq for _t, p in ts.payloads] == list(range(12))
+
+
+async def test_ts_recording_is_readable_while_the_run_goes_on(tmp_path: Path) -> None:
+    """A crash must not lose the last seconds: what was mixed is on disk already."""
+    path = tmp_path / "live.ts"
+    pipeline = OutputPipeline([parse_output(f"file:{path}")], 96, Settings())
+    await pipeline.start()
+    try:
+        await feed(pipeline, 4.0)
+        for _ in range(50):  # the output thread writes behind the encoder
+            if path.exists() and path.stat().st_size > 40_000:
+                break
+            await asyncio.sleep(0.05)
+        so_far = read_ts(path.read_bytes())  # still open: no trailer, no close
+    finally:
+        await pipeline.close()
+    assert so_far.duration > 2.0, so_far.duration
+    assert len(so_far.payloads) >= 4
 
 
 def test_sigterm_finalizes_the_recording(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ import asyncio
 import itertools
 import json
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,33 @@ async def _callback_server(received: list[dict[str, Any]]) -> tuple[web.AppRunne
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     return runner, port
+
+
+def _value(metrics: str, name: str) -> float:
+    for line in metrics.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    raise AssertionError(f"{name} not in /metrics")
+
+
+async def _scrape_when(port: int, lines: list[str], within: float) -> str:
+    """GET /metrics until it holds every one of ``lines``; returns that scrape."""
+    deadline = time.monotonic() + within
+    text = ""
+    while time.monotonic() < deadline:
+        try:
+            text = await asyncio.to_thread(_get_text, f"http://127.0.0.1:{port}/metrics")
+        except OSError:
+            text = ""
+        if set(lines) <= set(text.splitlines()):
+            return text
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"{lines} never all appeared in /metrics:\n{text[-2000:]}")
+
+
+def _get_text(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=2) as resp:
+        return str(resp.read().decode())
 
 
 async def test_run_until_max_duration(tmp_path: Path) -> None:
@@ -100,9 +128,16 @@ async def test_run_until_max_duration(tmp_path: Path) -> None:
                 "MIXER_HLS_PLAYLIST_TYPE": "event",
                 "MIXER_STATUS_CALLBACK_URL": f"http://127.0.0.1:{cb_port}/status",
             }
+            metrics_port = free_port()
+            worker_env["MIXER_METRICS_PORT"] = str(metrics_port)
             t0 = time.monotonic()
             worker = Proc(["run", "--context", json.dumps(context)], worker_env, tmp_path / "w.log")
             procs.append(worker)
+            await _scrape_when(
+                metrics_port, ["mixer_participants 3.0", "mixer_inputs 3.0"], within=40
+            )
+            await asyncio.sleep(4)  # a few seconds of mixing with everyone in
+            metrics = await _scrape_when(metrics_port, ["mixer_inputs 3.0"], within=5)
             rc = await asyncio.to_thread(worker.wait, 90)
             elapsed = time.monotonic() - t0
             wlog = worker.log()
@@ -117,6 +152,18 @@ async def test_run_until_max_duration(tmp_path: Path) -> None:
     joins = [e for e in events if e.get("event") == "joined"]
     assert len(joins) == 1, "the bot must join once and never again"
     assert SECRET not in wlog
+
+    # --- Prometheus, mid-run: the figures an operator graphs, with bounded labels
+    assert 'mixer_run_state{mixer_run_state="started"} 1.0' in metrics
+    assert "mixer_room_joins_total 1.0" in metrics
+    assert _value(metrics, "mixer_payloads_total") >= 8
+    assert _value(metrics, "mixer_tick_lateness_seconds_count") > 200
+    assert _value(metrics, 'mixer_output_bytes_total{kind="hls"}') > 0
+    assert _value(metrics, 'mixer_output_bytes_total{kind="file"}') > 0
+    assert _value(metrics, "mixer_encode_seconds_count") > 200
+    assert "mixer_input_buffered_latency_seconds_bucket" in metrics
+    for name in TONES:  # identities are never label values
+        assert name not in metrics
 
     # --- the status callback
     states = [(r["state"], r.get("reason")) for r in received]
@@ -148,6 +195,9 @@ async def test_run_until_max_duration(tmp_path: Path) -> None:
     assert alice and all(v > 1000 for v in alice[2:]), alice
     # bob: muted for 4 s (8 payloads), then talking again
     bob = [p.levels.get("bob", -2) for _, p in hls.payloads]
+    # (before his track is subscribed, bob is in the room with no audio: -1 too)
+    talking = next(i for i, v in enumerate(bob) if v > 1000)
+    bob = bob[talking:]
     muted = runs_where(bob, lambda v: v == -1)
     assert len(muted) == 1, bob
     start, length = muted[0]

@@ -65,8 +65,13 @@ TS_OPTIONS = {"max_interleave_delta": "1", "avoid_negative_ts": "disabled"}
 class TsWriter:
     """One MPEG-TS container with an AAC stream and a ``timed_id3`` stream."""
 
-    def __init__(self, target: str | Path, params: AacParams) -> None:
-        self.container: Any = av.open(str(target), "w", format="mpegts", options=TS_OPTIONS)
+    def __init__(
+        self, target: str | Path, params: AacParams, *, flush_packets: bool = False
+    ) -> None:
+        # flush_packets: write every packet through at once instead of in 256 KB chunks
+        # (~20 s of audio), for a long recording that must be readable after a crash.
+        options = {**TS_OPTIONS, "flush_packets": "1"} if flush_packets else TS_OPTIONS
+        self.container: Any = av.open(str(target), "w", format="mpegts", options=options)
         try:
             self.audio = self.container.add_stream("aac", rate=SAMPLE_RATE, layout="stereo")
             self.audio.codec_context.extradata = params.extradata

@@ -45,7 +45,7 @@ class FileOutput(Output):
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             if self.container_format == "mpegts":
-                self._ts = TsWriter(self.path, self.params)
+                self._ts = TsWriter(self.path, self.params, flush_packets=True)
             else:
                 self._mp4 = av.open(
                     str(self.path), "w", format="mp4", options={"movflags": "+faststart"}
