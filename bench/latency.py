@@ -400,17 +400,19 @@ def main() -> int:
     defaults = Settings()
     print(f"machine: {benchlib.machine()}")
     print(f"start: {benchlib.load()}")
-    print(
-        f"method: one click talker (aiortc, Opus) -> room server -> worker in this process "
-        f"(jitter buffer {defaults.jitter_buffer.value},\n        AAC, HLS "
-        f"{defaults.hls_segment_duration:g} s segments, list size {defaults.hls_list_size}) "
-        f"-> HTTP -> Python player polling every {POLL} s; {seconds:.0f} s, one click/s;\n        (a) Input.push arrival -> "
-        "Output.offer of the AAC packet holding the click (wrappers in this process);\n"
-        "        (b) emission (time.time() when the frame enters the talker's encoder) -> "
-        "segment downloaded ('available') /\n        heard by a player that joins at the live "
-        f"edge like hls.js ({LIVE_SYNC_COUNT} x target duration behind the end, real time, "
-        "stalls added)"
-    )
+    method = [
+        "method: one click talker (aiortc, Opus) -> room server -> worker in this process",
+        f"(jitter buffer {defaults.jitter_buffer.value}, AAC, HLS "
+        f"{defaults.hls_segment_duration:g} s segments, list size {defaults.hls_list_size})",
+        f"-> HTTP -> Python player polling every {POLL} s; {seconds:.0f} s, one click/s;",
+        "(a) Input.push arrival -> Output.offer of the AAC packet holding the click",
+        "(wrappers in this process);",
+        "(b) emission (time.time() when the frame enters the talker's encoder) ->",
+        "segment downloaded ('available') / heard by a player that joins at the live edge",
+        f"like hls.js ({LIVE_SYNC_COUNT} x target duration behind the end, real time, "
+        "stalls added)",
+    ]
+    print("\n        ".join(method))
     with tempfile.TemporaryDirectory(prefix="bench-latency-") as tmpdir:
         obs, emitted, seen = asyncio.run(run(seconds, Path(tmpdir)))
     total, to_mix, to_packet = inside_mixer(obs)
