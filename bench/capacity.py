@@ -28,7 +28,7 @@ every subscribed track's ``recv()`` is called (Opus decode, jitter buffer
 of aiortc) and the frame dropped: no mixing, no encoding, no outputs.
 
     .venv/bin/python bench/capacity.py [--backend embedded|janus] [--seconds 60]
-    .venv/bin/python bench/capacity.py --quick        # 3 talkers, 10 s, no search
+    .venv/bin/python bench/capacity.py --quick        # 3 talkers, 5 s, no search
 """
 
 from __future__ import annotations
@@ -236,7 +236,9 @@ def _spawn(cmd: list[str], env: dict[str, str], log: Path | None) -> subprocess.
     )
 
 
-def measure(backend: str, receiver: str, n: int, seconds: float, per_process: int) -> Row:
+def measure(
+    backend: str, receiver: str, n: int, seconds: float, per_process: int, settle: float = 5.0
+) -> Row:
     """One fresh room + receiver + N talkers; the window starts once all N are in."""
     with tempfile.TemporaryDirectory(prefix="bench-capacity-") as tmpdir:
         tmp = Path(tmpdir)
@@ -321,7 +323,7 @@ def measure(backend: str, receiver: str, n: int, seconds: float, per_process: in
                 if time.monotonic() > deadline:
                     raise RuntimeError("not every talker was in the mix in time")
                 time.sleep(0.5)
-            time.sleep(5)  # joins settle: jitter buffers fill, ICE/DTLS CPU is over
+            time.sleep(settle)  # joins settle: jitter buffers fill, ICE/DTLS CPU is over
             pids = [p.pid for p in talkers]
             load0 = os.getloadavg()[0]
             s0: Scrape | None = None
@@ -379,7 +381,7 @@ def _floor_frames(out: LineReader | None) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backend", choices=("embedded", "janus"), default="embedded")
-    parser.add_argument("--quick", action="store_true", help="3 talkers for 10 s, no search")
+    parser.add_argument("--quick", action="store_true", help="3 talkers for 5 s, no search")
     parser.add_argument("--seconds", type=float, default=60.0, help="measured window per N")
     parser.add_argument("--steps", default="5,10,20,30,40,50,60,80,100", help="N to try, in order")
     parser.add_argument("--per-process", type=int, default=5, help="talkers per process")
@@ -399,29 +401,32 @@ def main() -> int:
         return 0
 
     steps = [3] if args.quick else [int(s) for s in args.steps.split(",")]
-    seconds = 10.0 if args.quick else args.seconds
+    seconds = 5.0 if args.quick else args.seconds
+    settle = 2.0 if args.quick else 5.0
     print(f"machine: {benchlib.machine()}")
     print(f"start: {benchlib.load()}")
-    print(
-        f"method: backend={args.backend}; per N a fresh room, worker (1 HLS output) and N aiortc "
-        f"talkers ({args.per_process} per process);\n        window {seconds:.0f} s after all N "
-        "are mixed + 5 s; CPU = utime+stime from /proc over the window, % of one core;\n"
-        "        'per N' = mixer CPU / N; talkers and room server counted apart; tick lateness "
-        "from the worker's\n        mixer_tick_lateness_seconds histogram; late/concl/lost = "
-        "input frame counters / frames expected;\n        N holds when <= 1 % of ticks are "
-        "> 10 ms late and late frames < 0.5 %;\n        the floor row is stock aiortc recv() "
-        "on every track at the last N that held (no mixing, no encoding)"
-    )
+    method = [
+        f"method: backend={args.backend}; per N a fresh room, worker (1 HLS output) and N aiortc",
+        f"talkers ({args.per_process} per process); window {seconds:.0f} s after all N are mixed "
+        f"+ {settle:.0f} s;",
+        "CPU = utime+stime from /proc over the window, % of one core; 'per N' = mixer CPU / N;",
+        "talkers and room server counted apart; tick lateness from the worker's",
+        "mixer_tick_lateness_seconds histogram; late/concl/lost = input frame counters / frames",
+        "expected; N holds when <= 1 % of ticks are > 10 ms late and late frames < 0.5 %;",
+        "the floor row is stock aiortc recv() on every track at the last N that held",
+        "(no mixing, no encoding), same talkers, same window",
+    ]
+    print("\n        ".join(method))
     print(HEADER, flush=True)
     last_held: Row | None = None
     for n in steps:
-        row = measure(args.backend, "mixer", n, seconds, args.per_process)
+        row = measure(args.backend, "mixer", n, seconds, args.per_process, settle)
         print(row.line(), flush=True)
         if not row.held:
             break
         last_held = row
     if last_held is not None and not args.no_floor:
-        floor = measure(args.backend, "floor", last_held.n, seconds, args.per_process)
+        floor = measure(args.backend, "floor", last_held.n, seconds, args.per_process, settle)
         print(floor.line(), flush=True)
         if floor.cpu > 0 and not floor.error:
             ratio = last_held.cpu / floor.cpu

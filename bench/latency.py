@@ -38,7 +38,7 @@ the segment; it is paired with the emission 0..1 s before it.  Two figures:
   phase of the join inside a segment, which is what a listener gets.
 
     .venv/bin/python bench/latency.py [--seconds 120]
-    .venv/bin/python bench/latency.py --quick        # 15 s
+    .venv/bin/python bench/latency.py --quick        # 12 s
 """
 
 from __future__ import annotations
@@ -381,7 +381,7 @@ def ms(values: list[float]) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="15 s smoke run")
+    parser.add_argument("--quick", action="store_true", help="12 s smoke run")
     parser.add_argument("--seconds", type=float, default=120.0)
     parser.add_argument("--click-talker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--player", action="store_true", help=argparse.SUPPRESS)
@@ -394,7 +394,7 @@ def main() -> int:
     if args.player:
         run_player(args.url, args.out)
         return 0
-    seconds = 15.0 if args.quick else args.seconds
+    seconds = 12.0 if args.quick else args.seconds
     from mixer_ext.settings import Settings
 
     defaults = Settings()
