@@ -17,9 +17,11 @@ measured for ``--seconds`` (60): CPU seconds of each process from
 (1) at most 1 % of the ticks ran more than 10 ms late (``tick lateness
 p99 < 10 ms``, read exactly at the 10 ms bucket bound) and (2) no input was
 starved because of the mixer: frames that arrived too late to be mixed
-(``mixer_input_late_frames_total``) are under 0.5 % of the frames expected.
-Concealed and lost frames are printed too: those come from senders that
-did not send in time (their processes share the two cores).
+(``mixer_input_late_frames_total``) are at most 1 % of the frames expected.
+On a punctual loop (condition 1: the readers share the tick's event loop)
+a late frame was held up upstream: talker processes and the room share the
+two cores; 1 % is the tolerance for that.  Concealed and lost frames are
+printed too: those come from senders that did not send in time.
 The search runs N = 5, 10, 20, 30, ... and stops at the first N that fails.
 
 The floor row: at the last N that held, the worker is replaced by a stock
@@ -179,7 +181,7 @@ class Row:
             return self.frames >= 0.99 * self.expected_frames
         assert self.lateness is not None
         return (
-            self.lateness.fraction_above(0.01) <= 0.01 and self.late <= 0.005 * self.expected_frames
+            self.lateness.fraction_above(0.01) <= 0.01 and self.late <= 0.01 * self.expected_frames
         )
 
     def line(self) -> str:
@@ -412,7 +414,7 @@ def main() -> int:
         "CPU = utime+stime from /proc over the window, % of one core; 'per N' = mixer CPU / N;",
         "talkers and room server counted apart; tick lateness from the worker's",
         "mixer_tick_lateness_seconds histogram; late/concl/lost = input frame counters / frames",
-        "expected; N holds when <= 1 % of ticks are > 10 ms late and late frames < 0.5 %;",
+        "expected; N holds when <= 1 % of ticks are > 10 ms late and late frames <= 1 %;",
         "the floor row is stock aiortc recv() on every track at the last N that held",
         "(no mixing, no encoding), same talkers, same window",
     ]
