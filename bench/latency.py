@@ -5,7 +5,7 @@ script with ``--click-talker``: a real aiortc peer, Opus) run as processes;
 the worker (``mixer_ext.worker.Worker``, one HLS output, the HTTP endpoint
 serving it, default segment settings) runs *in this process* so it can be
 observed; a player (this script with ``--player``) runs as a process.  The
-talker sends silence with a click every second: a 10 ms, 2 kHz burst at half
+talker sends silence with a click every 1.06 s: a 10 ms, 2 kHz burst at half
 full scale starting on the first sample of a 20 ms frame, stamped with
 ``time.time()`` when the paced track hands that frame to aiortc's encoder
 (a microphone would hand it over at the end of its 20 ms, so glass time is
@@ -67,7 +67,10 @@ from benchlib import free_port, percentile, stop_process
 
 SECRET = "bench-secret-not-for-production-0123456789"
 ROOM = "latency"
-CLICK_EVERY = 50  # frames: one click a second
+#: frames between clicks (1.06 s): not a divisor of the segment length, so clicks fall at
+#: every phase of a segment over a run; more than the talker-to-mix latency, so pairing
+#: a click with the emission just before it is unambiguous
+CLICK_EVERY = 53
 ONSET = 8000  # int16: a click sample (the click is 16384 peak; silence is ~0)
 POLL = 0.5
 LIVE_SYNC_COUNT = 3  # hls.js liveSyncDurationCount default
@@ -404,7 +407,8 @@ def main() -> int:
         "method: one click talker (aiortc, Opus) -> room server -> worker in this process",
         f"(jitter buffer {defaults.jitter_buffer.value}, AAC, HLS "
         f"{defaults.hls_segment_duration:g} s segments, list size {defaults.hls_list_size})",
-        f"-> HTTP -> Python player polling every {POLL} s; {seconds:.0f} s, one click/s;",
+        f"-> HTTP -> Python player polling every {POLL} s; {seconds:.0f} s, a click every "
+        f"{CLICK_EVERY * 0.02:.2f} s;",
         "(a) Input.push arrival -> Output.offer of the AAC packet holding the click",
         "(wrappers in this process);",
         "(b) emission (time.time() when the frame enters the talker's encoder) ->",
