@@ -179,6 +179,9 @@ def real(seconds: float, window: float) -> None:
             f"latency mean {buf.mean * 1e3:.1f} ms, p50 {buf.quantile(0.5) * 1e3:.1f} ms "
             f"(n={buf.count:.0f}); tick lateness p99 {tick.quantile(0.99) * 1e3:.2f} ms"
         )
+    step = max(1, round(window / 10))  # about one sample per window (60 s) along the run
+    trend = ", ".join(f"{t:.0f}s {r / MIB:.1f}" for t, r, _ in samples[::step])
+    print(f"  worker RSS along the run (MiB): {trend}")
     s0, s1 = samples[0][2], samples[-1][2]
     counts = {
         k: s1.value(f"mixer_input_{k}_frames_total") - s0.value(f"mixer_input_{k}_frames_total")
