@@ -46,7 +46,7 @@ test: setup lint typecheck
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; \
 	exit $$rc
 
-# The full benchmarks (about 30 min; the README's table comes from one run of this).
+# The full benchmarks (about 30 min; the README's tables come from runs of these scripts).
 # `make test` runs each script only in its --quick form (tests/test_bench_smoke.py).
 bench: setup
 	$(PY) bench/core_tick.py

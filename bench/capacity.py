@@ -24,8 +24,8 @@ two cores; 1 % is the tolerance for that.  Concealed and lost frames are
 printed too: those come from senders that did not send in time.
 The search runs N = 5, 10, 20, 30, ... and stops at the first N that fails.
 
-The floor row: at the last N that held, the worker is replaced by a stock
-aiortc receiver (this script with ``--floor``): the same connector joins,
+The floor row: at the last N that held (the first N tried if none did), the
+worker is replaced by a stock aiortc receiver (this script with ``--floor``): the same connector joins,
 every subscribed track's ``recv()`` is called (Opus decode, jitter buffer
 of aiortc) and the frame dropped: no mixing, no encoding, no outputs.
 
@@ -427,12 +427,13 @@ def main() -> int:
         if not row.held:
             break
         last_held = row
-    if last_held is not None and not args.no_floor:
-        floor = measure(args.backend, "floor", last_held.n, seconds, args.per_process, settle)
+    if not args.no_floor:
+        # at the last N that held; when none did, at the first N tried (still a floor)
+        ref = last_held or row
+        floor = measure(args.backend, "floor", ref.n, seconds, args.per_process, settle)
         print(floor.line(), flush=True)
-        if floor.cpu > 0 and not floor.error:
-            ratio = last_held.cpu / floor.cpu
-            print(f"mixer / floor CPU at N={last_held.n}: {ratio:.2f}x")
+        if floor.cpu > 0 and not floor.error and not ref.error:
+            print(f"mixer / floor CPU at N={ref.n}: {ref.cpu / floor.cpu:.2f}x")
     if last_held is None:
         print(f"result: backend={args.backend}: no N held")
     else:

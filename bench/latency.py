@@ -276,11 +276,14 @@ def glass_to_player(
             available.append(segs[k]["downloaded"] - e)
     played: list[float] = []
     players = stalls = 0
-    for poll in seen["polls"]:
+    polls = [p for p in seen["polls"] if p["edge"] - p["first"] >= LIVE_SYNC_COUNT * p["target"]]
+    if not polls:  # a short (--quick) run: joins before the playlist covered the live window
+        print("    (no join after the playlist covered 3 target durations: joins at its start)")
+        polls = seen["polls"]
+    for poll in polls:
         target = poll["target"]
-        if poll["edge"] - poll["first"] < LIVE_SYNC_COUNT * target:
-            continue  # the stream is younger than the live sync window: not a steady join
-        pos = poll["edge"] - LIVE_SYNC_COUNT * target
+        # hls.js: 3 target durations behind the end, or the playlist's start if shorter
+        pos = max(poll["first"], poll["edge"] - LIVE_SYNC_COUNT * target)
         k = bisect.bisect_right(seg_starts, pos) - 1
         if k < 0:
             continue
