@@ -24,10 +24,11 @@ two cores; 1 % is the tolerance for that.  Concealed and lost frames are
 printed too: those come from senders that did not send in time.
 The search runs N = 5, 10, 20, 30, ... and stops at the first N that fails.
 
-The floor row: at the last N that held (the first N tried if none did), the
-worker is replaced by a stock aiortc receiver (this script with ``--floor``): the same connector joins,
-every subscribed track's ``recv()`` is called (Opus decode, jitter buffer
-of aiortc) and the frame dropped: no mixing, no encoding, no outputs.
+The floor row: at the last N that held (the first N tried if none did),
+the worker is replaced by a stock aiortc receiver (this script with
+``--floor``): the same connector joins, every subscribed track's ``recv()``
+is called (Opus decode, jitter buffer of aiortc) and the frame dropped: no
+mixing, no encoding, no outputs.
 
     .venv/bin/python bench/capacity.py [--backend embedded|janus] [--seconds 60]
     .venv/bin/python bench/capacity.py --quick        # 3 talkers, 5 s, no search
