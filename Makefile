@@ -9,7 +9,7 @@ NODE_STAMP := node_modules/.installed-stamp
 HLSJS := player_demo/vendor/hls.min.js
 PYTEST_ARGS ?=
 
-.PHONY: all setup demo test lint typecheck unit clean helm-render
+.PHONY: all setup demo test lint typecheck unit clean helm-render bench
 
 all: test
 
@@ -45,6 +45,16 @@ test: setup lint typecheck
 	$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; \
 	exit $$rc
+
+# The full benchmarks (about 30 min; the README's tables come from runs of these scripts).
+# `make test` runs each script only in its --quick form (tests/test_bench_smoke.py).
+bench: setup
+	$(PY) bench/core_tick.py
+	$(PY) bench/encode_fanout.py
+	$(PY) bench/capacity.py --backend embedded
+	$(PY) bench/capacity.py --backend janus
+	$(PY) bench/latency.py
+	$(PY) bench/endurance.py
 
 # The chart's reference renderings (helm/rendered/), re-rendered after any chart change
 # by the offline renderer in tests/helm_util.py; tests/test_helm.py fails when they are stale.

@@ -100,6 +100,16 @@ class Sender:
         return arrival[keep], (k[keep] * self.frame + self.pts0)
 
 
+def longrun_senders(tick: int) -> list[Sender]:
+    """The long-run scenario (tests/test_core_longrun.py, bench/endurance.py): two senders
+    drifting +-200 ppm, 5 % loss, 10 ms + 0..40 ms of delay, frames of ``tick`` samples."""
+    common = {"frame": tick, "loss": 0.05, "jitter_s": 0.040, "base_delay_s": 0.010}
+    return [
+        Sender("fast", 1000.0, 8000.0, ppm=+200, pts0=123_456, **common),  # type: ignore[arg-type]
+        Sender("slow", 500.0, 12000.0, ppm=-200, pts0=9_000_000, **common),  # type: ignore[arg-type]
+    ]
+
+
 def simulate(
     mixer: Mixer,
     senders: list[Sender],

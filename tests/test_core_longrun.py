@@ -24,7 +24,7 @@ from mixer_ext.core.frames import SAMPLE_RATE, TICKS_PER_PAYLOAD, MixedFrame
 from mixer_ext.core.metadata import MetadataPayload
 from mixer_ext.core.mixer import Mixer
 from mixer_ext.settings import JitterBufferSize
-from tests.core_util import Sender, simulate
+from tests.core_util import Sender, longrun_senders, simulate
 
 
 def rss_bytes() -> int:
@@ -34,11 +34,7 @@ def rss_bytes() -> int:
 
 def run_scenario(seconds: float, tick: int) -> None:
     mixer = Mixer(JitterBufferSize.MEDIUM, exclude_identity="audio-mixer-v1", tick_samples=tick)
-    common = {"frame": tick, "loss": 0.05, "jitter_s": 0.040, "base_delay_s": 0.010}
-    senders = [
-        Sender("fast", 1000.0, 8000.0, ppm=+200, pts0=123_456, **common),  # type: ignore[arg-type]
-        Sender("slow", 500.0, 12000.0, ppm=-200, pts0=9_000_000, **common),  # type: ignore[arg-type]
-    ]
+    senders = longrun_senders(tick)
     ticks = round(seconds * SAMPLE_RATE / tick)
     checkpoint = ticks // 24  # "1 h" into the run: after start-up allocations
     state = {"next_pts": 0, "seq": 0, "good": 0, "windows": 0}

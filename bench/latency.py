@@ -1,0 +1,440 @@
+"""Latency: inside the mixer (input -> encoded packet) and glass to player (talker -> HLS).
+
+Method.  A room server (``mixer-ext room-server``) and a click talker (this
+script with ``--click-talker``: a real aiortc peer, Opus) run as processes;
+the worker (``mixer_ext.worker.Worker``, one HLS output, the HTTP endpoint
+serving it, default segment settings) runs *in this process* so it can be
+observed; a player (this script with ``--player``) runs as a process.  The
+talker sends silence with a click every 1.06 s: a 10 ms, 2 kHz burst at half
+full scale starting on the first sample of a 20 ms frame, stamped with
+``time.time()`` when the paced track hands that frame to aiortc's encoder
+(a microphone would hand it over at the end of its 20 ms, so glass time is
+up to 20 ms earlier than this stamp: the figures are that much optimistic).
+
+(a) Inside the mixer.  Wrapped in this process (no product code changed;
+the wrappers cost one ``max(abs())`` over 960 samples per frame):
+``Input.push`` records when a frame holding a click onset arrives,
+``OutputPipeline.on_mix`` where the onset lands in the mix (sample P), and
+``Output.offer`` when each AAC packet is handed to the outputs.  Latency =
+hand-off of the packet whose [pts, pts + duration) holds P, minus the
+arrival.  It includes the jitter buffer (default ``medium``), waiting for
+the tick, the encoder queue and AAC's lookahead.
+
+(b) Glass to player.  The player polls the playlist over HTTP every 0.5 s,
+downloads every new segment at once and decodes it with one AAC decoder
+kept across segments (as a player appends to one buffer).  A click's mix
+time is the segment's ``EXT-X-PROGRAM-DATE-TIME`` plus its onset's offset in
+the segment; it is paired with the emission 0..1 s before it.  Two figures:
+
+* *available*: when the segment holding the click finished downloading,
+  minus the emission: the earliest any player can have it;
+* *played*: a player that joins at one of the poll instants J and starts at
+  the live edge as hls.js does by default (position = end of the playlist -
+  3 x target duration, ``liveSyncDurationCount``), starts playing when that
+  segment is downloaded (J + its download time), plays in real time, and
+  pauses if a segment is not downloaded by the time it is due (stall added).
+  Every join instant after the playlist covers 3 target durations is a
+  player; the distribution is over (click, player) pairs, so it spans the
+  phase of the join inside a segment, which is what a listener gets.
+
+    .venv/bin/python bench/latency.py [--seconds 120]
+    .venv/bin/python bench/latency.py --quick        # 12 s
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import bisect
+import contextlib
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import benchlib
+import numpy as np
+from benchlib import free_port, percentile, stop_process
+
+SECRET = "bench-secret-not-for-production-0123456789"
+ROOM = "latency"
+#: frames between clicks (1.06 s): not a divisor of the segment length, so clicks fall at
+#: every phase of a segment over a run; more than the talker-to-mix latency, so pairing
+#: a click with the emission just before it is unambiguous
+CLICK_EVERY = 53
+ONSET = 8000  # int16: a click sample (the click is 16384 peak; silence is ~0)
+POLL = 0.5
+LIVE_SYNC_COUNT = 3  # hls.js liveSyncDurationCount default
+
+
+# --- click talker ---------------------------------------------------------------------
+
+
+async def run_click_talker(url: str) -> None:
+    """``--click-talker``: joins ROOM, prints ``CLICK <k> <time.time()>`` per click."""
+    from mixer_ext.room.media import PacedAudioTrack
+    from mixer_ext.room.tokens import mint_token
+    from mixer_ext.talker import Talker
+
+    class ClickTrack(PacedAudioTrack):
+        def samples(self, n: int) -> np.ndarray:
+            out = np.zeros(960)
+            if n % CLICK_EVERY == 0 and n > 0:
+                t = np.arange(480) / 48000
+                out[:480] = 16384 * np.sin(2 * np.pi * 2000 * t)
+                print("CLICK", n // CLICK_EVERY, repr(time.time()), flush=True)
+            return out
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    talker = Talker(url, ROOM, "clicker", mint_token(SECRET, ROOM, "clicker", 3600), ClickTrack())
+    task = asyncio.create_task(talker.run(), name="click-talker")
+    await stop.wait()
+    task.cancel()
+    await asyncio.wait({task}, timeout=10)
+
+
+# --- player ---------------------------------------------------------------------------
+
+
+def run_player(url: str, out: Path) -> None:
+    """``--player``: poll ``url`` (a live playlist) until SIGTERM; write what it saw to ``out``."""
+    import av
+
+    stopping = False
+
+    def _stop(*_: Any) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    base = url.rsplit("/", 1)[0]
+    decoder: Any = None
+    seen: set[str] = set()
+    segments: list[dict[str, Any]] = []
+    polls: list[dict[str, Any]] = []
+    clicks: list[float] = []
+    quiet_until = 0.0  # mix wall time before which a loud sample continues the last click
+    while not stopping:
+        t_poll = time.time()
+        try:
+            with urllib.request.urlopen(url, timeout=5) as resp:
+                text = resp.read().decode()
+        except OSError:
+            time.sleep(POLL)
+            continue
+        target = 0.0
+        pdt: float | None = None
+        dur = 0.0
+        listed: list[tuple[str, float, float]] = []
+        for ln in text.splitlines():
+            if ln.startswith("#EXT-X-TARGETDURATION:"):
+                target = float(ln.split(":", 1)[1])
+            elif ln.startswith("#EXT-X-PROGRAM-DATE-TIME:"):
+                pdt = datetime.fromisoformat(ln.split(":", 1)[1].replace("Z", "+00:00")).timestamp()
+            elif ln.startswith("#EXTINF:"):
+                dur = float(ln.split(":", 1)[1].split(",")[0])
+            elif ln and not ln.startswith("#"):
+                assert pdt is not None, "a segment without EXT-X-PROGRAM-DATE-TIME"
+                listed.append((ln, pdt, dur))
+                pdt = None
+        if listed:
+            polls.append(
+                {"t": t_poll, "first": listed[0][1], "edge": listed[-1][1] + listed[-1][2],
+                 "target": target}
+            )  # fmt: skip
+        for uri, start, dur in listed:
+            if uri in seen:
+                continue
+            seen.add(uri)
+            t0 = time.time()
+            with urllib.request.urlopen(f"{base}/{uri}", timeout=5) as resp:
+                blob = resp.read()
+            t1 = time.time()
+            segments.append(
+                {"uri": uri, "start": start, "dur": dur, "listed": t_poll, "fetch": t1 - t0,
+                 "downloaded": t1}
+            )  # fmt: skip
+            with av.open(io.BytesIO(blob), format="mpegts") as container:
+                stream = container.streams.audio[0]
+                if decoder is None:
+                    decoder = av.CodecContext.create(stream.codec_context.name, "r")
+                first_pts: float | None = None
+                for packet in container.demux(stream):
+                    if packet.pts is None:
+                        continue
+                    pts = float(packet.pts * packet.time_base)
+                    if first_pts is None:
+                        first_pts = pts
+                    for frame in decoder.decode(packet):
+                        mono = frame.to_ndarray()
+                        mono = mono.reshape(len(frame.layout.channels), -1)[0]
+                        loud = np.flatnonzero(np.abs(mono) > ONSET / 32768)
+                        if not len(loud):
+                            continue
+                        # the decoder's frame pts is its packet's; offset from the segment start
+                        fpts = float(frame.pts * frame.time_base) if frame.pts is not None else pts
+                        at = start + (fpts - first_pts) + int(loud[0]) / frame.sample_rate
+                        if at >= quiet_until:
+                            clicks.append(at)
+                        quiet_until = at + 0.5
+        time.sleep(max(0.0, POLL - (time.time() - t_poll)))
+    out.write_text(json.dumps({"segments": segments, "polls": polls, "clicks": clicks}))
+
+
+# --- the measurement ------------------------------------------------------------------
+
+
+@dataclass
+class Observed:
+    """What the wrappers in this process saw, in ``time.perf_counter()`` seconds."""
+
+    arrivals: list[float] = field(default_factory=list)
+    mixed: list[tuple[int, float]] = field(default_factory=list)  # (sample P, time)
+    packets: list[tuple[int, int, float]] = field(default_factory=list)  # (pts, duration, time)
+
+
+def instrument(obs: Observed) -> None:
+    """Wrap Input.push, OutputPipeline.on_mix and Output.offer (class attributes, this process)."""
+    from mixer_ext.core.input import Input
+    from mixer_ext.output.base import Output
+    from mixer_ext.output.encoder import EncodedPacket
+    from mixer_ext.output.pipeline import OutputPipeline
+
+    push, on_mix, offer = Input.push, OutputPipeline.on_mix, Output.offer
+    last = {"in": -1.0, "mix": -1.0}
+
+    def push_w(self: Any, frame: Any, arrival: float | None = None) -> None:
+        t = time.perf_counter()
+        if t - last["in"] > 0.5 and int(np.abs(frame.to_ndarray()).max()) > ONSET:
+            last["in"] = t
+            obs.arrivals.append(t)
+        push(self, frame, arrival)
+
+    def on_mix_w(self: Any, frame: Any) -> None:
+        t = time.perf_counter()
+        loud = np.flatnonzero(np.abs(frame.samples[:, 0].astype(np.int32)) > ONSET)
+        if len(loud) and t - last["mix"] > 0.5:
+            last["mix"] = t
+            obs.mixed.append((int(frame.pts) + int(loud[0]), t))
+        on_mix(self, frame)
+
+    def offer_w(self: Any, item: Any) -> None:
+        if isinstance(item, EncodedPacket):
+            obs.packets.append((item.pts, item.duration, time.perf_counter()))
+        offer(self, item)
+
+    Input.push = push_w  # type: ignore[method-assign]
+    OutputPipeline.on_mix = on_mix_w  # type: ignore[method-assign]
+    Output.offer = offer_w  # type: ignore[method-assign]
+
+
+def inside_mixer(obs: Observed) -> tuple[list[float], list[float], list[float]]:
+    """(arrival->packet, arrival->mix, mix->packet) seconds per click."""
+    total, to_mix, to_packet = [], [], []
+    starts = [p[0] for p in obs.packets]
+    for sample, t_mix in obs.mixed:
+        i = bisect.bisect_right(obs.arrivals, t_mix) - 1
+        if i < 0 or t_mix - obs.arrivals[i] > 0.5:
+            continue
+        j = bisect.bisect_right(starts, sample) - 1
+        if j < 0 or not (starts[j] <= sample < starts[j] + obs.packets[j][1]):
+            continue
+        t_in, t_out = obs.arrivals[i], obs.packets[j][2]
+        total.append(t_out - t_in)
+        to_mix.append(t_mix - t_in)
+        to_packet.append(t_out - t_mix)
+    return total, to_mix, to_packet
+
+
+def glass_to_player(
+    emitted: list[float], seen: dict[str, Any]
+) -> tuple[list[float], list[float], int, int]:
+    """(available latencies, played latencies, players modelled, stalls)."""
+    segs = sorted(seen["segments"], key=lambda s: s["start"])
+    seg_starts = [s["start"] for s in segs]
+    pairs: list[tuple[float, float]] = []  # (emission, mix time of the click)
+    for at in seen["clicks"]:
+        i = bisect.bisect_right(emitted, at) - 1
+        if i >= 0 and at - emitted[i] < 1.0:
+            pairs.append((emitted[i], at))
+    available = []
+    for e, at in pairs:
+        k = bisect.bisect_right(seg_starts, at) - 1
+        if k >= 0:
+            available.append(segs[k]["downloaded"] - e)
+    played: list[float] = []
+    players = stalls = 0
+    polls = [p for p in seen["polls"] if p["edge"] - p["first"] >= LIVE_SYNC_COUNT * p["target"]]
+    if not polls:  # a short (--quick) run: joins before the playlist covered the live window
+        print("    (no join after the playlist covered 3 target durations: joins at its start)")
+        polls = seen["polls"]
+    for poll in polls:
+        target = poll["target"]
+        # hls.js: 3 target durations behind the end, or the playlist's start if shorter
+        pos = max(poll["first"], poll["edge"] - LIVE_SYNC_COUNT * target)
+        k = bisect.bisect_right(seg_starts, pos) - 1
+        if k < 0:
+            continue
+        players += 1
+        # playback starts when the start segment is downloaded by a player joining now
+        wall = max(poll["t"], segs[k]["downloaded"]) + segs[k]["fetch"]
+        offset = wall - pos  # media time x plays at x + offset
+        schedule = []
+        for s in segs[k + 1 :]:
+            due = s["start"] + offset
+            if s["downloaded"] > due:  # not there in time: the player stalls until it is
+                offset += s["downloaded"] - due
+                stalls += 1
+            schedule.append((s["start"], offset))
+        for e, at in pairs:
+            if at < pos:
+                continue
+            m = bisect.bisect_right(schedule, (at, float("inf"))) - 1
+            off = schedule[m][1] if m >= 0 else wall - pos
+            played.append(at + off - e)
+    return available, played, players, stalls
+
+
+async def run(seconds: float, tmp: Path) -> tuple[Observed, list[float], dict[str, Any]]:
+    from mixer_ext.context import load_context
+    from mixer_ext.settings import Settings
+    from mixer_ext.worker import Worker
+
+    port, http_port = free_port(), free_port()
+    url = f"ws://127.0.0.1:{port}"
+    env = {**os.environ, "MIXER_ROOM_SECRET": SECRET, "MIXER_LOG_LEVEL": "WARNING"}
+    log = open(tmp / "room.log", "wb")  # noqa: SIM115, ASYNC230 - closed below; before any I/O
+    procs: list[subprocess.Popen[bytes]] = []
+    obs = Observed()
+    instrument(obs)
+    try:
+        server = subprocess.Popen(  # noqa: ASYNC220 - start-up, nothing runs yet
+            [*benchlib.mixer_cmd(), "room-server", "--host", "127.0.0.1", "--port", str(port)],
+            env=env, cwd=benchlib.ROOT, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        procs.append(server)
+        benchlib.wait_for_port(port)
+        settings = Settings(
+            room_url=url,
+            room_secret=SECRET,  # type: ignore[arg-type]
+            hls_dir=tmp / "hls",
+            http_port=http_port,
+            log_level="WARNING",
+        )
+        context = load_context(
+            json.dumps(
+                {"room": {"name": ROOM}, "outputs": ["hls:bench"], "maxParticipantDuration": 3600}
+            )
+        )
+        worker = Worker(context, settings)
+        worker_task = asyncio.create_task(worker.run(), name="bench-worker")
+        talker = subprocess.Popen(  # noqa: ASYNC220 - a fork: ~ms, before the window
+            [sys.executable, __file__, "--click-talker", "--url", url],
+            env=env, cwd=benchlib.ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        procs.append(talker)
+        emitted: list[float] = []
+
+        async def read_clicks() -> None:
+            assert talker.stdout is not None
+            while line := await asyncio.to_thread(talker.stdout.readline):
+                parts = line.decode().split()
+                if parts and parts[0] == "CLICK":
+                    emitted.append(float(parts[2]))
+
+        reader = asyncio.create_task(read_clicks(), name="bench-click-reader")
+        playlist = f"http://127.0.0.1:{http_port}/hls/bench/index.m3u8"
+        player = subprocess.Popen(  # noqa: ASYNC220 - a fork: ~ms
+            [sys.executable, __file__, "--player", "--url", playlist,
+             "--out", str(tmp / "player.json")],
+            env=env, cwd=benchlib.ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        procs.append(player)
+        await asyncio.sleep(seconds)
+        stop_process(player)
+        stop_process(talker)
+        await asyncio.wait({reader}, timeout=5)
+        worker.request_stop()
+        await asyncio.wait({worker_task}, timeout=30)
+        seen = json.loads((tmp / "player.json").read_text())
+        return obs, emitted, seen
+    finally:
+        for p in reversed(procs):
+            stop_process(p)
+        log.close()
+
+
+def ms(values: list[float]) -> str:
+    if not values:
+        return "no samples"
+    return (
+        f"p50 {percentile(values, 50) * 1e3:7.1f} ms  p99 {percentile(values, 99) * 1e3:7.1f} ms"
+        f"  (min {min(values) * 1e3:.1f}, max {max(values) * 1e3:.1f}, n={len(values)})"
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="12 s smoke run")
+    parser.add_argument("--seconds", type=float, default=120.0)
+    parser.add_argument("--click-talker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--player", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--url", help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.click_talker:
+        asyncio.run(run_click_talker(args.url))
+        return 0
+    if args.player:
+        run_player(args.url, args.out)
+        return 0
+    seconds = 12.0 if args.quick else args.seconds
+    from mixer_ext.settings import Settings
+
+    defaults = Settings()
+    print(f"machine: {benchlib.machine()}")
+    print(f"start: {benchlib.load()}")
+    method = [
+        "method: one click talker (aiortc, Opus) -> room server -> worker in this process",
+        f"(jitter buffer {defaults.jitter_buffer.value}, AAC, HLS "
+        f"{defaults.hls_segment_duration:g} s segments, list size {defaults.hls_list_size})",
+        f"-> HTTP -> Python player polling every {POLL} s; {seconds:.0f} s, a click every "
+        f"{CLICK_EVERY * 0.02:.2f} s;",
+        "(a) Input.push arrival -> Output.offer of the AAC packet holding the click",
+        "(wrappers in this process);",
+        "(b) emission (time.time() when the frame enters the talker's encoder) ->",
+        "segment downloaded ('available') / heard by a player that joins at the live edge",
+        f"like hls.js ({LIVE_SYNC_COUNT} x target duration behind the end, real time, "
+        "stalls added)",
+    ]
+    print("\n        ".join(method))
+    with tempfile.TemporaryDirectory(prefix="bench-latency-") as tmpdir:
+        obs, emitted, seen = asyncio.run(run(seconds, Path(tmpdir)))
+    total, to_mix, to_packet = inside_mixer(obs)
+    available, played, players, stalls = glass_to_player(emitted, seen)
+    print(f"clicks emitted {len(emitted)}, seen by the player {len(seen['clicks'])}")
+    print(f"(a) in mixer, arrival -> packet to outputs: {ms(total)}")
+    print(f"      arrival -> in the mix (jitter buffer + tick): {ms(to_mix)}")
+    print(f"      mix -> AAC packet handed to the outputs:      {ms(to_packet)}")
+    print(f"(b) glass -> segment available at the player:    {ms(available)}")
+    print(f"    glass -> played (live-edge player model):    {ms(played)}")
+    print(f"    players modelled: {players} join instants, stalls: {stalls}")
+    print(f"end: {benchlib.load()}")
+    return 0
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        raise SystemExit(main())

@@ -1,0 +1,60 @@
+"""Every bench script runs end to end in its ``--quick`` form: exit 0, method and figures printed.
+
+Timings are never asserted (the machine is shared and slow); what a user of
+the scripts relies on is: they run, they describe their method and the
+machine, and they print the figures they promise.  About 50 s in all.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+FIGURE = r"\d+\.\d+ ?(ms|%|MiB)"
+
+#: script -> what its figures look like (regexes that must all match its output)
+SCRIPTS = {
+    "core_tick.py": [r"inputs +network", rf"\s10 +steady .*{FIGURE}"],
+    "capacity.py": [
+        rf"embedded +mixer +3 +{FIGURE}.*(held|FAILED)$",
+        rf"embedded +floor +3 +{FIGURE}",
+        r"result: backend=embedded: (last N that held = 3|no N held)",
+    ],
+    "latency.py": [
+        rf"\(a\) in mixer, arrival -> packet to outputs: p50 +{FIGURE} +p99 +{FIGURE}",
+        rf"glass -> segment available at the player: +p50 +{FIGURE}",
+        rf"glass -> played \(live-edge player model\): +p50 +{FIGURE} +p99 +{FIGURE}",
+    ],
+    "endurance.py": [
+        rf"input fast: buffered latency first hour mean {FIGURE}",
+        rf"RSS at 1 h {FIGURE}",
+        rf"start \(.*\): worker RSS {FIGURE}; buffered latency mean {FIGURE}",
+        rf"end \(.*\): worker RSS {FIGURE}",
+    ],
+}
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("script", sorted(SCRIPTS))
+def test_bench_quick(script: str) -> None:
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / script), "--quick"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=110,
+    )
+    out = proc.stdout
+    assert proc.returncode == 0, f"{script} exited {proc.returncode}:\n{out}\n{proc.stderr[-3000:]}"
+    assert re.search(r"^machine: .*nproc=2|^machine: .*(CPU|nproc)", out, re.M), out
+    assert re.search(r"^method: ", out, re.M), out
+    assert "FAILED:" not in out, f"a measurement broke (not a timing verdict):\n{out}"
+    for pattern in SCRIPTS[script]:
+        assert re.search(pattern, out, re.M), f"{script}: no line matching {pattern!r}:\n{out}"
