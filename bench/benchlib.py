@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import os
 import platform
-import socket
 import statistics
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -27,6 +25,12 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
+
+# the same port helpers as the test suite's (re-exported for the bench scripts)
+from tests.conftest import free_port  # noqa: E402
+from tests.process_util import wait_for_port  # noqa: E402
+
+__all__ = ["free_port", "wait_for_port"]
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -46,15 +50,20 @@ def machine() -> str:
                 mem_kb = int(line.split()[1])
     except OSError:
         pass
+    import av
+    import numpy
+
+    libavcodec = ".".join(map(str, av.library_versions["libavcodec"]))
     return (
         f"{model}, nproc={os.cpu_count()}, {mem_kb / 1048576:.1f} GiB RAM; "
-        f"{platform.system()} {platform.release()}; Python {platform.python_version()}"
+        f"{platform.system()} {platform.release()}; Python {platform.python_version()}; "
+        f"numpy {numpy.__version__}; PyAV {av.__version__} (libavcodec {libavcodec})"
     )
 
 
 def load() -> str:
     one, five, fifteen = os.getloadavg()
-    return f"load average {one:.2f} {five:.2f} {fifteen:.2f} (2 cores shared with other users)"
+    return f"load average {one:.2f} {five:.2f} {fifteen:.2f} on {os.cpu_count()} CPUs"
 
 
 def cpu_seconds(pid: int) -> float:
@@ -72,23 +81,6 @@ def rss_bytes(pid: int) -> int:
         return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE
     except OSError:
         return 0
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for_port(port: int, host: str = "127.0.0.1", timeout: float = 30.0) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        with socket.socket() as s:
-            s.settimeout(0.5)
-            if s.connect_ex((host, port)) == 0:
-                return
-        time.sleep(0.1)
-    raise TimeoutError(f"nothing listens on {host}:{port} after {timeout:.0f} s")
 
 
 def percentile(values: Sequence[float], q: float) -> float:

@@ -20,8 +20,6 @@ The budget is 20 ms of one core per tick.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import sys
 import time
@@ -33,26 +31,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import benchlib
+
 from mixer_ext.core.frames import SAMPLE_RATE, TICK_SAMPLES
 from mixer_ext.core.mixer import Mixer
 from mixer_ext.settings import JitterBufferSize
 
 T = TICK_SAMPLES
-
-
-def machine() -> str:
-    model = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (
-        f"{model}, nproc={os.cpu_count()}, Python {platform.python_version()}, "
-        f"numpy {np.__version__}, av {av.__version__}"
-    )
 
 
 def make_frames(n_inputs: int) -> list[np.ndarray]:
@@ -117,7 +102,7 @@ def main() -> int:
     ticks = args.ticks or (50 if args.quick else 500)
     repeats = args.repeats or (1 if args.quick else 5)
     sizes = (10, 50) if args.quick else (10, 50, 250)
-    print(f"machine: {machine()}")
+    print(f"machine: {benchlib.machine()}; {benchlib.load()}")
     print(
         f"method: time.process_time() around Input.push and Mixer.tick, {ticks} ticks "
         f"after a 100-tick warm-up, median of {repeats} repeats; budget 20 ms/tick"

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import platform
 import shutil
 import socket
 import subprocess
@@ -30,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import av
+import benchlib
 
 from mixer_ext.context import OutputSpec, parse_output
 from mixer_ext.core.frames import MixedFrame
@@ -42,23 +40,6 @@ from mixer_ext.settings import Settings
 from tests.output_util import feed, payload_for, rich_frame
 
 NGINX_RTMP = "/usr/lib/nginx/modules/ngx_rtmp_module.so"
-
-
-def machine() -> str:
-    model = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return (
-        f"{model}, {os.cpu_count()} logical CPUs, load {load:.2f}; {platform.system()} "
-        f"{platform.release()}; Python {platform.python_version()}; PyAV {av.__version__} "
-        f"(libavcodec {'.'.join(map(str, av.library_versions['libavcodec']))})"
-    )
 
 
 def free_port() -> int:
@@ -170,7 +151,7 @@ def main() -> int:
     parser.add_argument("--bitrate", type=int, default=128)
     args = parser.parse_args()
     seconds = 5.0 if args.quick else args.seconds
-    print(f"machine: {machine()}")
+    print(f"machine: {benchlib.machine()}; {benchlib.load()}")
     print(f"method: {seconds:.0f} s of synthetic mix, AAC {args.bitrate} kbps, fed as fast as "
           "the pipeline takes it;\n        CPU = user+sys time of this process and of its RTMP "
           "connection process / seconds of audio")  # fmt: skip
