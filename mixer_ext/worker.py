@@ -115,7 +115,6 @@ class Worker:
         self._http: Any = None
         self._stop_outcome: Outcome | None = None
         self._deadline: float | None = None
-        self._tracks: dict[tuple[str, str], str] = {}
         self.joins = 0
 
     # ------------------------------------------------------------------ control
@@ -355,39 +354,25 @@ class Worker:
                 mixer.add_participant(ident)
                 log_event(log, "participant-joined", identity=ident)
             case ParticipantLeft(identity=ident, reason=reason):
-                for key in [k for k in self._tracks if k[0] == ident]:
-                    await clock.detach_track(*key)
-                    del self._tracks[key]
-                mixer.remove_participant(ident)
+                await clock.remove_participant(ident)
                 log_event(log, "participant-left", identity=ident, reason=reason)
             case TrackSubscribed(identity=ident, track_sid=sid, track=track, enabled=enabled):
-                mixer.add_participant(ident)
-                if (ident, sid) in self._tracks:
-                    await clock.detach_track(ident, sid)
-                clock.attach_track(ident, sid, track)
-                self._tracks[(ident, sid)] = sid
+                clock.attach_track(ident, sid, track)  # replaces a reader of the same sid
                 mixer.set_enabled(ident, sid, enabled)
                 log_event(log, "track-subscribed", identity=ident, track=sid, enabled=enabled)
             case TrackUnsubscribed(identity=ident, track_sid=sid):
-                if (ident, sid) in self._tracks:
-                    await clock.detach_track(ident, sid)
-                    del self._tracks[(ident, sid)]
+                await clock.detach_track(ident, sid)
                 log_event(log, "track-unsubscribed", identity=ident, track=sid)
             case TrackEnabledChanged(identity=ident, track_sid=sid, enabled=enabled):
                 mixer.set_enabled(ident, sid, enabled)
                 log_event(
                     log, "track-enabled" if enabled else "track-disabled", identity=ident, track=sid
                 )
-        PARTICIPANTS.set(mixer.participant_count)
 
     async def _forget_room(self, clock: MixerClock, mixer: Mixer) -> None:
         """After leaving: drop every participant; the next join announces them again."""
-        for key in list(self._tracks):
-            await clock.detach_track(*key)
-        self._tracks.clear()
         for ident in list(mixer.participants):
-            mixer.remove_participant(ident)
-        PARTICIPANTS.set(0)
+            await clock.remove_participant(ident)
 
 
 async def _bounded(what: str, aw: Awaitable[Any]) -> None:

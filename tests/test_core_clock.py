@@ -139,3 +139,30 @@ async def test_a_failing_sink_or_a_replaced_track_does_not_stop_the_clock() -> N
     assert len(sink.frames) >= 10
     await clock.stop()
     assert not [t for t in asyncio.all_tasks() if t.get_name().startswith("mixer-")]
+
+
+async def test_a_participant_who_leaves_takes_its_readers_along() -> None:
+    """Leaving must not leave a reader blocked on a silent track behind (one per leave, forever)."""
+    mixer = Mixer(JitterBufferSize.SMALL, exclude_identity="bot")
+    clock = MixerClock(mixer, Sink())
+    clock.attach_track("alice", "TR_a1", GoesSilentTrack(frames=3))
+    clock.attach_track("alice", "TR_a2", GoesSilentTrack(frames=3))
+    clock.attach_track("bob", "TR_b", GoesSilentTrack(frames=3))
+    task = clock.start()
+    try:
+        await asyncio.sleep(0.2)  # every reader is now blocked in recv()
+
+        def readers() -> set[str]:
+            return {
+                t.get_name() for t in asyncio.all_tasks() if t.get_name().startswith("mixer-input:")
+            }
+
+        assert readers() == {"mixer-input:alice:TR_a1", "mixer-input:alice:TR_a2",
+                             "mixer-input:bob:TR_b"}  # fmt: skip
+        await clock.remove_participant("alice")
+        assert readers() == {"mixer-input:bob:TR_b"}
+        assert list(mixer.participants) == ["bob"]
+        await clock.remove_participant("alice")  # idempotent
+    finally:
+        await clock.stop()
+    assert task.done()

@@ -153,6 +153,12 @@ class MixerClock:
         if task is not None:
             await _cancel(task)
 
+    async def remove_participant(self, identity: str) -> None:
+        """Stop every reader of ``identity`` and take it out of the mix (idempotent)."""
+        for key in [k for k in self._readers if k[0] == identity]:
+            await _cancel(self._readers.pop(key))
+        self.mixer.remove_participant(identity)
+
     async def _read(  # the reader task: one per track, owned by this clock
         self,
         identity: str,
