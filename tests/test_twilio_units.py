@@ -25,6 +25,7 @@ from mixer_ext.twiliocompat.access_token import (
     parse_api_keys,
     verify_access_token,
 )
+from mixer_ext.twiliocompat.sdp import align_offer
 from mixer_ext.twiliocompat.sids import is_sid, new_sid
 
 ACCOUNT = "AC" + "1" * 32
@@ -299,3 +300,37 @@ def test_connected_and_update_shapes_match_what_the_sdk_reads() -> None:
     assert s.disconnected_completed()["status"] == "completed"
     assert s.error(e.PARTICIPANT_DUPLICATE_IDENTITY)["code"] == 53205
     assert s.room_state("update", subscribed=(2, []))["subscribed"] == {"revision": 2, "tracks": []}
+
+
+# --- re-offers in the client's numbering -------------------------------------------------------
+
+CHROME_OFFER = (
+    "v=0\r\ns=-\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111 0 8\r\n"
+    "a=extmap:1 urn:ietf:params:rtp-hdrext:ssrc-audio-level\r\n"
+    "a=extmap:4 urn:ietf:params:rtp-hdrext:sdes:mid\r\n"
+    "a=rtpmap:111 opus/48000/2\r\na=fmtp:111 minptime=10;useinbandfec=1\r\n"
+    "a=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n"
+)
+AIORTC_REOFFER = (
+    "v=0\r\ns=-\r\nm=audio 5000 UDP/TLS/RTP/SAVPF 96 9 0 8\r\n"
+    "a=extmap:1 urn:ietf:params:rtp-hdrext:sdes:mid\r\n"
+    "a=extmap:2 urn:ietf:params:rtp-hdrext:ssrc-audio-level\r\n"
+    "a=extmap:3 urn:example:unknown\r\n"
+    "a=rtpmap:96 opus/48000/2\r\na=rtcp-fb:96 nack\r\na=rtpmap:9 G722/8000\r\n"
+    "a=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n"
+    "m=video 5000 UDP/TLS/RTP/SAVPF 97\r\na=extmap:1 urn:ietf:params:rtp-hdrext:sdes:mid\r\n"
+    "a=rtpmap:97 VP8/90000\r\n"
+)
+
+
+def test_reoffer_keeps_the_clients_extension_ids_and_payload_types() -> None:
+    """Chrome refuses 'RTP extension ID reassignment' (seen failing before align_offer)."""
+    out = align_offer(AIORTC_REOFFER, CHROME_OFFER).split("\r\n")
+    assert "m=audio 5000 UDP/TLS/RTP/SAVPF 111 9 0 8" in out
+    assert "a=extmap:4 urn:ietf:params:rtp-hdrext:sdes:mid" in out
+    assert "a=extmap:1 urn:ietf:params:rtp-hdrext:ssrc-audio-level" in out
+    assert "a=extmap:3 urn:example:unknown" in out  # no collision: kept
+    assert "a=rtpmap:111 opus/48000/2" in out and "a=rtcp-fb:111 nack" in out
+    assert "a=rtpmap:9 G722/8000" in out  # the client never offered it, no collision: kept
+    assert "a=rtpmap:97 VP8/90000" in out  # video payload types untouched
+    assert out.count("a=extmap:4 urn:ietf:params:rtp-hdrext:sdes:mid") == 2

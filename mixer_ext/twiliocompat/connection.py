@@ -185,3 +185,8 @@ class TcmpServer:
             self._last_sent + self.timeout - HEARTBEAT_MARGIN,
             self._last_received + MISSED_HEARTBEATS * self.timeout,
         )
+
+
+def pending(conn: TcmpServer) -> int:
+    """How many texts wait in ``conn`` to be written (for the I/O layer's bound)."""
+    return len(conn._outgoing)
