@@ -28,6 +28,7 @@ from tests.room_util import settings
 ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
 API_KEY_SID = "SK" + "fedcba9876543210" * 2
 API_KEY_SECRET = "twilio-test-api-key-secret-0123456789"
+AUTH_TOKEN = "twilio-test-auth-token-0123456789abcdef"
 SCRIPT = ROOT / "tests" / "browser" / "twilio_participants.mjs"
 HARNESS = ROOT / "tests" / "browser" / "twilio"
 SDK_DIST = ROOT / "node_modules" / "twilio-video" / "dist"
@@ -59,7 +60,13 @@ class TwilioRoom:
 async def twilio_room(**overrides: Any) -> AsyncIterator[TwilioRoom]:
     server = RoomServer(settings(), "127.0.0.1", 0, **overrides)
     await server.start()
-    gateway = TwilioGateway(server, account_sid=ACCOUNT_SID, api_keys={API_KEY_SID: API_KEY_SECRET})
+    gateway = TwilioGateway(
+        server,
+        account_sid=ACCOUNT_SID,
+        api_keys={API_KEY_SID: API_KEY_SECRET},
+        auth_token=AUTH_TOKEN,
+    )
+    await gateway.start()
     app = web.Application()
     gateway.add_routes(app)
     app.router.add_static("/twilio-harness/", HARNESS)

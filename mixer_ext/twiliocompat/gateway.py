@@ -44,8 +44,10 @@ from mixer_ext.twiliocompat import connection as tc
 from mixer_ext.twiliocompat import errors as e
 from mixer_ext.twiliocompat import signaling as s
 from mixer_ext.twiliocompat.access_token import TwilioTokenError, verify_access_token
+from mixer_ext.twiliocompat.callbacks import StatusCallbacks
+from mixer_ext.twiliocompat.rest_routes import REMOVED, RoomLedger, VideoRest
 from mixer_ext.twiliocompat.sdp import align_offer
-from mixer_ext.twiliocompat.sids import PARTICIPANT, ROOM, TRACK, new_sid
+from mixer_ext.twiliocompat.sids import PARTICIPANT, TRACK, new_sid
 
 if TYPE_CHECKING:
     from mixer_ext.room.server import RoomServer
@@ -61,6 +63,8 @@ ANSWER_TIMEOUT = 15.0
 CONNECT_TIMEOUT = 20.0
 TASK_STOP_TIMEOUT = 3.0
 MAX_MESSAGE_BYTES = 256 * 1024
+#: seconds between two refreshes of the room records (status callbacks follow them)
+LEDGER_PERIOD = 0.5
 
 #: why the room server removed someone -> what the SDK is told
 _REASON_ERRORS: dict[str, e.TwilioVideoError] = {
@@ -82,22 +86,43 @@ class TwilioGateway:
     """
 
     def __init__(
-        self, server: RoomServer, *, account_sid: str, api_keys: Mapping[str, str]
+        self,
+        server: RoomServer,
+        *,
+        account_sid: str,
+        api_keys: Mapping[str, str],
+        auth_token: str | None = None,
     ) -> None:
         self.server = server
         self.account_sid = account_sid
         self.api_keys = dict(api_keys)
-        self.room_sids: dict[str, str] = {}
+        self.auth_token = auth_token
         self._participant_sids: dict[tuple[str, str], str] = {}
         self._handlers: set[asyncio.Task[Any]] = set()
+        self.callbacks = StatusCallbacks(auth_token)
+        self.ledger = RoomLedger(self)
+        self._ledger_task: asyncio.Task[None] | None = None
 
     def add_routes(self, app: web.Application) -> None:
+        """``/signaling`` and the Video REST subset under ``/v1/Rooms``."""
         app.router.add_get(SIGNALING_PATH, self.handle)
+        VideoRest(self, self.ledger).add_routes(app)
 
-    def room_sid(self, room: str) -> str:
-        if room not in self.room_sids:
-            self.room_sids[room] = new_sid(ROOM)
-        return self.room_sids[room]
+    async def start(self) -> None:
+        """Start keeping the room records (and their status callbacks) in step."""
+        if self._ledger_task is None:
+            self._ledger_task = asyncio.create_task(self._keep_ledger(), name="twilio-ledger")
+
+    async def _keep_ledger(self) -> None:
+        while True:
+            await asyncio.sleep(LEDGER_PERIOD)
+            try:
+                self.ledger.refresh()
+            except Exception:  # one bad record must not stop the others' callbacks
+                log.exception("room server: room records refresh failed")
+
+    def room_sid(self, room: Room) -> str:
+        return self.ledger.for_live(room).sid
 
     def participant_sid(self, room: str, identity: str, *, fresh: bool = False) -> str:
         """The ``PA`` SID of ``identity`` in ``room``; ``fresh`` for a new connection."""
@@ -107,6 +132,13 @@ class TwilioGateway:
         return self._participant_sids[key]
 
     async def stop(self) -> None:
+        if self._ledger_task is not None:
+            self._ledger_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(self._ledger_task, TASK_STOP_TIMEOUT)
+        self.ledger.refresh()  # the last events (room-ended...) still go out
+        await asyncio.sleep(0)
+        await self.callbacks.stop()
         for task in list(self._handlers):
             task.cancel()
         for task in list(self._handlers):
@@ -207,8 +239,8 @@ class TwilioGateway:
             await self._refuse(ws, conn, label, e.ROOM_NAME_INVALID.with_detail(name[:40]))
             return None
         names: tuple[str, ...] = (name,)
-        if name in self.room_sids:
-            names = (name, self.room_sids[name])
+        if name in self.server.rooms:
+            names = (name, self.room_sid(self.server.rooms[name]))
         try:
             claims = verify_access_token(
                 connect.token, account_sid=self.account_sid, api_keys=self.api_keys, room=names
@@ -351,7 +383,7 @@ class TwilioSession:
         self._send(
             s.connected(
                 session=self.session_id,
-                room_sid=self.gateway.room_sid(self.room.name),
+                room_sid=self.gateway.room_sid(self.room),
                 room_name=self.room.name,
                 participant_sid=self.sid,
                 identity=self.identity,
@@ -727,6 +759,8 @@ class TwilioSession:
             return
         if reason == Reason.ROOM_ENDED:
             self.conn.send(s.disconnected_completed(), time.monotonic())
+        elif reason == REMOVED:
+            self.conn.send(s.disconnected_removed(), time.monotonic())
         elif reason in _REASON_ERRORS:
             self.conn.send(s.error(_REASON_ERRORS[reason]), time.monotonic())
         self.closed = True

@@ -401,6 +401,11 @@ def disconnected_completed() -> dict[str, Any]:
     return {"type": "disconnected", "version": RSP_VERSION, "status": "completed"}
 
 
+def disconnected_removed() -> dict[str, Any]:
+    """The participant was removed (REST ``Status=disconnected``): the SDK disconnects, no error."""
+    return {"type": "disconnected", "version": RSP_VERSION}
+
+
 def error(err: e.TwilioVideoError) -> dict[str, Any]:
     """Ends the client's connection with ``err`` (its ``room.on('disconnected')`` error)."""
     return {"type": "error", "version": RSP_VERSION, "code": err.code, "message": err.message}
