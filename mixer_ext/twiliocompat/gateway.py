@@ -37,7 +37,7 @@ from aiortc.sdp import candidate_from_sdp
 
 from mixer_ext.room import protocol as p
 from mixer_ext.room.connector import Reason
-from mixer_ext.room.media import RelayedTrack, TrackFanout
+from mixer_ext.room.forward import PacketFanout
 from mixer_ext.room.state import Admission, Room, TrackState
 from mixer_ext.room.tokens import check_name
 from mixer_ext.twiliocompat import connection as tc
@@ -338,14 +338,14 @@ class TwilioSession:
         self.track_sid: str | None = None
         self.track_name: str | None = None
         self._initial_enabled = True
-        self.fanout: TrackFanout | None = None
+        self.fanout: PacketFanout | None = None
         #: the client's audio track id -> its MT SID (only the first audio track carries media)
         self._published: dict[str, str] = {}
         self._published_errors: dict[str, e.TwilioVideoError] = {}
         self._published_revision = 0
         self._local_revision = -1
         #: publisher's track sid -> (transceiver, relayed track, publisher identity)
-        self.subscriptions: dict[str, tuple[RTCRtpTransceiver, RelayedTrack, str]] = {}
+        self.subscriptions: dict[str, tuple[RTCRtpTransceiver, Any, str]] = {}
         self._subscribed_revision = 0
         #: the others as the SDK sees them, by identity
         self._remotes: dict[str, s.RemoteParticipant] = {}
@@ -525,6 +525,8 @@ class TwilioSession:
                     # the media may not be flowing yet; _on_track announces it
                     self._initial_enabled = track.enabled
                 elif known.enabled != track.enabled and announce:
+                    if self.fanout is not None:  # muted: nothing is forwarded
+                        self.fanout.enabled = track.enabled
                     self.server._set_enabled(self, track.enabled)  # type: ignore[arg-type]
         if changed:
             self._published_revision += 1
@@ -560,7 +562,14 @@ class TwilioSession:
             return
         if self.track_sid is None:
             self.track_sid = new_sid(TRACK)
-        self.fanout = TrackFanout(track, f"{self.label}/{self.track_sid}")
+        receiver = next(
+            (t.receiver for t in self.pc.getTransceivers() if t.receiver.track is track), None
+        )
+        if receiver is None:
+            return
+        # forwarded as received: Opus is never decoded or re-encoded here (room.forward)
+        self.fanout = PacketFanout(receiver, f"{self.label}/{self.track_sid}")
+        self.fanout.enabled = self._initial_enabled
         state = self.room.participants.get(self.identity)
         if state is not None:
             state.tracks[self.track_sid] = TrackState(
