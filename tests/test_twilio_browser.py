@@ -83,3 +83,23 @@ async def test_tokens_refused_with_their_codes(tmp_path: Path, artifacts_dir: Pa
         assert reply["error"]["code"] == 20106, reply
         reply = await b.join(room, "e", token("lobby", "eve"), "lobby")  # the project's own token
         assert reply["error"]["code"] == 20103, reply
+
+
+async def test_no_automatic_subscription_and_a_full_room(
+    tmp_path: Path, artifacts_dir: Path
+) -> None:
+    wav = tmp_path / "mic.wav"
+    write_tone_wav(wav, TONE_HZ, 1.0, rate=48_000)
+    log = artifacts_dir / "twilio-full.log"
+    async with twilio_room(max_participants=2) as room, browsers(room, wav, log) as b:
+        quiet = await b.join(
+            room, "c", twilio_token("carol", "small"), "small", automaticSubscription=False
+        )
+        assert "error" not in quiet, quiet
+        dave = await b.join(room, "d", twilio_token("dave", "small"), "small")
+        assert "error" not in dave, dave
+        await b.event("d", "trackSubscribed", identity="carol", within=30)
+        await b.event("c", "participantConnected", identity="dave")
+        full = await b.join(room, "e", twilio_token("erin", "small"), "small")
+        assert full["error"]["code"] == 53105, full
+        assert not [e for e in b.events if e["id"] == "c" and e["event"] == "trackSubscribed"]
