@@ -1,11 +1,16 @@
-"""The Helm chart, checked without Helm (not installable here; see tests/helm_util.py).
+"""The Helm chart, rendered and linted by Helm's own engine (tests/helm_engine.py).
 
-What a user relies on: values that install are exactly the values the worker accepts
-(schema mirrors mixer_ext/context.py), the committed reference renderings are what the
-chart produces, they are valid Kubernetes objects (kubernetes-validate, strict, offline),
-no credential or stream key ever lands in a ConfigMap, and the Job has the shape the
-issue asks for (OnFailure, bounded retries, deadline above the maximum duration,
-non-root, read-only root, probes on /healthz and /readyz).
+What a user relies on: ``helm lint`` passes for every example, values that install are
+exactly the values the worker accepts (schema mirrors mixer_ext/context.py; Helm's own
+validator and jsonschema agree on it), the committed reference renderings are what Helm
+renders from the chart, they are valid Kubernetes objects (kubernetes-validate, strict,
+offline), no credential or stream key ever lands in a ConfigMap, and the Job has the
+shape the issue asks for (OnFailure, bounded retries, deadline above the maximum
+duration, non-root, read-only root, probes on /healthz and /readyz).
+
+Tests that need Helm's library take the ``helm`` fixture: without the library (``make
+helm-lib`` fetches it) they fail under CI=true and skip elsewhere, with the reason.  The
+checks of the committed renderings need only those files.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import copy
 import json
 import os
 import re
+import shutil
 import stat
 import subprocess
 import sys
@@ -28,22 +34,23 @@ import yaml
 
 from mixer_ext.context import parse_context
 from mixer_ext.errors import ConfigError
-from tests.helm_util import (
+from tests.conftest import IN_CI
+from tests.helm_engine import (
     CHART_DIR,
     RENDERED_DIR,
     ROOT,
+    Helm,
+    HelmError,
+    HelmUnavailable,
     TemplateError,
+    coalesce,
+    example_release,
     examples,
-    go_float,
-    go_json,
     iter_values_paths,
-    lex,
     load_yaml,
-    parse,
-    render_chart,
     render_example,
-    template_files,
 )
+from tests.helm_engine import helm as load_helm
 
 SCHEMA = json.loads((CHART_DIR / "values.schema.json").read_text(encoding="utf-8"))
 DEFAULTS = load_yaml(CHART_DIR / "values.yaml")
@@ -59,9 +66,7 @@ def _validator() -> jsonschema.Draft7Validator:
 
 def _merged(override: dict[str, Any]) -> dict[str, Any]:
     """values.yaml with ``override`` on top, as Helm merges before validating."""
-    from tests.helm_util import merge_values
-
-    return merge_values(copy.deepcopy(DEFAULTS), override)
+    return coalesce(copy.deepcopy(DEFAULTS), override)
 
 
 def _errors(values: dict[str, Any]) -> list[str]:
@@ -73,10 +78,26 @@ def _docs(example: Path) -> list[dict[str, Any]]:
     return [d for d in yaml.safe_load_all(text) if d]
 
 
-def _render(override: dict[str, Any], release: str = "room-test") -> list[dict[str, Any]]:
-    manifests = render_chart(override, release=release)
-    assert isinstance(manifests, list)
-    return [yaml.safe_load(m.text) for m in manifests]
+@pytest.fixture(scope="module")
+def helm() -> Helm:
+    """Helm's engine; without its library: a failure under CI=true, a skip elsewhere."""
+    try:
+        return load_helm()
+    except HelmUnavailable as exc:
+        if IN_CI:
+            pytest.fail(f"{exc} (CI fetches it with `make helm-lib`)")
+        pytest.skip(str(exc))
+
+
+def _render(
+    helm: Helm, override: dict[str, Any], release: str = "room-test"
+) -> list[dict[str, Any]]:
+    return helm.render(CHART_DIR, override, release).docs()
+
+
+def _lint_findings(helm: Helm, values: dict[str, Any] | None) -> list[str]:
+    """What ``helm lint`` reports beyond INFO (helm lint fails on ERROR, --strict on WARNING)."""
+    return [str(m) for m in helm.lint(CHART_DIR, values) if m.severity != "INFO"]
 
 
 def _one(docs: list[dict[str, Any]], kind: str, suffix: str = "") -> dict[str, Any]:
@@ -100,6 +121,26 @@ def test_there_are_examples() -> None:
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
 def test_example_validates_against_the_schema(example: Path) -> None:
     assert _errors(_merged(load_yaml(example))) == []
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
+def test_helm_lint_passes_for_the_example(helm: Helm, example: Path) -> None:
+    """Helm's own lint rules (chart metadata, schema, every template renders to valid
+    YAML with valid names, deprecated APIs), strict: no warning either."""
+    assert _lint_findings(helm, load_yaml(example)) == []
+
+
+def test_helm_lint_can_fail(helm: Helm, tmp_path: Path) -> None:
+    """The lint above sees a broken template and a resource name Kubernetes refuses."""
+    chart = tmp_path / "mixer-ext"
+    shutil.copytree(CHART_DIR, chart)
+    (chart / "templates" / "broken.yaml").write_text("a: [\n", encoding="utf-8")
+    (chart / "templates" / "badname.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: Not_A_Name\n", encoding="utf-8"
+    )
+    findings = [str(m) for m in helm.lint(chart, load_yaml(EXAMPLES[0]))]
+    assert "[ERROR] templates/broken.yaml" in findings
+    assert "[WARNING] templates/badname.yaml" in findings
 
 
 BAD_VALUES: dict[str, dict[str, Any]] = {
@@ -134,11 +175,16 @@ BAD_VALUES: dict[str, dict[str, Any]] = {
 
 
 @pytest.mark.parametrize("override", BAD_VALUES.values(), ids=list(BAD_VALUES))
-def test_bad_values_are_rejected_by_the_schema(override: dict[str, Any]) -> None:
-    from tests.helm_util import merge_values
-
+def test_bad_values_are_rejected_by_the_schema(helm: Helm, override: dict[str, Any]) -> None:
+    """By jsonschema (which says why) and by Helm's own validator (what installs)."""
     assert _errors(_merged(BASE)) == []
-    assert _errors(_merged(merge_values(BASE, override))) != []
+    assert _errors(_merged(coalesce(BASE, override))) != []
+    assert "[ERROR] values.yaml" in _lint_findings(helm, coalesce(BASE, override))
+
+
+def test_base_values_pass_helm_lint(helm: Helm) -> None:
+    """The values every bad case above starts from are fine: the case is what fails."""
+    assert _lint_findings(helm, BASE) == []
 
 
 # The schema mirrors the worker: a context the chart accepts is one the worker accepts,
@@ -179,7 +225,9 @@ CONTEXT_CASES: list[dict[str, Any]] = [
 
 
 @pytest.mark.parametrize("case", CONTEXT_CASES, ids=lambda c: json.dumps(c)[:60])
-def test_schema_and_chart_accept_exactly_what_the_worker_accepts(case: dict[str, Any]) -> None:
+def test_schema_and_chart_accept_exactly_what_the_worker_accepts(
+    helm: Helm, case: dict[str, Any]
+) -> None:
     context = {
         "room": {"name": "RM1"},
         "identity": "audio-mixer-v1",
@@ -194,18 +242,20 @@ def test_schema_and_chart_accept_exactly_what_the_worker_accepts(case: dict[str,
         worker_ok = False
     values = _merged({"context": context, "settings": BASE["settings"]})
     values["context"]["outputs"] = context["outputs"]  # lists replace, never merge
-    chart_ok = not _errors(values)
-    if chart_ok:
-        try:
-            _render({"context": context, "settings": BASE["settings"]})
-        except TemplateError:
-            chart_ok = False
+    schema_ok = not _errors(values)
+    try:  # Helm validates the schema and renders: what `helm install` would do
+        _render(helm, {"context": context, "settings": BASE["settings"]})
+        chart_ok = True
+    except HelmError:
+        chart_ok = False
     assert chart_ok == worker_ok, f"chart {'accepts' if chart_ok else 'refuses'} {case}"
+    if worker_ok:
+        assert schema_ok, f"jsonschema refuses what Helm and the worker accept: {case}"
 
 
 # --------------------------------------------------------------------------- templates
 def test_every_values_path_in_the_templates_exists_in_values_yaml() -> None:
-    paths = list(iter_values_paths(template_files()))
+    paths = list(iter_values_paths())
     assert len(paths) > 40
     missing = []
     for path, where in paths:
@@ -218,44 +268,29 @@ def test_every_values_path_in_the_templates_exists_in_values_yaml() -> None:
     assert missing == []
 
 
-_BLOCK_OPEN = re.compile(r"^(if|range|with|define|block)\b")
-
-
-@pytest.mark.parametrize("path", template_files(), ids=lambda p: p.name)
-def test_template_actions_are_balanced(path: Path) -> None:
-    """An independent scan (not the renderer's parser): every {{ has its }}, and every
-    if/range/with/define has its end, with else only inside if/range/with."""
-    text = path.read_text(encoding="utf-8")
-    assert text.count("{{") == text.count("}}"), "unbalanced {{ }}"
-    stack: list[str] = []
-    pos = 0
-    while (start := text.find("{{", pos)) != -1:
-        end = text.find("}}", start)
-        assert end != -1, f"unclosed action at offset {start}"
-        inner = text[start + 2 : end]
-        assert "{{" not in inner, f"nested '{{{{' at offset {start}"
-        inner = inner.removeprefix("-").removesuffix("-").strip()
-        pos = end + 2
-        if inner.startswith("/*"):
-            assert inner.endswith("*/"), f"bad comment at offset {start}"
-            continue
-        if m := _BLOCK_OPEN.match(inner):
-            stack.append(m.group(1))
-        elif inner == "end":
-            assert stack, f"end without a block at offset {start}"
-            stack.pop()
-        elif inner.startswith("else"):
-            assert stack and stack[-1] in ("if", "range", "with"), f"stray else at {start}"
-    assert stack == [], f"unclosed blocks: {stack}"
-
-
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
-def test_reference_rendering_is_up_to_date(example: Path) -> None:
+def test_reference_rendering_is_up_to_date(helm: Helm, example: Path) -> None:
     committed = RENDERED_DIR / example.name
     assert committed.exists(), f"{committed} missing: run `make helm-render`"
-    assert render_example(example) == committed.read_text(encoding="utf-8"), (
+    assert render_example(example, helm) == committed.read_text(encoding="utf-8"), (
         f"{committed.relative_to(ROOT)} is stale: run `make helm-render` and commit it"
     )
+
+
+def test_a_chart_change_makes_the_rendering_stale(helm: Helm, tmp_path: Path) -> None:
+    """The check above can fail: Helm renders the chart, not the committed file."""
+    chart = tmp_path / "mixer-ext"
+    shutil.copytree(CHART_DIR, chart)
+    job = chart / "templates" / "job.yaml"
+    job.write_text(
+        job.read_text(encoding="utf-8").replace("restartPolicy: OnFailure", "restartPolicy: Never")
+    )
+    example = EXAMPLES[0]
+    values, release = load_yaml(example), example_release(example)
+    ours = helm.render(CHART_DIR, values, release).text()
+    changed = helm.render(chart, values, release).text()
+    assert ours in (RENDERED_DIR / example.name).read_text(encoding="utf-8")
+    assert "restartPolicy: Never" in changed and changed != ours
 
 
 def test_no_rendering_without_an_example() -> None:
@@ -453,30 +488,32 @@ def test_job_shape(example: Path) -> None:
     assert {p["targetPort"] for p in service["spec"]["ports"]} == {"http", "metrics"}
 
 
-def test_deadline_follows_the_maximum_duration() -> None:
+def test_deadline_follows_the_maximum_duration(helm: Helm) -> None:
     docs = _render(
+        helm,
         BASE
         | {
             "context": {"room": {"name": "R"}, "maxParticipantDuration": 60},
             "job": {"deadlineMarginSeconds": 120},
-        }
+        },
     )
     assert _one(docs, "Job")["spec"]["activeDeadlineSeconds"] == 180
 
 
-def test_room_server_is_off_by_default_and_service_monitor_too() -> None:
-    kinds = [d["kind"] for d in _render(BASE)]
+def test_room_server_is_off_by_default_and_service_monitor_too(helm: Helm) -> None:
+    kinds = [d["kind"] for d in _render(helm, BASE)]
     assert "Deployment" not in kinds and "ServiceMonitor" not in kinds
     assert sorted(kinds) == ["ConfigMap", "ConfigMap", "Job", "Secret", "Service"]
 
 
-def test_room_server_release_points_the_mixer_at_it() -> None:
+def test_room_server_release_points_the_mixer_at_it(helm: Helm) -> None:
     docs = _render(
+        helm,
         {
             "context": {"room": {"name": "R"}},
             "secrets": {"roomSecret": "s3cret"},
             "roomServer": {"enabled": True},
-        }
+        },
     )
     deployment = _one(docs, "Deployment")
     service = _one(docs, "Service", "-room-server")
@@ -524,16 +561,16 @@ REFUSED_RENDERS: dict[str, tuple[dict[str, Any], str]] = {
 
 
 @pytest.mark.parametrize("case", REFUSED_RENDERS.values(), ids=list(REFUSED_RENDERS))
-def test_render_refuses_with_one_clear_line(case: tuple[dict[str, Any], str]) -> None:
+def test_render_refuses_with_one_clear_line(helm: Helm, case: tuple[dict[str, Any], str]) -> None:
     override, message = case
     with pytest.raises(TemplateError, match=re.escape(message)):
-        _render(override)
+        _render(helm, override)
 
 
-def test_notes_render() -> None:
-    notes = render_chart(BASE, release="room-rm1", notes=True)
-    assert isinstance(notes, str)
-    assert "job/room-rm1-mixer-ext" in notes and '"RM1"' in notes
+def test_notes_render_for_the_release_and_namespace(helm: Helm) -> None:
+    rendering = helm.render(CHART_DIR, BASE, "room-rm1", namespace="rooms")
+    assert "job/room-rm1-mixer-ext" in rendering.notes and '"RM1"' in rendering.notes
+    assert "kubectl --namespace rooms get job room-rm1-mixer-ext" in rendering.notes
 
 
 # --------------------------------------------------------------------------- the init container
@@ -618,73 +655,3 @@ def test_init_container_refuses_a_bad_url_without_showing_its_key(tmp_path: Path
     missing = _run_assembler(script, source, dest, {"MIXER_CONTEXT_RTMP_COUNT": "1"})
     assert missing.returncode == 2
     assert "MIXER_CONTEXT_RTMP_0 is empty or missing" in missing.stderr
-
-
-# --------------------------------------------------------------------------- the renderer itself
-def _render_string(template: str, values: dict[str, Any] | None = None) -> str:
-    from tests.helm_util import Renderer, _helm_numbers
-
-    defines: dict[str, list[Any]] = {}
-    tree = parse(lex(template, "t"), defines)
-    root = {"Values": _helm_numbers(values or {})}
-    return Renderer(defines, root).render(tree, root, {})
-
-
-@pytest.mark.parametrize(
-    ("template", "values", "expected"),
-    [
-        # trim markers eat all whitespace on their side, newlines included
-        ("a \n {{- 1 }} \n b", {}, "a1 \n b"),
-        ("a {{ 1 -}} \n\n b", {}, "a 1b"),
-        # values-file numbers are float64: Go prints 1e+06 (a known Helm surprise)
-        ("{{ .Values.n }}", {"n": 1000000}, "1e+06"),
-        ("{{ .Values.n }}", {"n": 14400}, "14400"),
-        ("{{ add .Values.n 600 }}", {"n": 14400}, "15000"),
-        ("{{ .Values.n | quote }}", {"n": 2.5}, '"2.5"'),
-        ("{{ toJson .Values }}", {"b": 1, "a": "<&>"}, '{"a":"\\u003c\\u0026\\u003e","b":1}'),
-        ("{{ toYaml .Values }}", {"b": [1, 2], "a": {"c": "x"}}, "a:\n  c: x\nb:\n- 1\n- 2"),
-        (
-            "{{ range $k, $v := .Values }}{{ $k }}={{ $v }};{{ end }}",
-            {"b": "2", "a": "1"},
-            "a=1;b=2;",
-        ),
-        ("{{ range $i, $v := .Values.l }}{{ $i }}{{ $v }}{{ end }}", {"l": ["x", "y"]}, "0x1y"),
-        ("{{ if .Values.a }}A{{ else if .Values.b }}B{{ else }}C{{ end }}", {"b": True}, "B"),
-        ("{{ with .Values.a }}{{ . }}{{ else }}none{{ end }}", {"a": ""}, "none"),
-        ('{{ default "d" .Values.a }}', {"a": 0}, "d"),
-        ('{{ "abcdef-" | trunc 7 | trimSuffix "-" }}', {}, "abcdef"),
-        ('{{ define "x" }}[{{ . }}]{{ end }}{{ include "x" "v" | nindent 2 }}', {}, "\n  [v]"),
-        ('{{ printf "%s-%d" "a" (len .Values.l) }}', {"l": [1]}, "a-1"),
-        ('{{ kindIs "invalid" .Values.missing }}', {}, "true"),
-        ("{{/* a comment */}}x", {}, "x"),
-    ],
-)
-def test_renderer_matches_helm_semantics(
-    template: str, values: dict[str, Any], expected: str
-) -> None:
-    assert _render_string(template, values) == expected
-
-
-@pytest.mark.parametrize(
-    "template",
-    [
-        "{{ if .Values.a }}x",
-        "{{ end }}",
-        "{{ nosuchfunction 1 }}",
-        "{{ .Values.a",
-        "x }}",
-        '{{ template "x" }}',
-        '{{ required "need a" .Values.a }}',
-        '{{ fail "no" }}',
-    ],
-)
-def test_renderer_refuses_what_it_does_not_support(template: str) -> None:
-    with pytest.raises(TemplateError):
-        _render_string(template)
-
-
-def test_go_number_formatting() -> None:
-    assert [go_float(x) for x in (0.0, 2.0, 0.5, 100000.0, 1234567.0)] == [
-        "0", "2", "0.5", "100000", "1.234567e+06",
-    ]  # fmt: skip
-    assert go_json([1.0, 1e6, 0.25]) == "[1,1000000,0.25]"

@@ -1,10 +1,7 @@
 {{/*
-Template language: this chart sticks to the subset of Go templates that the
-offline renderer in tests/helm_util.py implements (Helm is not installable where
-the project's CI runs): actions with whitespace trimming, comments, variables,
-if / else if / else, range (lists and maps), with, define / include, and the
-functions listed in FUNCTIONS there.  Keep to it, then run `make helm-render`
-and commit helm/rendered/.
+Rendered and linted by Helm's own engine in the tests (tests/helm_engine.py): any
+Helm v4 template function works.  After a change run `make helm-render` and commit
+helm/rendered/.
 */}}
 
 {{- define "mixer-ext.name" -}}
