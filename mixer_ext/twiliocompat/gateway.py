@@ -356,6 +356,8 @@ class TwilioSession:
         self._client_sdp: str | None = None
         self._pending_revision = 0
         self._negotiation_needed = asyncio.Event()
+        #: set once DTLS is up: aiortc fixes a receiver's payload types when it starts then
+        self._media_up = asyncio.Event()
         self._wakeup = asyncio.Event()
         self._ended: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._closed = asyncio.Event()
@@ -578,6 +580,8 @@ class TwilioSession:
         self.server._on_published(self)  # type: ignore[arg-type]
 
     def _on_connection_state(self) -> None:
+        if self.pc.connectionState == "connected":
+            self._media_up.set()
         if self.pc.connectionState == "failed" and not self.closed:
             log.warning("room server: %s: media connection failed", self.label)
             self.fail(e.MEDIA_CONNECTION_FAILED)
@@ -610,6 +614,15 @@ class TwilioSession:
         try:
             while not self.closed:
                 await self._negotiation_needed.wait()
+                # aiortc's createOffer resets every transceiver's codecs to its own defaults
+                # until the answer; a receiver started (DTLS up) in that window would keep
+                # aiortc's payload types and drop the client's packets: offer only after
+                try:
+                    await asyncio.wait_for(self._media_up.wait(), ANSWER_TIMEOUT)
+                except TimeoutError:
+                    log.warning("room server: %s: media never connected", self.label)
+                    self.fail(e.MEDIA_CONNECTION_FAILED)
+                    return
                 self._negotiation_needed.clear()
                 async with self._lock:
                     offer = await self.pc.createOffer()
