@@ -334,3 +334,21 @@ def test_reoffer_keeps_the_clients_extension_ids_and_payload_types() -> None:
     assert "a=rtpmap:9 G722/8000" in out  # the client never offered it, no collision: kept
     assert "a=rtpmap:97 VP8/90000" in out  # video payload types untouched
     assert out.count("a=extmap:4 urn:ietf:params:rtp-hdrext:sdes:mid") == 2
+
+
+def test_gateway_from_the_environment() -> None:
+    from mixer_ext.room.server import RoomServer
+    from mixer_ext.twiliocompat.gateway import TwilioGateway
+    from tests.room_util import settings
+
+    server = RoomServer(settings(), "127.0.0.1", 0)
+    assert TwilioGateway.from_environment(server, {}) is None
+    env = {"MIXER_ACCOUNT_SID": ACCOUNT, "MIXER_API_KEYS": f"{KEY}:{SECRET}"}
+    gateway = TwilioGateway.from_environment(server, {**env, "MIXER_AUTH_TOKEN": "t"})
+    assert gateway is not None and gateway.api_keys == {KEY: SECRET}
+    assert gateway.auth_token == "t"
+    with pytest.raises(ConfigError, match="both"):
+        TwilioGateway.from_environment(server, {"MIXER_ACCOUNT_SID": ACCOUNT})
+    with pytest.raises(ConfigError, match="MIXER_API_KEYS entry 1") as info:
+        TwilioGateway.from_environment(server, {**env, "MIXER_API_KEYS": "nope:s3cr3t"})
+    assert "s3cr3t" not in str(info.value)

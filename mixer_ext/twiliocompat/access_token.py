@@ -58,7 +58,7 @@ class VideoClaims:
 
 
 def parse_account_sid(value: str) -> str:
-    """``MIXER_ACCOUNT_SID`` checked: ``AC`` + 32 lowercase hex, else a one-line ConfigError."""
+    """``MIXER_ACCOUNT_SID`` checked: ``AC`` + 32 hex digits, else a one-line ConfigError."""
     value = value.strip()
     if not is_sid(value, ACCOUNT):
         raise ConfigError("MIXER_ACCOUNT_SID must be 'AC' followed by 32 hex digits")

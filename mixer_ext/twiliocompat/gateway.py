@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -35,6 +36,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpTransceiver, RTCSe
 from aiortc.mediastreams import MediaStreamTrack
 from aiortc.sdp import candidate_from_sdp
 
+from mixer_ext.errors import ConfigError
 from mixer_ext.room import protocol as p
 from mixer_ext.room.connector import Reason
 from mixer_ext.room.forward import PacketFanout
@@ -43,7 +45,12 @@ from mixer_ext.room.tokens import check_name
 from mixer_ext.twiliocompat import connection as tc
 from mixer_ext.twiliocompat import errors as e
 from mixer_ext.twiliocompat import signaling as s
-from mixer_ext.twiliocompat.access_token import TwilioTokenError, verify_access_token
+from mixer_ext.twiliocompat.access_token import (
+    TwilioTokenError,
+    parse_account_sid,
+    parse_api_keys,
+    verify_access_token,
+)
 from mixer_ext.twiliocompat.callbacks import StatusCallbacks
 from mixer_ext.twiliocompat.rest_routes import REMOVED, RoomLedger, VideoRest
 from mixer_ext.twiliocompat.sdp import align_offer
@@ -102,6 +109,28 @@ class TwilioGateway:
         self.callbacks = StatusCallbacks(auth_token)
         self.ledger = RoomLedger(self)
         self._ledger_task: asyncio.Task[None] | None = None
+
+    @classmethod
+    def from_environment(
+        cls, server: RoomServer, environ: Mapping[str, str] | None = None
+    ) -> TwilioGateway | None:
+        """The gateway configured from ``MIXER_ACCOUNT_SID``, ``MIXER_API_KEYS`` and
+        ``MIXER_AUTH_TOKEN``; None when neither of the first two is set (the server then
+        serves only its own protocol).  A malformed value is a one-line ConfigError."""
+        env = os.environ if environ is None else environ
+        sid, keys = env.get("MIXER_ACCOUNT_SID", ""), env.get("MIXER_API_KEYS", "")
+        if not sid and not keys:
+            return None
+        if not sid or not keys:
+            raise ConfigError(
+                "twilio-video.js rooms need both MIXER_ACCOUNT_SID and MIXER_API_KEYS"
+            )
+        return cls(
+            server,
+            account_sid=parse_account_sid(sid),
+            api_keys=parse_api_keys(keys),
+            auth_token=env.get("MIXER_AUTH_TOKEN") or None,
+        )
 
     def add_routes(self, app: web.Application) -> None:
         """``/signaling`` and the Video REST subset under ``/v1/Rooms``."""

@@ -1,4 +1,4 @@
-"""Twilio resource SIDs: a two-letter prefix and 32 lowercase hex digits."""
+"""Twilio resource SIDs: a two-letter prefix and 32 hex digits (Twilio mints lowercase)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ TRACK = "MT"
 ACCOUNT = "AC"
 API_KEY = "SK"
 
-_SID = re.compile(r"^[A-Z]{2}[0-9a-f]{32}$")
+_SID = re.compile(r"^[A-Z]{2}[0-9a-fA-F]{32}$")
 
 
 def new_sid(prefix: str) -> str:
