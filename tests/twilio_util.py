@@ -161,6 +161,8 @@ async def browsers(room: TwilioRoom, wav: Path, log: Path) -> AsyncIterator[Brow
     b = Browsers(proc, log)
     try:
         yield b
+        external = [e["url"] for e in b.events if e["event"] == "external"]
+        assert not external, f"twilio-video.js tried to reach beyond loopback: {external}"
     finally:
         if proc.stdin is not None:
             proc.stdin.close()

@@ -25,7 +25,17 @@ const out = (obj) => process.stdout.write(JSON.stringify(obj) + "\n");
 async function pageFor(id) {
   if (pages.has(id)) return pages.get(id);
   const context = await browser.newContext();
+  // offline by design: anything not on loopback is refused and reported (the SDK must not
+  // need Twilio's hosts: no insights, no ICE-server fetch, no region lookup)
+  const local = (url) => /^(https?|wss?):\/\/(127\.0\.0\.1|localhost)(:\d+)?\//.test(url);
+  await context.route("**/*", (route) => {
+    const url = route.request().url();
+    if (local(url) || url.startsWith("data:") || url.startsWith("blob:")) return route.continue();
+    out({ id, event: "external", url });
+    return route.abort();
+  });
   const page = await context.newPage();
+  page.on("websocket", (ws) => { if (!local(ws.url())) out({ id, event: "external", url: ws.url() }); });
   page.on("console", (msg) => console.error(`${id} console:`, msg.text()));
   page.on("pageerror", (err) => console.error(`${id} page error:`, err.message));
   await page.exposeFunction("emit", (text) => out(Object.assign({ id }, JSON.parse(text))));
