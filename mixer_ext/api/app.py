@@ -1,0 +1,750 @@
+"""``mixer-ext api``: the Media v1 REST resources over aiohttp, and the streams they launch.
+
+The handlers only translate: a request into ``resources`` parsing and ``store`` calls, a
+state machine step's effects into store writes, launcher calls and queued callbacks.
+
+Routes:
+
+- ``/v1/MediaProcessors``, ``/v1/PlayerStreamers``, ``/v1/PlayerStreamers/{Sid}/PlaybackGrant``,
+  ``/v1/MediaRecordings`` (+ ``/Media``): HTTP Basic (account SID + auth token, or an API
+  key SID + secret), as the official ``twilio`` client sends it;
+- ``/hls/{VJ}/index.m3u8?token=GRANT``: the ``playbackUrl`` of a PlaybackGrant; answers a
+  multivariant playlist whose media playlist URI carries a *session* token, which covers
+  the media playlist and its segments until the stream ends;
+- ``/internal/workers/{ZX}/status?key=…``: where each worker's status reporter posts
+  (``MIXER_STATUS_CALLBACK_URL``), keyed per processor;
+- ``/healthz``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import hmac
+import logging
+import re
+import signal
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from aiohttp import web
+
+from mixer_ext.api import resources as r
+from mixer_ext.api.callbacks import CallbackDispatcher
+from mixer_ext.api.config import ApiSettings, load_api_settings
+from mixer_ext.api.launcher import LocalLauncher
+from mixer_ext.api.signing import (
+    GRANT,
+    SESSION,
+    TokenRefused,
+    check_playback_token,
+    mint_playback_token,
+    playback_key,
+)
+from mixer_ext.api.store import Store
+from mixer_ext.context import parse_context
+from mixer_ext.settings import Settings
+
+log = logging.getLogger("mixer_ext.api")
+
+#: how often the API checks workers and maximum durations (seconds)
+WATCH_PERIOD = 0.5
+#: a session token outlives its stream's longest possible life by this much (seconds)
+SESSION_GRACE = 120
+#: a worker that ignores SIGTERM this long is killed (it gets 40 s to finish outputs)
+STOP_GRACE = 45.0
+_SEGMENT = re.compile(r"^[A-Za-z0-9._-]+\.(ts|m3u8|m4s|mp4|aac)$")
+
+
+class ControlPlane:
+    """The API's state and its reactions; owns the watcher and callback tasks."""
+
+    def __init__(self, cfg: ApiSettings, host: str, port: int) -> None:
+        self.cfg = cfg
+        self.public_url = cfg.api_public_url or f"http://{host}:{port}"
+        self.internal_url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+        assert cfg.auth_token is not None
+        self.auth_token = cfg.auth_token.get_secret_value()
+        self.keys = cfg.keys()
+        self.data_dir = cfg.api_data_dir.resolve()
+        self.hls_dir = self.data_dir / "hls"
+        self.hls_dir.mkdir(parents=True, exist_ok=True)
+        self.store = Store(cfg.database)
+        self.launcher = LocalLauncher(self.data_dir)
+        self.playback_key = playback_key(self.auth_token)
+        self.callbacks = CallbackDispatcher(self.store, self.auth_token)
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping: dict[str, float] = {}
+
+    # ----------------------------------------------------------------- lifecycle
+    async def start(self) -> None:
+        self._adopt()
+        self._tasks = [
+            asyncio.create_task(self.callbacks.run(), name="api-callbacks"),
+            asyncio.create_task(self._watch(), name="api-watch"),
+        ]
+
+    async def stop(self) -> None:
+        """Stop the API's own tasks; the workers keep running (they are re-adopted)."""
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait_for(t, 5.0)
+        self.store.close()
+
+    def _adopt(self) -> None:
+        for p in self.store.active_processors():
+            worker = self.store.worker(p.sid)
+            if worker is not None and self.launcher.adopt(worker[1]):
+                log.info("adopted worker of %s (pid %s)", p.sid, worker[1].get("pid"))
+                continue
+            log.warning("worker of %s died while the API was down: failed", p.sid)
+            self.processor_event(
+                p.sid,
+                r.ProcessorEvent.WORKER_LOST,
+                message="the worker exited while the API was not running",
+            )
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(WATCH_PERIOD)
+            try:
+                self._check()
+            except Exception:
+                log.exception("watcher")
+
+    def _check(self) -> None:
+        now = time.time()
+        for p in self.store.active_processors():
+            if now >= p.date_created + p.max_duration:
+                self.processor_event(p.sid, r.ProcessorEvent.MAX_DURATION)
+                continue
+            worker = self.store.worker(p.sid)
+            if worker is None or not self.launcher.alive(worker[1]):
+                code = self.launcher.exit_code(worker[1]) if worker else None
+                self.processor_event(
+                    p.sid,
+                    r.ProcessorEvent.WORKER_LOST,
+                    message=f"the worker exited (code {code}) without reporting an end",
+                )
+        for s in self.store.active_streamers():
+            if now >= s.date_created + s.max_duration:
+                self.streamer_event(s.sid, r.StreamerEvent.MAX_DURATION)
+        for sid, since in list(self._stopping.items()):
+            worker = self.store.worker(sid)
+            if worker is None or not self.launcher.alive(worker[1]):
+                self._finished(sid)
+            elif now - since > STOP_GRACE:
+                log.warning("worker of %s ignored SIGTERM for %.0f s: killed", sid, STOP_GRACE)
+                self.launcher.kill(worker[1])
+
+    def _finished(self, sid: str) -> None:
+        """The worker of a finished processor has exited: tidy up after it."""
+        self._stopping.pop(sid, None)
+        worker = self.store.worker(sid)
+        if worker is not None:
+            self.launcher.forget(sid, worker[1])
+        p = self.store.processor(sid)
+        if p is not None:
+            for vj in p.streamer_sids():
+                _end_playlist(self.hls_dir / vj / "index.m3u8")
+            self._complete_recordings(p)
+
+    # ----------------------------------------------------------------- state changes
+    def processor_event(
+        self,
+        sid: str,
+        event: r.ProcessorEvent,
+        reason: str | None = None,
+        message: str | None = None,
+    ) -> None:
+        p = self.store.processor(sid)
+        if p is None:
+            return
+        now = time.time()
+        step = r.processor_step(p, event, now, reason, message)
+        if step.processor == p:
+            return
+        events = [e.event for e in step.effects if isinstance(e, r.Callback)]
+        self.store.save_processor(step.processor, events, now)
+        log.info(
+            "processor %s: %s -> %s (%s)",
+            sid,
+            p.status.value,
+            step.processor.status.value,
+            step.processor.ended_reason or event.value,
+        )
+        for effect in step.effects:
+            if isinstance(effect, r.StopWorker):
+                worker = self.store.worker(sid)
+                if worker is not None and self.launcher.alive(worker[1]):
+                    self.launcher.stop(worker[1])
+                    self._stopping[sid] = now
+                else:
+                    self._finished(sid)
+            elif isinstance(effect, r.StartStreamers):
+                for vj in p.streamer_sids():
+                    self.streamer_event(vj, r.StreamerEvent.SOURCE_STARTED)
+            elif isinstance(effect, r.EndStreamers):
+                for vj in p.streamer_sids():
+                    self.streamer_event(vj, r.StreamerEvent.SOURCE_ENDED, effect.reason)
+        if step.processor.status is not r.ProcessorStatus.STARTED and sid not in self._stopping:
+            worker = self.store.worker(sid)
+            if worker is None or not self.launcher.alive(worker[1]):
+                self._finished(sid)
+            else:
+                self._stopping[sid] = now
+        self.callbacks.wake()
+
+    def streamer_event(self, sid: str, event: r.StreamerEvent, reason: str | None = None) -> None:
+        s = self.store.streamer(sid)
+        if s is None:
+            return
+        now = time.time()
+        step = r.streamer_step(s, event, now, reason)
+        if step.streamer == s:
+            return
+        events = [e.event for e in step.effects if isinstance(e, r.Callback)]
+        self.store.save_streamer(step.streamer, events, now)
+        self.callbacks.wake()
+
+    # ----------------------------------------------------------------- worker side
+    def worker_key(self, sid: str) -> str:
+        mac = hmac.new(self.auth_token.encode(), b"worker-status:" + sid.encode(), "sha256")
+        return mac.hexdigest()
+
+    def launch(self, p: r.MediaProcessor) -> None:
+        env = {
+            "MIXER_HLS_DIR": str(self.hls_dir),
+            "MIXER_STATUS_CALLBACK_URL": f"{self.internal_url}/internal/workers/{p.sid}/status"
+            f"?key={self.worker_key(p.sid)}",
+        }
+        ctx = parse_context(p.extension_context)
+        for spec in ctx.output_specs:
+            if spec.kind == "file":
+                path = (
+                    spec.path if spec.path.is_absolute() else self.launcher.work / p.sid / spec.path
+                )
+                self.store.insert_recording(
+                    r.MediaRecording(
+                        sid=r.new_sid(r.RECORDING_PREFIX),
+                        account_sid=p.account_sid,
+                        processor_sid=p.sid,
+                        source_sid=None,
+                        status=r.RecordingStatus.PROCESSING,
+                        path=str(path),
+                        format=spec.path.suffix.lstrip(".").lower(),
+                        duration=None,
+                        media_size=None,
+                        date_created=p.date_created,
+                        date_updated=p.date_created,
+                    )
+                )
+        try:
+            handle = self.launcher.start(p.sid, p.extension_context, env)
+        except OSError as exc:
+            log.error("processor %s: cannot launch its worker: %s", p.sid, exc)
+            self.processor_event(p.sid, r.ProcessorEvent.LAUNCH_FAILED, message=str(exc))
+            return
+        self.store.set_worker(p.sid, self.launcher.name, handle)
+        log.info("processor %s: worker pid %s", p.sid, handle.get("pid"))
+
+    def _complete_recordings(self, p: r.MediaProcessor) -> None:
+        recs, _ = self.store.recordings(processor_sid=p.sid, limit=100)
+        for rec in recs:
+            if rec.status is not r.RecordingStatus.PROCESSING:
+                continue
+            path = Path(rec.path)
+            ok = path.is_file() and path.stat().st_size > 0
+            self.store.save_recording(
+                r.MediaRecording(
+                    **{
+                        **rec.__dict__,
+                        "status": r.RecordingStatus.COMPLETED if ok else r.RecordingStatus.FAILED,
+                        "media_size": path.stat().st_size if ok else None,
+                        "duration": round(p.date_updated - p.date_created),
+                        "date_updated": time.time(),
+                    }
+                )
+            )
+
+
+def _end_playlist(path: Path) -> None:
+    """A worker that died leaves its playlist open: end it, so players stop."""
+    try:
+        text = path.read_text()
+    except OSError:
+        return
+    if "#EXT-X-ENDLIST" not in text:
+        path.write_text(text.rstrip("\n") + "\n#EXT-X-ENDLIST\n")
+
+
+# --------------------------------------------------------------------------- HTTP
+PLANE: web.AppKey[ControlPlane] = web.AppKey("plane", ControlPlane)
+
+
+def _json(body: dict[str, Any], status: int = 200) -> web.Response:
+    return web.json_response(body, status=status)
+
+
+def _error(err: r.ApiError) -> web.Response:
+    return web.json_response(err.body(), status=err.status)
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Any) -> web.StreamResponse:
+    try:
+        response: web.StreamResponse = await handler(request)
+        return response
+    except r.ApiError as err:
+        return _error(err)
+
+
+def _authorized(plane: ControlPlane, header: str | None) -> bool:
+    if not header or not header.startswith("Basic "):
+        return False
+    try:
+        user, _, password = base64.b64decode(header[6:]).decode().partition(":")
+    except (ValueError, UnicodeDecodeError):
+        return False
+    if user == plane.cfg.account_sid:
+        expected = plane.auth_token
+    elif user in plane.keys:
+        expected = plane.keys[user]
+    else:
+        return False
+    return hmac.compare_digest(password.encode(), expected.encode())
+
+
+@web.middleware
+async def _auth(request: web.Request, handler: Any) -> web.StreamResponse:
+    if request.path.startswith("/v1/") and not _authorized(
+        request.app[PLANE], request.headers.get("Authorization")
+    ):
+        response = _error(r.unauthorized())
+        response.headers["WWW-Authenticate"] = 'Basic realm="mixer-ext"'
+        return response
+    result: web.StreamResponse = await handler(request)
+    return result
+
+
+async def _form(request: web.Request) -> dict[str, str]:
+    if request.method == "GET":
+        return dict(request.query)
+    data = await request.post()
+    return {k: str(v) for k, v in data.items()}
+
+
+def _resource_path(request: web.Request) -> str:
+    return request.path.removeprefix("/v1")
+
+
+# ----------------------------------------------------------------- MediaProcessors
+async def create_processor(request: web.Request) -> web.Response:
+    plane = request.app[PLANE]
+    req = r.parse_processor_create(await _form(request))
+    for i, out in enumerate(req.context.outputs):
+        if r.is_sid(r.STREAMER_PREFIX, out):
+            s = plane.store.streamer(out)
+            if s is None:
+                raise r.bad_request(
+                    f"ExtensionContext: outputs[{i}]: PlayerStreamer {out} not found"
+                )
+            if s.status not in r.ACTIVE_STREAMER:
+                raise r.bad_request(
+                    f"ExtensionContext: outputs[{i}]: PlayerStreamer {out} is {s.status.value}"
+                )
+    if plane.store.count_active_processors() >= plane.cfg.api_max_processors:
+        raise r.too_many(
+            f"Too many active MediaProcessors (at most {plane.cfg.api_max_processors}, "
+            "MIXER_API_MAX_PROCESSORS); end one first"
+        )
+    now = time.time()
+    p = r.MediaProcessor(
+        sid=r.new_sid(r.PROCESSOR_PREFIX),
+        account_sid=plane.cfg.account_sid,
+        extension=req.extension,
+        extension_context=req.extension_context,
+        status=r.ProcessorStatus.STARTED,
+        ended_reason=None,
+        error_message=None,
+        status_callback=req.status_callback,
+        status_callback_method=req.status_callback_method,
+        max_duration=req.max_duration,
+        date_created=now,
+        date_updated=now,
+    )
+    plane.store.insert_processor(p)
+    plane.launch(p)
+    current = plane.store.processor(p.sid) or p
+    return _json(r.render_processor(current, plane.public_url), 201)
+
+
+def _processor_or_404(request: web.Request) -> r.MediaProcessor:
+    p = request.app[PLANE].store.processor(request.match_info["sid"])
+    if p is None:
+        raise r.not_found(_resource_path(request))
+    return p
+
+
+async def fetch_processor(request: web.Request) -> web.Response:
+    return _json(r.render_processor(_processor_or_404(request), request.app[PLANE].public_url))
+
+
+async def update_processor(request: web.Request) -> web.Response:
+    plane = request.app[PLANE]
+    p = _processor_or_404(request)
+    r.parse_end_update(await _form(request))
+    plane.processor_event(p.sid, r.ProcessorEvent.END_REQUESTED)
+    return _json(r.render_processor(plane.store.processor(p.sid) or p, plane.public_url))
+
+
+async def list_processors(request: web.Request) -> web.Response:
+    plane = request.app[PLANE]
+    form = await _form(request)
+    status = r.parse_status_filter(form, [s.value for s in r.ProcessorStatus])
+    order = r.parse_order(form)
+    page = r.parse_page(form)
+    rows, nxt = plane.store.processors(
+        status=status, order=order, after=page.after, limit=page.page_size
+    )
+    return _json(
+        r.render_page(
+            key="media_processors",
+            public_url=plane.public_url,
+            path="MediaProcessors",
+            filters={"Status": status, "Order": form.get("Order")},
+            request=page,
+            records=[r.render_processor(p, plane.public_url) for p in rows],
+            next_key=nxt,
+        )
+    )
+
+
+# ----------------------------------------------------------------- PlayerStreamers
+async def create_streamer(request: web.Request) -> web.Response:
+    plane = request.app[PLANE]
+    req = r.parse_streamer_create(await _form(request))
+    now = time.time()
+    s = r.PlayerStreamer(
+        sid=r.new_sid(r.STREAMER_PREFIX),
+        account_sid=plane.cfg.account_sid,
+        video=req.video,
+        status=r.StreamerStatus.CREATED,
+        ended_reason=None,
+        status_callback=req.status_callback,
+        status_callback_method=req.status_callback_method,
+        max_duration=req.max_duration,
+        date_created=now,
+        date_updated=now,
+    )
+    plane.store.insert_streamer(s)
+    return _json(r.render_streamer(s, plane.public_url), 201)
+
+
+def _streamer_or_404(request: web.Request) -> r.PlayerStreamer:
+    s = request.app[PLANE].store.streamer(request.match_info["sid"])
+    if s is None:
+        raise r.not_found(_resource_path(request))
+    return s
+
+
+async def fetch_streamer(request: web.Request) -> web.Response:
+    return _json(r.render_streamer(_streamer_or_404(request), request.app[PLANE].public_url))
+
+
+async def update_streamer(request: web.Request) -> web.Response:
+    plane = request.app[PLANE]
+    s = _streamer_or_404(request)
+    r.parse_end_update(await _form(request))
+    plane.streamer_event(s.sid, r.StreamerEvent.END_REQUESTED)
+    return _json(r.render_streamer(plane.store.streamer(s.sid) or s, plane.public_url))
+
+
+async def list_streamers(request: web.Request) -> web.Response:
+    plane = request.app[PLANE]
+    form = await _form(request)
+    status = r.parse_status_filter(form, [s.value for s in r.StreamerStatus])
+    order = r.parse_order(form)
+    page = r.parse_page(form)
+    rows, nxt = plane.store.streamers(
+        status=status, order=order, after=page.after, limit=page.page_size
+    )
+    return _json(
+        r.render_page(
+            key="player_streamers",
+            public_url=plane.public_url,
+            path="PlayerStreamers",
+            filters={"Status": status, "Order": form.get("Order")},
+            request=page,
+            records=[r.render_streamer(s, plane.public_url) for s in rows],
+            next_key=nxt,
+        )
+    )
+
+
+async def create_grant(request: web.Request) -> web.Response:
+    plane = request.app[PLANE]
+    s = _streamer_or_404(request)
+    req = r.parse_grant_create(await _form(request))
+    if s.status not in r.ACTIVE_STREAMER:
+        raise r.bad_request(f"PlayerStreamer {s.sid} is {s.status.value}: nothing to play")
+    now = time.time()
+    token = mint_playback_token(plane.playback_key, s.sid, GRANT, req.allow_origin, now + req.ttl)
+    url = f"{plane.public_url}/hls/{s.sid}/index.m3u8?token={quote(token)}"
+    return _json(r.render_grant(s.sid, plane.cfg.account_sid, url, plane.public_url, now), 201)
+
+
+async def fetch_grant(request: web.Request) -> web.Response:
+    _streamer_or_404(request)
+    raise r.ApiError(405, r.CODE_METHOD, "Fetching a PlaybackGrant is not enabled; create one")
+
+
+# ----------------------------------------------------------------- MediaRecordings
+def _recording_or_404(request: web.Request) -> r.MediaRecording:
+    rec = request.app[PLANE].store.recording(request.match_info["sid"])
+    if rec is None:
+        raise r.not_found(_resource_path(request))
+    return rec
+
+
+async def list_recordings(request: web.Request) -> web.Response:
+    plane = request.app[PLANE]
+    form = await _form(request)
+    status = r.parse_status_filter(form, [s.value for s in r.RecordingStatus])
+    order = r.parse_order(form)
+    page = r.parse_page(form)
+    processor_sid = form.get("ProcessorSid") or None
+    source_sid = form.get("SourceSid") or None
+    rows, nxt = plane.store.recordings(
+        status=status,
+        processor_sid=processor_sid,
+        source_sid=source_sid,
+        order=order,
+        after=page.after,
+        limit=page.page_size,
+    )
+    return _json(
+        r.render_page(
+            key="media_recordings",
+            public_url=plane.public_url,
+            path="MediaRecordings",
+            filters={
+                "Status": status,
+                "ProcessorSid": processor_sid,
+                "SourceSid": source_sid,
+                "Order": form.get("Order"),
+            },
+            request=page,
+            records=[r.render_recording(x, plane.public_url) for x in rows],
+            next_key=nxt,
+        )
+    )
+
+
+async def fetch_recording(request: web.Request) -> web.Response:
+    return _json(r.render_recording(_recording_or_404(request), request.app[PLANE].public_url))
+
+
+async def delete_recording(request: web.Request) -> web.Response:
+    plane = request.app[PLANE]
+    rec = _recording_or_404(request)
+    if rec.status is r.RecordingStatus.PROCESSING:
+        raise r.ApiError(409, 20409, f"MediaRecording {rec.sid} is still being written")
+    await asyncio.to_thread(Path(rec.path).unlink, missing_ok=True)
+    plane.store.delete_recording(rec.sid)
+    return web.Response(status=204)
+
+
+async def recording_media(request: web.Request) -> web.StreamResponse:
+    rec = _recording_or_404(request)
+    path = Path(rec.path)
+    if rec.status is not r.RecordingStatus.COMPLETED or not await asyncio.to_thread(path.is_file):
+        raise r.ApiError(404, r.CODE_NOT_FOUND, f"MediaRecording {rec.sid} has no media yet")
+    return web.FileResponse(
+        path, headers={"Content-Disposition": f'attachment; filename="{rec.sid}.{rec.format}"'}
+    )
+
+
+# ----------------------------------------------------------------- playback
+def _cors(response: web.StreamResponse, origin: str | None) -> web.StreamResponse:
+    response.headers["Access-Control-Allow-Origin"] = origin or "*"
+    if origin:
+        response.headers["Vary"] = "Origin"
+    response.headers["Cache-Control"] = "no-cache"
+    return response
+
+
+def _forbidden(why: str) -> web.Response:
+    return web.Response(status=403, text=f"403 Forbidden: {why}\n")
+
+
+async def play_index(request: web.Request) -> web.StreamResponse:
+    """The grant's URL: checks the grant token, hands out the session credential."""
+    plane = request.app[PLANE]
+    sid = request.match_info["sid"]
+    s = plane.store.streamer(sid)
+    if s is None:
+        return _forbidden("unknown stream")
+    now = time.time()
+    try:
+        claims = check_playback_token(
+            plane.playback_key, request.query.get("token"), sid, (GRANT,), now
+        )
+    except TokenRefused as exc:
+        return _forbidden(str(exc))
+    expires = s.date_created + s.max_duration + SESSION_GRACE
+    session = mint_playback_token(plane.playback_key, sid, SESSION, claims.origin, expires)
+    body = (
+        "#EXTM3U\n#EXT-X-VERSION:3\n"
+        '#EXT-X-STREAM-INF:BANDWIDTH=160000,CODECS="mp4a.40.2"\n'
+        f"media.m3u8?session={quote(session)}\n"
+    )
+    return _cors(
+        web.Response(text=body, content_type="application/vnd.apple.mpegurl"), claims.origin
+    )
+
+
+def _session(request: web.Request) -> tuple[str, str | None] | web.Response:
+    plane = request.app[PLANE]
+    sid = request.match_info["sid"]
+    try:
+        claims = check_playback_token(
+            plane.playback_key, request.query.get("session"), sid, (SESSION,), time.time()
+        )
+    except TokenRefused as exc:
+        return _forbidden(str(exc))
+    return sid, claims.origin
+
+
+def _with_session(line: str, session: str) -> str:
+    if line.startswith("#"):
+        return re.sub(r'URI="([^"?]+)"', lambda m: f'URI="{m.group(1)}?session={session}"', line)
+    return f"{line}?session={session}" if line.strip() else line
+
+
+async def play_media(request: web.Request) -> web.StreamResponse:
+    checked = _session(request)
+    if isinstance(checked, web.Response):
+        return checked
+    sid, origin = checked
+    path = request.app[PLANE].hls_dir / sid / "index.m3u8"
+    try:
+        text = await asyncio.to_thread(path.read_text)
+    except OSError:
+        return _cors(web.Response(status=404, text="stream not started yet\n"), origin)
+    session = quote(request.query["session"])
+    body = "\n".join(_with_session(line, session) for line in text.splitlines()) + "\n"
+    return _cors(web.Response(text=body, content_type="application/vnd.apple.mpegurl"), origin)
+
+
+async def play_file(request: web.Request) -> web.StreamResponse:
+    checked = _session(request)
+    if isinstance(checked, web.Response):
+        return checked
+    sid, origin = checked
+    name = request.match_info["name"]
+    if not _SEGMENT.match(name):
+        return _cors(web.Response(status=404), origin)
+    path = request.app[PLANE].hls_dir / sid / name
+    if not path.is_file():
+        return _cors(web.Response(status=404), origin)
+    return _cors(web.FileResponse(path, headers={"Content-Type": "video/mp2t"}), origin)
+
+
+# ----------------------------------------------------------------- internal
+async def worker_status(request: web.Request) -> web.Response:
+    plane = request.app[PLANE]
+    sid = request.match_info["sid"]
+    if not hmac.compare_digest(request.query.get("key", ""), plane.worker_key(sid)):
+        return web.Response(status=403)
+    body = await request.json()
+    state = body.get("state")
+    events = {
+        "started": r.ProcessorEvent.WORKER_STARTED,
+        "ended": r.ProcessorEvent.WORKER_ENDED,
+        "failed": r.ProcessorEvent.WORKER_FAILED,
+    }
+    if state in events:
+        plane.processor_event(sid, events[state], body.get("reason"), body.get("detail"))
+    return web.Response(status=204)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.Response(text="ok\n")
+
+
+def build_app(plane: ControlPlane) -> web.Application:
+    app = web.Application(middlewares=[_errors, _auth], client_max_size=256 * 1024)
+    app[PLANE] = plane
+    add = app.router.add_route
+    add("POST", "/v1/MediaProcessors", create_processor)
+    add("GET", "/v1/MediaProcessors", list_processors)
+    add("GET", "/v1/MediaProcessors/{sid}", fetch_processor)
+    add("POST", "/v1/MediaProcessors/{sid}", update_processor)
+    add("POST", "/v1/PlayerStreamers", create_streamer)
+    add("GET", "/v1/PlayerStreamers", list_streamers)
+    add("GET", "/v1/PlayerStreamers/{sid}", fetch_streamer)
+    add("POST", "/v1/PlayerStreamers/{sid}", update_streamer)
+    add("POST", "/v1/PlayerStreamers/{sid}/PlaybackGrant", create_grant)
+    add("GET", "/v1/PlayerStreamers/{sid}/PlaybackGrant", fetch_grant)
+    add("GET", "/v1/MediaRecordings", list_recordings)
+    add("GET", "/v1/MediaRecordings/{sid}", fetch_recording)
+    add("DELETE", "/v1/MediaRecordings/{sid}", delete_recording)
+    add("GET", "/v1/MediaRecordings/{sid}/Media", recording_media)
+    add("GET", "/hls/{sid}/index.m3u8", play_index)
+    add("GET", "/hls/{sid}/media.m3u8", play_media)
+    add("GET", "/hls/{sid}/{name}", play_file)
+    add("POST", "/internal/workers/{sid}/status", worker_status)
+    add("GET", "/healthz", healthz)
+
+    async def not_found_json(request: web.Request) -> web.Response:
+        raise r.not_found(_resource_path(request))
+
+    app.router.add_route("*", "/v1/{tail:.*}", not_found_json)
+    return app
+
+
+# --------------------------------------------------------------------------- CLI
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Serve the Media v1 REST API (MediaProcessors, PlayerStreamers, PlaybackGrants, "
+        "MediaRecordings) that the official twilio client speaks: point "
+        "client.media.base_url at this server. Each MediaProcessor runs as a "
+        "`mixer-ext run` worker; its HLS is served here under /hls/. Needs "
+        "MIXER_AUTH_TOKEN (and MIXER_ACCOUNT_SID, optionally MIXER_API_KEYS); state lives in "
+        "MIXER_API_DATABASE (default MIXER_API_DATA_DIR/api.db). Stopping the API leaves "
+        "the workers running; the next start adopts them."
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument("--port", type=int, default=8080, help="port to listen on")
+
+
+async def serve(cfg: ApiSettings, host: str, port: int) -> None:
+    plane = ControlPlane(cfg, host, port)
+    runner = web.AppRunner(build_app(plane), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    await plane.start()
+    log.info("api listening on http://%s:%d (public URL %s)", host, port, plane.public_url)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+        await plane.stop()
+
+
+def main(args: argparse.Namespace, settings: Settings) -> int:
+    cfg = load_api_settings()
+    asyncio.run(serve(cfg, args.host, args.port))
+    return 0

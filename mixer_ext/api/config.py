@@ -1,0 +1,73 @@
+"""The control plane's settings (``MIXER_*``), read beside the worker's own ``Settings``.
+
+The credentials are shared with the room server: ``MIXER_ACCOUNT_SID`` (``AC`` + 32 hex),
+``MIXER_AUTH_TOKEN`` and ``MIXER_API_KEYS`` (comma-separated ``SK…:secret`` pairs).
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from pathlib import Path
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from mixer_ext.errors import ConfigError, describe_validation_error
+
+
+class LauncherKind(StrEnum):
+    LOCAL = "local"
+    KUBERNETES = "kubernetes"
+
+
+class ApiSettings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="MIXER_", extra="ignore", case_sensitive=False, validate_default=True
+    )
+
+    account_sid: str = Field("AC" + "0" * 32, pattern=r"^AC[0-9a-fA-F]{32}$")
+    auth_token: SecretStr | None = None
+    #: ``SK…:secret`` pairs, comma-separated
+    api_keys: SecretStr | None = None
+    #: the base of every URL the API hands out (None: http://HOST:PORT it listens on)
+    api_public_url: str | None = None
+    api_data_dir: Path = Path("./mixer-api-data")
+    #: the SQLite file (None: api.db in the data directory)
+    api_database: Path | None = None
+    api_max_processors: int = Field(10, ge=1, le=10_000)
+    api_launcher: LauncherKind = LauncherKind.LOCAL
+
+    @field_validator("api_public_url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^https?://[^/\s]+(/\S*)?$", v):
+            raise ValueError("must be an http(s) URL such as https://media.example.com")
+        return v.rstrip("/") if v else v
+
+    def keys(self) -> dict[str, str]:
+        """API key SID -> secret; raises ConfigError on a malformed pair (secret never shown)."""
+        out: dict[str, str] = {}
+        if self.api_keys is None:
+            return out
+        for i, pair in enumerate(p for p in self.api_keys.get_secret_value().split(",") if p):
+            sid, sep, secret = pair.strip().partition(":")
+            if not sep or not re.match(r"^SK[0-9a-fA-F]{32}$", sid) or not secret:
+                raise ConfigError(f"MIXER_API_KEYS: pair {i} is not SK + 32 hex ':' secret")
+            out[sid] = secret
+        return out
+
+    @property
+    def database(self) -> Path:
+        return self.api_database or self.api_data_dir / "api.db"
+
+
+def load_api_settings() -> ApiSettings:
+    try:
+        settings = ApiSettings()
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc, prefix="MIXER_", upper=True)) from None
+    if settings.auth_token is None:
+        raise ConfigError("MIXER_AUTH_TOKEN is required: the API refuses to run unauthenticated")
+    settings.keys()
+    return settings
