@@ -63,7 +63,9 @@ _SEGMENT = re.compile(r"^[A-Za-z0-9._-]+\.(ts|m3u8|m4s|mp4|aac)$")
 class ControlPlane:
     """The API's state and its reactions; owns the watcher and callback tasks."""
 
-    def __init__(self, cfg: ApiSettings, host: str, port: int) -> None:
+    def __init__(
+        self, cfg: ApiSettings, host: str, port: int, launcher: LocalLauncher | None = None
+    ) -> None:
         self.cfg = cfg
         self.public_url = cfg.api_public_url or f"http://{host}:{port}"
         self.internal_url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
@@ -74,7 +76,7 @@ class ControlPlane:
         self.hls_dir = self.data_dir / "hls"
         self.hls_dir.mkdir(parents=True, exist_ok=True)
         self.store = Store(cfg.database)
-        self.launcher = LocalLauncher(self.data_dir)
+        self.launcher = launcher or LocalLauncher(self.data_dir)
         self.playback_key = playback_key(self.auth_token)
         self.callbacks = CallbackDispatcher(self.store, self.auth_token)
         self._tasks: list[asyncio.Task[None]] = []

@@ -17,6 +17,7 @@ import time
 from urllib.parse import urlencode
 
 import aiohttp
+import yarl
 
 from mixer_ext.api.signing import twilio_signature
 from mixer_ext.api.store import PendingCallback, Store
@@ -80,7 +81,8 @@ class CallbackDispatcher:
             if cb.method == "GET":
                 url = cb.url + ("&" if "?" in cb.url else "?") + urlencode(cb.params)
                 headers["X-Twilio-Signature"] = twilio_signature(self.auth_token, url, None)
-                request = session.get(url, headers=headers)
+                # sent byte for byte as signed (yarl would re-quote it otherwise)
+                request = session.get(yarl.URL(url, encoded=True), headers=headers)
             else:
                 headers["X-Twilio-Signature"] = twilio_signature(self.auth_token, cb.url, cb.params)
                 request = session.post(cb.url, data=cb.params, headers=headers)

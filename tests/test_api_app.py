@@ -1,0 +1,219 @@
+"""The API's handlers in-process: errors, limits, recordings, and callback delivery.
+
+A unit test of the code around the launcher: ``RecordingLauncher`` below stands in for
+the worker processes (it starts nothing and records what it was asked), so the 429 cap,
+the MediaRecordings lifecycle and the worker-report path are checked without launching
+real workers; tests/test_api_e2e.py runs the real ones. Callback delivery goes to a real
+HTTP server on loopback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from twilio.request_validator import RequestValidator
+
+from mixer_ext.api.app import ControlPlane, build_app
+from mixer_ext.api.callbacks import CallbackDispatcher
+from mixer_ext.api.config import ApiSettings
+from mixer_ext.api.launcher import LocalLauncher
+from mixer_ext.api.store import Store
+from tests.test_api_resources import processor
+
+ACCOUNT = "AC" + "2" * 32
+TOKEN = "unit-auth-token"
+KEY_SID = "SK" + "3" * 32
+
+
+class RecordingLauncher(LocalLauncher):
+    """Starts no process: records start/stop calls (unit-test stand-in, see docstring)."""
+
+    def __init__(self, data_dir: Path) -> None:
+        super().__init__(data_dir)
+        self.started: list[str] = []
+        self.stopped: list[dict[str, Any]] = []
+        self.running: set[int] = set()
+
+    def start(self, sid: str, context_text: str, env: dict[str, str]) -> dict[str, Any]:
+        self.started.append(sid)
+        pid = 10_000 + len(self.started)
+        self.running.add(pid)
+        return {"pid": pid, "start_time": 1}
+
+    def stop(self, handle: dict[str, Any]) -> None:
+        self.stopped.append(handle)
+        self.running.discard(handle["pid"])
+
+    def alive(self, handle: dict[str, Any]) -> bool:
+        return handle["pid"] in self.running
+
+    adopt = alive
+
+
+async def _client(tmp_path: Path, **cfg: Any) -> tuple[TestClient[Any, Any], ControlPlane]:
+    settings = ApiSettings(
+        account_sid=ACCOUNT,
+        auth_token=TOKEN,
+        api_keys=f"{KEY_SID}:key-secret",
+        api_data_dir=tmp_path,
+        api_public_url="https://media.example.com",
+        **cfg,
+    )
+    plane = ControlPlane(settings, "127.0.0.1", 0, RecordingLauncher(tmp_path))
+    client = TestClient(TestServer(build_app(plane)))
+    await client.start_server()
+    return client, plane
+
+
+AUTH = aiohttp.BasicAuth(ACCOUNT, TOKEN)  # what the twilio client sends
+
+
+async def test_errors_are_twilio_shaped(tmp_path: Path) -> None:
+    client, plane = await _client(tmp_path)
+    try:
+        resp = await client.get("/v1/PlayerStreamers")
+        assert resp.status == 401 and (await resp.json())["code"] == 20003
+        resp = await client.get("/v1/PlayerStreamers", auth=aiohttp.BasicAuth(ACCOUNT, "no"))
+        assert resp.status == 401
+        resp = await client.get(
+            "/v1/PlayerStreamers", auth=aiohttp.BasicAuth(KEY_SID, "key-secret")
+        )
+        assert resp.status == 200
+        body = await (await client.get("/v1/PlayerStreamers/VJ" + "0" * 32, auth=AUTH)).json()
+        assert body == {
+            "code": 20404,
+            "message": f"The requested resource /PlayerStreamers/VJ{'0' * 32} was not found",
+            "more_info": "https://www.twilio.com/docs/errors/20404",
+            "status": 404,
+        }
+        vj = (await (await client.post("/v1/PlayerStreamers", auth=AUTH)).json())["sid"]
+        resp = await client.post(
+            f"/v1/PlayerStreamers/{vj}/PlaybackGrant", data={"Ttl": "61"}, auth=AUTH
+        )
+        assert resp.status == 400 and "Ttl" in (await resp.json())["message"]
+        resp = await client.get("/v1/PlayerStreamers", params={"PageSize": "1001"}, auth=AUTH)
+        assert resp.status == 400
+        page = await (await client.get("/v1/PlayerStreamers", auth=AUTH)).json()
+        assert page["meta"]["url"].startswith("https://media.example.com/v1/PlayerStreamers?")
+        # an ended streamer cannot be an output
+        await client.post(f"/v1/PlayerStreamers/{vj}", data={"Status": "ended"}, auth=AUTH)
+        ctx = json.dumps({"room": {"name": "r"}, "outputs": [vj]})
+        resp = await client.post(
+            "/v1/MediaProcessors",
+            data={"Extension": "audio-mixer-v1", "ExtensionContext": ctx},
+            auth=AUTH,
+        )
+        assert resp.status == 400 and "is ended" in (await resp.json())["message"]
+    finally:
+        await client.close()
+        plane.store.close()
+
+
+async def test_processor_cap_and_recordings(tmp_path: Path) -> None:
+    client, plane = await _client(tmp_path, api_max_processors=1)
+    launcher = plane.launcher
+    assert isinstance(launcher, RecordingLauncher)
+    try:
+        ctx = json.dumps({"room": {"name": "r"}, "outputs": ["file:mix.m4a"]})
+        form = {"Extension": "audio-mixer-v2", "ExtensionContext": ctx}
+        resp = await client.post("/v1/MediaProcessors", data=form, auth=AUTH)
+        assert resp.status == 201
+        zx = (await resp.json())["sid"]
+        resp = await client.post("/v1/MediaProcessors", data=form, auth=AUTH)
+        assert resp.status == 429 and (await resp.json())["code"] == 20429
+        assert launcher.started == [zx]
+
+        recs = await (
+            await client.get("/v1/MediaRecordings", params={"ProcessorSid": zx}, auth=AUTH)
+        ).json()
+        (rec,) = recs["media_recordings"]
+        assert rec["status"] == "processing" and rec["processor_sid"] == zx
+        resp = await client.delete(f"/v1/MediaRecordings/{rec['sid']}", auth=AUTH)
+        assert resp.status == 409  # still being written
+
+        # the worker reports through its keyed URL; a wrong key is refused
+        resp = await client.post(f"/internal/workers/{zx}/status?key=bad", json={"state": "ended"})
+        assert resp.status == 403
+        (launcher.work / zx).mkdir()
+        (launcher.work / zx / "mix.m4a").write_bytes(b"\0" * 1000)
+        url = f"/internal/workers/{zx}/status?key={plane.worker_key(zx)}"
+        assert (await client.post(url, json={"state": "started"})).status == 204
+        launcher.running.clear()  # the worker exits after its report
+        await client.post(url, json={"state": "ended", "reason": "max-participant-duration"})
+        mp = await (await client.get(f"/v1/MediaProcessors/{zx}", auth=AUTH)).json()
+        assert (mp["status"], mp["ended_reason"]) == ("ended", "max-participant-duration")
+
+        rec = await (await client.get(f"/v1/MediaRecordings/{rec['sid']}", auth=AUTH)).json()
+        assert rec["status"] == "completed" and rec["media_size"] == 1000
+        media = await client.get(f"/v1/MediaRecordings/{rec['sid']}/Media", auth=AUTH)
+        assert media.status == 200 and len(await media.read()) == 1000
+        resp = await client.delete(f"/v1/MediaRecordings/{rec['sid']}", auth=AUTH)
+        assert resp.status == 204
+        assert not (launcher.work / zx / "mix.m4a").exists()
+        # the slot is free again
+        assert (await client.post("/v1/MediaProcessors", data=form, auth=AUTH)).status == 201
+    finally:
+        await client.close()
+        plane.store.close()
+
+
+async def test_callbacks_retry_in_order_and_sign_get(tmp_path: Path) -> None:
+    got: list[tuple[str, str, dict[str, str], str]] = []
+    fail_first = {"n": 1}
+
+    async def hook(request: web.Request) -> web.Response:
+        if fail_first["n"]:
+            fail_first["n"] -= 1
+            return web.Response(status=500)
+        form = dict(await request.post()) if request.method == "POST" else {}
+        got.append(
+            (
+                request.method,
+                str(request.url),
+                {k: str(v) for k, v in form.items()},
+                request.headers["X-Twilio-Signature"],
+            )
+        )
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_route("*", "/hook", hook)
+    server = TestServer(app)
+    await server.start_server()
+    store = Store(tmp_path / "cb.db")
+    post = processor(status_callback=str(server.make_url("/hook")))
+    get = processor(status_callback=str(server.make_url("/hook?x=1")), status_callback_method="GET")
+    for p in (post, get):
+        store.insert_processor(p)
+    store.save_processor(post, ["media-processor-started", "media-processor-ended"])
+    store.save_processor(get, ["media-processor-started"])
+    dispatcher = CallbackDispatcher(store, TOKEN)
+    import mixer_ext.api.callbacks as cbmod
+
+    cbmod.FIRST_RETRY = 0.1  # fast retries for the test
+    task = asyncio.create_task(dispatcher.run())
+    try:
+        deadline = time.monotonic() + 10
+        while len(got) < 3 and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        cbmod.FIRST_RETRY = 1.0
+        await server.close()
+        store.close()
+    assert len(got) == 3, got
+    validator = RequestValidator(TOKEN)
+    for method, url, form, sig in got:
+        assert validator.validate(url, form, sig), (method, url)
+    posts = [f["StatusCallbackEvent"] for m, _, f, _ in got if m == "POST"]
+    assert posts == ["media-processor-started", "media-processor-ended"]  # order kept over a retry
+    (get_url,) = [u for m, u, _, _ in got if m == "GET"]
+    assert "x=1" in get_url and "StatusCallbackEvent=media-processor-started" in get_url
