@@ -70,4 +70,9 @@ def load_api_settings() -> ApiSettings:
     if settings.auth_token is None:
         raise ConfigError("MIXER_AUTH_TOKEN is required: the API refuses to run unauthenticated")
     settings.keys()
+    if settings.api_launcher is LauncherKind.KUBERNETES:
+        raise ConfigError(
+            "MIXER_API_LAUNCHER=kubernetes: the Job launcher (mixer_ext/api/kube.py) is not "
+            "wired into the API yet; use local"
+        )
     return settings
