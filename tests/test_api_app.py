@@ -217,3 +217,39 @@ async def test_callbacks_retry_in_order_and_sign_get(tmp_path: Path) -> None:
     assert posts == ["media-processor-started", "media-processor-ended"]  # order kept over a retry
     (get_url,) = [u for m, u, _, _ in got if m == "GET"]
     assert "x=1" in get_url and "StatusCallbackEvent=media-processor-started" in get_url
+
+
+async def test_a_worker_that_died_while_the_api_was_down_is_failed(tmp_path: Path) -> None:
+    client, plane = await _client(tmp_path)
+    ctx = json.dumps({"room": {"name": "r"}, "outputs": ["hls:a"]})
+    form = {"Extension": "audio-mixer-v1", "ExtensionContext": ctx}
+    try:
+        kept = (await (await client.post("/v1/MediaProcessors", data=form, auth=AUTH)).json())[
+            "sid"
+        ]
+        died = (await (await client.post("/v1/MediaProcessors", data=form, auth=AUTH)).json())[
+            "sid"
+        ]
+    finally:
+        await client.close()
+        plane.store.close()
+    launcher = plane.launcher
+    assert isinstance(launcher, RecordingLauncher)
+    # the API restarts: one worker is still running, the other died meanwhile
+    survivor = next(p for p in launcher.running if p == 10_001)
+    settings = plane.cfg
+    again = RecordingLauncher(tmp_path)
+    again.running = {survivor}
+    restarted = ControlPlane(settings, "127.0.0.1", 0, again)
+    restarted._adopt()
+    try:
+        a = restarted.store.processor(kept)
+        b = restarted.store.processor(died)
+        assert a is not None and a.status.value == "started"
+        assert b is not None and (b.status.value, b.ended_reason) == (
+            "failed",
+            "internal-service-error",
+        )
+        assert b.error_message and "not running" in b.error_message
+    finally:
+        restarted.store.close()
