@@ -253,3 +253,33 @@ async def test_a_worker_that_died_while_the_api_was_down_is_failed(tmp_path: Pat
         assert b.error_message and "not running" in b.error_message
     finally:
         restarted.store.close()
+
+
+async def test_grant_origin_becomes_cors_origin(tmp_path: Path) -> None:
+    client, plane = await _client(tmp_path)
+    try:
+        vj = (await (await client.post("/v1/PlayerStreamers", auth=AUTH)).json())["sid"]
+        resp = await client.post(
+            f"/v1/PlayerStreamers/{vj}/PlaybackGrant",
+            data={"AccessControlAllowOrigin": "https://listen.example.com"},
+            auth=AUTH,
+        )
+        assert resp.status == 201
+        url = (await resp.json())["grant"]["playbackUrl"]
+        assert url.startswith(f"https://media.example.com/hls/{vj}/index.m3u8?token=")
+        master = await client.get(url.removeprefix("https://media.example.com"))
+        assert master.status == 200
+        assert master.headers["Access-Control-Allow-Origin"] == "https://listen.example.com"
+        text = await master.text()
+        media_uri = next(ln for ln in text.splitlines() if ln and ln[0] != "#")
+        media = await client.get(f"/hls/{vj}/{media_uri}")
+        assert media.status == 404  # no stream written yet, but the session was accepted
+        assert media.headers["Access-Control-Allow-Origin"] == "https://listen.example.com"
+        # a grant without an origin: any origin
+        resp = await client.post(f"/v1/PlayerStreamers/{vj}/PlaybackGrant", auth=AUTH)
+        url = (await resp.json())["grant"]["playbackUrl"]
+        master = await client.get(url.removeprefix("https://media.example.com"))
+        assert master.headers["Access-Control-Allow-Origin"] == "*"
+    finally:
+        await client.close()
+        plane.store.close()
