@@ -111,6 +111,15 @@ async def test_errors_are_twilio_shaped(tmp_path: Path) -> None:
             auth=AUTH,
         )
         assert resp.status == 400 and "is ended" in (await resp.json())["message"]
+        # one source per PlayerStreamer
+        vj2 = (await (await client.post("/v1/PlayerStreamers", auth=AUTH)).json())["sid"]
+        form = {
+            "Extension": "audio-mixer-v1",
+            "ExtensionContext": json.dumps({"room": {"name": "r"}, "outputs": [vj2]}),
+        }
+        assert (await client.post("/v1/MediaProcessors", data=form, auth=AUTH)).status == 201
+        resp = await client.post("/v1/MediaProcessors", data=form, auth=AUTH)
+        assert resp.status == 400 and "already has an active" in (await resp.json())["message"]
     finally:
         await client.close()
         plane.store.close()

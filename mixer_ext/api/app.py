@@ -361,6 +361,11 @@ async def create_processor(request: web.Request) -> web.Response:
                 raise r.bad_request(
                     f"ExtensionContext: outputs[{i}]: PlayerStreamer {out} is {s.status.value}"
                 )
+            if any(out in p.streamer_sids() for p in plane.store.active_processors()):
+                raise r.bad_request(
+                    f"ExtensionContext: outputs[{i}]: PlayerStreamer {out} already has an "
+                    "active MediaProcessor"
+                )
     if plane.store.count_active_processors() >= plane.cfg.api_max_processors:
         raise r.too_many(
             f"Too many active MediaProcessors (at most {plane.cfg.api_max_processors}, "
