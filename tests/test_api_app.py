@@ -292,3 +292,37 @@ async def test_grant_origin_becomes_cors_origin(tmp_path: Path) -> None:
     finally:
         await client.close()
         plane.store.close()
+
+
+async def test_own_client_takes_the_users_path(tmp_path: Path) -> None:
+    from mixer_ext.api.client import MediaApiClient, MediaApiError
+
+    client, plane = await _client(tmp_path)
+    base = str(client.make_url("/")).rstrip("/")
+    try:
+        async with MediaApiClient(base, ACCOUNT, TOKEN) as api:
+            vj = (await api.create_player_streamer())["sid"]
+            zx = (
+                await api.create_media_processor(
+                    "audio-mixer-v1", {"room": {"name": "r"}, "outputs": [vj]}
+                )
+            )["sid"]
+            grant = await api.create_playback_grant(vj)
+            assert grant["grant"]["playerStreamerSid"] == vj
+            assert (await api.end_media_processor(zx))["ended_reason"] == "ended-via-api"
+            try:
+                await api.create_media_processor("nope", {"room": {"name": "r"}, "outputs": [vj]})
+            except MediaApiError as exc:
+                assert exc.status == 400 and "nope" in str(exc)
+            else:
+                raise AssertionError("an unknown extension was accepted")
+        async with MediaApiClient(base, ACCOUNT, "wrong") as api:
+            try:
+                await api.fetch_media_processor(zx)
+            except MediaApiError as exc:
+                assert exc.status == 401
+            else:
+                raise AssertionError("wrong credentials were accepted")
+    finally:
+        await client.close()
+        plane.store.close()
