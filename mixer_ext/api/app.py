@@ -47,7 +47,7 @@ from mixer_ext.api.signing import (
 )
 from mixer_ext.api.store import Store
 from mixer_ext.context import parse_context
-from mixer_ext.settings import Settings
+from mixer_ext.settings import Settings, default_player_dir
 
 log = logging.getLogger("mixer_ext.api")
 
@@ -686,7 +686,7 @@ async def healthz(request: web.Request) -> web.Response:
     return web.Response(text="ok\n")
 
 
-def build_app(plane: ControlPlane) -> web.Application:
+def build_app(plane: ControlPlane, player_dir: Path | None = None) -> web.Application:
     app = web.Application(middlewares=[_errors, _auth], client_max_size=256 * 1024)
     app[PLANE] = plane
     add = app.router.add_route
@@ -709,6 +709,21 @@ def build_app(plane: ControlPlane) -> web.Application:
     add("GET", "/hls/{sid}/{name}", play_file)
     add("POST", "/internal/workers/{sid}/status", worker_status)
     add("GET", "/healthz", healthz)
+    # the player page: /player/?token=<player access token> or ?src=<playbackUrl>
+    root = (player_dir or default_player_dir()).resolve()
+    if (root / "index.html").is_file():
+
+        async def player_page(request: web.Request) -> web.FileResponse:
+            return web.FileResponse(root / "index.html", headers={"Cache-Control": "no-cache"})
+
+        async def player_redirect(request: web.Request) -> web.Response:
+            raise web.HTTPFound(
+                "/player/" + (f"?{request.query_string}" if request.query_string else "")
+            )
+
+        add("GET", "/player", player_redirect)
+        add("GET", "/player/", player_page)
+        app.router.add_static("/player/", root)
 
     async def not_found_json(request: web.Request) -> web.Response:
         raise r.not_found(_resource_path(request))
@@ -732,9 +747,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=8080, help="port to listen on")
 
 
-async def serve(cfg: ApiSettings, host: str, port: int) -> None:
+async def serve(cfg: ApiSettings, host: str, port: int, player_dir: Path | None = None) -> None:
     plane = ControlPlane(cfg, host, port)
-    runner = web.AppRunner(build_app(plane), access_log=None)
+    runner = web.AppRunner(build_app(plane, player_dir), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
     await plane.start()
@@ -753,5 +768,5 @@ async def serve(cfg: ApiSettings, host: str, port: int) -> None:
 
 def main(args: argparse.Namespace, settings: Settings) -> int:
     cfg = load_api_settings()
-    asyncio.run(serve(cfg, args.host, args.port))
+    asyncio.run(serve(cfg, args.host, args.port, settings.player_dir))
     return 0
