@@ -9,7 +9,7 @@ write, and then it notices changes by polling the playlist's ``stat()``
 (every ``poll_interval`` seconds, only while requests are held).
 
 Per stream, per change of the playlist, the origin reads the file once,
-parses it once (``media_playlist.parse_media_playlist``, in a thread when it
+parses it once (``playlist.parse_media_playlist``, in a thread when it
 is large) and keeps the bytes: every request gets the same bytes, and the
 delta update (``_HLS_skip``) is rendered at most once per change.
 
@@ -42,7 +42,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from mixer_ext.output.blocking import (
+from mixer_ext.llhls.blocking import (
     Directives,
     Reject,
     Wait,
@@ -51,7 +51,7 @@ from mixer_ext.output.blocking import (
     is_ready,
     parse_directives,
 )
-from mixer_ext.output.media_playlist import (
+from mixer_ext.llhls.playlist import (
     MediaPlaylist,
     PlaylistSyntaxError,
     Position,
