@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import io
-from fractions import Fraction
-
-import av
-import numpy as np
 import pytest
 
 from mixer_ext.llhls.tspart import (
@@ -17,38 +12,12 @@ from mixer_ext.llhls.tspart import (
     mux_part,
     starts_with_pat_pmt,
 )
-
-RATE = 48000
-FRAMES_PER_PART = 9
-
-
-def id3_tag(text: str) -> bytes:
-    """A minimal ID3v2.4 tag with one TXXX frame (enough for the demuxer to carry)."""
-
-    def syncsafe(n: int) -> bytes:
-        return bytes([(n >> 21) & 0x7F, (n >> 14) & 0x7F, (n >> 7) & 0x7F, n & 0x7F])
-
-    body = b"\x03" + b"\x00" + text.encode() + b"\x00"
-    frame = b"TXXX" + syncsafe(len(body)) + b"\x00\x00" + body
-    return b"ID3\x04\x00\x00" + syncsafe(len(frame)) + frame
+from tests.llhls_util import FRAMES_PER_PART, demux, encode_tone, id3_tag
 
 
 @pytest.fixture(scope="module")
 def aac() -> tuple[list[AudioPacket], bytes, int]:
-    enc = av.CodecContext.create("aac", "w")
-    enc.sample_rate, enc.layout, enc.format = RATE, "stereo", "fltp"  # type: ignore[attr-defined]
-    enc.bit_rate = 128000
-    enc.time_base = Fraction(1, RATE)
-    enc.open()
-    packets: list[AudioPacket] = []
-    t = np.arange(RATE * 2) / RATE
-    tone = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
-    for i in range(0, len(tone), 1024):
-        frame = av.AudioFrame.from_ndarray(np.stack([tone[i : i + 1024]] * 2), "fltp", "stereo")
-        frame.sample_rate, frame.pts = RATE, i
-        for p in enc.encode(frame):  # type: ignore[attr-defined]
-            packets.append(AudioPacket(bytes(p), int(p.pts), int(p.duration or 1024)))
-    return packets, bytes(enc.extradata or b""), 128000
+    return encode_tone()
 
 
 def parts_of(
@@ -64,17 +33,6 @@ def parts_of(
         data = mux_part(chunk, tag, extradata=extradata, bit_rate=rate)
         parts.append(counters.rewrite(data) if counters else data)
     return parts, tags
-
-
-def demux(data: bytes) -> tuple[int, list[bytes]]:
-    frames, id3 = 0, []
-    with av.open(io.BytesIO(data), format="mpegts") as c:
-        for packet in c.demux():
-            if packet.stream.type == "data" and packet.size:
-                id3.append(bytes(packet))
-            elif packet.stream.type == "audio":
-                frames += len(packet.decode())
-    return frames, id3
 
 
 def test_each_part_is_self_contained(aac: tuple[list[AudioPacket], bytes, int]) -> None:
