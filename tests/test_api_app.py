@@ -326,3 +326,25 @@ async def test_own_client_takes_the_users_path(tmp_path: Path) -> None:
     finally:
         await client.close()
         plane.store.close()
+
+
+def test_settings_refuse_to_run_open(monkeypatch: Any) -> None:
+    import pytest
+
+    from mixer_ext.api.config import load_api_settings
+    from mixer_ext.errors import ConfigError
+
+    for value in (None, "", "  "):
+        if value is None:
+            monkeypatch.delenv("MIXER_AUTH_TOKEN", raising=False)
+        else:
+            monkeypatch.setenv("MIXER_AUTH_TOKEN", value)
+        with pytest.raises(ConfigError, match="MIXER_AUTH_TOKEN is required"):
+            load_api_settings()
+    monkeypatch.setenv("MIXER_AUTH_TOKEN", "t")
+    monkeypatch.setenv("MIXER_API_KEYS", "SKnope:secret-value")
+    with pytest.raises(ConfigError, match="MIXER_API_KEYS: pair 0") as exc:
+        load_api_settings()
+    assert "secret-value" not in str(exc.value)
+    monkeypatch.setenv("MIXER_API_KEYS", "SK" + "5" * 32 + ":s")
+    assert load_api_settings().keys() == {"SK" + "5" * 32: "s"}

@@ -67,7 +67,7 @@ def load_api_settings() -> ApiSettings:
         settings = ApiSettings()
     except ValidationError as exc:
         raise ConfigError(describe_validation_error(exc, prefix="MIXER_", upper=True)) from None
-    if settings.auth_token is None:
+    if settings.auth_token is None or not settings.auth_token.get_secret_value().strip():
         raise ConfigError("MIXER_AUTH_TOKEN is required: the API refuses to run unauthenticated")
     settings.keys()
     if settings.api_launcher is LauncherKind.KUBERNETES:
