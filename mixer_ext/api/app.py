@@ -47,6 +47,7 @@ from mixer_ext.api.signing import (
 )
 from mixer_ext.api.store import Store
 from mixer_ext.context import parse_context
+from mixer_ext.llhls.origin import HlsOrigin
 from mixer_ext.settings import Settings, default_player_dir
 
 log = logging.getLogger("mixer_ext.api")
@@ -57,7 +58,6 @@ WATCH_PERIOD = 0.5
 SESSION_GRACE = 120
 #: a worker that ignores SIGTERM this long is killed (it gets 40 s to finish outputs)
 STOP_GRACE = 45.0
-_SEGMENT = re.compile(r"^[A-Za-z0-9._-]+\.(ts|m3u8|m4s|mp4|aac)$")
 
 
 class ControlPlane:
@@ -79,6 +79,8 @@ class ControlPlane:
         self.launcher = launcher or LocalLauncher(self.data_dir)
         self.playback_key = playback_key(self.auth_token)
         self.callbacks = CallbackDispatcher(self.store, self.auth_token)
+        #: the LL-HLS origin (blocking reload, hinted parts) over the workers' HLS directory
+        self.origin = HlsOrigin(self.hls_dir)
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping: dict[str, float] = {}
 
@@ -579,11 +581,64 @@ async def recording_media(request: web.Request) -> web.StreamResponse:
 
 
 # ----------------------------------------------------------------- playback
+async def play(request: web.Request) -> web.StreamResponse:
+    """``/hls/{VJ}/{file}``: the grant's URL, then the stream under its session credential.
+
+    ``index.m3u8?token=GRANT`` answers a multivariant playlist whose media playlist URI is
+    ``index.m3u8?session=SESSION``; that playlist (with LL-HLS blocking reload, from the
+    LL-HLS origin) and every segment or part it names carry the session token.
+    """
+    plane = request.app[PLANE]
+    sid, file = request.match_info["name"], request.match_info["file"]
+    s = plane.store.streamer(sid) if r.is_sid(r.STREAMER_PREFIX, sid) else None
+    if s is None:
+        return _forbidden("unknown stream")
+    now = time.time()
+    if file == "index.m3u8" and "session" not in request.query:
+        try:
+            claims = check_playback_token(
+                plane.playback_key, request.query.get("token"), sid, (GRANT,), now
+            )
+        except TokenRefused as exc:
+            return _forbidden(str(exc))
+        expires = s.date_created + s.max_duration + SESSION_GRACE
+        session = mint_playback_token(plane.playback_key, sid, SESSION, claims.origin, expires)
+        body = (
+            "#EXTM3U\n#EXT-X-VERSION:3\n"
+            '#EXT-X-STREAM-INF:BANDWIDTH=160000,CODECS="mp4a.40.2"\n'
+            f"index.m3u8?session={quote(session)}\n"
+        )
+        return _cors(
+            web.Response(text=body, content_type="application/vnd.apple.mpegurl"), claims.origin
+        )
+    try:
+        claims = check_playback_token(
+            plane.playback_key, request.query.get("session"), sid, (SESSION,), now
+        )
+    except TokenRefused as exc:
+        return _forbidden(str(exc))
+    try:
+        response = await plane.origin.handle(request)
+    except web.HTTPException as exc:
+        return _cors(web.Response(status=exc.status, text=exc.text), claims.origin)
+    if file == "index.m3u8" and response.status == 200 and isinstance(response, web.Response):
+        session = quote(request.query["session"])
+        text = (response.body or b"").decode() if isinstance(response.body, bytes) else ""
+        body = "\n".join(_with_session(line, session) for line in text.splitlines()) + "\n"
+        rewritten = web.Response(text=body, content_type="application/vnd.apple.mpegurl")
+        rewritten.headers["Cache-Control"] = "no-cache"
+        return _cors(rewritten, claims.origin)
+    _cors(response, claims.origin)
+    if file != "index.m3u8":
+        response.headers["Cache-Control"] = "private, max-age=60"
+    return response
+
+
 def _cors(response: web.StreamResponse, origin: str | None) -> web.StreamResponse:
     response.headers["Access-Control-Allow-Origin"] = origin or "*"
     if origin:
         response.headers["Vary"] = "Origin"
-    response.headers["Cache-Control"] = "no-cache"
+    response.headers.setdefault("Cache-Control", "no-cache")
     return response
 
 
@@ -591,77 +646,10 @@ def _forbidden(why: str) -> web.Response:
     return web.Response(status=403, text=f"403 Forbidden: {why}\n")
 
 
-async def play_index(request: web.Request) -> web.StreamResponse:
-    """The grant's URL: checks the grant token, hands out the session credential."""
-    plane = request.app[PLANE]
-    sid = request.match_info["sid"]
-    s = plane.store.streamer(sid)
-    if s is None:
-        return _forbidden("unknown stream")
-    now = time.time()
-    try:
-        claims = check_playback_token(
-            plane.playback_key, request.query.get("token"), sid, (GRANT,), now
-        )
-    except TokenRefused as exc:
-        return _forbidden(str(exc))
-    expires = s.date_created + s.max_duration + SESSION_GRACE
-    session = mint_playback_token(plane.playback_key, sid, SESSION, claims.origin, expires)
-    body = (
-        "#EXTM3U\n#EXT-X-VERSION:3\n"
-        '#EXT-X-STREAM-INF:BANDWIDTH=160000,CODECS="mp4a.40.2"\n'
-        f"media.m3u8?session={quote(session)}\n"
-    )
-    return _cors(
-        web.Response(text=body, content_type="application/vnd.apple.mpegurl"), claims.origin
-    )
-
-
-def _session(request: web.Request) -> tuple[str, str | None] | web.Response:
-    plane = request.app[PLANE]
-    sid = request.match_info["sid"]
-    try:
-        claims = check_playback_token(
-            plane.playback_key, request.query.get("session"), sid, (SESSION,), time.time()
-        )
-    except TokenRefused as exc:
-        return _forbidden(str(exc))
-    return sid, claims.origin
-
-
 def _with_session(line: str, session: str) -> str:
     if line.startswith("#"):
         return re.sub(r'URI="([^"?]+)"', lambda m: f'URI="{m.group(1)}?session={session}"', line)
     return f"{line}?session={session}" if line.strip() else line
-
-
-async def play_media(request: web.Request) -> web.StreamResponse:
-    checked = _session(request)
-    if isinstance(checked, web.Response):
-        return checked
-    sid, origin = checked
-    path = request.app[PLANE].hls_dir / sid / "index.m3u8"
-    try:
-        text = await asyncio.to_thread(path.read_text)
-    except OSError:
-        return _cors(web.Response(status=404, text="stream not started yet\n"), origin)
-    session = quote(request.query["session"])
-    body = "\n".join(_with_session(line, session) for line in text.splitlines()) + "\n"
-    return _cors(web.Response(text=body, content_type="application/vnd.apple.mpegurl"), origin)
-
-
-async def play_file(request: web.Request) -> web.StreamResponse:
-    checked = _session(request)
-    if isinstance(checked, web.Response):
-        return checked
-    sid, origin = checked
-    name = request.match_info["name"]
-    if not _SEGMENT.match(name):
-        return _cors(web.Response(status=404), origin)
-    path = request.app[PLANE].hls_dir / sid / name
-    if not path.is_file():
-        return _cors(web.Response(status=404), origin)
-    return _cors(web.FileResponse(path, headers={"Content-Type": "video/mp2t"}), origin)
 
 
 # ----------------------------------------------------------------- internal
@@ -704,9 +692,8 @@ def build_app(plane: ControlPlane, player_dir: Path | None = None) -> web.Applic
     add("GET", "/v1/MediaRecordings/{sid}", fetch_recording)
     add("DELETE", "/v1/MediaRecordings/{sid}", delete_recording)
     add("GET", "/v1/MediaRecordings/{sid}/Media", recording_media)
-    add("GET", "/hls/{sid}/index.m3u8", play_index)
-    add("GET", "/hls/{sid}/media.m3u8", play_media)
-    add("GET", "/hls/{sid}/{name}", play_file)
+    add("GET", "/hls/{name}/{file}", play)
+    app.on_shutdown.append(lambda _app: plane.origin.close())
     add("POST", "/internal/workers/{sid}/status", worker_status)
     add("GET", "/healthz", healthz)
     # the player page: /player/?token=<player access token> or ?src=<playbackUrl>
