@@ -1,0 +1,89 @@
+"""The player's meters follow the product's own stream in a real browser.
+
+The stream is the worker's real HLS path (``OutputPipeline`` -> ``HlsOutput`` ->
+``HttpEndpoint``, tests/product_stream.py), fed the mix of three known voices (alice's
+and bob's tones change loudness every 500 ms window, carol is muted) the way the mixer
+clock feeds it; headless Chromium opens the endpoint's own page (``/``, which plays
+``/hls/main/index.m3u8`` from ``/config.json``).  What a person would check: it plays
+live, names the three talkers with carol muted, every payload is shown once and in
+order when the playhead reaches the audio it describes (not when its segment was
+downloaded), with exactly the levels the stream carried, and it ends at ENDLIST.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, require_path, require_program
+from tests.player_util import (
+    THREE_TALKERS,
+    check_meters_in_sync,
+    check_played_live_stream,
+    drive_player,
+)
+from tests.product_stream import ProductStream
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+#: 6 s already written when the page opens, then 8 s live
+PREROLL_S = 6.0
+STREAM_S = 14.0
+
+
+async def test_player_meters_follow_the_products_stream(
+    tmp_path: Path, artifacts_dir: Path
+) -> None:
+    require_program("chromium")
+    require_program("node", package="nodejs")
+    require_path(ROOT / "node_modules" / "playwright-core", "no node_modules: run `make setup`")
+    require_path(ROOT / "player_demo" / "vendor" / "hls.min.js", "no hls.js: run `make setup`")
+    stream = ProductStream(tmp_path / "hls")
+    await stream.start()
+    feeding: asyncio.Task[None] | None = None
+    try:
+        feeding = asyncio.create_task(
+            stream.feed(THREE_TALKERS, seconds=STREAM_S, preroll_seconds=PREROLL_S),
+            name="product-stream-feed",
+        )
+        for _ in range(400):  # the pre-roll's first segments take about a second
+            if stream.playlist.exists() or feeding.done():
+                break
+            await asyncio.sleep(0.05)
+        assert stream.playlist.exists(), "the HLS output wrote no playlist"
+
+        async def end_when_fed() -> None:
+            await feeding
+            await stream.end()  # the last segment and #EXT-X-ENDLIST, as at maxDuration
+
+        ending = asyncio.create_task(end_when_fed(), name="product-stream-end")
+        screenshot = artifacts_dir / "player-product-stream.png"
+        screenshot.unlink(missing_ok=True)
+        report = await drive_player(
+            stream.url,
+            identities=list(THREE_TALKERS),
+            screenshot=screenshot,
+            autoplay=False,
+            budget_s=STREAM_S + 40,
+        )
+        await ending
+    finally:
+        if feeding is not None and not feeding.done():
+            feeding.cancel()
+            await asyncio.gather(feeding, return_exceptions=True)
+        await stream.stop()
+    (artifacts_dir / "player-product-stream-report.json").write_text(
+        json.dumps(report.raw, indent=1)
+    )
+    assert stream.losses() == {"encoder_dropped_frames": 0, "hls_dropped_packets": 0}
+    check_played_live_stream(report, identities={"alice": False, "bob": False, "carol": True})
+    check_meters_in_sync(report)
+    # what was shown is what the stream carried, payload by payload, to the last one
+    sent = {p.seq: dict(p.levels) for p in stream.payloads}
+    for p in report.shown:
+        assert p["levels"] == sent[p["s"]], p
+    assert report.shown[-1]["s"] == stream.payloads[-1].seq, "the last payload was not shown"
+    assert any(s["endlist"] for s in report.samples), report.summary()
