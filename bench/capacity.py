@@ -75,16 +75,16 @@ async def run_talkers(args: argparse.Namespace) -> None:
         identity = f"talker{i:03d}"
         freq = 200.0 + 10.0 * i
         if args.backend == "janus":
-            from mixer_ext.room.janus_publisher import JanusPublisher
+            from mixer_ext.sim.janus_publisher import JanusPublisher
 
             pub = JanusPublisher(args.url, ROOM, identity, freq)
             await pub.join()
             await pub.publish()
             leave.append(pub.leave)
         else:
-            from mixer_ext.room.media import ToneTrack
-            from mixer_ext.room.tokens import mint_token
-            from mixer_ext.talker import Talker
+            from mixer_ext.roomserver.tokens import mint_token
+            from mixer_ext.sim.talker import Talker
+            from mixer_ext.sim.tracks import ToneTrack
 
             talker = Talker(
                 args.url,
@@ -111,8 +111,8 @@ async def run_floor(args: argparse.Namespace) -> None:
     Prints ``TRACKS n`` as tracks arrive and ``FRAMES n`` (frames received
     so far, all tracks) every 0.5 s, until SIGTERM.
     """
-    from mixer_ext.room.connector import TrackSubscribed
-    from mixer_ext.room.factory import make_connector
+    from mixer_ext.connectors.base import TrackSubscribed
+    from mixer_ext.connectors.factory import make_connector
     from mixer_ext.settings import load_settings
 
     stop = asyncio.Event()

@@ -32,10 +32,10 @@ import benchlib
 
 from mixer_ext.context import OutputSpec, parse_output
 from mixer_ext.core.frames import MixedFrame
-from mixer_ext.core.metadata import MetadataPayload
-from mixer_ext.output.encoder import AacEncoder
-from mixer_ext.output.pipeline import OutputPipeline
-from mixer_ext.output.rtmp import RtmpOutput
+from mixer_ext.core.payload import MetadataPayload
+from mixer_ext.encode.encoder import AacEncoder
+from mixer_ext.encode.fanout import OutputPipeline
+from mixer_ext.outputs.rtmp import RtmpOutput
 from mixer_ext.settings import Settings
 from tests.output_util import feed, payload_for, rich_frame
 

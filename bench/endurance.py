@@ -38,8 +38,8 @@ import benchlib
 from benchlib import Histogram, Scrape, free_port, rss_bytes, scrape, stop_process
 
 from mixer_ext.core.frames import SAMPLE_RATE, MixedFrame
-from mixer_ext.core.metadata import MetadataPayload
 from mixer_ext.core.mixer import Mixer
+from mixer_ext.core.payload import MetadataPayload
 from mixer_ext.settings import JitterBufferSize
 from tests.core_util import longrun_senders, simulate
 

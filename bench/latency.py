@@ -2,7 +2,7 @@
 
 Method.  A room server (``mixer-ext room-server``) and a click talker (this
 script with ``--click-talker``: a real aiortc peer, Opus) run as processes;
-the worker (``mixer_ext.worker.Worker``, one HLS output, the HTTP endpoint
+the worker (``mixer_ext.worker.runner.Worker``, one HLS output, the HTTP endpoint
 serving it, default segment settings) runs *in this process* so it can be
 observed; a player (this script with ``--player``) runs as a process.  The
 talker sends silence with a click every 1.06 s: a 10 ms, 2 kHz burst at half
@@ -81,9 +81,9 @@ LIVE_SYNC_COUNT = 3  # hls.js liveSyncDurationCount default
 
 async def run_click_talker(url: str) -> None:
     """``--click-talker``: joins ROOM, prints ``CLICK <k> <time.time()>`` per click."""
-    from mixer_ext.room.media import PacedAudioTrack
-    from mixer_ext.room.tokens import mint_token
-    from mixer_ext.talker import Talker
+    from mixer_ext.roomserver.tokens import mint_token
+    from mixer_ext.sim.talker import Talker
+    from mixer_ext.sim.tracks import PacedAudioTrack
 
     class ClickTrack(PacedAudioTrack):
         def samples(self, n: int) -> np.ndarray:
@@ -208,9 +208,9 @@ class Observed:
 def instrument(obs: Observed) -> None:
     """Wrap Input.push, OutputPipeline.on_mix and Output.offer (class attributes, this process)."""
     from mixer_ext.core.input import Input
-    from mixer_ext.output.base import Output
-    from mixer_ext.output.encoder import EncodedPacket
-    from mixer_ext.output.pipeline import OutputPipeline
+    from mixer_ext.encode.encoder import EncodedPacket
+    from mixer_ext.encode.fanout import OutputPipeline
+    from mixer_ext.outputs.base import Output
 
     push, on_mix, offer = Input.push, OutputPipeline.on_mix, Output.offer
     last = {"in": -1.0, "mix": -1.0}
@@ -310,7 +310,7 @@ def glass_to_player(
 async def run(seconds: float, tmp: Path) -> tuple[Observed, list[float], dict[str, Any]]:
     from mixer_ext.context import load_context
     from mixer_ext.settings import Settings
-    from mixer_ext.worker import Worker
+    from mixer_ext.worker.runner import Worker
 
     port, http_port = free_port(), free_port()
     url = f"ws://127.0.0.1:{port}"

@@ -34,8 +34,8 @@ import benchlib
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from websockets.asyncio.client import connect as ws_connect
 
-from mixer_ext.room.forward import PacketFanout
-from mixer_ext.room.media import ToneTrack
+from mixer_ext.roomserver.forward import PacketFanout
+from mixer_ext.sim.tracks import ToneTrack
 
 ACCOUNT = "AC" + "0123456789abcdef" * 2
 KEY = "SK" + "fedcba9876543210" * 2
@@ -45,9 +45,9 @@ SECRET = "bench-api-key-secret-0123456789abcdef"
 async def serve(port: int) -> None:
     from aiohttp import web
 
-    from mixer_ext.room.server import RoomServer
+    from mixer_ext.roomserver.app import RoomServer
+    from mixer_ext.roomserver.twilio.gateway import TwilioGateway
     from mixer_ext.settings import Settings
-    from mixer_ext.twiliocompat.gateway import TwilioGateway
 
     server = RoomServer(Settings(room_secret="b" * 40), "127.0.0.1", 0, max_participants=500)
     await server.start()
@@ -74,8 +74,8 @@ class ProjectSpeaker:
     """The same load on the project's own protocol (``RoomClient``): the older relay path."""
 
     def __init__(self, url: str, room: str, identity: str, hz: float) -> None:
-        from mixer_ext.room.client import RoomClient
-        from mixer_ext.room.tokens import mint_token
+        from mixer_ext.connectors.embedded import RoomClient
+        from mixer_ext.roomserver.tokens import mint_token
 
         tok = mint_token("b" * 40, room, identity)
         self.client = RoomClient(url, room, identity, tok, publish=ToneTrack(hz))
@@ -87,7 +87,7 @@ class ProjectSpeaker:
         return sum(1 for tap in self.taps if tap.frames > 0)
 
     async def start(self) -> None:
-        from mixer_ext.room.connector import TrackSubscribed
+        from mixer_ext.connectors.base import TrackSubscribed
 
         await self.client.connect()
 

@@ -21,11 +21,17 @@ from mixer_ext.settings import load_settings
 
 #: command -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "run": ("mixer_ext.worker", "join a room and stream the mix (the extension itself)"),
-    "room-server": ("mixer_ext.room.server", "run the embedded room server"),
-    "token": ("mixer_ext.room.tokens", "print an access token for the embedded room server"),
-    "talker": ("mixer_ext.talker", "join a room as a synthetic participant playing a tone or WAV"),
-    "demo": ("mixer_ext.demo", "room server + three talkers + worker + player, on this machine"),
+    "run": ("mixer_ext.worker.runner", "join a room and stream the mix (the extension itself)"),
+    "room-server": ("mixer_ext.roomserver.app", "run the embedded room server"),
+    "token": ("mixer_ext.roomserver.tokens", "print an access token for the embedded room server"),
+    "talker": (
+        "mixer_ext.sim.talker",
+        "join a room as a synthetic participant playing a tone or WAV",
+    ),
+    "demo": (
+        "mixer_ext.sim.demo",
+        "room server + three talkers + worker + player, on this machine",
+    ),
 }
 
 EXIT_USAGE = 2

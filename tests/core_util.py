@@ -18,8 +18,8 @@ import numpy as np
 import numpy.typing as npt
 
 from mixer_ext.core.frames import SAMPLE_RATE, MixedFrame
-from mixer_ext.core.metadata import MetadataPayload
 from mixer_ext.core.mixer import Mixer
+from mixer_ext.core.payload import MetadataPayload
 
 Int16Block = npt.NDArray[np.int16]
 

@@ -17,7 +17,8 @@ import av
 import numpy as np
 import numpy.typing as npt
 
-from mixer_ext.core.metadata import MetadataPayload, parse_id3_txxx
+from mixer_ext.core.payload import MetadataPayload
+from mixer_ext.outputs.carriers import parse_id3_txxx
 
 T = TypeVar("T")
 

@@ -8,7 +8,7 @@
   WebSocket transport are loadable (the plugin and transport folders hold
   just those two libraries), the websocket bound to the interface address on
   a free port, no STUN, a small RTP port range.
-- ``JanusPublisher`` lives in ``mixer_ext.room.janus_publisher`` (the bench
+- ``JanusPublisher`` lives in ``mixer_ext.sim.janus_publisher`` (the bench
   uses it too); ``moderate()`` here mutes a feed as a room admin would.
 - ``ChromiumPublisher``: a headless Chromium publishing a fake-mic tone with
   plain WebSocket+JSON (no janus.js: Debian does not ship it), driven by
@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import websockets
 
-from mixer_ext.room.janus_publisher import JanusPublisher
+from mixer_ext.sim.janus_publisher import JanusPublisher
 from tests.conftest import ROOT, free_port, require_path, require_program
 
 # Debian installs the plugins under the multiarch directory (x86_64-linux-gnu, aarch64-...).

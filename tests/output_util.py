@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from mixer_ext.core.frames import SAMPLE_RATE, TICK_SAMPLES, TICKS_PER_PAYLOAD, MixedFrame
-from mixer_ext.core.metadata import MetadataPayload
-from mixer_ext.output.pipeline import OutputPipeline
+from mixer_ext.core.payload import MetadataPayload
+from mixer_ext.encode.fanout import OutputPipeline
 
 TONE_HZ = 440.0
 AMPLITUDE = 8000

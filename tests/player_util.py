@@ -36,7 +36,8 @@ import numpy as np
 from aiohttp import web
 
 from mixer_ext.core.frames import PAYLOAD_SAMPLES, PAYLOAD_SECONDS, SAMPLE_RATE
-from mixer_ext.core.metadata import MUTED, MetadataPayload, id3_txxx
+from mixer_ext.core.payload import MUTED, MetadataPayload
+from mixer_ext.outputs.carriers import id3_txxx
 from tests.conftest import ROOT, free_port
 
 PLAYER_DIR = ROOT / "player_demo"

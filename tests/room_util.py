@@ -14,10 +14,10 @@ import av
 import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from mixer_ext.room.client import RoomClient
-from mixer_ext.room.connector import RoomEvent
-from mixer_ext.room.server import RoomServer
-from mixer_ext.room.tokens import mint_token
+from mixer_ext.connectors.base import RoomEvent
+from mixer_ext.connectors.embedded import RoomClient
+from mixer_ext.roomserver.app import RoomServer
+from mixer_ext.roomserver.tokens import mint_token
 from mixer_ext.settings import Settings
 
 SECRET = "test-secret-0123456789abcdef0123456789"

@@ -13,8 +13,8 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from mixer_ext import metrics
 from mixer_ext.core.clock import MixerClock
 from mixer_ext.core.frames import TICK_SAMPLES, MixedFrame
-from mixer_ext.core.metadata import MetadataPayload
 from mixer_ext.core.mixer import Mixer
+from mixer_ext.core.payload import MetadataPayload
 from mixer_ext.settings import JitterBufferSize
 from tests.core_util import s16_frame, tone
 

@@ -8,8 +8,8 @@ import pytest
 from mixer_ext.core.frames import TICK_SAMPLES, TICKS_PER_PAYLOAD
 from mixer_ext.core.input import Input
 from mixer_ext.core.levels import LevelMeter, peak_of
-from mixer_ext.core.metadata import MetadataPayload
 from mixer_ext.core.mixer import Limiter, Mixer
+from mixer_ext.core.payload import MetadataPayload
 from mixer_ext.settings import JitterBufferSize
 from tests.core_util import amplitude_at, max_step, s16_frame, tone
 

@@ -120,7 +120,7 @@ def test_dockerignore_keeps_local_state_out() -> None:
                 "tests/test_helm.py", "test-artifacts/x.png", "mixer_ext/__pycache__/x.pyc",
                 "player_demo/vendor/hls.min.js", ".git/HEAD"):  # fmt: skip
         assert not _dockerignore_allows(rel), rel
-    for rel in ("mixer_ext/cli.py", "mixer_ext/room/static/x.html", "pyproject.toml"):
+    for rel in ("mixer_ext/cli.py", "mixer_ext/roomserver/static/x.html", "pyproject.toml"):
         assert _dockerignore_allows(rel), rel
 
 

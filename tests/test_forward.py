@@ -15,8 +15,8 @@ import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender
 from aiortc.mediastreams import MediaStreamTrack
 
-from mixer_ext.room.forward import ForwardedTrack, PacketFanout, tap_receiver
-from mixer_ext.room.media import ToneTrack
+from mixer_ext.roomserver.forward import ForwardedTrack, PacketFanout, tap_receiver
+from mixer_ext.sim.tracks import ToneTrack
 from tests.room_util import record, spectrum_peak
 
 pytestmark = pytest.mark.timeout(60)

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from mixer_ext.context import parse_context
 from mixer_ext.errors import ConfigError
-from mixer_ext.room import protocol as p
+from mixer_ext.roomserver import protocol as p
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 MAX_BYTES = 65_536

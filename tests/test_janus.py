@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from aiortc.mediastreams import MediaStreamError
 
-from mixer_ext.room.connector import (
+from mixer_ext.connectors.base import (
     Disconnected,
     ParticipantJoined,
     ParticipantLeft,
@@ -33,8 +33,8 @@ from mixer_ext.room.connector import (
     TrackSubscribed,
     TrackUnsubscribed,
 )
-from mixer_ext.room.janus import JanusRoomConnector, offer_ssrcs, parse_room_id
-from mixer_ext.room.janus_session import JanusSession
+from mixer_ext.connectors.janus import JanusRoomConnector, offer_ssrcs, parse_room_id
+from mixer_ext.connectors.janus_session import JanusSession
 from tests.janus_util import (
     TONES,
     JanusRoomScenario,
@@ -285,7 +285,7 @@ def test_identity_is_display_made_unique() -> None:
 async def test_keepalive_holds_the_session_and_a_timed_out_session_is_connection_lost(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from mixer_ext.room import janus_session
+    from mixer_ext.connectors import janus_session
 
     with janus_server(tmp_path, rooms=room_config(ROOM), session_timeout=3) as server:
         monkeypatch.setattr(janus_session, "KEEPALIVE_INTERVAL", 1.0)

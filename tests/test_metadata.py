@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from mixer_ext.core.metadata import (
-    MetadataPayload,
+from mixer_ext.core.payload import MetadataPayload
+from mixer_ext.outputs.carriers import (
     amf0_on_text_data,
     id3_txxx,
     parse_amf0_on_text_data,

@@ -15,10 +15,11 @@ import pytest
 
 from mixer_ext.context import parse_output
 from mixer_ext.core.frames import SAMPLE_RATE, TICK_SAMPLES
-from mixer_ext.core.metadata import MetadataPayload, parse_id3_txxx
+from mixer_ext.core.payload import MetadataPayload
+from mixer_ext.encode.fanout import OutputPipeline
 from mixer_ext.errors import MixerError
-from mixer_ext.output.pipeline import OutputPipeline
-from mixer_ext.output.playlist import HlsPlaylist
+from mixer_ext.outputs.carriers import parse_id3_txxx
+from mixer_ext.outputs.playlist import HlsPlaylist
 from mixer_ext.settings import HlsPlaylistType, Settings
 from tests.hls_reader import playlist_segments, read_hls, tone_levels
 from tests.output_util import TONE_HZ, feed, payload_for, ts_pmt_stream_types
@@ -222,7 +223,7 @@ def test_bitrate_out_of_range_is_one_line(tmp_path: Path) -> None:
 def test_playlist_target_duration_never_below_rounded_extinf() -> None:
     from datetime import UTC, datetime
 
-    from mixer_ext.output.playlist import Segment
+    from mixer_ext.outputs.playlist import Segment
 
     pl = HlsPlaylist(2.0, window=2)
     now = datetime(2026, 1, 1, tzinfo=UTC)

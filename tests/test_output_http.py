@@ -10,9 +10,9 @@ import aiohttp
 import pytest
 
 from mixer_ext.context import parse_output
-from mixer_ext.core.metadata import MetadataPayload
-from mixer_ext.output.http import HttpEndpoint
-from mixer_ext.output.pipeline import OutputPipeline
+from mixer_ext.core.payload import MetadataPayload
+from mixer_ext.encode.fanout import OutputPipeline
+from mixer_ext.serve.http import HttpEndpoint
 from mixer_ext.settings import Settings
 from tests.output_util import feed
 

@@ -16,7 +16,7 @@ import pytest
 
 from mixer_ext.context import parse_output
 from mixer_ext.core.frames import SAMPLE_RATE
-from mixer_ext.output.pipeline import OutputPipeline
+from mixer_ext.encode.fanout import OutputPipeline
 from mixer_ext.settings import Settings
 from tests.conftest import ROOT
 from tests.hls_reader import read_ts, tone_levels
@@ -78,7 +78,7 @@ def test_sigterm_finalizes_the_recording(tmp_path: Path) -> None:
         import asyncio, signal, sys
         sys.path.insert(0, {str(ROOT)!r})
         from mixer_ext.context import parse_output
-        from mixer_ext.output.pipeline import OutputPipeline
+        from mixer_ext.encode.fanout import OutputPipeline
         from mixer_ext.settings import Settings
         from tests.output_util import feed
 

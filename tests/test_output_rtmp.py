@@ -19,10 +19,11 @@ from typing import Any
 import pytest
 
 from mixer_ext.context import parse_output
-from mixer_ext.core.metadata import MetadataPayload, parse_amf0_on_text_data
+from mixer_ext.core.payload import MetadataPayload
+from mixer_ext.encode.fanout import OutputPipeline
 from mixer_ext.log import RedactingFilter, TextFormatter
 from mixer_ext.metrics import OUTPUT_RECONNECTS
-from mixer_ext.output.pipeline import OutputPipeline
+from mixer_ext.outputs.carriers import parse_amf0_on_text_data
 from mixer_ext.settings import Settings
 from tests.conftest import free_port, require_path, require_program
 from tests.hls_reader import read_hls
@@ -415,8 +416,8 @@ async def test_rtmps_through_a_tls_front_reaches_nginx(
 
 def test_a_bare_stream_key_in_an_ffmpeg_log_line_is_scrubbed(captured_logs: io.StringIO) -> None:
     """FFmpeg may print the key alone (no URL around it): registered keys are scrubbed too."""
-    from mixer_ext.output.encoder import AacParams
-    from mixer_ext.output.rtmp import RtmpOutput
+    from mixer_ext.encode.encoder import AacParams
+    from mixer_ext.outputs.rtmp import RtmpOutput
 
     key = "bare_key_Xy7Qp2"
     output = RtmpOutput(f"rtmps://ingest.example/app/{key}?token=t0ps3cret", AacParams(b"", 1), 1.0)

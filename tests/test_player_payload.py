@@ -15,7 +15,8 @@ import re
 import subprocess
 from pathlib import Path
 
-from mixer_ext.core.metadata import MetadataPayload, id3_txxx
+from mixer_ext.core.payload import MetadataPayload
+from mixer_ext.outputs.carriers import id3_txxx
 from tests.conftest import ROOT, require_program
 
 JS_TESTS = ROOT / "tests" / "js"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mixer_ext.room.connector import ParticipantLeft, TrackEnabledChanged, TrackSubscribed
+from mixer_ext.connectors.base import ParticipantLeft, TrackEnabledChanged, TrackSubscribed
 from tests.conftest import ROOT, require_path, require_program
 from tests.room_util import (
     client,

@@ -1,4 +1,4 @@
-"""The room server's limits (``mixer_ext.room.limits``) and bounded JSON, with a fake clock."""
+"""The room server's limits (``roomserver.limits``) and bounded JSON, with a fake clock."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mixer_ext.room.limits import (
+from mixer_ext.roomserver.limits import (
     ROLE_MIXER,
     ROLE_PARTICIPANT,
     ConnectionLimits,

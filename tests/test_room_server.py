@@ -13,9 +13,7 @@ import pytest
 from aiortc.mediastreams import MediaStreamError
 
 from mixer_ext import metrics
-from mixer_ext.room import protocol as p
-from mixer_ext.room.client import EmbeddedRoomConnector, RoomClient
-from mixer_ext.room.connector import (
+from mixer_ext.connectors.base import (
     Disconnected,
     ParticipantJoined,
     ParticipantLeft,
@@ -24,8 +22,10 @@ from mixer_ext.room.connector import (
     TrackSubscribed,
     TrackUnsubscribed,
 )
-from mixer_ext.room.media import ToneTrack
-from mixer_ext.talker import Schedule, Talker
+from mixer_ext.connectors.embedded import EmbeddedRoomConnector, RoomClient
+from mixer_ext.roomserver import protocol as p
+from mixer_ext.sim.talker import Schedule, Talker
+from mixer_ext.sim.tracks import ToneTrack
 from tests.conftest import free_port, mixer_ext_cmd
 from tests.room_util import (
     SECRET,

@@ -9,10 +9,10 @@ import jwt
 import numpy as np
 import pytest
 
-from mixer_ext.room import protocol as p
-from mixer_ext.room.media import ToneTrack
-from mixer_ext.room.state import Admission, Room
-from mixer_ext.room.tokens import TokenError, mint_token, verify_token
+from mixer_ext.roomserver import protocol as p
+from mixer_ext.roomserver.state import Admission, Room
+from mixer_ext.roomserver.tokens import TokenError, mint_token, verify_token
+from mixer_ext.sim.tracks import ToneTrack
 from tests.conftest import mixer_ext_cmd
 from tests.room_util import SECRET, spectrum_peak
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
-from mixer_ext.status import EndReason, State, StatusReporter
+from mixer_ext.worker.status import EndReason, State, StatusReporter
 from tests.conftest import free_port
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mixer_ext.room.connector import ParticipantLeft, TrackEnabledChanged, TrackSubscribed
+from mixer_ext.connectors.base import ParticipantLeft, TrackEnabledChanged, TrackSubscribed
 from tests.conftest import free_port, mixer_ext_cmd
 from tests.room_util import (
     SECRET,

@@ -12,7 +12,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from mixer_ext.room.connector import TrackEnabledChanged, TrackSubscribed
+from mixer_ext.connectors.base import TrackEnabledChanged, TrackSubscribed
 from tests.room_util import SECRET, client, next_event, record, spectrum_peak, token, write_tone_wav
 from tests.twilio_util import browsers, twilio_room, twilio_token
 

@@ -16,7 +16,7 @@ from twilio.base.exceptions import TwilioRestException
 from twilio.request_validator import RequestValidator
 from twilio.rest import Client
 
-from mixer_ext.room.connector import Disconnected
+from mixer_ext.connectors.base import Disconnected
 from tests.room_util import client, next_event, token, until, write_tone_wav
 from tests.twilio_util import (
     ACCOUNT_SID,

@@ -16,17 +16,17 @@ from twilio.jwt.access_token import AccessToken
 from twilio.jwt.access_token.grants import ChatGrant, VideoGrant
 
 from mixer_ext.errors import ConfigError
-from mixer_ext.twiliocompat import connection as c
-from mixer_ext.twiliocompat import errors as e
-from mixer_ext.twiliocompat import signaling as s
-from mixer_ext.twiliocompat.access_token import (
+from mixer_ext.roomserver.twilio import connection as c
+from mixer_ext.roomserver.twilio import errors as e
+from mixer_ext.roomserver.twilio import signaling as s
+from mixer_ext.roomserver.twilio.access_token import (
     TwilioTokenError,
     parse_account_sid,
     parse_api_keys,
     verify_access_token,
 )
-from mixer_ext.twiliocompat.sdp import align_offer
-from mixer_ext.twiliocompat.sids import is_sid, new_sid
+from mixer_ext.roomserver.twilio.sdp import align_offer
+from mixer_ext.roomserver.twilio.sids import is_sid, new_sid
 
 ACCOUNT = "AC" + "1" * 32
 KEY = "SK" + "2" * 32
@@ -337,8 +337,8 @@ def test_reoffer_keeps_the_clients_extension_ids_and_payload_types() -> None:
 
 
 def test_gateway_from_the_environment() -> None:
-    from mixer_ext.room.server import RoomServer
-    from mixer_ext.twiliocompat.gateway import TwilioGateway
+    from mixer_ext.roomserver.app import RoomServer
+    from mixer_ext.roomserver.twilio.gateway import TwilioGateway
     from tests.room_util import settings
 
     server = RoomServer(settings(), "127.0.0.1", 0)

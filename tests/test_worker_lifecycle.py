@@ -15,9 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from mixer_ext import worker as worker_mod
-from mixer_ext.context import ExtensionContext
-from mixer_ext.room.connector import (
+from mixer_ext.connectors.base import (
     Disconnected,
     ParticipantJoined,
     Reason,
@@ -25,8 +23,10 @@ from mixer_ext.room.connector import (
     RoomConnector,
     RoomEvent,
 )
+from mixer_ext.context import ExtensionContext
 from mixer_ext.settings import Settings
-from mixer_ext.status import State
+from mixer_ext.worker import runner as worker_mod
+from mixer_ext.worker.status import State
 from tests.hls_reader import read_hls
 
 

@@ -50,7 +50,7 @@ from mixer_ext.context import parse_context
 from mixer_ext.llhls.origin import HlsOrigin
 from mixer_ext.settings import Settings, default_player_dir
 
-log = logging.getLogger("mixer_ext.api")
+log = logging.getLogger(__name__)
 
 #: how often the API checks workers and maximum durations (seconds)
 WATCH_PERIOD = 0.5

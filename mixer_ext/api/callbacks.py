@@ -23,7 +23,7 @@ from mixer_ext.api.signing import twilio_signature
 from mixer_ext.api.store import PendingCallback, Store
 from mixer_ext.redact import redact_url
 
-log = logging.getLogger("mixer_ext.api.callbacks")
+log = logging.getLogger(__name__)
 
 ATTEMPTS = 8
 FIRST_RETRY = 1.0

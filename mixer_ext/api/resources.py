@@ -128,7 +128,7 @@ class RecordingStatus(StrEnum):
 ACTIVE_PROCESSOR = (ProcessorStatus.STARTED,)
 ACTIVE_STREAMER = (StreamerStatus.CREATED, StreamerStatus.STARTED)
 
-#: a worker's failure reasons (mixer_ext/status.py) -> the MediaProcessor's ended_reason
+#: a worker's failure reasons (mixer_ext/worker/status.py) -> the MediaProcessor's ended_reason
 _WORKER_FAIL_REASONS = {
     "error-loading-extension": "error-loading-extension",
     "error-streaming-media": "error-streaming-media",

@@ -20,7 +20,6 @@ from the tick and must not block.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -30,6 +29,7 @@ from mixer_ext import metrics
 from mixer_ext.core.frames import TICK_SECONDS, TICKS_PER_PAYLOAD, MixSink
 from mixer_ext.core.mixer import Mixer
 from mixer_ext.log import log_event
+from mixer_ext.tasks import stop_tasks
 
 if TYPE_CHECKING:
     from aiortc.mediastreams import MediaStreamTrack
@@ -204,12 +204,8 @@ class MixerClock:
         if self._task is not None and self._task is not me:
             tasks.append(self._task)
         self._task = None
-        await asyncio.gather(*(_cancel(t) for t in tasks))
+        await stop_tasks(tasks, STOP_TIMEOUT, log)
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError, Exception):
-        done, _ = await asyncio.wait({task}, timeout=STOP_TIMEOUT)
-        if not done:
-            log.warning("task %s did not stop within %.1f s", task.get_name(), STOP_TIMEOUT)
+    await stop_tasks([task], STOP_TIMEOUT, log)

@@ -17,7 +17,7 @@ import numpy.typing as npt
 if TYPE_CHECKING:
     import av
 
-    from mixer_ext.core.metadata import MetadataPayload
+    from mixer_ext.core.payload import MetadataPayload
 
 SAMPLE_RATE = 48_000
 CHANNELS = 2

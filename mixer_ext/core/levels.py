@@ -9,7 +9,7 @@ in the whole window.  -32768 counts as 32767 (the scale is symmetric).
 from __future__ import annotations
 
 from mixer_ext.core.frames import Int16Block
-from mixer_ext.core.metadata import MAX_LEVEL, MUTED
+from mixer_ext.core.payload import MAX_LEVEL, MUTED
 
 
 def peak_of(samples: Int16Block) -> int:

@@ -15,7 +15,7 @@ import numpy.typing as npt
 from mixer_ext.core.frames import TICK_SAMPLES, TICKS_PER_PAYLOAD, Int16Block, MixedFrame
 from mixer_ext.core.input import Input
 from mixer_ext.core.levels import LevelMeter
-from mixer_ext.core.metadata import MAX_LEVEL, MetadataPayload
+from mixer_ext.core.payload import MAX_LEVEL, MetadataPayload
 from mixer_ext.settings import JitterBufferSize
 
 Int32Block = npt.NDArray[np.int32]

@@ -2,7 +2,7 @@
 //   node --test tests/js/
 // tests/test_player_payload.py runs them from pytest and hands over, in
 // MIXER_PAYLOAD_VECTORS, ID3 tags built by the Python side
-// (mixer_ext.core.metadata.id3_txxx), so both ends are held to the same bytes.
+// (mixer_ext.outputs.carriers.id3_txxx), so both ends are held to the same bytes.
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';

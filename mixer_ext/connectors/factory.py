@@ -1,0 +1,52 @@
+"""Pick and build the room connector the settings ask for."""
+
+from __future__ import annotations
+
+from mixer_ext.connectors.base import RoomConnector
+from mixer_ext.errors import ConfigError
+from mixer_ext.settings import RoomBackend, Settings
+
+#: how long a bot token minted from MIXER_ROOM_SECRET is valid: the longest run plus margin
+BOT_TOKEN_TTL = 86_400 + 3_600
+
+
+def check_room_settings(settings: Settings) -> None:
+    """Refuse, before connecting, settings that cannot work (one line each)."""
+    if settings.room_backend is RoomBackend.EMBEDDED:
+        if settings.room_token is None and settings.room_secret is None:
+            raise ConfigError(
+                "MIXER_ROOM_TOKEN or MIXER_ROOM_SECRET must be set to join the embedded room server"
+            )
+        if not settings.room_url.startswith(("ws://", "wss://")):
+            raise ConfigError(
+                f"MIXER_ROOM_URL: must start with ws:// or wss://, got {settings.room_url!r}"
+            )
+    elif not settings.janus_url.startswith(("ws://", "wss://")):
+        raise ConfigError(
+            f"MIXER_JANUS_URL: must start with ws:// or wss://, got {settings.janus_url!r}"
+        )
+
+
+def make_connector(settings: Settings, room: str, identity: str) -> RoomConnector:
+    """A fresh, unconnected connector for ``room`` as ``identity``."""
+    if settings.room_backend is RoomBackend.JANUS:
+        from mixer_ext.connectors.janus import JanusRoomConnector
+
+        return JanusRoomConnector(
+            settings.janus_url,
+            room,
+            identity,
+            api_secret=settings.janus_api_secret.get_secret_value()
+            if settings.janus_api_secret
+            else None,
+            token=settings.janus_token.get_secret_value() if settings.janus_token else None,
+        )
+    from mixer_ext.connectors.embedded import EmbeddedRoomConnector
+    from mixer_ext.roomserver.tokens import mint_token
+
+    if settings.room_token is not None:
+        token = settings.room_token.get_secret_value()
+    else:
+        assert settings.room_secret is not None  # check_room_settings() ran first
+        token = mint_token(settings.room_secret.get_secret_value(), room, identity, BOT_TOKEN_TTL)
+    return EmbeddedRoomConnector(settings.room_url, room, identity, token)

@@ -1,0 +1,652 @@
+"""Janus VideoRoom connector: the bot in a room on a Janus SFU.
+
+The bot uses one Janus session (``JanusSession``) with two VideoRoom handles:
+
+- a *publisher-type* handle that joins with ``display`` = the bot's identity
+  and never publishes.  It receives the room's events: ``joining``
+  (needs ``notify_joining`` on the room), ``publishers``, ``unpublished``,
+  ``leaving``, ``moderation``, ``destroyed``.
+- a *subscriber* handle (``join`` ptype subscriber with the audio ``streams``
+  of every publisher, later ``subscribe``).  Janus sends the SDP offer,
+  aiortc answers, ``start``.  Janus renegotiates on its own (``updated``)
+  when a feed goes away.
+
+Participants are Janus *publishers*; their identity is the publisher's
+``display`` (``janus-<id>`` when it has none).  A participant's audio is one
+``TrackSubscribed`` per publisher audio stream, ``track_sid`` =
+``"<feed id>:<publisher mid>"``.  Moderation mute maps to
+``TrackEnabledChanged(enabled=False)``; video is never subscribed.
+
+Recycled m-lines: after a feed is unpublished Janus marks its m-line
+inactive and reuses it for the next subscription, with a new SSRC.  Stock
+aiortc registers a receiver's SSRCs only the first time it starts, and with
+several audio m-lines sharing one payload type it drops packets from an SSRC
+it does not know.  After every offer this connector registers the offer's
+SSRCs with the transport's RTP router itself (``_route_offer_ssrcs``).  And
+because aiortc keeps one ``RemoteStreamTrack`` per m-line, the connector
+hands out its own ``FeedTrack`` per subscription, fed by one pump task per
+m-line: a consumer that stops a track it was given for one feed never stops
+the m-line for the next.
+
+Everything runs on one named task (``janus-room``) that consumes the
+session's events in order and does all signaling, so renegotiations never
+interleave.  The connector never reconnects: a destroyed session or a
+closed websocket ends ``events()`` with ``Disconnected("connection-lost")``
+and the worker decides.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, TypeGuard
+
+import av
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpTransceiver, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from websockets.exceptions import InvalidHandshake
+
+from mixer_ext import metrics
+from mixer_ext.connectors.base import (
+    Disconnected,
+    ParticipantJoined,
+    ParticipantLeft,
+    Reason,
+    RoomConnectError,
+    RoomConnector,
+    RoomEvent,
+    TrackEnabledChanged,
+    TrackSubscribed,
+    TrackUnsubscribed,
+)
+from mixer_ext.connectors.janus_session import (
+    JanusError,
+    JanusSession,
+    JanusSessionClosed,
+    drop_message,
+    plugin_data,
+    stop_tasks,
+)
+from mixer_ext.log import log_event
+from mixer_ext.redact import redact_url
+
+log = logging.getLogger(__name__)
+
+VIDEOROOM = "janus.plugin.videoroom"
+#: frames buffered per subscription before the oldest is dropped (1 s of 20 ms frames)
+FEED_QUEUE_FRAMES = 50
+#: connector events buffered for the consumer; when full the room task waits (backpressure)
+EVENT_QUEUE_SIZE = 1000
+
+# Janus core and VideoRoom error codes that say why joining failed.
+_REFUSALS: dict[int, tuple[str, str]] = {
+    403: (Reason.UNAUTHORIZED, "unauthorized (API secret or token refused)"),
+    405: (Reason.UNAUTHORIZED, "unauthorized to use the VideoRoom plugin"),
+    460: (Reason.PROTOCOL_ERROR, "VideoRoom plugin not available on this Janus"),
+    426: (Reason.ROOM_ENDED, "no such room"),
+    433: (Reason.UNAUTHORIZED, "unauthorized (room pin or token)"),
+    432: (Reason.ROOM_FULL, "room is full"),
+}
+
+
+#: a Janus participant (feed) id: an integer, or a string when the plugin uses string_ids
+FeedId = int | str
+
+
+def is_feed_id(value: object) -> TypeGuard[FeedId]:
+    """A usable feed id: an int (not a bool) or a non-empty string other than "ok"."""
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int) or (isinstance(value, str) and value not in ("", "ok"))
+
+
+def parse_room_id(room: str) -> int | str:
+    """VideoRoom id of ``room.name``: numeric string -> integer id, anything else a string id."""
+    return int(room) if room.isascii() and room.isdigit() else room
+
+
+class FeedTrack(MediaStreamTrack):
+    """Audio of one subscription: ``recv()`` returns ``av.AudioFrame``, blocks while silent.
+
+    Frames arrive from the m-line's pump; the queue holds ``FEED_QUEUE_FRAMES``
+    and drops the oldest when the consumer lags (live audio: the newest
+    matters).  pts are re-based to start at 0 for each subscription, because
+    a recycled m-line continues the previous feed's RTP timeline.  After
+    ``end()`` (unsubscribed, or the connector closed) ``recv()`` raises
+    ``MediaStreamError``.
+    """
+
+    kind = "audio"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._queue: asyncio.Queue[av.AudioFrame | None] = asyncio.Queue(FEED_QUEUE_FRAMES)
+        self._base_pts: int | None = None
+        self.ended = False
+
+    def push(self, frame: av.AudioFrame) -> None:
+        if self.ended:
+            return
+        if frame.pts is not None:
+            if self._base_pts is None:
+                self._base_pts = frame.pts
+            frame.pts -= self._base_pts
+        if self._queue.full():
+            self._queue.get_nowait()
+        self._queue.put_nowait(frame)
+
+    def end(self) -> None:
+        if self.ended:
+            return
+        self.ended = True
+        if self._queue.full():
+            self._queue.get_nowait()
+        self._queue.put_nowait(None)
+        super().stop()
+
+    def stop(self) -> None:
+        self.end()
+
+    async def recv(self) -> av.AudioFrame:
+        if self.ended and self._queue.empty():
+            raise MediaStreamError
+        frame = await self._queue.get()
+        if frame is None:
+            self._queue.put_nowait(None)  # later callers see the end too
+            raise MediaStreamError
+        return frame
+
+
+@dataclass
+class _Publisher:
+    feed_id: FeedId
+    identity: str
+    #: publisher mid -> moderated (muted by a moderator)
+    audio_mids: dict[str, bool] = field(default_factory=dict)
+
+
+@dataclass
+class _Subscription:
+    feed_id: FeedId
+    feed_mid: str
+    sub_mid: str
+    identity: str
+    track: FeedTrack
+
+    @property
+    def track_sid(self) -> str:
+        return f"{self.feed_id}:{self.feed_mid}"
+
+
+class JanusRoomConnector(RoomConnector):
+    """The bot in one Janus VideoRoom.  See the module docstring for the protocol."""
+
+    def __init__(
+        self,
+        url: str,
+        room: str,
+        identity: str,
+        *,
+        api_secret: str | None = None,
+        token: str | None = None,
+    ) -> None:
+        super().__init__(room, identity)
+        self.url = url
+        self.room_id = parse_room_id(room)
+        self._session = JanusSession(url, api_secret=api_secret, token=token, name="janus-bot")
+        self._pub_handle: int | None = None
+        self._sub_handle: int | None = None
+        self._sub_joined = False
+        self._own_id: FeedId | None = None
+        self._private_id: int | None = None
+        self._pc: RTCPeerConnection | None = None
+        self._participants: dict[FeedId, str] = {}  # janus id -> identity
+        self._publishers: dict[FeedId, _Publisher] = {}
+        self._subs: dict[str, _Subscription] = {}  # subscriber mid -> subscription
+        self._pumps: dict[str, asyncio.Task[None]] = {}  # subscriber mid -> pump task
+        self._events: asyncio.Queue[RoomEvent] = asyncio.Queue(EVENT_QUEUE_SIZE)
+        self._room_task: asyncio.Task[None] | None = None
+        self._teardown_task: asyncio.Task[None] | None = None
+
+    # --- RoomConnector ---------------------------------------------------------
+
+    async def connect(self) -> None:
+        where = redact_url(self.url)
+        try:
+            await self._session.open()
+            self._pub_handle = await self._session.attach(VIDEOROOM)
+            data, _ = await self._session.message(
+                self._pub_handle,
+                {
+                    "request": "join",
+                    "ptype": "publisher",
+                    "room": self.room_id,
+                    "display": self.identity,
+                },
+            )
+            self._sub_handle = await self._session.attach(VIDEOROOM)
+        except JanusError as exc:
+            await self._session.close()
+            reason, what = _REFUSALS.get(exc.code, (Reason.PROTOCOL_ERROR, exc.reason))
+            raise RoomConnectError(
+                f"janus refused to join room {self.room_id!r}: {what} ({exc.code})", reason=reason
+            ) from exc
+        except (OSError, InvalidHandshake, TimeoutError, JanusSessionClosed) as exc:
+            await self._session.close()
+            raise RoomConnectError(f"cannot reach janus at {where}: {exc}") from exc
+        own = data.get("id")
+        self._own_id = own if is_feed_id(own) else None
+        pvt = data.get("private_id")
+        self._private_id = pvt if isinstance(pvt, int) else None
+        self._pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+
+        @self._pc.on("connectionstatechange")
+        def _on_connection_state() -> None:
+            # Janus notices a dead media path late (or never, if only our side
+            # lost it): treat a failed PeerConnection like Janus' hangup.
+            if self._pc is not None and self._pc.connectionState == "failed":
+                self._session.post_local_event(
+                    {"janus": "hangup", "sender": self._sub_handle, "reason": "ICE/DTLS failed"}
+                )
+
+        metrics.ROOM_JOINS.inc()
+        log_event(log, "janus joined", room=str(self.room_id), identity=self.identity)
+        self._room_task = asyncio.create_task(self._run(data), name="janus-room")
+
+    async def events(self) -> AsyncIterator[RoomEvent]:
+        while True:
+            event = await self._events.get()
+            yield event
+            if isinstance(event, Disconnected):
+                return
+
+    async def disconnect(self) -> None:
+        if self._room_task is not None and not self._room_task.done():
+            if self._pub_handle is not None and not self._session.closed.is_set():
+                with contextlib.suppress(Exception):
+                    await self._session.message(self._pub_handle, {"request": "leave"}, within=3)
+            await stop_tasks([self._room_task])
+        await self._teardown(Reason.LEFT)
+
+    # --- the room task ----------------------------------------------------------
+
+    async def _run(self, joined: dict[str, Any]) -> None:
+        reason: str = Reason.CONNECTION_LOST
+        try:
+            for attendee in _list(joined.get("attendees")):
+                self._on_joining(attendee)
+            await self._on_publishers(_list(joined.get("publishers")))
+            while True:
+                msg = await self._session.next_event()
+                if msg is None:
+                    log_event(
+                        log,
+                        "janus session ended",
+                        logging.WARNING,
+                        detail=self._session.close_detail,
+                    )
+                    break
+                end = await self._on_event(msg)
+                if end is not None:
+                    reason = end
+                    break
+        except asyncio.CancelledError:
+            raise
+        except (JanusSessionClosed, JanusError, TimeoutError) as exc:
+            log_event(log, "janus signaling failed", logging.WARNING, error=str(exc))
+        except Exception:  # the task's top level: log where it came from, then disconnect
+            log.exception("janus: room task failed")
+        await self._teardown(reason)
+
+    async def _on_event(self, msg: dict[str, Any]) -> str | None:
+        """Handle one server event; returns a disconnect reason when the bot is out."""
+        kind = msg["janus"]
+        sender = msg.get("sender")
+        if kind == "timeout":
+            return Reason.CONNECTION_LOST
+        if sender == self._sub_handle and kind in ("hangup", "detached"):
+            log_event(log, "janus subscriber media ended", logging.WARNING, janus=kind)
+            return Reason.CONNECTION_LOST
+        if sender == self._pub_handle and kind == "detached":
+            return Reason.CONNECTION_LOST
+        if kind != "event":
+            return None  # webrtcup, media, slowlink, trickle: nothing to do
+        data = plugin_data(msg)
+        if data is None:
+            drop_message("event-without-plugindata", str(msg)[:120])
+            return None
+        if sender == self._sub_handle:
+            await self._on_subscriber_event(data, msg.get("jsep"))
+            return None
+        if sender != self._pub_handle:
+            drop_message("unknown-sender", str(sender))
+            return None
+        vr = data.get("videoroom")
+        if vr == "destroyed":
+            return Reason.ROOM_ENDED
+        if vr != "event":
+            if vr not in ("talking", "stopped-talking", "slow_link"):
+                drop_message("unexpected-videoroom", str(vr))
+            return None
+        if "error" in data or "error_code" in data:
+            drop_message("plugin-error", str(data.get("error")))
+            return None
+        if "joining" in data:
+            self._on_joining(data["joining"])
+        if "publishers" in data:
+            await self._on_publishers(_list(data["publishers"]))
+        if "unpublished" in data:
+            if data["unpublished"] == "ok":
+                return None
+            self._on_unpublished(data["unpublished"])
+        for key in ("leaving", "kicked"):
+            if key in data:
+                who = data[key]
+                if who == "ok" or who == self._own_id:
+                    return Reason.LEFT
+                self._on_leaving(who)
+        if "moderation" in data:
+            self._on_moderation(data)
+        return None
+
+    # --- participants --------------------------------------------------------------
+
+    def _identity_of(self, feed_id: FeedId, display: object) -> str:
+        """The publisher's ``display``; made unique when another participant already has it.
+
+        Janus does not enforce unique displays, but identities key the
+        mixer's inputs and the metadata, so a second ``alice`` becomes
+        ``alice~<feed id>``.  No display at all gives ``janus-<feed id>``.
+        """
+        if not isinstance(display, str) or not display:
+            return f"janus-{feed_id}"
+        known = self._participants.get(feed_id)
+        if known is not None:
+            return known
+        if display in self._participants.values():
+            log_event(log, "janus: duplicate display", logging.WARNING, display=display)
+            return f"{display}~{feed_id}"
+        return display
+
+    def _on_joining(self, who: object) -> None:
+        if not isinstance(who, dict) or not is_feed_id(who.get("id")):
+            drop_message("bad-joining", str(who)[:120])
+            return
+        self._add_participant(who["id"], self._identity_of(who["id"], who.get("display")))
+
+    def _add_participant(self, feed_id: FeedId, identity: str) -> bool:
+        if feed_id == self._own_id or identity == self.identity:
+            return False  # the bot itself (or someone using its identity) is never mixed
+        if feed_id not in self._participants:
+            self._participants[feed_id] = identity
+            self._emit(ParticipantJoined(identity))
+        return True
+
+    async def _on_publishers(self, publishers: list[Any]) -> None:
+        wanted: list[dict[str, Any]] = []
+        for pub in publishers:
+            if not isinstance(pub, dict) or not is_feed_id(pub.get("id")):
+                drop_message("bad-publisher", str(pub)[:120])
+                continue
+            feed_id: FeedId = pub["id"]
+            identity = self._participants.get(feed_id) or self._identity_of(
+                feed_id, pub.get("display")
+            )
+            if not self._add_participant(feed_id, identity):
+                continue
+            entry = self._publishers.setdefault(feed_id, _Publisher(feed_id, identity))
+            for stream in _list(pub.get("streams")):
+                if not isinstance(stream, dict) or stream.get("type") != "audio":
+                    continue
+                mid = stream.get("mid")
+                if not isinstance(mid, str) or stream.get("disabled"):
+                    continue
+                if mid in entry.audio_mids or self._sub_for(feed_id, mid) is not None:
+                    continue
+                entry.audio_mids[mid] = bool(stream.get("moderated", False))
+                wanted.append({"feed": feed_id, "mid": mid})
+        if wanted:
+            await self._subscribe(wanted)
+
+    def _on_unpublished(self, feed_id: object) -> None:
+        if not is_feed_id(feed_id):
+            drop_message("bad-unpublished", str(feed_id))
+            return
+        self._publishers.pop(feed_id, None)
+        for sub in [s for s in self._subs.values() if s.feed_id == feed_id]:
+            self._end_subscription(sub)
+
+    def _on_leaving(self, feed_id: object) -> None:
+        if not is_feed_id(feed_id):
+            drop_message("bad-leaving", str(feed_id))
+            return
+        self._on_unpublished(feed_id)
+        identity = self._participants.pop(feed_id, None)
+        if identity is not None:
+            self._emit(ParticipantLeft(identity, Reason.LEFT))
+
+    def _on_moderation(self, data: dict[str, Any]) -> None:
+        feed_id, mid, what = data.get("id"), data.get("mid"), data.get("moderation")
+        if not is_feed_id(feed_id) or what not in ("muted", "unmuted"):
+            drop_message("bad-moderation", str(data)[:120])
+            return
+        muted = what == "muted"
+        pub = self._publishers.get(feed_id)
+        mids = [mid] if isinstance(mid, str) else list(pub.audio_mids) if pub else []
+        for m in mids:
+            if pub is not None and m in pub.audio_mids:
+                pub.audio_mids[m] = muted
+            sub = self._sub_for(feed_id, m)
+            if sub is not None:
+                self._emit(TrackEnabledChanged(sub.identity, sub.track_sid, not muted))
+
+    # --- subscriber handle -------------------------------------------------------------
+
+    async def _subscribe(self, streams: list[dict[str, Any]]) -> None:
+        assert self._sub_handle is not None
+        if not self._sub_joined:
+            body: dict[str, Any] = {
+                "request": "join",
+                "ptype": "subscriber",
+                "room": self.room_id,
+                "streams": streams,
+            }
+            if self._private_id is not None:
+                body["private_id"] = self._private_id
+            data, jsep = await self._session.message(self._sub_handle, body)
+            self._sub_joined = True
+            await self._on_subscriber_event(data, jsep)
+            return
+        try:
+            # The reply is the "updated" offer itself, or "updating" when Janus
+            # queues this change behind another one: then the offer arrives
+            # later as an event, handled in order by this task.
+            data, jsep = await self._session.message(
+                self._sub_handle, {"request": "subscribe", "streams": streams}
+            )
+        except JanusError as exc:
+            # e.g. the feed left between its announcement and our request
+            log_event(log, "janus subscribe refused", logging.WARNING, error=str(exc))
+            return
+        await self._on_subscriber_event(data, jsep)
+
+    async def _on_subscriber_event(self, data: dict[str, Any], jsep: object) -> None:
+        vr = data.get("videoroom")
+        if "error" in data or "error_code" in data:
+            drop_message("subscriber-error", str(data.get("error")))
+            return
+        if (
+            isinstance(jsep, dict)
+            and jsep.get("type") == "offer"
+            and isinstance(jsep.get("sdp"), str)
+        ):
+            await self._answer(jsep["sdp"])
+        elif vr not in ("attached", "updated", "event", "updating"):
+            drop_message("unexpected-subscriber-event", str(vr))
+        if vr in ("attached", "updated") and isinstance(data.get("streams"), list):
+            self._apply_streams(data["streams"])
+
+    async def _answer(self, sdp: str) -> None:
+        assert self._pc is not None and self._sub_handle is not None
+        pc = self._pc
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+        _route_offer_ssrcs(pc, sdp)
+        for transceiver in pc.getTransceivers():
+            if (
+                transceiver.kind == "audio"
+                and transceiver.mid
+                and transceiver.mid not in self._pumps
+            ):
+                self._pumps[transceiver.mid] = asyncio.create_task(
+                    self._pump(transceiver.mid, transceiver), name=f"janus-pump-{transceiver.mid}"
+                )
+        await pc.setLocalDescription(await pc.createAnswer())
+        answer = pc.localDescription
+        await self._session.message(
+            self._sub_handle, {"request": "start"}, {"type": answer.type, "sdp": answer.sdp}
+        )
+        metrics.JANUS_RENEGOTIATIONS.inc()
+
+    def _apply_streams(self, streams: list[Any]) -> None:
+        """Make subscriptions match Janus' list of subscriber streams (mid -> feed)."""
+        active: dict[str, tuple[FeedId, str]] = {}
+        for s in streams:
+            if not isinstance(s, dict) or s.get("type") != "audio":
+                continue
+            mid, feed, feed_mid = s.get("mid"), s.get("feed_id"), s.get("feed_mid")
+            if (
+                s.get("active", True)
+                and isinstance(mid, str)
+                and is_feed_id(feed)
+                and isinstance(feed_mid, str)
+            ):
+                active[mid] = (feed, feed_mid)
+        for mid, sub in list(self._subs.items()):
+            if active.get(mid) != (sub.feed_id, sub.feed_mid):
+                self._end_subscription(sub)
+        for mid, (feed, feed_mid) in active.items():
+            if mid in self._subs:
+                continue
+            pub = self._publishers.get(feed)
+            if pub is None:
+                continue  # gone already (unpublished while the offer was on its way)
+            sub = _Subscription(feed, feed_mid, mid, pub.identity, FeedTrack())
+            self._subs[mid] = sub
+            moderated = pub.audio_mids.get(feed_mid, False)
+            log_event(log, "janus subscribed", identity=sub.identity, track=sub.track_sid, mid=mid)
+            self._emit(TrackSubscribed(sub.identity, sub.track_sid, sub.track, not moderated))
+
+    def _end_subscription(self, sub: _Subscription) -> None:
+        if self._subs.get(sub.sub_mid) is sub:
+            del self._subs[sub.sub_mid]
+            pub = self._publishers.get(sub.feed_id)
+            if pub is not None:
+                pub.audio_mids.pop(sub.feed_mid, None)
+            sub.track.end()
+            log_event(log, "janus unsubscribed", identity=sub.identity, track=sub.track_sid)
+            self._emit(TrackUnsubscribed(sub.identity, sub.track_sid))
+
+    def _sub_for(self, feed_id: FeedId, feed_mid: str) -> _Subscription | None:
+        for sub in self._subs.values():
+            if sub.feed_id == feed_id and sub.feed_mid == feed_mid:
+                return sub
+        return None
+
+    async def _pump(self, mid: str, transceiver: RTCRtpTransceiver) -> None:
+        """Forward decoded frames of one m-line to whichever subscription holds it now."""
+        track = transceiver.receiver.track
+        try:
+            while True:
+                frame = await track.recv()
+                sub = self._subs.get(mid)
+                if sub is not None and isinstance(frame, av.AudioFrame):
+                    sub.track.push(frame)
+        except MediaStreamError:
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("janus: pump for mid %s failed", mid)
+
+    # --- events out, teardown ------------------------------------------------------------
+
+    def _emit(self, event: RoomEvent) -> None:
+        try:
+            self._events.put_nowait(event)
+        except asyncio.QueueFull:
+            # The consumer stopped reading; a room event is never silently lost.
+            log_event(log, "janus: event queue full, disconnecting", logging.ERROR)
+            raise JanusSessionClosed("consumer not reading events") from None
+
+    async def _teardown(self, reason: str) -> None:
+        """Release everything once and emit the final ``Disconnected``.
+
+        The work runs in its own task (``janus-teardown``) so that cancelling
+        the room task halfway through its own teardown cannot leak the
+        session or the PeerConnection: ``disconnect()`` awaits the same task.
+        """
+        if self._teardown_task is None:
+            self._teardown_task = asyncio.create_task(self._release(reason), name="janus-teardown")
+        await asyncio.shield(self._teardown_task)
+
+    async def _release(self, reason: str) -> None:
+        for sub in list(self._subs.values()):
+            with contextlib.suppress(JanusSessionClosed):  # queue full: Disconnected says it all
+                self._end_subscription(sub)
+        await stop_tasks(list(self._pumps.values()))
+        self._pumps.clear()
+        if self._pc is not None:
+            with contextlib.suppress(Exception):
+                await self._pc.close()
+        await self._session.close()
+        log_event(log, "janus disconnected", reason=str(reason))
+        while self._events.full():  # make room: Disconnected must be the last event
+            self._events.get_nowait()
+        self._events.put_nowait(Disconnected(str(reason)))
+
+
+_MID_RE = re.compile(r"^a=mid:(\S+)", re.M)
+_SSRC_RE = re.compile(r"^a=ssrc:(\d+) ", re.M)
+
+
+def offer_ssrcs(sdp: str) -> dict[str, list[int]]:
+    """mid -> SSRCs announced for it, per media section of an SDP."""
+    out: dict[str, list[int]] = {}
+    for section in re.split(r"\r?\n(?=m=)", sdp)[1:]:
+        mid = _MID_RE.search(section)
+        if mid is None:
+            continue
+        ssrcs = sorted({int(x) for x in _SSRC_RE.findall(section)})
+        if ssrcs:
+            out[mid.group(1)] = ssrcs
+    return out
+
+
+def _route_offer_ssrcs(pc: RTCPeerConnection, sdp: str) -> None:
+    """Point every SSRC of the offer at its m-line's receiver (aiortc only does it once).
+
+    Uses aiortc's ``RTCDtlsTransport._rtp_router`` (private, present in
+    aiortc 1.x); if it is missing the connector still works for m-lines
+    that are never recycled, and says so in the log.
+    """
+    by_mid = offer_ssrcs(sdp)
+    for transceiver in pc.getTransceivers():
+        ssrcs = by_mid.get(transceiver.mid or "")
+        if not ssrcs:
+            continue
+        receiver = transceiver.receiver
+        router = getattr(receiver.transport, "_rtp_router", None)
+        table = getattr(router, "ssrc_table", None)
+        if not isinstance(table, dict):
+            log_event(log, "janus: cannot route recycled m-line (aiortc changed)", logging.WARNING)
+            return
+        for ssrc in ssrcs:
+            table[ssrc] = receiver
+
+
+def _list(value: object) -> list[Any]:
+    return value if isinstance(value, list) else []

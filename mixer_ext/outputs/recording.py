@@ -1,0 +1,102 @@
+"""Recording output (``file:PATH``): the encoded AAC written to a file, by extension.
+
+* ``.m4a`` / ``.mp4``: the ``mp4`` muxer with ``+faststart``.  The moov atom
+  is written when the container is closed, so ``close()`` of the pipeline
+  (normal end, and the worker's SIGTERM path) is what makes the file
+  playable; the encoder's 1024-sample priming goes into an edit list, so
+  the file's duration is the mix's duration.
+* ``.ts``: one MPEG-TS with the AAC and the ``timed_id3`` stream, exactly as
+  an HLS segment but continuous: it keeps the metadata in-band and stays
+  readable even if the process is killed without a chance to finish.
+
+The file is written to ``PATH`` directly (its directory is created); an
+existing file is replaced.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Any
+
+import av
+
+from mixer_ext.core.frames import SAMPLE_RATE, TIME_BASE
+from mixer_ext.core.payload import MetadataPayload
+from mixer_ext.encode.encoder import AacParams, EncodedPacket
+from mixer_ext.outputs.base import Output, OutputError
+from mixer_ext.outputs.hls import TsWriter
+
+
+class FileOutput(Output):
+    kind = "file"
+
+    def __init__(self, path: Path, container: str, params: AacParams) -> None:
+        super().__init__(f"file:{path}", params)
+        self.path = Path(path)
+        self.container_format = container
+        self._ts: TsWriter | None = None
+        self._mp4: Any = None
+        self._mp4_audio: Any = None
+        self._last_size = 0
+        self._packets = 0
+
+    def _open(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if self.container_format == "mpegts":
+                self._ts = TsWriter(self.path, self.params, flush_packets=True)
+            else:
+                self._mp4 = av.open(
+                    str(self.path), "w", format="mp4", options={"movflags": "+faststart"}
+                )
+                stream = self._mp4.add_stream("aac", rate=SAMPLE_RATE, layout="stereo")
+                stream.codec_context.extradata = self.params.extradata
+                stream.codec_context.bit_rate = self.params.bit_rate
+                stream.time_base = TIME_BASE
+                self._mp4_audio = stream
+        except OSError as exc:
+            raise OutputError(
+                f"cannot create recording {self.path}: {exc.strerror or exc}"
+            ) from None
+
+    def _audio(self, packet: EncodedPacket) -> None:
+        if self._ts is not None:
+            self._ts.audio_packet(packet)
+        else:
+            self._mp4.mux(packet.to_av(self._mp4_audio))
+        self._packets += 1
+        if self._packets % 50 == 0:  # about once a second
+            self._account()
+
+    def _metadata(self, payload: MetadataPayload) -> None:
+        # mp4 has no stream that players read timed ID3 from; .ts keeps it in-band
+        if self._ts is not None:
+            self._ts.metadata(payload)
+
+    def _close(self, end_of_stream: bool) -> None:
+        if self._ts is not None:
+            self._ts.close()
+            self._ts = None
+        elif self._mp4 is not None:
+            self._mp4.close()
+            self._mp4 = None
+        self._account()
+
+    def _abandon(self) -> None:
+        with contextlib.suppress(Exception):
+            if self._ts is not None:
+                self._ts.close()
+            elif self._mp4 is not None:
+                self._mp4.close()
+        self._ts = self._mp4 = None
+
+    def _account(self) -> None:
+        """Count the bytes the file grew by since the last look."""
+        try:
+            size = self.path.stat().st_size
+        except OSError:
+            return
+        if size > self._last_size:
+            self._count_bytes(size - self._last_size)
+            self._last_size = size

@@ -1,0 +1,226 @@
+"""One RTMP/RTMPS publishing session: FLV with AAC and AMF0 ``onTextData``.
+
+Runs inside the RTMP child process (``mixer_ext.outputs.rtmp_child``; see
+``mixer_ext.outputs.rtmp`` for why it is a separate process).
+
+* Muxed by PyAV's ``flv`` muxer straight to FFmpeg's RTMP(S) client.  The
+  metadata goes through a codec-less data stream as hand-built AMF0 bytes
+  (``amf0_on_text_data``); FFmpeg writes them as FLV script-data tags.
+* Connection: made on the output thread when the first packet arrives.  When
+  it fails or drops (write error), the output is ``reconnecting``: packets
+  are dropped and counted (``mixer_output_dropped_packets_total{kind="rtmp"}``)
+  until the next attempt, which follows capped exponential backoff
+  (``RECONNECT_FIRST_DELAY`` doubling up to ``MIXER_RTMP_RECONNECT_MAX_DELAY``).
+  Nothing is queued for a dead connection beyond the bounded hand-off queue
+  of ``Output``.  Each connection is a fresh FLV stream whose timestamps
+  start at 0 (ingest servers expect that); metadata keeps its offset from
+  the audio.  ``mixer_output_reconnects_total{kind="rtmp"}`` counts every
+  connection after the first.
+* Redaction: the stream key (last path segment and query) is registered
+  with ``mixer_ext.redact.add_secret`` so every log record passing the
+  logging filter is scrubbed of it, even when FFmpeg prints it bare; our own
+  messages only ever use ``label`` (``redact_url``).
+
+``status()`` adds ``busy_for``: how long the FFmpeg call in progress
+(connect, write, close) has been running, so the parent can tell a stall.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+import av
+
+from mixer_ext.core.frames import SAMPLE_RATE, TIME_BASE
+from mixer_ext.core.payload import MetadataPayload
+from mixer_ext.encode.encoder import AacParams, EncodedPacket
+from mixer_ext.metrics import OUTPUT_RECONNECTS
+from mixer_ext.outputs.base import Output, OutputState
+from mixer_ext.outputs.carriers import amf0_on_text_data
+from mixer_ext.redact import add_secret, redact_text, redact_url
+
+log = logging.getLogger(__name__)
+
+#: seconds before the first retry; doubles per failure up to the setting's cap
+RECONNECT_FIRST_DELAY = 0.5
+
+
+def stream_key_parts(url: str) -> list[str]:
+    """The secret parts of an RTMP URL: last path segment, query, each query value.
+
+    Also their percent-decoded forms, which is how FFmpeg may print them.
+    """
+    parts = urlsplit(url)
+    segs = [s for s in parts.path.split("/") if s]
+    out = []
+    if segs:
+        out.append(segs[-1])
+        if parts.query:
+            out.append(f"{segs[-1]}?{parts.query}")
+    if parts.query:
+        out.append(parts.query)
+        out.extend(value for _name, value in parse_qsl(parts.query) if value)
+    return sorted({*out, *(unquote(p) for p in out)})
+
+
+class RtmpSession(Output):
+    kind = "rtmp"
+
+    def __init__(
+        self,
+        url: str,
+        params: AacParams,
+        max_delay: float,
+        first_delay: float = RECONNECT_FIRST_DELAY,
+    ) -> None:
+        super().__init__(redact_url(url), params)
+        self._url = url
+        for secret in stream_key_parts(url):
+            add_secret(secret)
+        self.max_delay = max_delay
+        self.first_delay = min(first_delay, max_delay)
+        self._delay = self.first_delay
+        self._next_attempt = 0.0
+        self._container: Any = None
+        self._audio_stream: Any = None
+        self._data_stream: Any = None
+        self._offset = 0
+        self.connections = 0
+        #: monotonic start of the FFmpeg call in progress (None: not inside one)
+        self._busy_since: float | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self._container is not None
+
+    def status(self) -> dict[str, Any]:
+        out = super().status()
+        since = self._busy_since
+        out["busy_for"] = 0.0 if since is None else time.monotonic() - since
+        out["connections"] = self.connections
+        return out
+
+    @contextlib.contextmanager
+    def _busy(self) -> Iterator[None]:
+        self._busy_since = time.monotonic()
+        try:
+            yield
+        finally:
+            self._busy_since = None
+
+    # ------------------------------------------------------------------ hooks
+    def _open(self) -> None:
+        # Connecting may take seconds: it happens on the output thread, with backoff.
+        self.state = OutputState.RECONNECTING
+
+    def _audio(self, packet: EncodedPacket) -> None:
+        if self._container is None and not self._connect(packet.pts):
+            self._count_drop()
+            return
+        try:
+            with self._busy():
+                self._container.mux(packet.to_av(self._audio_stream, self._offset))
+        except (OSError, ValueError) as exc:
+            self._lost(exc)
+            self._count_drop()
+            return
+        self._count_bytes(len(packet.data))
+
+    def _metadata(self, payload: MetadataPayload) -> None:
+        if self._container is None:
+            self._count_drop()
+            return
+        pts = max(0, payload.pts - self._offset)
+        packet = av.Packet(amf0_on_text_data(payload.to_json()))
+        packet.pts = packet.dts = pts
+        packet.time_base = TIME_BASE
+        packet.stream = self._data_stream
+        try:
+            with self._busy():
+                self._container.mux(packet)
+        except (OSError, ValueError) as exc:
+            self._lost(exc)
+            self._count_drop()
+            return
+        self._count_bytes(packet.size)
+
+    def _close(self, end_of_stream: bool) -> None:
+        if self._container is not None:
+            container, self._container = self._container, None
+            try:
+                with self._busy():
+                    container.close()
+            except (OSError, ValueError) as exc:
+                log.warning("output %s: closing: %s", self.label, self._describe(exc))
+
+    def _abandon(self) -> None:
+        self._drop_connection()
+
+    def _describe(self, exc: BaseException) -> str:
+        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return redact_text(text.replace(self._url, self.label))
+
+    # ------------------------------------------------------------------ connection
+    def _connect(self, first_pts: int) -> bool:
+        now = time.monotonic()
+        if now < self._next_attempt:
+            return False
+        container: Any = None
+        try:
+            # a live stream has no duration/filesize to patch in at the end
+            container = av.open(
+                self._url, "w", format="flv", options={"flvflags": "no_duration_filesize"}
+            )
+            audio = container.add_stream("aac", rate=SAMPLE_RATE, layout="stereo")
+            audio.codec_context.extradata = self.params.extradata
+            audio.codec_context.bit_rate = self.params.bit_rate
+            audio.time_base = TIME_BASE
+            data = container.add_data_stream()
+            data.time_base = TIME_BASE
+            with self._busy():
+                container.start_encoding()  # connects, handshakes and publishes
+        except (OSError, ValueError) as exc:
+            if container is not None:
+                with contextlib.suppress(Exception):
+                    container.close()
+            self._count_error()
+            log.warning(
+                "output %s: cannot connect (%s); retrying in %.1f s",
+                self.label,
+                self._describe(exc),
+                self._delay,
+            )
+            self._next_attempt = time.monotonic() + self._delay
+            self._delay = min(self._delay * 2, self.max_delay)
+            return False
+        self._container, self._audio_stream, self._data_stream = container, audio, data
+        self._offset = first_pts
+        self._delay = self.first_delay
+        self.connections += 1
+        if self.connections > 1:
+            self.reconnects += 1
+            OUTPUT_RECONNECTS.labels(self.kind).inc()
+        self.state = OutputState.RUNNING
+        log.info("output %s: connected (connection %d)", self.label, self.connections)
+        return True
+
+    def _lost(self, exc: BaseException) -> None:
+        self._count_error()
+        log.warning(
+            "output %s: connection lost (%s); reconnecting", self.label, self._describe(exc)
+        )
+        self._drop_connection()
+        self.state = OutputState.RECONNECTING
+        self._next_attempt = time.monotonic() + self._delay
+        self._delay = min(self._delay * 2, self.max_delay)
+
+    def _drop_connection(self) -> None:
+        container, self._container = self._container, None
+        if container is not None:
+            with contextlib.suppress(Exception), self._busy():
+                container.close()

@@ -1,1 +1,0 @@
-"""Room connectors: how the bot joins a room (embedded server or Janus VideoRoom)."""

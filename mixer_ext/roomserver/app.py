@@ -1,0 +1,760 @@
+"""The embedded room server: WebSocket signaling, aiortc media, REST and a speaker page.
+
+One aiohttp application on one port serves
+
+* ``GET /v1/signal``: the signaling WebSocket (``mixer_ext.roomserver.protocol``);
+* ``GET /v1/rooms/{name}``, ``GET /v1/rooms/{name}/participants``: JSON for
+  operators (404 for a room that does not exist);
+* ``POST /v1/rooms/{name}/end``: ends a room, everyone leaves with
+  ``room-ended`` (needs ``Authorization: Bearer <MIXER_ROOM_SECRET>``);
+* ``POST /v1/token``: hands out a token, only in open mode (``MIXER_ROOM_OPEN``);
+* ``GET /``: the speaker page (``mixer_ext/roomserver/static/``); ``GET /healthz``.
+
+Media: one ``RTCPeerConnection`` per participant carries its published track
+and all its subscriptions.  The server always makes the offers, one at a time
+per participant (``_Session._negotiator``), so there is never glare.  A
+published track is read by a ``TrackFanout`` and copied to a bounded
+``RelayedTrack`` per subscriber.
+
+Room rules (``mixer_ext.roomserver.state.Room``) are checked by one housekeeping
+task every ``HOUSEKEEPING_PERIOD`` seconds: maximum participant duration and
+the empty-room timeout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hmac
+import logging
+import secrets
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from aiohttp import WSCloseCode, WSMsgType, web
+from aiortc import (
+    RTCConfiguration,
+    RTCPeerConnection,
+    RTCRtpTransceiver,
+    RTCSessionDescription,
+)
+from aiortc.mediastreams import MediaStreamTrack
+from pydantic import ValidationError
+
+from mixer_ext import metrics
+from mixer_ext.connectors.base import Reason
+from mixer_ext.errors import ConfigError
+from mixer_ext.roomserver import protocol as p
+from mixer_ext.roomserver.relay import RelayedTrack, TrackFanout
+from mixer_ext.roomserver.state import Admission, ParticipantState, Room, TrackState
+from mixer_ext.roomserver.tokens import (
+    TokenError,
+    check_name,
+    mint_token,
+    secret_from,
+    verify_token,
+)
+from mixer_ext.settings import Settings
+from mixer_ext.tasks import stop_tasks, wait_bounded
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PORT = 7880
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+HOUSEKEEPING_PERIOD = 0.25
+#: the first message (join) must arrive within this many seconds
+JOIN_TIMEOUT = 10.0
+#: a client must answer an offer within this many seconds
+ANSWER_TIMEOUT = 15.0
+#: messages queued to one client before it counts as gone (it stopped reading)
+OUTBOX_SIZE = 256
+#: frames above this many times the cap are cut by aiohttp itself (connection closed)
+HARD_LIMIT_FACTOR = 4
+TASK_STOP_TIMEOUT = 3.0
+
+
+def _peer_config() -> RTCConfiguration:
+    # iceServers=[]: aiortc's default asks a public STUN server; everything here is local
+    return RTCConfiguration(iceServers=[])
+
+
+class _Session:
+    """One participant's connection: its socket, peer connection, track and subscriptions.
+
+    Owned by ``RoomServer``; its tasks (``room-out:<room>/<id>``,
+    ``room-neg:<room>/<id>``) end in ``close()``.
+    """
+
+    def __init__(
+        self, server: RoomServer, ws: web.WebSocketResponse, room: Room, identity: str, join: p.Join
+    ) -> None:
+        self.server = server
+        self.ws = ws
+        self.room = room
+        self.identity = identity
+        self.publish = join.publish
+        self.auto_subscribe = join.auto_subscribe
+        self.label = f"{room.name}/{identity}"
+        self.closed = False
+        self.pc: RTCPeerConnection | None = None
+        self.publish_transceiver: RTCRtpTransceiver | None = None
+        self.track_sid: str | None = None
+        self.fanout: TrackFanout | None = None
+        #: publisher's track sid -> (transceiver, relayed track, publisher identity)
+        self.subscriptions: dict[str, tuple[RTCRtpTransceiver, RelayedTrack, str]] = {}
+        self._outbox: asyncio.Queue[str | None] = asyncio.Queue(OUTBOX_SIZE)
+        self._negotiation_needed = asyncio.Event()
+        self._answer: asyncio.Future[p.Answer] | None = None
+        self._sender = asyncio.create_task(self._send_loop(), name=f"room-out:{self.label}")
+        self._negotiator: asyncio.Task[None] | None = None
+
+    # --- outgoing messages -------------------------------------------------------------
+
+    def send(self, message: p._Message) -> None:
+        """Queue a message; a client that stopped reading is disconnected, never waited for."""
+        if self.closed:
+            return
+        try:
+            self._outbox.put_nowait(p.encode(message))
+        except asyncio.QueueFull:
+            log.warning("room server: %s: outbox full, client stopped reading", self.label)
+            self.server._schedule_removal(self, Reason.CONNECTION_LOST)
+
+    async def _send_loop(self) -> None:
+        while True:
+            text = await self._outbox.get()
+            if text is None:
+                return
+            try:
+                await self.ws.send_str(text)
+            except (ConnectionError, RuntimeError):
+                return
+
+    # --- media ---------------------------------------------------------------------------
+
+    def _ensure_pc(self) -> RTCPeerConnection:
+        if self.pc is None:
+            self.pc = RTCPeerConnection(_peer_config())
+            self.pc.on("track", self._on_track)
+            self.pc.on("connectionstatechange", self._on_connection_state)
+            self._negotiator = asyncio.create_task(
+                self._negotiate_loop(), name=f"room-neg:{self.label}"
+            )
+        return self.pc
+
+    def start_publishing(self) -> None:
+        """Offer the m-line the client sends on; it comes first, before any subscription."""
+        pc = self._ensure_pc()
+        self.publish_transceiver = pc.addTransceiver("audio", direction="recvonly")
+        self._negotiation_needed.set()
+
+    def _on_track(self, track: MediaStreamTrack) -> None:
+        if track.kind != "audio" or self.fanout is not None or self.closed:
+            return
+        self.track_sid = "TR_" + secrets.token_hex(6)
+        self.fanout = TrackFanout(track, f"{self.label}/{self.track_sid}")
+        state = self.room.participants.get(self.identity)
+        if state is not None:
+            state.tracks[self.track_sid] = TrackState(sid=self.track_sid)
+        self.server._on_published(self)
+
+    def _on_connection_state(self) -> None:
+        if self.pc is not None and self.pc.connectionState == "failed" and not self.closed:
+            log.warning("room server: %s: media connection failed", self.label)
+            self.server._schedule_removal(self, Reason.CONNECTION_LOST)
+
+    def subscribe(self, publisher: _Session) -> None:
+        """Receive ``publisher``'s track on this participant's peer connection."""
+        if publisher.fanout is None or publisher.track_sid is None or self.closed:
+            return
+        if publisher.track_sid in self.subscriptions:
+            return
+        pc = self._ensure_pc()
+        relayed = publisher.fanout.subscribe()
+        transceiver = pc.addTransceiver(relayed, direction="sendonly")
+        self.subscriptions[publisher.track_sid] = (transceiver, relayed, publisher.identity)
+        self._negotiation_needed.set()
+
+    def unsubscribe(self, track_sid: str) -> None:
+        entry = self.subscriptions.pop(track_sid, None)
+        if entry is None:
+            return
+        transceiver, relayed, _ = entry
+        transceiver.sender.replaceTrack(None)
+        relayed.stop()
+        transceiver.direction = "inactive"
+        self._negotiation_needed.set()
+
+    async def _negotiate_loop(self) -> None:
+        """Offer, wait for the answer, apply it; one negotiation at a time, never glare."""
+        try:
+            while not self.closed:
+                await self._negotiation_needed.wait()
+                self._negotiation_needed.clear()
+                pc = self.pc
+                if pc is None or self.closed:
+                    return
+                offer = await pc.createOffer()
+                await pc.setLocalDescription(offer)
+                tracks = {
+                    t.mid: p.SubscribedTrack(
+                        identity=ident, track_sid=sid, enabled=self.server._enabled(ident, sid)
+                    )
+                    for sid, (t, _, ident) in self.subscriptions.items()
+                    if t.mid is not None
+                }
+                publish_mid = self.publish_transceiver.mid if self.publish_transceiver else None
+                self._answer = asyncio.get_running_loop().create_future()
+                log.debug("room server: %s: offer (%d subscriptions)", self.label, len(tracks))
+                self.send(
+                    p.Offer(sdp=pc.localDescription.sdp, tracks=tracks, publish_mid=publish_mid)
+                )
+                try:
+                    answer = await asyncio.wait_for(self._answer, ANSWER_TIMEOUT)
+                except TimeoutError:
+                    log.warning("room server: %s: no answer to offer, disconnecting", self.label)
+                    self.server._schedule_removal(self, Reason.CONNECTION_LOST)
+                    return
+                finally:
+                    self._answer = None
+                try:
+                    await pc.setRemoteDescription(RTCSessionDescription(answer.sdp, "answer"))
+                except Exception as exc:  # a bad SDP from the client: its problem only
+                    log.warning("room server: %s: answer refused: %s", self.label, exc)
+                    metrics.ROOM_SERVER_REJECTED_MESSAGES.labels("bad-sdp").inc()
+                    self.server._schedule_removal(self, Reason.PROTOCOL_ERROR)
+                    return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("room server: %s: negotiation failed", self.label)
+            self.server._schedule_removal(self, Reason.CONNECTION_LOST)
+
+    def on_answer(self, answer: p.Answer) -> bool:
+        """Hand ``answer`` to the pending negotiation; False when none is pending."""
+        if self.closed:
+            return True  # an answer racing with teardown: nothing to do, nothing wrong
+        if self._answer is None or self._answer.done():
+            return False
+        self._answer.set_result(answer)
+        return True
+
+    # --- teardown ------------------------------------------------------------------------
+
+    async def close(self, reason: str | None, message: str = "") -> None:
+        """Stop everything this session owns; tell the client why when ``reason`` is given."""
+        if self.closed:
+            return
+        self.closed = True
+        if reason is not None:
+            with contextlib.suppress(asyncio.QueueFull):
+                self._outbox.put_nowait(p.encode(p.DisconnectedMsg(reason=reason, message=message)))
+        with contextlib.suppress(asyncio.QueueFull):
+            self._outbox.put_nowait(None)
+        if self._sender is not None:  # let the sender flush the goodbye first
+            await wait_bounded(self._sender, TASK_STOP_TIMEOUT)
+        await stop_tasks([self._sender, self._negotiator], TASK_STOP_TIMEOUT, log)
+        for _, relayed, _ in self.subscriptions.values():
+            relayed.stop()
+        self.subscriptions.clear()
+        if self.fanout is not None:
+            await self.fanout.stop()
+        if self.pc is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.pc.close(), TASK_STOP_TIMEOUT)
+        with contextlib.suppress(Exception):
+            await self.ws.close()
+
+
+class RoomServer:
+    """The embedded room server, usable in-process (tests) or via ``mixer-ext room-server``.
+
+    Limits default to the settings (``room_max_participants``,
+    ``room_max_participant_duration`` seconds, ``room_empty_timeout`` seconds,
+    ``room_max_message_bytes``, ``room_open``); keyword arguments override
+    them.  ``port=0`` picks a free port; ``.port`` is the bound one after
+    ``start()``.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        host: str = "127.0.0.1",
+        port: int = DEFAULT_PORT,
+        *,
+        max_participants: int | None = None,
+        max_participant_duration: float | None = None,
+        empty_timeout: float | None = None,
+        max_message_bytes: int | None = None,
+        open_mode: bool | None = None,
+    ) -> None:
+        self.secret = secret_from(settings, "the room server")
+        self.host = host
+        self.port = port
+        self.max_participants = max_participants or settings.room_max_participants
+        self.max_participant_duration = float(
+            max_participant_duration or settings.room_max_participant_duration
+        )
+        self.empty_timeout = (
+            settings.room_empty_timeout if empty_timeout is None else float(empty_timeout)
+        )
+        self.max_message_bytes = max_message_bytes or settings.room_max_message_bytes
+        self.open_mode = settings.room_open if open_mode is None else open_mode
+        self.rooms: dict[str, Room] = {}
+        self.sessions: dict[tuple[str, str], _Session] = {}
+        self._removals: set[asyncio.Task[None]] = set()
+        self._handlers: set[asyncio.Task[Any]] = set()
+        self._runner: web.AppRunner | None = None
+        self._housekeeper: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+
+    @property
+    def url(self) -> str:
+        return f"ws://{self.host}:{self.port}"
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_get(p.SIGNAL_PATH, self._signal)
+        app.router.add_get("/v1/rooms/{name}", self._get_room)
+        app.router.add_get("/v1/rooms/{name}/participants", self._get_participants)
+        app.router.add_post("/v1/rooms/{name}/end", self._end_room)
+        app.router.add_post("/v1/token", self._token)
+        app.router.add_get("/v1/config", self._config)
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/", self._index)
+        app.router.add_get("/favicon.ico", self._no_content)
+        app.router.add_static("/static/", STATIC_DIR)
+        self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port)
+        await site.start()
+        addresses = self._runner.addresses
+        if addresses:
+            self.port = int(addresses[0][1])
+        self._housekeeper = asyncio.create_task(self._housekeeping(), name="room-housekeeping")
+        log.info(
+            "room server: listening on %s:%d (signaling %s, open mode %s)",
+            self.host,
+            self.port,
+            p.SIGNAL_PATH,
+            "on" if self.open_mode else "off",
+        )
+
+    async def stop(self) -> None:
+        """Disconnect everyone (``server-shutdown``), stop every task, release the port."""
+        await stop_tasks([self._housekeeper], TASK_STOP_TIMEOUT, log)
+        for session in list(self.sessions.values()):
+            await self._remove(session, Reason.SERVER_SHUTDOWN)
+        for task in list(self._removals):
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(task, TASK_STOP_TIMEOUT)
+        if self._runner is not None:
+            await self._runner.cleanup()
+        await stop_tasks(list(self._handlers), TASK_STOP_TIMEOUT, log)
+        log.info("room server: stopped")
+
+    async def _housekeeping(self) -> None:
+        while True:
+            await asyncio.sleep(HOUSEKEEPING_PERIOD)
+            try:
+                self._check_rooms(time.monotonic())
+            except Exception:  # one bad room must not stop the limits of all the others
+                log.exception("room server: housekeeping failed")
+
+    def _check_rooms(self, now: float) -> None:
+        """End overstayed participants and rooms empty for longer than their timeout."""
+        for room in list(self.rooms.values()):
+            for identity in room.overstayed(now):
+                session = self.sessions.get((room.name, identity))
+                if session is not None:
+                    log.info("room server: %s: maximum participant duration", session.label)
+                    self._schedule_removal(session, Reason.MAX_PARTICIPANT_DURATION)
+            if room.empty_expired(now) and not self._room_sessions(room.name):
+                log.info("room server: room %s: empty timeout, closing", room.name)
+                self._drop_room(room.name)
+
+    # --- roster changes ------------------------------------------------------------------
+
+    def _room_sessions(self, room: str) -> list[_Session]:
+        return [s for (r, _), s in self.sessions.items() if r == room]
+
+    def _drop_room(self, name: str) -> None:
+        if self.rooms.pop(name, None) is not None:
+            metrics.ROOM_SERVER_ROOMS.set(len(self.rooms))
+
+    def _enabled(self, identity: str, sid: str) -> bool:
+        for room in self.rooms.values():
+            participant = room.participants.get(identity)
+            if participant is not None and sid in participant.tracks:
+                return participant.tracks[sid].enabled
+        return True
+
+    def _schedule_removal(self, session: _Session, reason: str) -> None:
+        """Remove ``session`` from a context that must not await (callbacks, loops)."""
+        if session.closed:
+            return
+        task = asyncio.create_task(self._remove(session, reason), name=f"room-rm:{session.label}")
+        self._removals.add(task)
+        task.add_done_callback(self._removals.discard)
+
+    async def _remove(self, session: _Session, reason: str, message: str = "") -> None:
+        """Take ``session`` out of its room, tell the others, close it (telling it ``reason``)."""
+        if session.closed:
+            return
+        key = (session.room.name, session.identity)
+        if self.sessions.get(key) is session:
+            del self.sessions[key]
+            session.room.remove(session.identity, time.monotonic())
+            metrics.ROOM_SERVER_PARTICIPANTS.set(len(self.sessions))
+            for other in self._room_sessions(session.room.name):
+                if session.track_sid is not None:
+                    other.unsubscribe(session.track_sid)
+                    other.send(
+                        p.TrackUnpublishedMsg(
+                            identity=session.identity, track_sid=session.track_sid
+                        )
+                    )
+                other.send(p.ParticipantLeftMsg(identity=session.identity, reason=reason))
+        log.info("room server: %s left: %s", session.label, reason)
+        told = None if reason in (Reason.LEFT, Reason.CONNECTION_LOST) else reason
+        await session.close(told, message)
+
+    def _on_published(self, publisher: _Session) -> None:
+        assert publisher.track_sid is not None
+        log.info("room server: %s published %s", publisher.label, publisher.track_sid)
+        info = p.TrackInfo(sid=publisher.track_sid)
+        for other in self._room_sessions(publisher.room.name):
+            if other is publisher:
+                continue
+            other.send(p.TrackPublishedMsg(identity=publisher.identity, track=info))
+            if other.auto_subscribe:
+                other.subscribe(publisher)
+
+    # --- signaling -------------------------------------------------------------------------
+
+    def _reject(self, label: str, err: p.ProtocolError) -> p.ErrorMsg:
+        """Count and log a refused message; the error message to send back to its sender."""
+        metrics.ROOM_SERVER_REJECTED_MESSAGES.labels(err.code).inc()
+        log.warning("room server: %s: message refused (%s): %s", label, err.code, err)
+        return p.ErrorMsg(code=err.code, message=str(err))
+
+    async def _signal(self, request: web.Request) -> web.StreamResponse:
+        task = asyncio.current_task()
+        if task is not None:
+            self._handlers.add(task)
+        try:
+            return await self._signal_inner(request)
+        finally:
+            if task is not None:
+                self._handlers.discard(task)
+
+    async def _signal_inner(self, request: web.Request) -> web.StreamResponse:
+        ws = web.WebSocketResponse(
+            max_msg_size=self.max_message_bytes * HARD_LIMIT_FACTOR, heartbeat=20.0
+        )
+        await ws.prepare(request)
+        peer = request.remote or "?"
+        session = await self._await_join(ws, peer)
+        if session is None:
+            await ws.close()
+            return ws
+        reason: str = Reason.CONNECTION_LOST
+        try:
+            async for msg in ws:
+                if msg.type == WSMsgType.TEXT or msg.type == WSMsgType.BINARY:
+                    try:
+                        message = p.parse_client_message(msg.data, self.max_message_bytes)
+                    except p.ProtocolError as exc:
+                        session.send(self._reject(session.label, exc))
+                        continue
+                    if isinstance(message, p.Leave):
+                        reason = Reason.LEFT
+                        break
+                    if isinstance(message, p.Answer):
+                        if not session.on_answer(message):
+                            problem = p.ProtocolError("unexpected", "answer without pending offer")
+                            session.send(self._reject(session.label, problem))
+                    elif isinstance(message, p.SetEnabled):
+                        self._set_enabled(session, message.enabled)
+                    else:
+                        problem = p.ProtocolError("unexpected", "already joined")
+                        session.send(self._reject(session.label, problem))
+                elif msg.type == WSMsgType.ERROR:
+                    ws_error = ws.exception()
+                    if getattr(ws_error, "code", None) == WSCloseCode.MESSAGE_TOO_BIG:
+                        metrics.ROOM_SERVER_REJECTED_MESSAGES.labels("oversized").inc()
+                    log.warning("room server: %s: websocket error: %s", session.label, ws_error)
+                    break
+        finally:
+            await self._remove(session, reason)
+        return ws
+
+    async def _await_join(self, ws: web.WebSocketResponse, peer: str) -> _Session | None:
+        """Read messages until a valid ``join``; admit it or refuse it with a reason."""
+        deadline = time.monotonic() + JOIN_TIMEOUT
+        label = f"<{peer}>"
+        while True:
+            try:
+                msg = await ws.receive(timeout=max(0.1, deadline - time.monotonic()))
+            except TimeoutError:
+                await self._refuse(ws, label, Reason.PROTOCOL_ERROR, "no join message in time")
+                return None
+            if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+                error = ws.exception()
+                if getattr(error, "code", None) == WSCloseCode.MESSAGE_TOO_BIG:
+                    metrics.ROOM_SERVER_REJECTED_MESSAGES.labels("oversized").inc()
+                return None
+            try:
+                message = p.parse_client_message(msg.data, self.max_message_bytes)
+            except p.ProtocolError as exc:
+                await ws.send_str(p.encode(self._reject(label, exc)))
+                continue
+            if not isinstance(message, p.Join):
+                problem = p.ProtocolError("unexpected", f"{message.type!r} before join")
+                await ws.send_str(p.encode(self._reject(label, problem)))
+                continue
+            return await self._admit(ws, message, peer)
+
+    async def _refuse(
+        self, ws: web.WebSocketResponse, label: str, reason: str, message: str
+    ) -> None:
+        metrics.ROOM_SERVER_REFUSED_JOINS.labels(reason).inc()
+        log.warning("room server: %s: join refused (%s): %s", label, reason, message)
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            await ws.send_str(p.encode(p.DisconnectedMsg(reason=reason, message=message)))
+
+    async def _admit(self, ws: web.WebSocketResponse, join: p.Join, peer: str) -> _Session | None:
+        label = f"{join.room[:40]}/<{peer}>"
+        try:
+            check_name("room", join.room)
+            claims = verify_token(self.secret, join.token, join.room)
+        except (TokenError, ValueError) as exc:
+            await self._refuse(ws, label, Reason.UNAUTHORIZED, str(exc))
+            return None
+        identity = claims.identity
+        async with self._lock:
+            now = time.monotonic()
+            room = self.rooms.get(join.room)
+            if room is None:
+                room = Room(
+                    join.room,
+                    now=now,
+                    max_participants=self.max_participants,
+                    max_participant_duration=self.max_participant_duration,
+                    empty_timeout=self.empty_timeout,
+                )
+                self.rooms[join.room] = room
+                metrics.ROOM_SERVER_ROOMS.set(len(self.rooms))
+                log.info("room server: room %s created", join.room)
+            admission = room.admission(identity)
+            if admission is Admission.FULL:
+                await self._refuse(
+                    ws,
+                    f"{join.room}/{identity}",
+                    Reason.ROOM_FULL,
+                    f"room is full ({len(room.participants)})",
+                )
+                return None
+            if admission is Admission.REPLACE:
+                old = self.sessions.get((join.room, identity))
+                if old is not None:
+                    log.info("room server: %s: replaced by a new connection", old.label)
+                    await self._remove(old, Reason.DUPLICATE_IDENTITY)
+            others = self._room_sessions(join.room)
+            room.add(identity, now)
+            session = _Session(self, ws, room, identity, join)
+            self.sessions[(join.room, identity)] = session
+            metrics.ROOM_SERVER_PARTICIPANTS.set(len(self.sessions))
+        log.info(
+            "room server: %s joined from %s (publish=%s, subscribe=%s)",
+            session.label,
+            peer,
+            join.publish,
+            join.auto_subscribe,
+        )
+        session.send(
+            p.Joined(
+                room=room.name,
+                identity=identity,
+                participants=[
+                    _participant_info(state)
+                    for state in room.participants.values()
+                    if state.identity != identity
+                ],
+            )
+        )
+        for other in others:
+            other.send(p.ParticipantJoinedMsg(identity=identity))
+        if join.publish:
+            session.start_publishing()
+        if join.auto_subscribe:
+            for other in others:
+                session.subscribe(other)
+        return session
+
+    def _set_enabled(self, session: _Session, enabled: bool) -> None:
+        state = session.room.participants.get(session.identity)
+        if session.track_sid is None or state is None or session.track_sid not in state.tracks:
+            session.send(p.ErrorMsg(code="unexpected", message="no published track to enable"))
+            return
+        track = state.tracks[session.track_sid]
+        if track.enabled == enabled:
+            return
+        track.enabled = enabled
+        log.info("room server: %s track %s", session.label, "enabled" if enabled else "disabled")
+        for other in self._room_sessions(session.room.name):
+            if other is not session:
+                other.send(
+                    p.TrackEnabledMsg(
+                        identity=session.identity, track_sid=session.track_sid, enabled=enabled
+                    )
+                )
+
+    # --- REST ----------------------------------------------------------------------------
+
+    def _room_or_404(self, request: web.Request) -> Room:
+        room = self.rooms.get(request.match_info["name"])
+        if room is None:
+            raise web.HTTPNotFound(
+                text='{"error": "no such room"}', content_type="application/json"
+            )
+        return room
+
+    async def _get_room(self, request: web.Request) -> web.Response:
+        room = self._room_or_404(request)
+        return web.json_response(
+            {
+                "name": room.name,
+                "created_at": room.created_wall.isoformat(timespec="milliseconds").replace(
+                    "+00:00", "Z"
+                ),
+                "num_participants": len(room.participants),
+                "max_participants": room.max_participants,
+                "max_participant_duration": room.max_participant_duration,
+                "empty_timeout": room.empty_timeout,
+            }
+        )
+
+    async def _get_participants(self, request: web.Request) -> web.Response:
+        room = self._room_or_404(request)
+        return web.json_response(
+            [_participant_info(s).model_dump() for s in room.participants.values()]
+        )
+
+    def _authorized(self, request: web.Request) -> bool:
+        header = request.headers.get("Authorization", "")
+        scheme, _, value = header.partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(
+            value.strip().encode(), self.secret.encode()
+        )
+
+    async def _end_room(self, request: web.Request) -> web.Response:
+        if not self._authorized(request):
+            return web.json_response({"error": "needs Authorization: Bearer <secret>"}, status=401)
+        room = self._room_or_404(request)
+        sessions = self._room_sessions(room.name)
+        log.info("room server: room %s ended by an operator (%d left)", room.name, len(sessions))
+        await asyncio.gather(*(self._remove(s, Reason.ROOM_ENDED) for s in sessions))
+        self._drop_room(room.name)
+        return web.json_response({"ended": room.name, "disconnected": len(sessions)})
+
+    async def _token(self, request: web.Request) -> web.Response:
+        if not self.open_mode:
+            return web.json_response(
+                {"error": "this server hands out no tokens (not in open mode)"}, status=403
+            )
+        try:
+            body = await request.json()
+            room, identity = str(body["room"]), str(body["identity"])
+            token = mint_token(self.secret, room, identity, ttl=6 * 3600)
+        except (ValueError, KeyError, TypeError) as exc:
+            return web.json_response({"error": f"bad request: {exc}"}, status=400)
+        log.info("room server: open mode: token handed out for %s/%s", room, identity)
+        return web.json_response({"token": token})
+
+    async def _config(self, request: web.Request) -> web.Response:
+        return web.json_response({"open": self.open_mode, "protocol": p.PROTOCOL_VERSION})
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        return web.json_response({"ok": True, "rooms": len(self.rooms)})
+
+    async def _no_content(self, request: web.Request) -> web.Response:
+        return web.Response(status=204)
+
+    async def _index(self, request: web.Request) -> web.FileResponse:
+        return web.FileResponse(STATIC_DIR / "index.html")
+
+
+def _participant_info(state: ParticipantState) -> p.ParticipantInfo:
+    return p.ParticipantInfo(
+        identity=state.identity,
+        joined_at=state.joined_iso(),
+        tracks=[p.TrackInfo(sid=t.sid, enabled=t.enabled) for t in state.tracks.values()],
+    )
+
+
+# --- CLI: mixer-ext room-server -----------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (default 7880)")
+    parser.add_argument("--max-participants", type=int, help="override MIXER_ROOM_MAX_PARTICIPANTS")
+    parser.add_argument(
+        "--max-participant-duration",
+        type=float,
+        help="seconds; override MIXER_ROOM_MAX_PARTICIPANT_DURATION",
+    )
+    parser.add_argument(
+        "--empty-timeout", type=float, help="seconds; override MIXER_ROOM_EMPTY_TIMEOUT"
+    )
+    parser.add_argument(
+        "--open",
+        action="store_true",
+        default=None,
+        help="hand out tokens to anyone (trusted demos only); same as MIXER_ROOM_OPEN=true",
+    )
+
+
+def main(args: argparse.Namespace, settings: Settings) -> int:
+    if not 0 <= args.port <= 65535:
+        raise ConfigError(f"--port: {args.port} is not a port number")
+    if args.max_participants is not None and args.max_participants < 1:
+        raise ConfigError("--max-participants: must be at least 1")
+    if args.max_participant_duration is not None and not 0 < args.max_participant_duration <= 86400:
+        raise ConfigError("--max-participant-duration: must be in (0, 86400] seconds")
+    if args.empty_timeout is not None and args.empty_timeout < 0:
+        raise ConfigError("--empty-timeout: must be >= 0 seconds")
+    try:
+        server = RoomServer(
+            settings,
+            args.host,
+            args.port,
+            max_participants=args.max_participants,
+            max_participant_duration=args.max_participant_duration,
+            empty_timeout=args.empty_timeout,
+            open_mode=args.open,
+        )
+    except ValidationError as exc:  # pragma: no cover - settings already validated
+        raise ConfigError(str(exc).splitlines()[0]) from None
+    return asyncio.run(_serve(server))
+
+
+async def _serve(server: RoomServer) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await server.start()
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {server.host}:{server.port}: {exc.strerror}") from None
+    print(f"room server listening on {server.url}", flush=True)
+    await stop.wait()
+    await server.stop()
+    return 0

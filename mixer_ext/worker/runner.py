@@ -1,0 +1,412 @@
+"""The extension worker: ``mixer-ext run --context CONTEXT``.
+
+From a validated context to a live, annotated stream until the maximum
+participant duration::
+
+    initializing -> outputs open, mixer clock running (the timeline starts,
+                    even in an empty room)
+                 -> join the room (transient failures retried with backoff)
+    started      -> events drive the roster; tracks feed the mixer
+    ended        -> max duration reached / room ended / SIGTERM or SIGINT:
+                    stop the clock, finish every output (ENDLIST, recording
+                    finalized, RTMP closed), leave the room, report, exit 0
+    failed       -> exit 1 with a one-line reason
+
+The maximum duration counts from the first successful join.  A transient
+loss of the room before then is retried (that is not reconnecting after the
+limit); once the limit is reached, or the room says so, the worker never
+joins again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from mixer_ext.connectors.base import (
+    Disconnected,
+    ParticipantJoined,
+    ParticipantLeft,
+    Reason,
+    RoomConnectError,
+    RoomConnector,
+    RoomEvent,
+    TrackEnabledChanged,
+    TrackSubscribed,
+    TrackUnsubscribed,
+)
+from mixer_ext.connectors.factory import check_room_settings, make_connector
+from mixer_ext.context import ExtensionContext, HlsOutputSpec, load_context
+from mixer_ext.core.clock import MixerClock
+from mixer_ext.core.mixer import Mixer
+from mixer_ext.encode.fanout import OutputPipeline
+from mixer_ext.errors import MixerError
+from mixer_ext.log import log_event
+from mixer_ext.metrics import PARTICIPANTS, ROOM_JOINS, start_metrics_server
+from mixer_ext.settings import Settings
+from mixer_ext.tasks import stop_tasks
+from mixer_ext.worker.status import EndReason, FailReason, State, StatusReporter
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+ConnectorFactory = Callable[[Settings, str, str], RoomConnector]
+
+#: joining: time allowed for one attempt, and the retry backoff (doubling, capped)
+CONNECT_TIMEOUT = 20.0
+RETRY_FIRST_DELAY = 0.5
+RETRY_MAX_DELAY = 15.0
+#: give up when the room cannot be (re)joined for this long in a row
+RETRY_GIVE_UP_AFTER = 300.0
+#: shutdown budget for each stage
+STAGE_TIMEOUT = 15.0
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+
+
+@dataclass(frozen=True)
+class Outcome:
+    state: State
+    reason: str
+    detail: str | None = None
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_OK if self.state is State.ENDED else EXIT_FAILED
+
+
+class _Stopped(Exception):
+    """Raised inside the run when SIGTERM/SIGINT or the deadline wins a race."""
+
+    def __init__(self, outcome: Outcome) -> None:
+        self.outcome = outcome
+
+
+class Worker:
+    """One run of the extension for one room.  ``await run()`` returns the exit code."""
+
+    def __init__(
+        self,
+        context: ExtensionContext,
+        settings: Settings,
+        *,
+        connector_factory: ConnectorFactory = make_connector,
+        player_dir: Path | None = None,
+    ) -> None:
+        self.context = context
+        self.settings = settings
+        self.identity = context.identity
+        self.room = context.room.name
+        self.max_duration = float(context.effective_max_duration(settings.max_participant_duration))
+        self._connector_factory = connector_factory
+        self._player_dir = player_dir
+        self.status = StatusReporter(self.room, self.identity, settings.status_callback_url)
+        self._stop = asyncio.Event()
+        #: a second SIGTERM/SIGINT: skip the HTTP linger
+        self._hurry = asyncio.Event()
+        self._http: Any = None
+        self._stop_outcome: Outcome | None = None
+        self._deadline: float | None = None
+        self.joins = 0
+
+    # ------------------------------------------------------------------ control
+    def request_stop(self, reason: str = EndReason.STOPPED) -> None:
+        """End the run cleanly (SIGTERM/SIGINT).  A second call skips the HTTP linger."""
+        if self._stop.is_set():
+            self._hurry.set()
+            return
+        self._stop_outcome = Outcome(State.ENDED, reason)
+        log.info("stop requested (%s): ending the stream", reason)
+        self._stop.set()
+
+    # ------------------------------------------------------------------ run
+    async def run(self) -> int:
+        self.status.start()
+        self.status.report(State.INITIALIZING)
+        try:
+            outcome = await self._run()
+        except Exception as exc:  # top level of the run: anything unexpected
+            log.exception("internal error")
+            outcome = Outcome(
+                State.FAILED, FailReason.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}"
+            )
+        self.status.report(outcome.state, outcome.reason, outcome.detail)
+        if self._http is not None:
+            await self._linger()
+            await _bounded("http endpoint", self._http.stop())
+        await self.status.aclose()
+        if outcome.state is State.FAILED:
+            log.error(
+                "run failed: %s%s", outcome.reason, f": {outcome.detail}" if outcome.detail else ""
+            )
+        return outcome.exit_code
+
+    async def _run(self) -> Outcome:
+        pipeline = OutputPipeline(
+            self.context.output_specs, self.context.audio_bitrate, self.settings
+        )
+        try:
+            await pipeline.start()
+        except MixerError as exc:
+            return Outcome(State.FAILED, FailReason.ERROR_STREAMING_MEDIA, str(exc))
+        try:
+            self._http = http = await self._start_http(pipeline)
+            if self.settings.metrics_port is not None:
+                start_metrics_server(self.settings.metrics_port, self.settings.http_host)
+        except OSError as exc:
+            await _bounded("outputs", pipeline.close(end_of_stream=False))
+            return Outcome(
+                State.FAILED, FailReason.ERROR_LOADING_EXTENSION, f"cannot listen: {exc}"
+            )
+        mixer = Mixer(self.settings.jitter_buffer, exclude_identity=self.identity)
+        clock = MixerClock(mixer, pipeline)
+        clock_task = asyncio.get_running_loop().create_task(clock.run(), name="mixer-clock")
+        outcome: Outcome
+        connector: RoomConnector | None = None
+        try:
+            outcome, connector = await self._stay_in_room(clock, mixer, clock_task, http)
+        finally:
+            # Order matters: no more audio, then finish the outputs, then leave the room.
+            await _bounded("mixer clock", clock.stop())
+            await stop_tasks([clock_task], STAGE_TIMEOUT, log)
+            await _bounded("outputs", pipeline.close(end_of_stream=True))
+            if connector is not None:
+                await _bounded("room disconnect", connector.disconnect())
+            if http is not None:
+                http.set_ready(False)
+        PARTICIPANTS.set(0)
+        return outcome
+
+    async def _linger(self) -> None:
+        """Keep serving the finished HLS a while, so players see #EXT-X-ENDLIST."""
+        linger = self.settings.http_linger
+        if linger <= 0 or self._hurry.is_set():
+            return
+        log.info("stream ended; serving HLS for %.0f s more (signal again to skip)", linger)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._hurry.wait(), linger)
+
+    async def _start_http(self, pipeline: OutputPipeline) -> Any:
+        if self.settings.http_port is None:
+            return None
+        from mixer_ext.serve.http import HttpEndpoint
+
+        first_hls = next(
+            (s.name for s in self.context.output_specs if isinstance(s, HlsOutputSpec)), None
+        )
+        http = HttpEndpoint(
+            self.settings,
+            hls_dir=self.settings.hls_dir,
+            player_dir=self._player_dir,
+            default_stream=first_hls,
+            pipeline=pipeline,
+        )
+        await http.start()
+        log.info("HTTP endpoint on http://%s:%s/", self.settings.http_host, http.port)
+        return http
+
+    # ------------------------------------------------------------------ room
+    async def _stay_in_room(
+        self,
+        clock: MixerClock,
+        mixer: Mixer,
+        clock_task: asyncio.Task[None],
+        http: Any,
+    ) -> tuple[Outcome, RoomConnector | None]:
+        delay = RETRY_FIRST_DELAY
+        last_ok = time.monotonic()
+        connector: RoomConnector | None = None
+        while True:
+            connector = self._connector_factory(self.settings, self.room, self.identity)
+            try:
+                await self._race(asyncio.wait_for(connector.connect(), CONNECT_TIMEOUT), clock_task)
+            except _Stopped as stop:
+                return stop.outcome, connector
+            except RoomConnectError as exc:
+                if exc.permanent:
+                    return (
+                        Outcome(
+                            State.FAILED,
+                            FailReason.ERROR_LOADING_EXTENSION,
+                            f"{exc} ({exc.reason})",
+                        ),
+                        None,
+                    )
+                why = f"{exc} ({exc.reason})"
+            except (OSError, TimeoutError, MixerError) as exc:
+                why = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            else:
+                # ---- in the room
+                self.joins += 1
+                ROOM_JOINS.inc()
+                if self._deadline is None:
+                    self._deadline = time.monotonic() + self.max_duration
+                    self.status.report(State.STARTED)
+                log_event(log, "joined", room=self.room, identity=self.identity, join=self.joins)
+                if http is not None:
+                    http.set_ready(True)
+                delay = RETRY_FIRST_DELAY
+                try:
+                    gone = await self._race(self._pump(connector, clock, mixer), clock_task)
+                except _Stopped as stop:
+                    return stop.outcome, connector
+                finally:
+                    if http is not None:
+                        http.set_ready(False)
+                    await self._forget_room(clock, mixer)
+                last_ok = time.monotonic()
+                if gone.reason == Reason.MAX_PARTICIPANT_DURATION:
+                    return Outcome(State.ENDED, EndReason.MAX_PARTICIPANT_DURATION), None
+                if gone.reason == Reason.ROOM_ENDED:
+                    return Outcome(State.ENDED, EndReason.ROOM_ENDED), None
+                if gone.reason == Reason.DUPLICATE_IDENTITY:
+                    # Another mixer took our identity: it owns the room now; fighting back
+                    # would make two mixers flap, so end cleanly.
+                    return (
+                        Outcome(
+                            State.ENDED,
+                            EndReason.STOPPED,
+                            "replaced by another connection with the same identity",
+                        ),
+                        None,
+                    )
+                if gone.permanent:
+                    return Outcome(
+                        State.FAILED, FailReason.ERROR_STREAMING_MEDIA, gone.reason
+                    ), None
+                why = f"disconnected from the room: {gone.reason}"
+            # ---- transient: retry with backoff, unless it has gone on too long
+            await _bounded("room disconnect", connector.disconnect())
+            if time.monotonic() - last_ok > RETRY_GIVE_UP_AFTER:
+                reason = (
+                    FailReason.ERROR_STREAMING_MEDIA
+                    if self.joins
+                    else FailReason.ERROR_LOADING_EXTENSION
+                )
+                return Outcome(State.FAILED, reason, f"cannot join room {self.room!r}: {why}"), None
+            log.warning("room %r: %s; joining again in %.1f s", self.room, why, delay)
+            try:
+                await self._race(asyncio.sleep(delay), clock_task)
+            except _Stopped as stop:
+                return stop.outcome, None
+            delay = min(delay * 2, RETRY_MAX_DELAY)
+
+    async def _race(self, aw: Awaitable[T], clock_task: asyncio.Task[None]) -> T:
+        """Await ``aw`` unless a stop, the deadline or a dead mixer clock comes first."""
+        loop = asyncio.get_running_loop()
+        main = asyncio.ensure_future(aw)
+        stop = loop.create_task(self._stop.wait(), name="worker-stop-wait")
+        waiters: set[asyncio.Future[Any]] = {main, stop, clock_task}
+        deadline_task: asyncio.Task[None] | None = None
+        if self._deadline is not None:
+            deadline_task = loop.create_task(
+                asyncio.sleep(max(0.0, self._deadline - time.monotonic())), name="worker-deadline"
+            )
+            waiters.add(deadline_task)
+        try:
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for t in (stop, deadline_task):
+                if t is not None and not t.done():
+                    t.cancel()
+        if main.done():
+            return main.result()
+        await stop_tasks([main], STAGE_TIMEOUT, log)
+        if self._stop.is_set():
+            raise _Stopped(self._stop_outcome or Outcome(State.ENDED, EndReason.STOPPED))
+        if clock_task.done():
+            exc = clock_task.exception() if not clock_task.cancelled() else None
+            raise _Stopped(
+                Outcome(State.FAILED, FailReason.INTERNAL_ERROR, f"mixer clock stopped: {exc!r}")
+            )
+        log.info("maximum participant duration (%.0f s) reached", self.max_duration)
+        raise _Stopped(Outcome(State.ENDED, EndReason.MAX_PARTICIPANT_DURATION))
+
+    async def _pump(
+        self, connector: RoomConnector, clock: MixerClock, mixer: Mixer
+    ) -> Disconnected:
+        async for event in connector.events():
+            if isinstance(event, Disconnected):
+                log_event(log, "disconnected", room=self.room, reason=event.reason)
+                return event
+            await self._apply(event, clock, mixer)
+        return Disconnected(Reason.CONNECTION_LOST)
+
+    async def _apply(self, event: RoomEvent, clock: MixerClock, mixer: Mixer) -> None:
+        """Mirror one room event into the mixer's roster."""
+        who = getattr(event, "identity", None)
+        if who == self.identity:
+            return  # the bot itself is never mixed nor listed
+        match event:
+            case ParticipantJoined(identity=ident):
+                mixer.add_participant(ident)
+                log_event(log, "participant-joined", identity=ident)
+            case ParticipantLeft(identity=ident, reason=reason):
+                await clock.remove_participant(ident)
+                log_event(log, "participant-left", identity=ident, reason=reason)
+            case TrackSubscribed(identity=ident, track_sid=sid, track=track, enabled=enabled):
+                clock.attach_track(ident, sid, track)  # replaces a reader of the same sid
+                mixer.set_enabled(ident, sid, enabled)
+                log_event(log, "track-subscribed", identity=ident, track=sid, enabled=enabled)
+            case TrackUnsubscribed(identity=ident, track_sid=sid):
+                await clock.detach_track(ident, sid)
+                log_event(log, "track-unsubscribed", identity=ident, track=sid)
+            case TrackEnabledChanged(identity=ident, track_sid=sid, enabled=enabled):
+                mixer.set_enabled(ident, sid, enabled)
+                log_event(
+                    log, "track-enabled" if enabled else "track-disabled", identity=ident, track=sid
+                )
+
+    async def _forget_room(self, clock: MixerClock, mixer: Mixer) -> None:
+        """After leaving: drop every participant; the next join announces them again."""
+        for ident in list(mixer.participants):
+            await clock.remove_participant(ident)
+
+
+async def _bounded(what: str, aw: Awaitable[Any]) -> None:
+    """Await a shutdown step with a time limit; log (never raise) what goes wrong."""
+    try:
+        await asyncio.wait_for(aw, STAGE_TIMEOUT)
+    except TimeoutError:
+        log.error("shutdown: %s did not finish within %.0f s", what, STAGE_TIMEOUT)
+    except Exception:
+        log.exception("shutdown: %s failed", what)
+
+
+# ---------------------------------------------------------------------- CLI
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--context",
+        required=True,
+        metavar="FILE|JSON",
+        help="the extension context: a file path, or inline JSON (starting with '{')",
+    )
+
+
+async def _main_async(worker: Worker) -> int:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, _on_signal, loop, worker, sig)
+    return await worker.run()
+
+
+def _on_signal(loop: asyncio.AbstractEventLoop, worker: Worker, sig: signal.Signals) -> None:
+    log.info("received %s", sig.name)
+    worker.request_stop()
+
+
+def main(args: argparse.Namespace, settings: Settings) -> int:
+    context = load_context(args.context)  # ConfigError -> one line, exit 2, nothing connected
+    check_room_settings(settings)
+    worker = Worker(context, settings)
+    return asyncio.run(_main_async(worker))
