@@ -18,8 +18,8 @@ import pytest
 
 from mixer_ext.core.clock import MixerClock
 from mixer_ext.core.frames import MixedFrame
-from mixer_ext.core.metadata import MetadataPayload
 from mixer_ext.core.mixer import Mixer
+from mixer_ext.core.payload import MetadataPayload
 from mixer_ext.settings import JitterBufferSize
 
 STALL = 5.0

@@ -17,8 +17,8 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from mixer_ext.core.metadata import (
-    MetadataPayload,
+from mixer_ext.core.payload import MetadataPayload
+from mixer_ext.outputs.carriers import (
     amf0_on_text_data,
     id3_txxx,
     parse_amf0_on_text_data,
