@@ -49,7 +49,7 @@ def rss_mb() -> float:
 
 async def child(kind: str, minutes: int, trim: bool, directory: Path) -> None:
     from mixer_ext.context import parse_output
-    from mixer_ext.output.pipeline import OutputPipeline
+    from mixer_ext.encode.fanout import OutputPipeline
     from mixer_ext.settings import HlsPlaylistType, Settings
     from tests.output_util import feed
 

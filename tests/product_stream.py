@@ -29,9 +29,9 @@ from mixer_ext.core.frames import (
     TICKS_PER_PAYLOAD,
     MixedFrame,
 )
-from mixer_ext.core.metadata import MUTED, MetadataPayload
-from mixer_ext.output.http import HttpEndpoint
-from mixer_ext.output.pipeline import ENCODER_QUEUE, OutputPipeline
+from mixer_ext.core.payload import MUTED, MetadataPayload
+from mixer_ext.encode.fanout import ENCODER_QUEUE, OutputPipeline
+from mixer_ext.serve.http import HttpEndpoint
 from mixer_ext.settings import Settings
 from tests.player_util import PLAYER_DIR, Voice
 

@@ -41,7 +41,7 @@ def killed_recording(path: Path) -> float:
         import asyncio, sys
         sys.path.insert(0, {str(ROOT)!r})
         from mixer_ext.context import parse_output
-        from mixer_ext.output.pipeline import OutputPipeline
+        from mixer_ext.encode.fanout import OutputPipeline
         from mixer_ext.settings import Settings
         from tests.output_util import feed
 

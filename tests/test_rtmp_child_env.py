@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from mixer_ext.context import parse_output
-from mixer_ext.output.pipeline import OutputPipeline
+from mixer_ext.encode.fanout import OutputPipeline
 from mixer_ext.settings import Settings
 from tests.conftest import free_port
 from tests.output_util import feed
