@@ -22,8 +22,8 @@ import benchlib
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.contrib.media import MediaBlackhole
 
-from mixer_ext.preencoded import PreEncodedOpusTrack, encode_tone
-from mixer_ext.room.media import ToneTrack
+from mixer_ext.sim.preencoded import PreEncodedOpusTrack, encode_tone
+from mixer_ext.sim.tracks import ToneTrack
 
 
 def _receiver(conn: Connection) -> None:

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection
 
-from mixer_ext.preencoded import OpusLoop, PreEncodedOpusTrack, encode_tone
+from mixer_ext.sim.preencoded import OpusLoop, PreEncodedOpusTrack, encode_tone
 
 
 def _peak_hz(pcm: np.ndarray) -> float:

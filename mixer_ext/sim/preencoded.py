@@ -12,9 +12,6 @@ so scheduling error never accumulates, and many tracks share one encoded loop.
 ``PreEncodedOpusTrack(loop, silent=True)`` sends the 1-byte-payload DTX frame
 libopus emits for digital silence instead of the tone (what a muted browser
 with DTX sends), for the "silent participants cost next to nothing" checks.
-
-Until the layout refactor lands this module sits at the package top; it
-belongs with the other synthetic tracks in ``mixer_ext/sim/``.
 """
 
 from __future__ import annotations
