@@ -1,9 +1,9 @@
 """Room server security (issue 16, items 1-4): failing tests first, real server and peers.
 
-Each test is ``xfail(strict=True)`` until its fix lands (the fixes change
-``mixer_ext/room/server.py`` and ``tokens.py``, which wait for the layout move);
+Each test is ``xfail(strict=True)`` until its fix lands (in
+``mixer_ext/roomserver/app.py`` and ``tokens.py``);
 strict, so a fix that makes one pass must also remove its marker.  The limits
-they expect are those of ``mixer_ext.room.limits``.
+they expect are those of ``mixer_ext.roomserver.limits``.
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ import aiohttp
 import jwt
 import pytest
 
-from mixer_ext.room import protocol as p
-from mixer_ext.room.client import EmbeddedRoomConnector
-from mixer_ext.room.connector import TrackSubscribed
-from mixer_ext.room.media import ToneTrack
-from mixer_ext.room.server import RoomServer
-from mixer_ext.room.tokens import TokenError, verify_token
+from mixer_ext.connectors.base import TrackSubscribed
+from mixer_ext.connectors.embedded import EmbeddedRoomConnector
+from mixer_ext.roomserver import protocol as p
+from mixer_ext.roomserver.app import RoomServer
+from mixer_ext.roomserver.tokens import TokenError, verify_token
+from mixer_ext.sim.tracks import ToneTrack
 from tests.room_util import (
     SECRET,
     client,
@@ -46,7 +46,7 @@ def role_token(room: str, identity: str, role: str, ttl: float = 600) -> str:
 
 
 def issue16(what: str) -> pytest.MarkDecorator:
-    return pytest.mark.xfail(strict=True, reason=f"issue 16: {what} (fixed after the layout move)")
+    return pytest.mark.xfail(strict=True, reason=f"issue 16: {what}")
 
 
 @issue16("a set-enabled flood fills the victims' outboxes and disconnects them")
