@@ -49,6 +49,7 @@ from mixer_ext.api.store import Store
 from mixer_ext.context import parse_context
 from mixer_ext.llhls.origin import HlsOrigin
 from mixer_ext.settings import Settings, default_player_dir
+from mixer_ext.tasks import stop_tasks
 
 log = logging.getLogger(__name__)
 
@@ -94,11 +95,7 @@ class ControlPlane:
 
     async def stop(self) -> None:
         """Stop the API's own tasks; the workers keep running (they are re-adopted)."""
-        for t in self._tasks:
-            t.cancel()
-        for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.wait_for(t, 5.0)
+        await stop_tasks(self._tasks, 5.0, log)
         self.store.close()
 
     def _adopt(self) -> None:

@@ -39,6 +39,7 @@ from mixer_ext.connectors.base import (
 )
 from mixer_ext.roomserver import protocol as p
 from mixer_ext.roomserver.relay import MutingTrack
+from mixer_ext.tasks import stop_tasks, wait_bounded
 
 log = logging.getLogger(__name__)
 
@@ -208,20 +209,14 @@ class RoomClient:
                 await self._ws.send_str(p.encode(p.Leave()))
             with contextlib.suppress(Exception):
                 await self._ws.close()
-        if self._reader is not None:
-            with contextlib.suppress(asyncio.CancelledError, TimeoutError, Exception):
-                await asyncio.wait_for(asyncio.shield(self._reader), STOP_TIMEOUT)
-            if not self._reader.done():
-                self._reader.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await self._reader
+        if self._reader is not None and not await wait_bounded(self._reader, STOP_TIMEOUT):
+            await stop_tasks([self._reader], STOP_TIMEOUT, log)
         await self._finish(Reason.LEFT)
 
     async def wait_closed(self) -> str:
         """Wait until the server or ``disconnect()`` ended the session; return the reason."""
         if self._reader is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.shield(self._reader)
+            await asyncio.wait({self._reader})  # never raises the reader's end; ours propagates
         return self.disconnect_reason or Reason.CONNECTION_LOST
 
     # --- signaling -------------------------------------------------------------------------

@@ -57,6 +57,7 @@ from mixer_ext.llhls.playlist import (
     Position,
     parse_media_playlist,
 )
+from mixer_ext.tasks import stop_tasks
 
 log = logging.getLogger(__name__)
 
@@ -139,9 +140,7 @@ class HlsOrigin:
         for stream in self._streams.values():
             self._wake_all(stream)
             if stream.poller is not None:
-                stream.poller.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await stream.poller
+                await stop_tasks([stream.poller])
                 stream.poller = None
 
     async def _on_shutdown(self, app: web.Application) -> None:
