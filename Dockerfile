@@ -31,6 +31,9 @@ RUN /opt/mixer-ext/bin/pip install . \
  && /opt/mixer-ext/bin/python -c "import av, aiortc, mixer_ext.cli"
 
 FROM ${PYTHON_IMAGE} AS runtime
+# MALLOC_ARENA_MAX=2: glibc's per-thread arenas otherwise keep what FFmpeg frees per HLS
+# segment and RSS climbs ~10 MB per audio minute (issue 16.0, tests/test_output_rss.py)
+ENV MALLOC_ARENA_MAX=2
 ENV PATH=/opt/mixer-ext/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \

@@ -17,6 +17,7 @@ after warm-up (least-squares slope), side by side for the variants:
   growth that stays is live native memory, i.e. a leak or an index).
 
     .venv/bin/python bench/rss_outputs.py                   # 30 audio minutes each
+    .venv/bin/python bench/rss_outputs.py --segment 0.5 --minutes 8 --warmup 2 --kinds hls-event
     .venv/bin/python bench/rss_outputs.py --quick           # 2 audio minutes, two kinds
     .venv/bin/python bench/rss_outputs.py --minutes 4 --warmup 1 --kinds hls-live m4a
 """
@@ -47,7 +48,7 @@ def rss_mb() -> float:
     return benchlib.rss_bytes(os.getpid()) / MIB
 
 
-async def child(kind: str, minutes: int, trim: bool, directory: Path) -> None:
+async def child(kind: str, minutes: int, trim: bool, directory: Path, segment: float) -> None:
     from mixer_ext.context import parse_output
     from mixer_ext.encode.fanout import OutputPipeline
     from mixer_ext.settings import HlsPlaylistType, Settings
@@ -56,7 +57,9 @@ async def child(kind: str, minutes: int, trim: bool, directory: Path) -> None:
     if kind.startswith("hls"):
         spec = "hls:main"
         playlist = HlsPlaylistType.EVENT if kind == "hls-event" else HlsPlaylistType.LIVE
-        settings = Settings(hls_dir=directory, hls_playlist_type=playlist)
+        settings = Settings(
+            hls_dir=directory, hls_playlist_type=playlist, hls_segment_duration=segment
+        )
     else:
         spec = f"file:{directory / ('rec.' + kind)}"
         settings = Settings()
@@ -91,13 +94,14 @@ def slope(points: list[tuple[float, float]]) -> float:
     return sum((x - mx) * (y - my) for x, y in points) / den if den else 0.0
 
 
-def run(kind: str, variant: str, minutes: int) -> list[dict[str, float]]:
+def run(kind: str, variant: str, minutes: int, segment: float) -> list[dict[str, float]]:
     env = dict(os.environ)
     env.pop("MALLOC_ARENA_MAX", None)
     if variant == "arena2":
         env["MALLOC_ARENA_MAX"] = "2"
     with tempfile.TemporaryDirectory(prefix="rss-") as tmp:
         cmd = [sys.executable, __file__, "--child", kind, "--minutes", str(minutes), "--dir", tmp]
+        cmd += ["--segment", str(segment)]
         if variant == "trim":
             cmd.append("--trim")
         out = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, check=False)
@@ -112,6 +116,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=10, help="audio minutes before the slope")
     parser.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS))
     parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
+    parser.add_argument(
+        "--segment", type=float, default=2.0, help="HLS segment seconds (0.5: 4x the segments)"
+    )
     parser.add_argument("--quick", action="store_true", help="2 audio minutes, hls-live and m4a")
     parser.add_argument("--child", choices=KINDS, help=argparse.SUPPRESS)
     parser.add_argument("--dir", type=Path, help=argparse.SUPPRESS)
@@ -119,20 +126,21 @@ def main() -> None:
     args = parser.parse_args()
     if args.child:
         sys.path.insert(0, str(ROOT))
-        asyncio.run(child(args.child, args.minutes, args.trim, args.dir))
+        asyncio.run(child(args.child, args.minutes, args.trim, args.dir, args.segment))
         return
     if args.quick:
         args.minutes, args.warmup, args.kinds = 2, 1, ["hls-live", "m4a"]
     print(f"machine: {benchlib.machine()}")
     print(
         f"method: one output per child process, {args.minutes} audio minutes fed as fast as "
-        f"it takes them; RSS after each audio minute; slope from minute {args.warmup} on"
+        f"it takes them; HLS segments {args.segment} s; RSS after each audio minute; "
+        f"slope from minute {args.warmup} on"
     )
     header = f"{'kind':10} {'variant':8} {'rss@1':>7} {'rss@wu':>7} {'rss@end':>8} "
     print(header + f"{'MB/min':>7} {'heap':>6} {'x realtime':>10}")
     for kind in args.kinds:
         for variant in args.variants:
-            rows = run(kind, variant, args.minutes)
+            rows = run(kind, variant, args.minutes, args.segment)
             warm = [r for r in rows if r["minute"] >= args.warmup] or rows[-1:]
             growth = slope([(r["minute"], r["rss"]) for r in warm])
             speed = rows[-1]["minute"] * 60 / rows[-1]["wall"]
