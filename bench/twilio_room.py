@@ -5,14 +5,15 @@ process runs N aiortc speakers that speak twilio-video.js's wire protocol (TCMP 
 the v2 ``connect``, the server's re-offers answered in ``update``), each sending a 440+ Hz tone
 (aiortc Opus encoder) and receiving the N-1 others.  The speakers do not decode what they
 receive (their receivers are tapped like the relay's, so the load generator stays light).
-Then the same on the project's own protocol (``RoomClient``), whose published tracks still go
-through the older relay (decode once, re-encode per subscriber), in a fresh server process.  Once
+Then the same on the project's own protocol (``RoomClient``), in a fresh server process.
+(Before the room server forwarded project publishers too, this second run measured the older
+decode/re-encode relay: the README quotes that run as the "before" figure.)  Once
 every speaker receives N-1 streams, the server's CPU (utime+stime of its process, all threads,
 from /proc) is sampled over ``--seconds``; the streams it forwards are N*(N-1).
 
     .venv/bin/python bench/twilio_room.py --speakers 10 --seconds 20   # [--quick]
 
-When the older relay saturates (it delivers fewer packets than sent), its CPU figure is a
+When a path saturates (it delivers fewer packets than sent), its CPU figure is a
 floor and the ratio flatters it: read the "packets delivered" line beside it.
 """
 
@@ -242,9 +243,7 @@ async def run(n: int, seconds: float, protocol: str) -> float:
         streams = n * (n - 1)
         expected = streams * (t1 - t0) / 0.020
         path = (
-            "twilio-video.js protocol, forwarded (no decode)"
-            if protocol == "twilio"
-            else "project protocol, older relay (decode + re-encode per subscriber)"
+            "twilio-video.js protocol" if protocol == "twilio" else "project protocol (RoomClient)"
         )
         print(f"--- {path}")
         print(f"speakers {n}, forwarded streams {streams} (everyone subscribed to everyone)")
@@ -283,7 +282,7 @@ def main() -> None:
     forwarded = asyncio.run(run(args.speakers, args.seconds, "twilio"))
     if not args.forwarding_only:
         transcoded = asyncio.run(run(args.speakers, args.seconds, "project"))
-        print(f"ratio: forwarding uses {forwarded / transcoded:.2f}x the CPU of the older relay")
+        print(f"ratio twilio/project: {forwarded / transcoded:.2f}x")
 
 
 if __name__ == "__main__":

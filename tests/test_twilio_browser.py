@@ -64,7 +64,7 @@ async def test_sdk_room_with_a_python_listener(tmp_path: Path, artifacts_dir: Pa
 
         # the room ends: the SDK reports 53118 (Room completed)
         async with aiohttp.ClientSession() as http:
-            url = f"http://127.0.0.1:{room.server.port}/v1/rooms/lobby/end"
+            url = f"{room.rest_url}/v1/rooms/lobby/end"
             headers = {"Authorization": f"Bearer {SECRET}"}
             async with http.post(url, headers=headers) as resp:
                 assert resp.status == 200

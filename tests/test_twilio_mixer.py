@@ -47,9 +47,12 @@ async def test_mixer_mixes_twilio_video_speakers(tmp_path: Path, artifacts_dir: 
         browsers(room, wavs["alice"], artifacts_dir / "twilio-mix-a.log") as ba,
         browsers(room, wavs["bob"], artifacts_dir / "twilio-mix-b.log") as bb,
     ):
+        sids = set()
         for b, name in ((ba, "alice"), (bb, "bob")):
             joined = await b.join(room, name, twilio_token(name, "town"), "town")
             assert "error" not in joined, joined
+            sids.add(joined["sid"])
+        (room_sid,) = sids
         metrics_port = free_port()
         env = {
             "MIXER_ROOM_SECRET": SECRET,
@@ -59,7 +62,7 @@ async def test_mixer_mixes_twilio_video_speakers(tmp_path: Path, artifacts_dir: 
             "MIXER_METRICS_PORT": str(metrics_port),
         }
         context = {
-            "room": {"name": "town"},
+            "room": {"name": room_sid},  # the RM SID, as the hosted extension was given
             "outputs": ["hls:town"],
             "maxParticipantDuration": MAX_DURATION,
         }

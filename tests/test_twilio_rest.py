@@ -34,7 +34,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.timeout(150)]
 
 def video_client(room: TwilioRoom, user: str = API_KEY_SID, password: str = API_KEY_SECRET) -> Any:
     c = Client(user, password, ACCOUNT_SID)
-    c.video.base_url = room.base_url
+    c.video.base_url = room.rest_url
     return c.video.v1
 
 

@@ -10,11 +10,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 from aiohttp import web
 from twilio.jwt.access_token import AccessToken
@@ -45,6 +47,7 @@ def twilio_token(identity: str, room: str | None, ttl: int = 600, **kw: Any) -> 
 class TwilioRoom:
     server: RoomServer
     gateway: TwilioGateway
+    #: the port serving the test pages (the harness and the SDK's dist/)
     port: int
 
     @property
@@ -52,35 +55,37 @@ class TwilioRoom:
         return f"http://127.0.0.1:{self.port}"
 
     @property
+    def rest_url(self) -> str:
+        return f"http://127.0.0.1:{self.server.port}"
+
+    @property
     def ws_server(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/signaling"
+        """What an app passes as ``wsServer``: the room server's own port."""
+        return f"ws://127.0.0.1:{self.server.port}/signaling"
 
 
 @contextlib.asynccontextmanager
 async def twilio_room(**overrides: Any) -> AsyncIterator[TwilioRoom]:
-    server = RoomServer(settings(), "127.0.0.1", 0, **overrides)
+    """The room server as ``mixer-ext room-server`` runs it with the three Twilio settings."""
+    credentials = {
+        "MIXER_ACCOUNT_SID": ACCOUNT_SID,
+        "MIXER_API_KEYS": f"{API_KEY_SID}:{API_KEY_SECRET}",
+        "MIXER_AUTH_TOKEN": AUTH_TOKEN,
+    }
+    with mock.patch.dict(os.environ, credentials):
+        server = RoomServer(settings(), "127.0.0.1", 0, **overrides)
+    assert server.twilio is not None
     await server.start()
-    gateway = TwilioGateway(
-        server,
-        account_sid=ACCOUNT_SID,
-        api_keys={API_KEY_SID: API_KEY_SECRET},
-        auth_token=AUTH_TOKEN,
-    )
-    await gateway.start()
-    app = web.Application()
-    gateway.add_routes(app)
-    app.router.add_static("/twilio-harness/", HARNESS)
-    app.router.add_static("/twilio-sdk/", SDK_DIST)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    pages = web.Application()
+    pages.router.add_static("/twilio-harness/", HARNESS)
+    pages.router.add_static("/twilio-sdk/", SDK_DIST)
+    runner = web.AppRunner(pages, handle_signals=False, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = int(runner.addresses[0][1])
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
     try:
-        yield TwilioRoom(server, gateway, port)
+        yield TwilioRoom(server, server.twilio, int(runner.addresses[0][1]))
     finally:
         await server.stop()
-        await gateway.stop()
         await runner.cleanup()
 
 

@@ -13,8 +13,8 @@ One aiohttp application on one port serves
 Media: one ``RTCPeerConnection`` per participant carries its published track
 and all its subscriptions.  The server always makes the offers, one at a time
 per participant (``_Session._negotiator``), so there is never glare.  A
-published track is read by a ``TrackFanout`` and copied to a bounded
-``RelayedTrack`` per subscriber.
+published track's encoded Opus is forwarded by a ``PacketFanout`` to a bounded
+``ForwardedTrack`` per subscriber (``mixer_ext.roomserver.forward``).
 
 Room rules (``mixer_ext.roomserver.state.Room``) are checked by one housekeeping
 task every ``HOUSEKEEPING_PERIOD`` seconds: maximum participant duration and
@@ -48,7 +48,7 @@ from mixer_ext import metrics
 from mixer_ext.connectors.base import Reason
 from mixer_ext.errors import ConfigError
 from mixer_ext.roomserver import protocol as p
-from mixer_ext.roomserver.relay import RelayedTrack, TrackFanout
+from mixer_ext.roomserver.forward import PacketFanout
 from mixer_ext.roomserver.state import Admission, ParticipantState, Room, TrackState
 from mixer_ext.roomserver.tokens import (
     TokenError,
@@ -57,6 +57,7 @@ from mixer_ext.roomserver.tokens import (
     secret_from,
     verify_token,
 )
+from mixer_ext.roomserver.twilio.gateway import TwilioGateway
 from mixer_ext.settings import Settings
 from mixer_ext.tasks import stop_tasks, wait_bounded
 
@@ -102,9 +103,9 @@ class _Session:
         self.pc: RTCPeerConnection | None = None
         self.publish_transceiver: RTCRtpTransceiver | None = None
         self.track_sid: str | None = None
-        self.fanout: TrackFanout | None = None
+        self.fanout: PacketFanout | None = None
         #: publisher's track sid -> (transceiver, relayed track, publisher identity)
-        self.subscriptions: dict[str, tuple[RTCRtpTransceiver, RelayedTrack, str]] = {}
+        self.subscriptions: dict[str, tuple[RTCRtpTransceiver, Any, str]] = {}
         self._outbox: asyncio.Queue[str | None] = asyncio.Queue(OUTBOX_SIZE)
         self._negotiation_needed = asyncio.Event()
         self._answer: asyncio.Future[p.Answer] | None = None
@@ -155,7 +156,15 @@ class _Session:
         if track.kind != "audio" or self.fanout is not None or self.closed:
             return
         self.track_sid = "TR_" + secrets.token_hex(6)
-        self.fanout = TrackFanout(track, f"{self.label}/{self.track_sid}")
+        receiver = (
+            next((t.receiver for t in self.pc.getTransceivers() if t.receiver.track is track), None)
+            if self.pc is not None
+            else None
+        )
+        if receiver is None:
+            return
+        # forwarded as received: Opus is never decoded or re-encoded (mixer_ext.room.forward)
+        self.fanout = PacketFanout(receiver, f"{self.label}/{self.track_sid}")
         state = self.room.participants.get(self.identity)
         if state is not None:
             state.tracks[self.track_sid] = TrackState(sid=self.track_sid)
@@ -310,6 +319,8 @@ class RoomServer:
         self._runner: web.AppRunner | None = None
         self._housekeeper: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
+        #: twilio-video.js apps' signaling + Video REST, when MIXER_ACCOUNT_SID/API_KEYS are set
+        self.twilio: TwilioGateway | None = TwilioGateway.from_environment(self)
 
     @property
     def url(self) -> str:
@@ -329,6 +340,8 @@ class RoomServer:
         app.router.add_get("/", self._index)
         app.router.add_get("/favicon.ico", self._no_content)
         app.router.add_static("/static/", STATIC_DIR)
+        if self.twilio is not None:  # twilio-video.js signaling and the Video REST subset
+            self.twilio.add_routes(app)
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
@@ -337,6 +350,8 @@ class RoomServer:
         if addresses:
             self.port = int(addresses[0][1])
         self._housekeeper = asyncio.create_task(self._housekeeping(), name="room-housekeeping")
+        if self.twilio is not None:
+            await self.twilio.start()
         log.info(
             "room server: listening on %s:%d (signaling %s, open mode %s)",
             self.host,
@@ -350,6 +365,8 @@ class RoomServer:
         await stop_tasks([self._housekeeper], TASK_STOP_TIMEOUT, log)
         for session in list(self.sessions.values()):
             await self._remove(session, Reason.SERVER_SHUTDOWN)
+        if self.twilio is not None:
+            await self.twilio.stop()
         for task in list(self._removals):
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(task, TASK_STOP_TIMEOUT)
@@ -529,10 +546,15 @@ class RoomServer:
             await ws.send_str(p.encode(p.DisconnectedMsg(reason=reason, message=message)))
 
     async def _admit(self, ws: web.WebSocketResponse, join: p.Join, peer: str) -> _Session | None:
+        named = join.room
+        if self.twilio is not None and join.room.startswith("RM"):
+            # the hosted extension's context names the room by its RM SID
+            join = join.model_copy(update={"room": self.twilio.room_name(join.room)})
         label = f"{join.room[:40]}/<{peer}>"
         try:
             check_name("room", join.room)
-            claims = verify_token(self.secret, join.token, join.room)
+            # a token for the room's SID admits as one for its unique name
+            claims = verify_token(self.secret, join.token, named)
         except (TokenError, ValueError) as exc:
             await self._refuse(ws, label, Reason.UNAUTHORIZED, str(exc))
             return None

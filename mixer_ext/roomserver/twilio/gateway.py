@@ -153,6 +153,13 @@ class TwilioGateway:
     def room_sid(self, room: Room) -> str:
         return self.ledger.for_live(room).sid
 
+    def room_name(self, key: str) -> str:
+        """The unique name of the in-progress room with SID ``key`` (else ``key`` itself)."""
+        record = self.ledger.rooms.get(key)
+        if record is not None and record.status == "in-progress":
+            return record.unique_name
+        return key
+
     def participant_sid(self, room: str, identity: str, *, fresh: bool = False) -> str:
         """The ``PA`` SID of ``identity`` in ``room``; ``fresh`` for a new connection."""
         key = (room, identity)
