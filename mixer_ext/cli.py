@@ -28,6 +28,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "mixer_ext.sim.talker",
         "join a room as a synthetic participant playing a tone or WAV",
     ),
+    "api": (
+        "mixer_ext.api.app",
+        "serve the Media v1 API (MediaProcessors, PlayerStreamers) that launches workers",
+    ),
     "demo": (
         "mixer_ext.sim.demo",
         "room server + three talkers + worker + player, on this machine",

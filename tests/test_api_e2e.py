@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -29,7 +28,7 @@ from urllib.parse import parse_qsl, urljoin
 import pytest
 
 from mixer_ext.api.store import Store
-from tests.conftest import ROOT, free_port
+from tests.conftest import ROOT, free_port, mixer_ext_cmd
 from tests.hls_reader import playlist_segments, read_ts, tone_levels
 from tests.process_util import Proc, processes, wait_for_port
 
@@ -97,9 +96,8 @@ class _Api:
         with open(self.log_path, "ab") as log:
             self.popen = subprocess.Popen(
                 [
-                    sys.executable,
-                    "-m",
-                    "mixer_ext.api",
+                    *mixer_ext_cmd(),
+                    "api",
                     "--host",
                     "127.0.0.1",
                     "--port",

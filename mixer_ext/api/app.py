@@ -717,18 +717,55 @@ def build_app(plane: ControlPlane, player_dir: Path | None = None) -> web.Applic
 
 
 # --------------------------------------------------------------------------- CLI
+HELP = """\
+Serve the Media v1 REST API that the official twilio Python client (9.0.x) speaks:
+MediaProcessors, PlayerStreamers, PlaybackGrants and MediaRecordings under /v1/.
+A backend that launched the hosted audio-mixer extension keeps its code and changes
+one line, client.media.base_url. Each MediaProcessor runs as a `mixer-ext run`
+worker (a child process with the local launcher); its HLS is served by this API
+under /hls/, to players holding a PlaybackGrant.
+
+Stopping the API leaves the workers running; the next start adopts them again
+(a worker that died meanwhile is marked failed).
+"""
+
+EPILOG = """\
+settings (environment):
+  MIXER_AUTH_TOKEN          required; HTTP Basic password, and the key that signs
+                            status callbacks (X-Twilio-Signature) and grants
+  MIXER_ACCOUNT_SID         AC + 32 hex; the Basic user name (default AC000…0)
+  MIXER_API_KEYS            optional SK…:secret pairs, comma-separated
+  MIXER_API_PUBLIC_URL      base of every URL handed out (default http://HOST:PORT)
+  MIXER_API_DATA_DIR        streams, recordings, private files (./mixer-api-data)
+  MIXER_API_DATABASE        the SQLite state (default DATA_DIR/api.db)
+  MIXER_API_MAX_PROCESSORS  active processors at once; more get 429 (default 10)
+  MIXER_API_LAUNCHER        local (default)
+  workers inherit the room settings (MIXER_ROOM_URL, MIXER_ROOM_BACKEND,
+  MIXER_ROOM_SECRET, ...) from this environment.
+
+example:
+  MIXER_AUTH_TOKEN=secret mixer-ext api --host 127.0.0.1 --port 8080
+
+  from twilio.rest import Client
+  client = Client("AC" + "0" * 32, "secret")
+  client.media.base_url = "http://127.0.0.1:8080"   # the only change
+  ps = client.media.v1.player_streamer.create(max_duration=3600)
+  mp = client.media.v1.media_processor.create(
+      extension="audio-mixer-v1",
+      extension_context='{"room": {"name": "RM1"}, "outputs": ["%s"]}' % ps.sid)
+  grant = client.media.v1.player_streamer(ps.sid).playback_grant().create(ttl=60)
+  client.media.v1.media_processor(mp.sid).update(status="ended")
+
+See the README, section "The Media v1 API", for what is and is not compatible.
+"""
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.description = (
-        "Serve the Media v1 REST API (MediaProcessors, PlayerStreamers, PlaybackGrants, "
-        "MediaRecordings) that the official twilio client speaks: point "
-        "client.media.base_url at this server. Each MediaProcessor runs as a "
-        "`mixer-ext run` worker; its HLS is served here under /hls/. Needs "
-        "MIXER_AUTH_TOKEN (and MIXER_ACCOUNT_SID, optionally MIXER_API_KEYS); state lives in "
-        "MIXER_API_DATABASE (default MIXER_API_DATA_DIR/api.db). Stopping the API leaves "
-        "the workers running; the next start adopts them."
-    )
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    parser.add_argument("--port", type=int, default=8080, help="port to listen on")
+    parser.description = HELP
+    parser.epilog = EPILOG
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8080, help="port to listen on (8080)")
 
 
 async def serve(cfg: ApiSettings, host: str, port: int, player_dir: Path | None = None) -> None:
