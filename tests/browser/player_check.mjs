@@ -74,6 +74,7 @@ async function sample(page) {
       stateText: document.getElementById('state').textContent,
       engine: root.dataset.engine ?? null,
       ct: media.currentTime,
+      buffered: media.buffered.length ? media.buffered.start(0) : null,
       latency: root.dataset.latency ? Number(root.dataset.latency) : null,
       latencyText: document.getElementById('latency').textContent,
       endlist: root.dataset.endlist === 'true',
