@@ -33,6 +33,8 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 #: 6 s already written when the page opens, then 8 s live
 PREROLL_S = 6.0
 STREAM_S = 14.0
+#: the HLS output's segment duration (ProductStream's default)
+SEGMENT_S = 2.0
 #: a cue may sit one AAC frame (1024 samples, 21 ms) off its audio, not more
 CUE_TOLERANCE_S = 0.05
 
@@ -90,11 +92,11 @@ async def test_player_meters_follow_the_products_stream(
         assert p["levels"] == sent[p["s"]], p
     assert report.shown[-1]["s"] == stream.payloads[-1].seq, "the last payload was not shown"
     assert any(s["endlist"] for s in report.samples), report.summary()
-    # and each cue sits on the audio it describes: payload s starts 0.5 s * s after the
-    # audio's first sample (within an AAC frame).  The page opens with the whole stream
-    # listed and hls.js starts three segments behind live: at the first segment.
-    assert report.shown[0]["s"] == 0, f"the page joined later: {report.summary()}"
-    audio_start = min(s["buffered"] for s in report.samples if s["buffered"] is not None)
+    # and each cue sits on the audio it describes: payload s's cue starts 0.5 s * s after
+    # the audio of stream time 0 (within an AAC frame).  The buffered audio starts at the
+    # segment the page joined at, a whole number of segments into the stream.
+    joined = PAYLOAD_SECONDS * report.shown[0]["s"] // SEGMENT_S * SEGMENT_S
+    audio_zero = min(s["buffered"] for s in report.samples if s["buffered"] is not None) - joined
     for p in report.shown:
-        offset = p["cueStart"] - PAYLOAD_SECONDS * p["s"] - audio_start
+        offset = p["cueStart"] - PAYLOAD_SECONDS * p["s"] - audio_zero
         assert abs(offset) < CUE_TOLERANCE_S, f"payload {p['s']}'s cue is {offset:+.3f} s off"
