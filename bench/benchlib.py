@@ -27,8 +27,10 @@ if str(ROOT) not in sys.path:
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
 # the same port helpers as the test suite's (re-exported for the bench scripts)
-from tests.conftest import free_port  # noqa: E402
-from tests.process_util import wait_for_port  # noqa: E402
+from mixer_ext.testing.net import (  # noqa: E402
+    free_port,
+    wait_for_port,
+)
 
 __all__ = ["free_port", "wait_for_port"]
 

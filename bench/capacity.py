@@ -250,7 +250,7 @@ def measure(
         try:
             env = {"MIXER_LOG_LEVEL": "WARNING", "MIXER_ROOM_SECRET": SECRET}
             if backend == "janus":
-                from tests.janus_util import room_config, start_janus
+                from mixer_ext.testing.janus import room_config, start_janus
 
                 janus = start_janus(tmp, rooms=room_config(int(ROOM), publishers=n + 10))
                 url = janus.url
@@ -366,7 +366,7 @@ def measure(
             for p in reversed(procs):
                 stop_process(p)
             if janus is not None:
-                from tests.janus_util import stop_janus
+                from mixer_ext.testing.janus import stop_janus
 
                 stop_janus(janus)
 

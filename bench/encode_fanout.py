@@ -37,7 +37,7 @@ from mixer_ext.encode.encoder import AacEncoder
 from mixer_ext.encode.fanout import OutputPipeline
 from mixer_ext.outputs.rtmp import RtmpOutput
 from mixer_ext.settings import Settings
-from tests.output_util import feed, payload_for, rich_frame
+from mixer_ext.testing.feed import feed, payload_for, rich_frame
 
 NGINX_RTMP = "/usr/lib/nginx/modules/ngx_rtmp_module.so"
 

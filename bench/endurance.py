@@ -3,9 +3,9 @@
 Method.
 
 * Virtual 24 h: the scenario of ``tests/test_core_longrun.py``
-  (``tests.core_util.longrun_senders``: two senders drifting +200/-200 ppm,
+  (``mixer_ext.testing.core.longrun_senders``: two senders drifting +200/-200 ppm,
   5 % loss, 10 ms + 0..40 ms of delay, default ``medium`` jitter buffer)
-  driven by ``tests.core_util.simulate`` with 200 ms ticks and frames (the
+  driven by ``mixer_ext.testing.core.simulate`` with 200 ms ticks and frames (the
   buffer's constants are in samples and scale with the tick; the test runs
   the real 20 ms tick for 20 min).  Printed for the first and the last
   virtual hour: each input's buffered latency (mean and max of the value at
@@ -41,7 +41,7 @@ from mixer_ext.core.frames import SAMPLE_RATE, MixedFrame
 from mixer_ext.core.mixer import Mixer
 from mixer_ext.core.payload import MetadataPayload
 from mixer_ext.settings import JitterBufferSize
-from tests.core_util import longrun_senders, simulate
+from mixer_ext.testing.core import longrun_senders, simulate
 
 SECRET = "bench-secret-not-for-production-0123456789"
 MIB = 1024 * 1024

@@ -3,7 +3,7 @@
 Method.  Each (output kind, allocator variant) runs in a fresh child process:
 an ``OutputPipeline`` with one output is fed ``--minutes`` of synthetic mix
 (a 440 Hz sine, a payload every 500 ms) as fast as it takes it, without drops
-(``tests.output_util.feed``).  After every minute of audio the child prints
+(``mixer_ext.testing.feed.feed``).  After every minute of audio the child prints
 its RSS (``/proc/self/statm``) and the Python heap (``tracemalloc``).  The
 parent prints, per run, RSS at the first minute, at the warm-up minute
 (``--warmup``, default 10) and at the end, and the growth per audio minute
@@ -52,7 +52,7 @@ async def child(kind: str, minutes: int, trim: bool, directory: Path, segment: f
     from mixer_ext.context import parse_output
     from mixer_ext.encode.fanout import OutputPipeline
     from mixer_ext.settings import HlsPlaylistType, Settings
-    from tests.output_util import feed
+    from mixer_ext.testing.feed import feed
 
     if kind.startswith("hls"):
         spec = "hls:main"

@@ -9,21 +9,15 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from mixer_ext.testing.net import ROOT, free_port, mixer_ext_cmd
+
+__all__ = ["ROOT", "free_port", "mixer_ext_cmd"]
+
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that was free a moment ago on ``host``."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 def require_program(name: str, *, package: str | None = None) -> str:
@@ -44,11 +38,6 @@ def require_path(path: str | Path, why: str) -> Path:
     if IN_CI:
         pytest.fail(why)
     pytest.skip(why)
-
-
-def mixer_ext_cmd() -> list[str]:
-    """The command that runs this checkout's ``mixer-ext``."""
-    return [sys.executable, "-m", "mixer_ext"]
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from mixer_ext.core.frames import TICK_SAMPLES, MixedFrame
 from mixer_ext.core.mixer import Mixer
 from mixer_ext.core.payload import MetadataPayload
 from mixer_ext.settings import JitterBufferSize
-from tests.core_util import s16_frame, tone
+from mixer_ext.testing.core import s16_frame, tone
 
 T = TICK_SAMPLES
 

@@ -12,7 +12,7 @@ from mixer_ext.core.frames import TICK_SAMPLES
 from mixer_ext.core.input import Input
 from mixer_ext.core.jitter import LATE_STREAK_RESYNC
 from mixer_ext.settings import JitterBufferSize
-from tests.core_util import amplitude_at, max_step, s16_frame, tone
+from mixer_ext.testing.core import amplitude_at, max_step, s16_frame, tone
 
 T = TICK_SAMPLES
 

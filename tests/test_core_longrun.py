@@ -24,7 +24,7 @@ from mixer_ext.core.frames import SAMPLE_RATE, TICKS_PER_PAYLOAD, MixedFrame
 from mixer_ext.core.mixer import Mixer
 from mixer_ext.core.payload import MetadataPayload
 from mixer_ext.settings import JitterBufferSize
-from tests.core_util import Sender, longrun_senders, simulate
+from mixer_ext.testing.core import Sender, longrun_senders, simulate
 
 
 def rss_bytes() -> int:

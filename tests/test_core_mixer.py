@@ -11,7 +11,7 @@ from mixer_ext.core.levels import LevelMeter, peak_of
 from mixer_ext.core.mixer import Limiter, Mixer
 from mixer_ext.core.payload import MetadataPayload
 from mixer_ext.settings import JitterBufferSize
-from tests.core_util import amplitude_at, max_step, s16_frame, tone
+from mixer_ext.testing.core import amplitude_at, max_step, s16_frame, tone
 
 T = TICK_SAMPLES
 

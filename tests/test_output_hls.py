@@ -21,8 +21,8 @@ from mixer_ext.errors import MixerError
 from mixer_ext.outputs.carriers import parse_id3_txxx
 from mixer_ext.outputs.playlist import HlsPlaylist
 from mixer_ext.settings import HlsPlaylistType, Settings
+from mixer_ext.testing.feed import TONE_HZ, feed, payload_for, ts_pmt_stream_types
 from tests.hls_reader import playlist_segments, read_hls, tone_levels
-from tests.output_util import TONE_HZ, feed, payload_for, ts_pmt_stream_types
 
 BITRATE = 96
 
@@ -238,7 +238,7 @@ def test_playlist_target_duration_never_below_rounded_extinf() -> None:
 async def test_on_mix_never_blocks_when_encoder_is_behind(tmp_path: Path) -> None:
     pipeline = OutputPipeline([parse_output("hls:a")], 64, settings(tmp_path))
     await pipeline.start()
-    from tests.output_util import sine_frame
+    from mixer_ext.testing.feed import sine_frame
 
     loop = asyncio.get_running_loop()
     t0 = loop.time()

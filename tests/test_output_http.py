@@ -14,7 +14,7 @@ from mixer_ext.core.payload import MetadataPayload
 from mixer_ext.encode.fanout import OutputPipeline
 from mixer_ext.serve.http import HttpEndpoint
 from mixer_ext.settings import Settings
-from tests.output_util import feed
+from mixer_ext.testing.feed import feed
 
 
 @pytest.fixture

@@ -18,9 +18,9 @@ from mixer_ext.context import parse_output
 from mixer_ext.core.frames import SAMPLE_RATE
 from mixer_ext.encode.fanout import OutputPipeline
 from mixer_ext.settings import Settings
+from mixer_ext.testing.feed import TONE_HZ, feed
 from tests.conftest import ROOT
 from tests.hls_reader import read_ts, tone_levels
-from tests.output_util import TONE_HZ, feed
 
 
 def decoded_seconds(path: Path) -> tuple[float, np.ndarray]:
@@ -80,7 +80,7 @@ def test_sigterm_finalizes_the_recording(tmp_path: Path) -> None:
         from mixer_ext.context import parse_output
         from mixer_ext.encode.fanout import OutputPipeline
         from mixer_ext.settings import Settings
-        from tests.output_util import feed
+        from mixer_ext.testing.feed import feed
 
         async def main():
             pipeline = OutputPipeline([parse_output("file:{m4a}")], 96, Settings())

@@ -63,7 +63,7 @@ def test_rss_is_flat_after_warm_up_with_every_output_kind(tmp_path: Path, arenas
         from mixer_ext.context import parse_output
         from mixer_ext.output.pipeline import OutputPipeline
         from mixer_ext.settings import HlsPlaylistType, Settings
-        from tests.output_util import feed
+        from mixer_ext.testing.feed import feed
 
         def rss_mb():
             with open("/proc/self/statm") as f:

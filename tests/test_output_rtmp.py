@@ -25,9 +25,9 @@ from mixer_ext.log import RedactingFilter, TextFormatter
 from mixer_ext.metrics import OUTPUT_RECONNECTS
 from mixer_ext.outputs.carriers import parse_amf0_on_text_data
 from mixer_ext.settings import Settings
+from mixer_ext.testing.feed import feed, flv_tags
 from tests.conftest import free_port, require_path, require_program
 from tests.hls_reader import read_hls
-from tests.output_util import feed, flv_tags
 
 pytestmark = pytest.mark.rtmp
 

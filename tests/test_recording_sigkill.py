@@ -43,7 +43,7 @@ def killed_recording(path: Path) -> float:
         from mixer_ext.context import parse_output
         from mixer_ext.encode.fanout import OutputPipeline
         from mixer_ext.settings import Settings
-        from tests.output_util import feed
+        from mixer_ext.testing.feed import feed
 
         async def main():
             pipeline = OutputPipeline([parse_output("file:{path}")], 96, Settings())

@@ -20,8 +20,8 @@ import pytest
 from mixer_ext.context import parse_output
 from mixer_ext.encode.fanout import OutputPipeline
 from mixer_ext.settings import Settings
+from mixer_ext.testing.feed import feed
 from tests.conftest import free_port
-from tests.output_util import feed
 
 SECRETS = {
     "MIXER_ROOM_SECRET": "room-secret-0123456789abcdef0123456789",
