@@ -34,7 +34,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "demo": (
         "mixer_ext.sim.demo",
-        "room server + three talkers + worker + player, on this machine",
+        "room server + three talkers + the Media v1 API launching the mixer + player",
     ),
 }
 

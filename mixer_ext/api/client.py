@@ -67,6 +67,9 @@ class MediaApiClient:
     async def fetch_media_processor(self, sid: str) -> dict[str, Any]:
         return await self._call("GET", f"MediaProcessors/{sid}")
 
+    async def fetch_player_streamer(self, sid: str) -> dict[str, Any]:
+        return await self._call("GET", f"PlayerStreamers/{sid}")
+
     async def end_media_processor(self, sid: str) -> dict[str, Any]:
         return await self._call("POST", f"MediaProcessors/{sid}", {"Status": "ended"})
 
