@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from mixer_ext import DEFAULT_IDENTITY
 from mixer_ext.errors import ConfigError, describe_validation_error
 from mixer_ext.redact import redact_url
+from mixer_ext.safejson import loads_bounded
 from mixer_ext.settings import MAX_PARTICIPANT_DURATION_LIMIT
 
 #: AAC bitrates (kbps) we accept: below 32 stereo AAC-LC is unusable, above 320 is waste.
@@ -186,7 +187,7 @@ class ExtensionContext(BaseModel):
 def parse_context(text: str, *, source: str = "context") -> ExtensionContext:
     """Validate context JSON text.  Raises ConfigError with one line."""
     try:
-        data = json.loads(text)
+        data = loads_bounded(text)
     except json.JSONDecodeError as exc:
         raise ConfigError(
             f"{source}: not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"

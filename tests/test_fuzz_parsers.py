@@ -100,7 +100,7 @@ def test_client_parser_on_any_json_value(value: object) -> None:
 @pytest.mark.xfail(
     strict=True,
     reason="issue 16: a refusal echoes the offending value unbounded (a 300+ character error "
-    "line and log line); fixed once the room server moves (layout)",
+    "line and log line)",
 )
 @FUZZ
 @given(mutated_client_messages())
@@ -183,27 +183,17 @@ NESTED = [
     '{"v": 1, "type": "join", "room": "r", "token": ' + "[" * 30_000,
 ]
 
-DEEP_XFAIL = pytest.mark.xfail(
-    strict=True,
-    raises=RecursionError,
-    reason="issue 16: json.loads raises RecursionError on deep nesting; the parsers switch to "
-    "mixer_ext.safejson.loads_bounded once the room server moves (layout)",
-)
 
-
-@DEEP_XFAIL
 @pytest.mark.parametrize("text", NESTED, ids=["array", "object", "join"])
 def test_client_parser_on_deep_nesting(text: str) -> None:
     check_client(text)
     check_client(text.encode())
 
 
-@DEEP_XFAIL
 def test_server_parser_on_deep_nesting() -> None:
     with pytest.raises(p.ProtocolError):
         p.parse_server_message('{"type": "offer", "sdp": "x", "tracks": ' + "[" * 60_000)
 
 
-@DEEP_XFAIL
 def test_context_parser_on_deep_nesting() -> None:
     check_context('{"room": ' + "[" * 60_000)

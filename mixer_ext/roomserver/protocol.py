@@ -26,6 +26,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from mixer_ext.safejson import loads_bounded
+
 PROTOCOL_VERSION = 1
 #: Path of the signaling WebSocket on the room server.
 SIGNAL_PATH = "/v1/signal"
@@ -199,7 +201,7 @@ def _load(text: str | bytes, max_bytes: int) -> object:
     if size > max_bytes:
         raise ProtocolError("oversized", f"message of {size} bytes exceeds {max_bytes}")
     try:
-        return json.loads(text)
+        return loads_bounded(text)
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise ProtocolError("malformed", "message is not valid JSON") from None
 

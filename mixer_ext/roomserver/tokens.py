@@ -98,6 +98,14 @@ def verify_token(secret: str, token: str | None, room: str) -> TokenClaims:
         check_name("identity", identity)
     except ValueError as exc:
         raise TokenError(str(exc)) from None
+    # a leaked long-lived token stays bad: the lifetime limit holds on verify, not only on mint
+    issued, expires = claims.get("iat"), claims.get("exp")
+    if not isinstance(issued, int | float):
+        issued = time.time()  # no iat: what is left of it counts
+    if isinstance(expires, int | float) and expires - issued > MAX_TTL:
+        raise TokenError(
+            f"token lifetime {expires - issued:.0f} s exceeds the maximum {MAX_TTL:.0f} s"
+        )
     return TokenClaims(room=token_room, identity=identity, expires_at=float(claims["exp"]))
 
 
