@@ -97,11 +97,6 @@ def test_client_parser_on_any_json_value(value: object) -> None:
     check_client(json.dumps(value))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 16: a refusal echoes the offending value unbounded (a 300+ character error "
-    "line and log line)",
-)
 @FUZZ
 @given(mutated_client_messages())
 def test_client_parser_on_nearly_valid_messages(message: dict[str, Any]) -> None:

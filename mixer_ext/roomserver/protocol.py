@@ -190,10 +190,21 @@ class ProtocolError(ValueError):
         self.code = code
 
 
+#: a refusal quotes at most this much of what it refuses (it goes back to the sender and to the log)
+MAX_DETAIL = 160
+
+
+def _bounded(text: str) -> str:
+    """One line, printable, at most ``MAX_DETAIL`` characters: safe to log and to send back."""
+    flat = "".join(ch if ch.isprintable() else "?" for ch in text)
+    return flat if len(flat) <= MAX_DETAIL else flat[: MAX_DETAIL - 3] + "..."
+
+
 def _describe(exc: ValidationError) -> str:
     err = exc.errors(include_url=False)[0]
-    loc = ".".join(str(p) for p in err.get("loc", ()))
-    return f"{loc}: {err.get('msg', 'invalid')}" if loc else str(err.get("msg", "invalid"))
+    loc = _bounded(".".join(str(p) for p in err.get("loc", ())))
+    msg = _bounded(str(err.get("msg", "invalid")))
+    return f"{loc}: {msg}" if loc else msg
 
 
 def _load(text: str | bytes, max_bytes: int) -> object:
@@ -210,7 +221,9 @@ def parse_client_message(text: str | bytes, max_bytes: int) -> Join | Answer | S
     """Validate one client message or raise ``ProtocolError``."""
     data = _load(text, max_bytes)
     if isinstance(data, dict) and data.get("v", PROTOCOL_VERSION) != PROTOCOL_VERSION:
-        raise ProtocolError("version", f"protocol version {data.get('v')!r} is not supported")
+        raise ProtocolError(
+            "version", f"protocol version {_bounded(repr(data.get('v')))} is not supported"
+        )
     try:
         return _client_adapter.validate_python(data)
     except ValidationError as exc:
