@@ -32,6 +32,7 @@ from typing import Any
 
 import av.logging
 
+from mixer_ext.allocator import limit_malloc_arenas
 from mixer_ext.context import FileOutputSpec, HlsOutputSpec, OutputSpec, RtmpOutputSpec
 from mixer_ext.core.frames import MixedFrame
 from mixer_ext.core.payload import MetadataPayload
@@ -95,6 +96,9 @@ class OutputPipeline:
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
         """Create the encoder and open every output (off the event loop)."""
+        # before the encoder and output threads exist: their arenas would keep what
+        # FFmpeg frees per segment (issue 16.0, mixer_ext/allocator.py)
+        limit_malloc_arenas()
         if av.logging.get_level() is None:
             # Route FFmpeg's own log lines through Python logging (and so through the
             # redacting filter) instead of letting libav print to stderr directly.
