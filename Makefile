@@ -40,6 +40,11 @@ lint: $(VENV_STAMP)
 typecheck: $(VENV_STAMP)
 	$(VENV)/bin/mypy
 
+# The fast tests only (no browser, Janus, RTMP server or multi-second end-to-end run): a
+# quick check while working; `make test` runs everything.
+unit: $(VENV_STAMP)
+	$(PY) -m pytest -m "not browser and not janus and not rtmp and not slow" $(PYTEST_ARGS)
+
 # pytest exits 5 when it collected no test: that is a failure here, never hidden.
 test: setup lint typecheck helm-lib
 	$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \

@@ -132,6 +132,17 @@ def test_the_guard_sees_the_idiom() -> None:
     assert _swallowers(ast.parse(passes + "        raise\n")) == []
 
 
+def test_no_module_swallows_cancellation() -> None:
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for line in _swallowers(ast.parse(path.read_text(), str(path))):
+            found.append(f"{path.relative_to(PACKAGE.parent)}:{line}")
+    assert not found, (
+        "cancellation swallowed (use mixer_ext.tasks.stop_tasks / wait_bounded): "
+        + ", ".join(found)
+    )
+
+
 # ---------------------------------------------------------------------- the shutdown
 class StubbornTrack:
     """An audio track whose reader takes a while to stop (cancel lands in recv())."""

@@ -222,7 +222,8 @@ class RoomClient:
     # --- signaling -------------------------------------------------------------------------
 
     async def _read_loop(self) -> None:
-        assert self._ws is not None
+        if self._ws is None:
+            raise RoomConnectError("not connected", reason=Reason.CONNECTION_LOST)
         reason: str = Reason.LEFT if self._leaving else Reason.CONNECTION_LOST
         try:
             async for msg in self._ws:
@@ -288,7 +289,8 @@ class RoomClient:
                 t.sender.replaceTrack(self._publish)
         answer = await self.pc.createAnswer()
         await self.pc.setLocalDescription(answer)
-        assert self._ws is not None
+        if self._ws is None:
+            raise RoomConnectError("not connected", reason=Reason.CONNECTION_LOST)
         await self._ws.send_str(p.encode(p.Answer(sdp=self.pc.localDescription.sdp)))
         for mid, sub in offer.tracks.items():
             if mid in self._announced:

@@ -47,6 +47,7 @@ def make_connector(settings: Settings, room: str, identity: str) -> RoomConnecto
     if settings.room_token is not None:
         token = settings.room_token.get_secret_value()
     else:
-        assert settings.room_secret is not None  # check_room_settings() ran first
+        if settings.room_secret is None:  # check_room_settings() refuses this earlier
+            raise ConfigError("MIXER_ROOM_TOKEN or MIXER_ROOM_SECRET is required")
         token = mint_token(settings.room_secret.get_secret_value(), room, identity, BOT_TOKEN_TTL)
     return EmbeddedRoomConnector(settings.room_url, room, identity, token)

@@ -40,7 +40,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, TypeGuard
@@ -48,6 +47,7 @@ from typing import Any, TypeGuard
 import av
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpTransceiver, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.sdp import SessionDescription
 from websockets.exceptions import InvalidHandshake
 
 from mixer_ext import metrics
@@ -69,10 +69,10 @@ from mixer_ext.connectors.janus_session import (
     JanusSessionClosed,
     drop_message,
     plugin_data,
-    stop_tasks,
 )
 from mixer_ext.log import log_event
 from mixer_ext.redact import redact_url
+from mixer_ext.tasks import stop_tasks
 
 log = logging.getLogger(__name__)
 
@@ -447,7 +447,8 @@ class JanusRoomConnector(RoomConnector):
     # --- subscriber handle -------------------------------------------------------------
 
     async def _subscribe(self, streams: list[dict[str, Any]]) -> None:
-        assert self._sub_handle is not None
+        if self._sub_handle is None:
+            raise JanusSessionClosed("no subscriber handle")
         if not self._sub_joined:
             body: dict[str, Any] = {
                 "request": "join",
@@ -491,7 +492,8 @@ class JanusRoomConnector(RoomConnector):
             self._apply_streams(data["streams"])
 
     async def _answer(self, sdp: str) -> None:
-        assert self._pc is not None and self._sub_handle is not None
+        if self._pc is None or self._sub_handle is None:
+            raise JanusSessionClosed("no subscriber peer connection")
         pc = self._pc
         await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
         _route_offer_ssrcs(pc, sdp)
@@ -609,20 +611,13 @@ class JanusRoomConnector(RoomConnector):
         self._events.put_nowait(Disconnected(str(reason)))
 
 
-_MID_RE = re.compile(r"^a=mid:(\S+)", re.M)
-_SSRC_RE = re.compile(r"^a=ssrc:(\d+) ", re.M)
-
-
 def offer_ssrcs(sdp: str) -> dict[str, list[int]]:
-    """mid -> SSRCs announced for it, per media section of an SDP."""
+    """mid -> SSRCs announced for it, per media section of an SDP (aiortc's own parser)."""
     out: dict[str, list[int]] = {}
-    for section in re.split(r"\r?\n(?=m=)", sdp)[1:]:
-        mid = _MID_RE.search(section)
-        if mid is None:
-            continue
-        ssrcs = sorted({int(x) for x in _SSRC_RE.findall(section)})
-        if ssrcs:
-            out[mid.group(1)] = ssrcs
+    for media in SessionDescription.parse(sdp).media:
+        ssrcs = sorted({s.ssrc for s in media.ssrc})
+        if media.rtp.muxId and ssrcs:
+            out[media.rtp.muxId] = ssrcs
     return out
 
 

@@ -34,6 +34,7 @@ from websockets.typing import Subprotocol
 from mixer_ext import metrics
 from mixer_ext.log import log_event
 from mixer_ext.redact import redact_url
+from mixer_ext.tasks import stop_tasks
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +140,7 @@ class JanusSession:
         if self._ws is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._ws.close(), 3.0)
-        await stop_tasks(self._tasks)
+        await stop_tasks(self._tasks, TASK_STOP_TIMEOUT, log)
         self._tasks.clear()
         self._fail_pending()
         with contextlib.suppress(asyncio.QueueFull):
@@ -219,7 +220,8 @@ class JanusSession:
     # --- tasks ----------------------------------------------------------------------
 
     async def _read_loop(self) -> None:
-        assert self._ws is not None
+        if self._ws is None:
+            raise JanusSessionClosed("not connected")
         try:
             async for raw in self._ws:
                 self._on_message(raw)
@@ -303,23 +305,6 @@ class JanusSession:
                 fut.set_exception(JanusSessionClosed(self.close_detail or "session closed"))
 
 
-async def stop_tasks(tasks: list[asyncio.Task[None]], within: float = TASK_STOP_TIMEOUT) -> None:
-    """Cancel ``tasks`` and wait up to ``within`` s for them to exit.
-
-    ``asyncio.wait`` does not re-raise the tasks' own ``CancelledError``, so a
-    cancellation of the caller itself still propagates.  A task that does not
-    exit in time is logged, not awaited forever.
-    """
-    live = [t for t in tasks if t is not asyncio.current_task()]
-    for task in live:
-        task.cancel()
-    if not live:
-        return
-    _, pending = await asyncio.wait(live, timeout=within)
-    for task in pending:
-        log_event(log, "janus: task did not stop", logging.ERROR, task=task.get_name())
-
-
 def plugin_data(msg: dict[str, Any]) -> dict[str, Any] | None:
     """``plugindata.data`` of a Janus message, when it is an object."""
     pd = msg.get("plugindata")
@@ -343,5 +328,4 @@ __all__ = [
     "JanusSessionClosed",
     "drop_message",
     "plugin_data",
-    "stop_tasks",
 ]

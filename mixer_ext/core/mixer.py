@@ -12,7 +12,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from mixer_ext.core.frames import TICK_SAMPLES, TICKS_PER_PAYLOAD, Int16Block, MixedFrame
+from mixer_ext.core.frames import (
+    SAMPLE_RATE,
+    TICK_SAMPLES,
+    TICKS_PER_PAYLOAD,
+    Int16Block,
+    MixedFrame,
+)
 from mixer_ext.core.input import Input
 from mixer_ext.core.levels import LevelMeter
 from mixer_ext.core.payload import MAX_LEVEL, MetadataPayload
@@ -46,7 +52,7 @@ class Limiter:
         self.tick_samples = tick_samples
         self.lookahead = lookahead
         self.ceiling = ceiling
-        self._rho = 1.0 / (release_seconds * 48_000)
+        self._rho = 1.0 / (release_seconds * SAMPLE_RATE)
         self._tail: Int32Block = np.zeros((lookahead, 2), np.int32)
         self._m_tail: FloatArray = np.ones(lookahead, np.float64)
         self._gain = 1.0

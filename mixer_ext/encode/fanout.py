@@ -218,7 +218,8 @@ class OutputPipeline:
     # ------------------------------------------------------------------ encoder thread
     def _encode_loop(self) -> None:
         encoder = self._encoder
-        assert encoder is not None
+        if encoder is None:
+            raise RuntimeError("encoder thread started before the encoder")
         live = [o for o in self.outputs if o.state is not OutputState.FAILED]
         while True:
             item = self._queue.get()

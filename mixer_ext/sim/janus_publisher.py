@@ -12,48 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fractions
-import time
 
-import av
-import numpy as np
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
-from aiortc.mediastreams import MediaStreamTrack
 
 from mixer_ext.connectors.janus import FeedId, is_feed_id, parse_room_id
-from mixer_ext.connectors.janus_session import JanusSession, stop_tasks
-
-SAMPLE_RATE = 48000
-FRAME_SAMPLES = 960  # 20 ms
-
-
-class ToneTrack(MediaStreamTrack):
-    """Mono 48 kHz s16 sine at ``freq`` Hz and ``amplitude`` (0..1), paced in real time."""
-
-    kind = "audio"
-
-    def __init__(self, freq: float, amplitude: float = 0.3) -> None:
-        super().__init__()
-        self.freq = freq
-        self.amplitude = amplitude
-        self._pts = 0
-        self._start: float | None = None
-
-    async def recv(self) -> av.AudioFrame:
-        if self._start is None:
-            self._start = time.monotonic()
-        due = self._start + self._pts / SAMPLE_RATE
-        delay = due - time.monotonic()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        t = (self._pts + np.arange(FRAME_SAMPLES)) / SAMPLE_RATE
-        samples = (self.amplitude * 32767 * np.sin(2 * np.pi * self.freq * t)).astype(np.int16)
-        frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
-        frame.sample_rate = SAMPLE_RATE
-        frame.pts = self._pts
-        frame.time_base = fractions.Fraction(1, SAMPLE_RATE)
-        self._pts += FRAME_SAMPLES
-        return frame
+from mixer_ext.connectors.janus_session import JanusSession
+from mixer_ext.sim.tracks import ToneTrack
+from mixer_ext.tasks import stop_tasks
 
 
 class JanusPublisher:
@@ -87,14 +52,16 @@ class JanusPublisher:
             {"request": "join", "ptype": "publisher", "room": self.room, "display": self.display},
         )
         feed = data.get("id")
-        assert is_feed_id(feed), data
+        if not is_feed_id(feed):
+            raise RuntimeError(f"janus: join answered without a feed id: {data}")
         self.feed_id = feed
         # events for this handle are of no interest; keep the queue drained
         self._drain = asyncio.create_task(self._drain_events(), name=f"pub-{self.display}-events")
         return feed
 
     async def publish(self) -> None:
-        assert self.handle is not None
+        if self.handle is None:
+            raise RuntimeError("janus publisher: join() first")
         if self._pc is not None:
             await self._pc.close()
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
@@ -115,7 +82,8 @@ class JanusPublisher:
                 self.audio_mid = t.mid
 
     async def unpublish(self) -> None:
-        assert self.handle is not None
+        if self.handle is None:
+            raise RuntimeError("janus publisher: join() first")
         await self.session.message(self.handle, {"request": "unpublish"})
         if self._pc is not None:
             await self._pc.close()

@@ -106,7 +106,8 @@ class StatusReporter:
             self._wakeup.set()
 
     async def _deliver_loop(self) -> None:
-        assert self.callback_url
+        if not self.callback_url:
+            raise RuntimeError("status: no callback URL to deliver to")
         timeout = aiohttp.ClientTimeout(total=CALLBACK_TIMEOUT)
         async with aiohttp.ClientSession(timeout=timeout) as session:
             while True:
@@ -124,7 +125,8 @@ class StatusReporter:
     async def _post_with_retries(
         self, session: aiohttp.ClientSession, body: dict[str, Any]
     ) -> None:
-        assert self.callback_url
+        if not self.callback_url:
+            raise RuntimeError("status: no callback URL to deliver to")
         delay = self._first_retry
         shown = redact_url(self.callback_url)
         for attempt in range(1, CALLBACK_ATTEMPTS + 1):

@@ -27,6 +27,7 @@ from urllib.parse import urlencode, urlsplit
 import aiohttp
 
 from mixer_ext.roomserver.twilio import rest as r
+from mixer_ext.tasks import stop_tasks
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +135,4 @@ class StatusCallbacks:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-                await asyncio.wait_for(self._task, 3.0)
+            await stop_tasks([self._task], 3.0, log)

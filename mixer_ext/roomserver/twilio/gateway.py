@@ -55,6 +55,7 @@ from mixer_ext.roomserver.twilio.callbacks import StatusCallbacks
 from mixer_ext.roomserver.twilio.rest_routes import REMOVED, RoomLedger, VideoRest
 from mixer_ext.roomserver.twilio.sdp import align_offer
 from mixer_ext.roomserver.twilio.sids import PARTICIPANT, TRACK, new_sid
+from mixer_ext.tasks import stop_tasks
 
 if TYPE_CHECKING:
     from mixer_ext.roomserver.app import RoomServer
@@ -169,17 +170,11 @@ class TwilioGateway:
 
     async def stop(self) -> None:
         if self._ledger_task is not None:
-            self._ledger_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-                await asyncio.wait_for(self._ledger_task, TASK_STOP_TIMEOUT)
+            await stop_tasks([self._ledger_task], TASK_STOP_TIMEOUT, log)
         self.ledger.refresh()  # the last events (room-ended...) still go out
         await asyncio.sleep(0)
         await self.callbacks.stop()
-        for task in list(self._handlers):
-            task.cancel()
-        for task in list(self._handlers):
-            with contextlib.suppress(asyncio.CancelledError, TimeoutError, Exception):
-                await asyncio.wait_for(task, TASK_STOP_TIMEOUT)
+        await stop_tasks(list(self._handlers), TASK_STOP_TIMEOUT, log)
 
     # --- one WebSocket ----------------------------------------------------------------------
 
@@ -464,9 +459,7 @@ class TwilioSession:
                 return self._ended.result()
             return reader.result()
         finally:
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await reader
+            await stop_tasks([reader], TASK_STOP_TIMEOUT, log)
 
     async def _read_loop(self) -> str:
         async for msg in self.ws:
@@ -823,12 +816,7 @@ class TwilioSession:
             self.conn.send(s.error(_REASON_ERRORS[reason]), time.monotonic())
         self.closed = True
         self.conn.bye()
-        tasks = [t for t in (self._negotiator, self._sender) if t is not None]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, TimeoutError, Exception):
-                await asyncio.wait_for(task, TASK_STOP_TIMEOUT)
+        await stop_tasks([self._negotiator, self._sender], TASK_STOP_TIMEOUT, log)
         await _flush(self.ws, self.conn)  # the reason reaches the client before the socket ends
         if not self._ended.done():
             self._ended.set_result(reason or Reason.LEFT)
