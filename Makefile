@@ -59,6 +59,7 @@ bench: setup
 	$(PY) bench/capacity.py --backend embedded
 	$(PY) bench/capacity.py --backend janus
 	$(PY) bench/latency.py
+	$(PY) bench/glass_to_ear.py --seconds 60
 	$(PY) bench/endurance.py
 
 # Helm's own engine for the chart's tests: Helm v4's Go library as shipped in the PyPI

@@ -85,6 +85,11 @@ class Settings(BaseSettings):
     hls_playlist_type: HlsPlaylistType = HlsPlaylistType.LIVE
     #: segments listed in a live playlist (the sliding window)
     hls_list_size: int = Field(6, ge=2, le=1000)
+    #: LL-HLS: parts of MIXER_HLS_PART_TARGET seconds, blocking reload, preload hints
+    hls_low_latency: bool = True
+    #: LL-HLS part length (seconds, whole AAC frames: 0.2 -> 9 frames = 0.192 s);
+    #: segments are a whole number of parts, the nearest to MIXER_HLS_SEGMENT_DURATION
+    hls_part_target: float = Field(0.2, ge=0.05, le=2.0)
     rtmp_reconnect_max_delay: float = Field(30.0, ge=0.5, le=600.0)
 
     # --- worker endpoints ---------------------------------------------------
@@ -95,6 +100,9 @@ class Settings(BaseSettings):
     #: after the stream ends, keep serving HLS this long so players fetch the final
     #: playlist (#EXT-X-ENDLIST) and the last segments; /readyz is 503 meanwhile
     http_linger: float = Field(10.0, ge=0.0, le=300.0)
+    #: Access-Control-Allow-Origin on /hls/ responses (e.g. "*" or "https://player.example");
+    #: unset: no CORS header (the player page on the same origin needs none)
+    http_cors_origin: str | None = None
     metrics_port: int | None = Field(None, ge=0, le=65535)
     status_callback_url: str | None = None
 

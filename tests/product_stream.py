@@ -47,6 +47,8 @@ class ProductStream:
     name: str = "main"
     segment_seconds: float = 2.0
     list_size: int = 6
+    #: MIXER_HLS_LOW_LATENCY (the product's default: on)
+    low_latency: bool = True
     #: every payload handed to the pipeline, in order
     payloads: list[MetadataPayload] = field(default_factory=list)
     pipeline: OutputPipeline | None = None
@@ -66,6 +68,7 @@ class ProductStream:
             hls_dir=self.hls_dir,
             hls_segment_duration=self.segment_seconds,
             hls_list_size=self.list_size,
+            hls_low_latency=self.low_latency,
             http_host="127.0.0.1",
             http_port=0,
         )

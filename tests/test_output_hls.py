@@ -197,7 +197,9 @@ async def test_disk_error_mid_run_fails_hls_and_the_rest_goes_on(tmp_path: Path)
     assert status["hls:main"]["state"] == "failed"
     # one line naming the file and the OS reason (which of the two depends on timing)
     assert re.fullmatch(
-        r"cannot write \S+/hls/main/seg-\d{6}\.ts: (Not a directory|No such file or directory)",
+        # LL-HLS (the default) writes parts, plain HLS whole segments
+        r"cannot write \S+/hls/main/(seg-\d{6}|part-\d{6}-\d+)\.ts: "
+        r"(Not a directory|No such file or directory)",
         status["hls:main"]["error"],
     ), status["hls:main"]["error"]
     assert status[f"file:{rec}"]["state"] == "closed"

@@ -83,6 +83,7 @@ async def test_endpoint_serves_hls_player_health_and_metadata(dirs: tuple[Path, 
                 assert await r.json() == {
                     "src": "/hls/main/index.m3u8",
                     "metadataWs": "/ws/metadata",
+                    "lowLatency": True,  # MIXER_HLS_LOW_LATENCY's default: hls.js LL tuning
                 }
             async with session.get(f"{base}/vendor/hls.min.js") as r:
                 assert r.status == 200 and r.headers["Content-Type"].startswith("text/javascript")

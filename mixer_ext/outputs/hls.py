@@ -18,6 +18,18 @@ Layout: ``$MIXER_HLS_DIR/<name>/index.m3u8`` and ``seg-NNNNNN.ts`` beside it.
   are deleted once they are another window behind, so a player that read the
   previous playlist can still fetch them.  Event playlists keep everything.
 * A normal end writes the last segment and ``#EXT-X-ENDLIST``.
+
+Low latency (``MIXER_HLS_LOW_LATENCY``, on by default): the output writes
+through ``llhls.writer.PartedStreamWriter`` instead: parts of whole AAC
+frames no longer than ``MIXER_HLS_PART_TARGET`` (0.2 s -> 9 frames =
+0.192 s), each ``part-MSN-I.ts`` muxed alone, segments ``seg-MSN.ts`` the
+concatenation of a whole number of parts (the nearest to
+``MIXER_HLS_SEGMENT_DURATION``: 2.0 s -> 10 parts = 1.92 s), and the
+playlist rewritten after every part with ``EXT-X-PART``,
+``EXT-X-PRELOAD-HINT`` and ``EXT-X-SERVER-CONTROL`` (blocking reload).
+``on_change`` (set by whoever serves the directory, e.g. the HTTP
+endpoint's ``HlsOrigin.notify_threadsafe``) is called after each rewrite,
+on the output thread.  Plain HLS players still play the segments.
 """
 
 from __future__ import annotations
@@ -26,6 +38,7 @@ import contextlib
 import logging
 import os
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -35,6 +48,8 @@ import av
 from mixer_ext.core.frames import SAMPLE_RATE, TIME_BASE
 from mixer_ext.core.payload import MetadataPayload
 from mixer_ext.encode.encoder import AacParams, EncodedPacket
+from mixer_ext.llhls.tspart import AudioPacket, Id3Packet
+from mixer_ext.llhls.writer import PartedStreamWriter
 from mixer_ext.outputs.base import Output, OutputError
 from mixer_ext.outputs.carriers import id3_txxx
 from mixer_ext.outputs.playlist import HlsPlaylist, Segment
@@ -58,7 +73,7 @@ class _FrameSizeNoise(logging.Filter):
 logging.getLogger("libav.mpegts").addFilter(_FrameSizeNoise())
 
 PLAYLIST_NAME = "index.m3u8"
-_SEGMENT_RE = re.compile(r"^seg-\d{6,}\.ts$")
+_SEGMENT_RE = re.compile(r"^\.?(seg-\d{6,}|part-\d{6,}-\d{1,4})\.ts(\.tmp)?$")
 #: libavformat options for every TS we write (segments and .ts recordings)
 TS_OPTIONS = {"max_interleave_delta": "1", "avoid_negative_ts": "disabled"}
 
@@ -119,12 +134,26 @@ class HlsOutput(Output):
         self._pending_meta: list[MetadataPayload] = []
         #: wall-clock time (UTC) of pts 0, fixed by the first packet
         self._epoch: datetime | None = None
+        self._low_latency = settings.hls_low_latency
+        self._part_target = settings.hls_part_target
+        self._segment_duration = settings.hls_segment_duration
+        self._window = settings.hls_list_size if live else None
+        self._ll: PartedStreamWriter | None = None
+        self._ll_bytes = 0
+        #: called after every playlist rewrite (output thread), e.g. an origin's notify
+        self.on_change: Callable[[], None] | None = None
 
     @property
     def playlist_path(self) -> Path:
         return self.directory / PLAYLIST_NAME
 
+    @property
+    def low_latency(self) -> bool:
+        return self._low_latency
+
     def first_segment_written(self) -> bool:
+        if self._ll is not None:
+            return bool(self._ll.playlist.segments)
         return bool(self.playlist.segments)
 
     # ------------------------------------------------------------------ hooks
@@ -133,7 +162,10 @@ class HlsOutput(Output):
             self.directory.mkdir(parents=True, exist_ok=True)
             # Leftovers of an earlier run would be listed by nobody but confuse everybody.
             for old in self.directory.iterdir():
-                if _SEGMENT_RE.match(old.name) or old.name in (PLAYLIST_NAME, ".index.m3u8.tmp"):
+                if _SEGMENT_RE.match(old.name) or old.name in (
+                    PLAYLIST_NAME,
+                    ".index.m3u8.tmp",
+                ):
                     old.unlink()
             probe = self.directory / ".write-test"
             probe.write_bytes(b"")
@@ -143,8 +175,40 @@ class HlsOutput(Output):
                 f"HLS directory {self.directory} is not writable: "
                 f"{exc.strerror or type(exc).__name__}"
             ) from None
+        if self._low_latency:
+            self._ll = PartedStreamWriter(
+                self.directory,
+                extradata=self.params.extradata,
+                bit_rate=self.params.bit_rate,
+                part_target=self._part_target,
+                segment_duration=self._segment_duration,
+                window=self._window,
+                sample_rate=SAMPLE_RATE,
+                on_change=self._changed,
+            )
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
+
+    def _ll_call(self, fn: Callable[[], None]) -> None:
+        assert self._ll is not None
+        try:
+            fn()
+        except OSError as exc:
+            raise OutputError(
+                f"cannot write {_written_path(exc, self.directory)}: {_reason(exc)}"
+            ) from None
+        finally:
+            self._count_bytes(self._ll.bytes_written - self._ll_bytes)
+            self._ll_bytes = self._ll.bytes_written
 
     def _audio(self, packet: EncodedPacket) -> None:
+        if self._ll is not None:
+            ll = self._ll
+            audio = AudioPacket(packet.data, packet.pts, packet.duration)
+            self._ll_call(lambda: ll.audio(audio))
+            return
         try:
             self._audio_packet(packet)
         except OSError as exc:
@@ -162,6 +226,9 @@ class HlsOutput(Output):
         self._seg_end = packet.pts + packet.duration
 
     def _metadata(self, payload: MetadataPayload) -> None:
+        if self._ll is not None:
+            self._ll.id3(Id3Packet(id3_txxx(payload.to_json()), payload.pts))
+            return
         if self._writer is None:
             self._pending_meta.append(payload)
             del self._pending_meta[:-16]  # bounded: only before the first audio packet
@@ -172,6 +239,10 @@ class HlsOutput(Output):
             raise OutputError(f"cannot write {self._seg_path}: {_reason(exc)}") from None
 
     def _close(self, end_of_stream: bool) -> None:
+        if self._ll is not None:
+            ll = self._ll
+            self._ll_call(lambda: ll.close(end_of_stream))
+            return
         if self._writer is not None:
             self._finish_segment(self._seg_end)
         self.playlist.ended = end_of_stream
@@ -236,6 +307,17 @@ class HlsOutput(Output):
             old = self._retired.pop(0)
             with contextlib.suppress(FileNotFoundError):
                 (self.directory / old.uri).unlink()
+
+
+def _written_path(exc: OSError, directory: Path) -> Path:
+    """The file a failed write was for (the real name, not its ``.NAME.tmp`` temp file)."""
+    if not isinstance(exc.filename, str | os.PathLike):
+        return directory
+    path = Path(exc.filename)
+    name = path.name
+    if name.startswith(".") and name.endswith(".tmp"):
+        name = name[1:-4]
+    return path.with_name(name)
 
 
 def _reason(exc: OSError) -> str:

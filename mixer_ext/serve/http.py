@@ -3,12 +3,19 @@
 Paths (all GET):
 
 * ``/`` -> ``<player dir>/index.html``; the page fetches ``/config.json``,
-  ``{"src": "/hls/<first HLS output>/index.m3u8", "metadataWs": "/ws/metadata"}``,
+  ``{"src": "/hls/<first HLS output>/index.m3u8", "metadataWs": "/ws/metadata",
+  "lowLatency": MIXER_HLS_LOW_LATENCY}`` (the page tunes hls.js for LL-HLS),
   so it plays this worker's first HLS output unless opened with ``?src=``.
   Other files of the player directory are served below ``/`` as well.
 * ``/hls/<name>/index.m3u8`` (``application/vnd.apple.mpegurl``,
-  ``Cache-Control: no-cache``) and ``/hls/<name>/seg-NNNNNN.ts``
-  (``video/mp2t``) from ``MIXER_HLS_DIR``.
+  ``Cache-Control: no-cache``), ``/hls/<name>/seg-NNNNNN.ts`` and the
+  LL-HLS parts ``part-NNNNNN-I.ts`` (``video/mp2t``, ``public, max-age=60,
+  immutable``) from ``MIXER_HLS_DIR``, served by ``llhls.origin.HlsOrigin``:
+  LL-HLS blocking playlist reload (``_HLS_msn``/``_HLS_part``), the hinted
+  next part held until it exists, ``Access-Control-Allow-Origin`` from
+  ``MIXER_HTTP_CORS_ORIGIN``.  The pipeline's HLS outputs tell the origin of
+  every playlist rewrite (``notify_threadsafe``), so a held request is
+  answered as soon as its part is written.
 * ``/healthz``: 200 while the process runs, with the outputs' status
   (labels redacted).  ``/readyz``: 200 once the worker is in its room
   (``set_ready``) and an HLS output has its first segment (when there is
@@ -27,13 +34,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 from pathlib import Path
 from typing import Any, Protocol
 
 from aiohttp import WSMsgType, web
 
 from mixer_ext.core.payload import MetadataPayload
+from mixer_ext.llhls.origin import HlsOrigin
+from mixer_ext.outputs.hls import HlsOutput
 from mixer_ext.settings import Settings, default_player_dir
 from mixer_ext.tasks import stop_tasks
 
@@ -43,10 +51,6 @@ log = logging.getLogger(__name__)
 WS_QUEUE = 32
 #: seconds stop() waits for open requests before closing them
 SHUTDOWN_TIMEOUT = 3.0
-_HLS_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-_HLS_FILE = re.compile(r"^(index\.m3u8|seg-\d{6,}\.ts)$")
-PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
-SEGMENT_TYPE = "video/mp2t"
 _PLAYER_TYPES = {
     ".html": "text/html",
     ".js": "text/javascript",
@@ -91,6 +95,7 @@ class HttpEndpoint:
         self._runner: web.AppRunner | None = None
         self._clients: set[asyncio.Queue[str | None]] = set()
         self._remove_listener: Any = None
+        self.origin = HlsOrigin(self.hls_dir, cors_origin=settings.http_cors_origin)
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -101,7 +106,7 @@ class HttpEndpoint:
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/ws/metadata", self._ws_metadata)
-        app.router.add_get("/hls/{name}/{file}", self._hls)
+        self.origin.add_routes(app, "/hls")
         app.router.add_get("/{path:.+}", self._player_file)
         app.on_shutdown.append(self._close_clients)
         runner = web.AppRunner(
@@ -114,6 +119,10 @@ class HttpEndpoint:
         self.port = int(runner.addresses[0][1])
         if self.pipeline is not None:
             self._remove_listener = self.pipeline.add_payload_listener(self.publish)
+            for output in getattr(self.pipeline, "outputs", []):
+                if isinstance(output, HlsOutput):
+                    name = output.directory.name
+                    output.on_change = lambda name=name: self.origin.notify_threadsafe(name)
 
     async def stop(self) -> None:
         if self._remove_listener is not None:
@@ -143,7 +152,12 @@ class HttpEndpoint:
     async def _config(self, request: web.Request) -> web.Response:
         src = f"/hls/{self.default_stream}/index.m3u8" if self.default_stream else None
         return web.json_response(
-            {"src": src, "metadataWs": "/ws/metadata"}, headers={"Cache-Control": "no-cache"}
+            {
+                "src": src,
+                "metadataWs": "/ws/metadata",
+                "lowLatency": self.settings.hls_low_latency,
+            },
+            headers={"Cache-Control": "no-cache"},
         )
 
     async def _healthz(self, request: web.Request) -> web.Response:
@@ -160,15 +174,6 @@ class HttpEndpoint:
         if self.pipeline is None or self.default_stream is None:
             return True
         return self.pipeline.first_segment_written()
-
-    async def _hls(self, request: web.Request) -> web.StreamResponse:
-        name, file = request.match_info["name"], request.match_info["file"]
-        if not _HLS_NAME.match(name) or ".." in name or not _HLS_FILE.match(file):
-            raise web.HTTPNotFound()
-        path = self.hls_dir / name / file
-        if file.endswith(".m3u8"):
-            return self._file(path, PLAYLIST_TYPE, no_cache=True)
-        return self._file(path, SEGMENT_TYPE)
 
     async def _player_file(self, request: web.Request) -> web.StreamResponse:
         rel = request.match_info["path"]
