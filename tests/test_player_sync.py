@@ -35,6 +35,8 @@ PREROLL_S = 6.0
 STREAM_S = 14.0
 #: the HLS output's segment duration (ProductStream's default)
 SEGMENT_S = 2.0
+#: an LL-HLS part of the output: 9 AAC frames (MIXER_HLS_PART_TARGET 0.2)
+PART_S = 9 * 1024 / 48000
 #: a cue may sit one AAC frame (1024 samples, 21 ms) off its audio, not more
 CUE_TOLERANCE_S = 0.05
 
@@ -94,9 +96,14 @@ async def test_player_meters_follow_the_products_stream(
     assert any(s["endlist"] for s in report.samples), report.summary()
     # and each cue sits on the audio it describes: payload s's cue starts 0.5 s * s after
     # the audio of stream time 0 (within an AAC frame).  The buffered audio starts at the
-    # segment the page joined at, a whole number of segments into the stream.
-    joined = PAYLOAD_SECONDS * report.shown[0]["s"] // SEGMENT_S * SEGMENT_S
-    audio_zero = min(s["buffered"] for s in report.samples if s["buffered"] is not None) - joined
+    # segment (LL-HLS: part) the page joined at, a whole number of them into the stream.
+    # LL-HLS (the product's default): hls.js joins at a part, so the join point is a whole
+    # number of parts (9 AAC frames); which one is read off the first cue.
+    buffered = min(s["buffered"] for s in report.samples if s["buffered"] is not None)
+    first = report.shown[0]
+    unit = PART_S if stream.low_latency else SEGMENT_S
+    joined = round((buffered - first["cueStart"] + PAYLOAD_SECONDS * first["s"]) / unit) * unit
+    audio_zero = buffered - joined
     for p in report.shown:
         offset = p["cueStart"] - PAYLOAD_SECONDS * p["s"] - audio_zero
         assert abs(offset) < CUE_TOLERANCE_S, f"payload {p['s']}'s cue is {offset:+.3f} s off"
