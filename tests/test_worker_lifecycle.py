@@ -128,7 +128,8 @@ async def test_own_deadline_ends_the_run_and_never_rejoins(tmp_path: Path) -> No
     ("reason", "rc", "final"),
     [
         (Reason.ROOM_ENDED, 0, (State.ENDED, "room-ended")),
-        (Reason.DUPLICATE_IDENTITY, 0, (State.ENDED, "stopped")),
+        # someone else took the mixer's identity: a loud failure, not a quiet end (issue 16.2)
+        (Reason.DUPLICATE_IDENTITY, 1, (State.FAILED, "error-streaming-media")),
     ],
 )
 async def test_room_side_endings(

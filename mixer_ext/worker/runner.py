@@ -27,7 +27,6 @@ import logging
 import signal
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -53,6 +52,14 @@ from mixer_ext.log import log_event
 from mixer_ext.metrics import PARTICIPANTS, ROOM_JOINS, start_metrics_server
 from mixer_ext.settings import Settings
 from mixer_ext.tasks import stop_tasks
+from mixer_ext.worker.policy import (
+    CONNECT_TIMEOUT,
+    RETRY_FIRST_DELAY,
+    GiveUp,
+    JoinPolicy,
+    Outcome,
+    outcome_of_disconnect,
+)
 from mixer_ext.worker.status import EndReason, FailReason, State, StatusReporter
 
 log = logging.getLogger(__name__)
@@ -60,28 +67,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 ConnectorFactory = Callable[[Settings, str, str], RoomConnector]
 
-#: joining: time allowed for one attempt, and the retry backoff (doubling, capped)
-CONNECT_TIMEOUT = 20.0
-RETRY_FIRST_DELAY = 0.5
-RETRY_MAX_DELAY = 15.0
-#: give up when the room cannot be (re)joined for this long in a row
-RETRY_GIVE_UP_AFTER = 300.0
 #: shutdown budget for each stage
 STAGE_TIMEOUT = 15.0
-
-EXIT_OK = 0
-EXIT_FAILED = 1
-
-
-@dataclass(frozen=True)
-class Outcome:
-    state: State
-    reason: str
-    detail: str | None = None
-
-    @property
-    def exit_code(self) -> int:
-        return EXIT_OK if self.state is State.ENDED else EXIT_FAILED
 
 
 class _Stopped(Exception):
@@ -115,8 +102,12 @@ class Worker:
         self._hurry = asyncio.Event()
         self._http: Any = None
         self._stop_outcome: Outcome | None = None
-        self._deadline: float | None = None
-        self.joins = 0
+        self.policy: JoinPolicy | None = None
+
+    @property
+    def joins(self) -> int:
+        """Successful joins so far in this run."""
+        return 0 if self.policy is None else self.policy.joins
 
     # ------------------------------------------------------------------ control
     def request_stop(self, reason: str = EndReason.STOPPED) -> None:
@@ -222,8 +213,9 @@ class Worker:
         clock_task: asyncio.Task[None],
         http: Any,
     ) -> tuple[Outcome, RoomConnector | None]:
-        delay = RETRY_FIRST_DELAY
-        last_ok = time.monotonic()
+        policy = self.policy = JoinPolicy(
+            self.max_duration, time.monotonic(), first_delay=RETRY_FIRST_DELAY
+        )
         connector: RoomConnector | None = None
         while True:
             connector = self._connector_factory(self.settings, self.room, self.identity)
@@ -246,15 +238,12 @@ class Worker:
                 why = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             else:
                 # ---- in the room
-                self.joins += 1
                 ROOM_JOINS.inc()
-                if self._deadline is None:
-                    self._deadline = time.monotonic() + self.max_duration
+                if policy.joined(time.monotonic()):
                     self.status.report(State.STARTED)
-                log_event(log, "joined", room=self.room, identity=self.identity, join=self.joins)
+                log_event(log, "joined", room=self.room, identity=self.identity, join=policy.joins)
                 if http is not None:
                     http.set_ready(True)
-                delay = RETRY_FIRST_DELAY
                 try:
                     gone = await self._race(self._pump(connector, clock, mixer), clock_task)
                 except _Stopped as stop:
@@ -263,42 +252,21 @@ class Worker:
                     if http is not None:
                         http.set_ready(False)
                     await self._forget_room(clock, mixer)
-                last_ok = time.monotonic()
-                if gone.reason == Reason.MAX_PARTICIPANT_DURATION:
-                    return Outcome(State.ENDED, EndReason.MAX_PARTICIPANT_DURATION), None
-                if gone.reason == Reason.ROOM_ENDED:
-                    return Outcome(State.ENDED, EndReason.ROOM_ENDED), None
-                if gone.reason == Reason.DUPLICATE_IDENTITY:
-                    # Another mixer took our identity: it owns the room now; fighting back
-                    # would make two mixers flap, so end cleanly.
-                    return (
-                        Outcome(
-                            State.ENDED,
-                            EndReason.STOPPED,
-                            "replaced by another connection with the same identity",
-                        ),
-                        None,
-                    )
-                if gone.permanent:
-                    return Outcome(
-                        State.FAILED, FailReason.ERROR_STREAMING_MEDIA, gone.reason
-                    ), None
+                policy.left(time.monotonic())
+                end = outcome_of_disconnect(gone.reason, gone.permanent, self.identity)
+                if end is not None:
+                    return end, None
                 why = f"disconnected from the room: {gone.reason}"
             # ---- transient: retry with backoff, unless it has gone on too long
             await _bounded("room disconnect", connector.disconnect())
-            if time.monotonic() - last_ok > RETRY_GIVE_UP_AFTER:
-                reason = (
-                    FailReason.ERROR_STREAMING_MEDIA
-                    if self.joins
-                    else FailReason.ERROR_LOADING_EXTENSION
-                )
-                return Outcome(State.FAILED, reason, f"cannot join room {self.room!r}: {why}"), None
-            log.warning("room %r: %s; joining again in %.1f s", self.room, why, delay)
+            decision = policy.failed(time.monotonic(), self.room, why)
+            if isinstance(decision, GiveUp):
+                return decision.outcome, None
+            log.warning("room %r: %s; joining again in %.1f s", self.room, why, decision.delay)
             try:
-                await self._race(asyncio.sleep(delay), clock_task)
+                await self._race(asyncio.sleep(decision.delay), clock_task)
             except _Stopped as stop:
                 return stop.outcome, None
-            delay = min(delay * 2, RETRY_MAX_DELAY)
 
     async def _race(self, aw: Awaitable[T], clock_task: asyncio.Task[None]) -> T:
         """Await ``aw`` unless a stop, the deadline or a dead mixer clock comes first."""
@@ -307,10 +275,9 @@ class Worker:
         stop = loop.create_task(self._stop.wait(), name="worker-stop-wait")
         waiters: set[asyncio.Future[Any]] = {main, stop, clock_task}
         deadline_task: asyncio.Task[None] | None = None
-        if self._deadline is not None:
-            deadline_task = loop.create_task(
-                asyncio.sleep(max(0.0, self._deadline - time.monotonic())), name="worker-deadline"
-            )
+        remaining = None if self.policy is None else self.policy.remaining(time.monotonic())
+        if remaining is not None:
+            deadline_task = loop.create_task(asyncio.sleep(remaining), name="worker-deadline")
             waiters.add(deadline_task)
         try:
             await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
