@@ -32,20 +32,16 @@ from typing import Any, TypeVar
 
 from mixer_ext.connectors.base import (
     Disconnected,
-    ParticipantJoined,
-    ParticipantLeft,
     Reason,
     RoomConnectError,
     RoomConnector,
     RoomEvent,
-    TrackEnabledChanged,
-    TrackSubscribed,
-    TrackUnsubscribed,
 )
 from mixer_ext.connectors.factory import check_room_settings, make_connector
 from mixer_ext.context import ExtensionContext, HlsOutputSpec, load_context
 from mixer_ext.core.clock import MixerClock
 from mixer_ext.core.mixer import Mixer
+from mixer_ext.core.roster import Attach, Change, Detach, Enabled, Joined, Left, Roster
 from mixer_ext.encode.fanout import OutputPipeline
 from mixer_ext.errors import MixerError
 from mixer_ext.log import log_event
@@ -103,6 +99,7 @@ class Worker:
         self._http: Any = None
         self._stop_outcome: Outcome | None = None
         self.policy: JoinPolicy | None = None
+        self.roster = Roster(self.identity)
 
     @property
     def joins(self) -> int:
@@ -309,34 +306,33 @@ class Worker:
         return Disconnected(Reason.CONNECTION_LOST)
 
     async def _apply(self, event: RoomEvent, clock: MixerClock, mixer: Mixer) -> None:
-        """Mirror one room event into the mixer's roster."""
-        who = getattr(event, "identity", None)
-        if who == self.identity:
-            return  # the bot itself is never mixed nor listed
-        match event:
-            case ParticipantJoined(identity=ident):
-                mixer.add_participant(ident)
-                log_event(log, "participant-joined", identity=ident)
-            case ParticipantLeft(identity=ident, reason=reason):
-                await clock.remove_participant(ident)
-                log_event(log, "participant-left", identity=ident, reason=reason)
-            case TrackSubscribed(identity=ident, track_sid=sid, track=track, enabled=enabled):
-                clock.attach_track(ident, sid, track)  # replaces a reader of the same sid
-                mixer.set_enabled(ident, sid, enabled)
-                log_event(log, "track-subscribed", identity=ident, track=sid, enabled=enabled)
-            case TrackUnsubscribed(identity=ident, track_sid=sid):
-                await clock.detach_track(ident, sid)
-                log_event(log, "track-unsubscribed", identity=ident, track=sid)
-            case TrackEnabledChanged(identity=ident, track_sid=sid, enabled=enabled):
-                mixer.set_enabled(ident, sid, enabled)
-                log_event(
-                    log, "track-enabled" if enabled else "track-disabled", identity=ident, track=sid
-                )
+        """Carry one room event into the mix, through the roster."""
+        await self._execute(self.roster.apply(event), clock, mixer)
+
+    async def _execute(self, changes: list[Change], clock: MixerClock, mixer: Mixer) -> None:
+        for change in changes:
+            match change:
+                case Joined(identity=ident):
+                    mixer.add_participant(ident)
+                    log_event(log, "participant-joined", identity=ident)
+                case Left(identity=ident, reason=reason):
+                    await clock.remove_participant(ident)
+                    log_event(log, "participant-left", identity=ident, reason=reason)
+                case Attach(identity=ident, track_sid=sid, track=track, enabled=enabled):
+                    clock.attach_track(ident, sid, track)  # replaces a reader of the same sid
+                    mixer.set_enabled(ident, sid, enabled)
+                    log_event(log, "track-subscribed", identity=ident, track=sid, enabled=enabled)
+                case Detach(identity=ident, track_sid=sid):
+                    await clock.detach_track(ident, sid)
+                    log_event(log, "track-unsubscribed", identity=ident, track=sid)
+                case Enabled(identity=ident, track_sid=sid, enabled=enabled):
+                    mixer.set_enabled(ident, sid, enabled)
+                    what = "track-enabled" if enabled else "track-disabled"
+                    log_event(log, what, identity=ident, track=sid)
 
     async def _forget_room(self, clock: MixerClock, mixer: Mixer) -> None:
         """After leaving: drop every participant; the next join announces them again."""
-        for ident in list(mixer.participants):
-            await clock.remove_participant(ident)
+        await self._execute(self.roster.clear("bot-left"), clock, mixer)
 
 
 async def _bounded(what: str, aw: Awaitable[Any]) -> None:
