@@ -348,3 +348,20 @@ def test_settings_refuse_to_run_open(monkeypatch: Any) -> None:
     assert "secret-value" not in str(exc.value)
     monkeypatch.setenv("MIXER_API_KEYS", "SK" + "5" * 32 + ":s")
     assert load_api_settings().keys() == {"SK" + "5" * 32: "s"}
+
+
+def test_kubernetes_settings_name_what_is_missing(monkeypatch: Any) -> None:
+    import pytest
+
+    from mixer_ext.api.config import load_api_settings
+    from mixer_ext.errors import ConfigError
+
+    monkeypatch.setenv("MIXER_AUTH_TOKEN", "t")
+    monkeypatch.setenv("MIXER_API_LAUNCHER", "kubernetes")
+    with pytest.raises(ConfigError, match="MIXER_API_KUBE_IMAGE"):
+        load_api_settings()
+    monkeypatch.setenv("MIXER_API_KUBE_IMAGE", "mixer-ext:0.1.0")
+    with pytest.raises(ConfigError, match="MIXER_API_INTERNAL_URL"):
+        load_api_settings()
+    monkeypatch.setenv("MIXER_API_INTERNAL_URL", "http://mixer-ext-api.live.svc:8080")
+    assert load_api_settings().api_kube_namespace == "default"

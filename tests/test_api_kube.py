@@ -157,3 +157,154 @@ def test_control_flow_against_a_fake_api(fake_kube: Any) -> None:
     assert not launcher.alive(handle)
     launcher.stop(handle)  # stopping twice is harmless (404)
     assert launcher.reconcile() == {}
+
+
+def _pods(fake: Any) -> dict[str, Any]:
+    """The fake's pods: one per Job, at the fake's ``pod_ip`` (as the Job controller would)."""
+    return {
+        "kind": "PodList",
+        "apiVersion": "v1",
+        "metadata": {},
+        "items": [
+            {
+                "metadata": {"name": n + "-x", "labels": j["metadata"]["labels"]},
+                "status": {"podIP": fake.pod_ip},
+            }
+            for n, j in fake.jobs.items()
+        ],
+    }
+
+
+async def test_api_with_the_kubernetes_launcher(
+    fake_kube: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``mixer-ext api`` with MIXER_API_LAUNCHER=kubernetes against the local fake of the
+    Kubernetes API (a unit test of the code around the client; nothing ran on a cluster):
+    creating a processor creates its Job and Secret, the stream is proxied from the pod's
+    HTTP endpoint behind the grant, a restarted API re-adopts the Job from the cluster and
+    fails a processor whose Job vanished, and ending deletes the Job."""
+    import asyncio
+
+    import aiohttp
+    from aiohttp import web
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from mixer_ext.api.app import ControlPlane, build_app
+    from mixer_ext.api.config import ApiSettings
+    from mixer_ext.api.kube import KubeJobs
+
+    launcher, fake = fake_kube
+    fake.pod_ip = "127.0.0.1"
+    original_get = fake.do_GET
+
+    def do_get(self: Any) -> None:
+        if urlsplit(self.path).path.endswith("/pods"):
+            self._send(200, _pods(fake))
+        else:
+            original_get(self)
+
+    fake.do_GET = do_get
+    monkeypatch.setenv("MIXER_ROOM_URL", "ws://room.live.svc:7880")
+    monkeypatch.setenv("MIXER_ROOM_SECRET", "room-secret-never-in-a-job-" * 2)
+
+    # the pod's own HTTP endpoint (what `mixer-ext run` serves on port 8080 in the pod)
+    async def pod_hls(request: web.Request) -> web.Response:
+        if request.match_info["file"] == "index.m3u8":
+            return web.Response(
+                text="#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.0,\nseg-000000.ts\n",
+                content_type="application/vnd.apple.mpegurl",
+            )
+        return web.Response(body=b"\x47" * 188, content_type="video/mp2t")
+
+    pod_app = web.Application()
+    pod_app.router.add_get("/hls/{name}/{file}", pod_hls)
+    pod = TestServer(pod_app)
+    await pod.start_server()
+
+    cfg = ApiSettings(
+        account_sid="AC" + "5" * 32,
+        auth_token="kube-auth-token",
+        api_data_dir=tmp_path,
+        api_launcher="kubernetes",
+        api_kube_image="mixer-ext:0.1.0",
+        api_internal_url="http://mixer-ext-api.live.svc:8080",
+    )
+    auth = aiohttp.BasicAuth("AC" + "5" * 32, "kube-auth-token")
+
+    async def api() -> tuple[TestClient[Any, Any], ControlPlane, KubeJobs]:
+        jobs = KubeJobs(launcher, tmp_path)
+        jobs.min_interval, jobs.worker_port = 0.0, pod.port
+        plane = ControlPlane(cfg, "127.0.0.1", 0, jobs)
+        client = TestClient(TestServer(build_app(plane)))
+        await client.start_server()
+        await plane.start()
+        return client, plane, jobs
+
+    async def until(what: str, check: Any) -> None:
+        for _ in range(100):
+            if check():
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError(what)
+
+    client, plane, _ = await api()
+    try:
+        vj = (await (await client.post("/v1/PlayerStreamers", auth=auth)).json())["sid"]
+        ctx = json.dumps({"room": {"name": "r"}, "outputs": [vj]})
+        form = {"Extension": "audio-mixer-v1", "ExtensionContext": ctx}
+        resp = await client.post("/v1/MediaProcessors", data=form, auth=auth)
+        assert resp.status == 201, await resp.text()
+        zx = (await resp.json())["sid"]
+        name = job_name(zx)
+        await until("the Job is created", lambda: name in fake.jobs)
+        job_env = fake.jobs[name]["spec"]["template"]["spec"]["containers"][0]["env"]
+        env = {e["name"]: e for e in job_env}
+        assert env["MIXER_ROOM_URL"]["value"] == "ws://room.live.svc:7880"
+        assert "valueFrom" in env["MIXER_ROOM_SECRET"]  # by Secret reference only
+        assert "room-secret-never" not in json.dumps(fake.jobs[name])
+        status_url = fake.secrets[name]["stringData"]["status-callback-url"]
+        assert status_url.startswith(f"http://mixer-ext-api.live.svc:8080/internal/workers/{zx}/")
+        assert fake.secrets[name]["stringData"]["context.json"] == ctx
+
+        # listeners: the grant's URL, proxied from the pod (once a listing has seen it)
+        await until("the pod is listed", lambda: plane.stream_base(vj) is not None)
+        grant = await client.post(f"/v1/PlayerStreamers/{vj}/PlaybackGrant", auth=auth)
+        url = urlsplit((await grant.json())["grant"]["playbackUrl"])
+        master = await (await client.get(f"{url.path}?{url.query}")).text()
+        media = master.strip().splitlines()[-1]
+        playlist = await client.get(f"/hls/{vj}/{media}")
+        text = await playlist.text()
+        assert playlist.status == 200 and "seg-000000.ts?session=" in text, text
+        seg = text.strip().splitlines()[-1]
+        body = await (await client.get(f"/hls/{vj}/{seg}")).read()
+        assert body == b"\x47" * 188
+        assert (await client.get(f"/hls/{vj}/seg-000000.ts")).status == 403
+    finally:
+        await client.close()
+        await plane.stop()
+
+    client, plane, _ = await api()
+    try:
+        got = await (await client.get(f"/v1/MediaProcessors/{zx}", auth=auth)).json()
+        assert got["status"] == "started", got  # re-adopted from the cluster's Job list
+        resp = await client.post(f"/v1/MediaProcessors/{zx}", data={"Status": "ended"}, auth=auth)
+        assert (await resp.json())["ended_reason"] == "ended-via-api"
+        await until("the Job is deleted", lambda: name not in fake.jobs)
+        assert name not in fake.secrets
+        # another processor, whose Job then vanishes while the API is down
+        vj2 = (await (await client.post("/v1/PlayerStreamers", auth=auth)).json())["sid"]
+        form["ExtensionContext"] = json.dumps({"room": {"name": "r"}, "outputs": [vj2]})
+        zx2 = (await (await client.post("/v1/MediaProcessors", data=form, auth=auth)).json())["sid"]
+        await until("the second Job is created", lambda: job_name(zx2) in fake.jobs)
+    finally:
+        await client.close()
+        await plane.stop()
+    del fake.jobs[job_name(zx2)]
+    client, plane, _ = await api()
+    try:
+        got = await (await client.get(f"/v1/MediaProcessors/{zx2}", auth=auth)).json()
+        assert got["status"] == "failed", got  # its Job is gone from the cluster
+    finally:
+        await client.close()
+        await plane.stop()
+        await pod.close()

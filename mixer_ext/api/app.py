@@ -31,12 +31,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import aiohttp
 from aiohttp import web
 
 from mixer_ext.api import resources as r
 from mixer_ext.api.callbacks import CallbackDispatcher
-from mixer_ext.api.config import ApiSettings, load_api_settings
-from mixer_ext.api.launcher import LocalLauncher
+from mixer_ext.api.config import ApiSettings, LauncherKind, load_api_settings
+from mixer_ext.api.kube import JobTemplate, KubeJobs, KubernetesLauncher
+from mixer_ext.api.launcher import LocalLauncher, WorkerLauncher
 from mixer_ext.api.signing import (
     GRANT,
     SESSION,
@@ -65,11 +67,14 @@ class ControlPlane:
     """The API's state and its reactions; owns the watcher and callback tasks."""
 
     def __init__(
-        self, cfg: ApiSettings, host: str, port: int, launcher: LocalLauncher | None = None
+        self, cfg: ApiSettings, host: str, port: int, launcher: WorkerLauncher | None = None
     ) -> None:
         self.cfg = cfg
         self.public_url = cfg.api_public_url or f"http://{host}:{port}"
-        self.internal_url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+        self.internal_url = (
+            cfg.api_internal_url
+            or f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+        )
         assert cfg.auth_token is not None
         self.auth_token = cfg.auth_token.get_secret_value()
         self.keys = cfg.keys()
@@ -77,7 +82,8 @@ class ControlPlane:
         self.hls_dir = self.data_dir / "hls"
         self.hls_dir.mkdir(parents=True, exist_ok=True)
         self.store = Store(cfg.database)
-        self.launcher = launcher or LocalLauncher(self.data_dir)
+        self.launcher = launcher or _launcher(cfg, self.data_dir)
+        self._proxy: aiohttp.ClientSession | None = None
         self.playback_key = playback_key(self.auth_token)
         self.callbacks = CallbackDispatcher(self.store, self.auth_token)
         #: the LL-HLS origin (blocking reload, hinted parts) over the workers' HLS directory
@@ -87,6 +93,7 @@ class ControlPlane:
 
     # ----------------------------------------------------------------- lifecycle
     async def start(self) -> None:
+        await self.launcher.refresh()  # the cluster's (or /proc's) view before adopting
         self._adopt()
         self._tasks = [
             asyncio.create_task(self.callbacks.run(), name="api-callbacks"),
@@ -96,6 +103,10 @@ class ControlPlane:
     async def stop(self) -> None:
         """Stop the API's own tasks; the workers keep running (they are re-adopted)."""
         await stop_tasks(self._tasks, 5.0, log)
+        if isinstance(self.launcher, KubeJobs):
+            await self.launcher.close()
+        if self._proxy is not None:
+            await self._proxy.close()
         self.store.close()
 
     def _adopt(self) -> None:
@@ -115,6 +126,7 @@ class ControlPlane:
         while True:
             await asyncio.sleep(WATCH_PERIOD)
             try:
+                await self.launcher.refresh()
                 self._check()
             except Exception:
                 log.exception("watcher")
@@ -215,6 +227,31 @@ class ControlPlane:
         self.callbacks.wake()
 
     # ----------------------------------------------------------------- worker side
+    def stream_base(self, streamer_sid: str) -> str | None:
+        """The HTTP base of the worker streaming to this PlayerStreamer, when its HLS is
+        not in the API's own data directory (kubernetes: the pod's endpoint)."""
+        for p in self.store.active_processors():
+            if streamer_sid in p.streamer_sids():
+                worker = self.store.worker(p.sid)
+                return self.launcher.stream_base(worker[1]) if worker else None
+        return None
+
+    async def proxy(self, url: str, query: dict[str, str]) -> web.Response:
+        """GET from a worker's own HTTP endpoint (blocking reload parameters passed on)."""
+        if self._proxy is None:
+            self._proxy = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
+        try:
+            async with self._proxy.get(url, params=query) as upstream:
+                body = await upstream.read()
+                return web.Response(
+                    status=upstream.status,
+                    body=body,
+                    content_type=upstream.content_type,
+                )
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            log.warning("stream proxy to %s: %s", url.split("?")[0], exc)
+            return web.Response(status=502, text="the stream's worker is not reachable\n")
+
     def worker_key(self, sid: str) -> str:
         mac = hmac.new(self.auth_token.encode(), b"worker-status:" + sid.encode(), "sha256")
         return mac.hexdigest()
@@ -273,6 +310,18 @@ class ControlPlane:
                     }
                 )
             )
+
+
+def _launcher(cfg: ApiSettings, data_dir: Path) -> WorkerLauncher:
+    if cfg.api_launcher is LauncherKind.KUBERNETES:
+        assert cfg.api_kube_image is not None  # load_api_settings checked it
+        template = JobTemplate(
+            namespace=cfg.api_kube_namespace,
+            image=cfg.api_kube_image,
+            room_secret_name=cfg.api_kube_room_secret,
+        )
+        return KubeJobs(KubernetesLauncher.from_config(template), data_dir)
+    return LocalLauncher(data_dir)
 
 
 def _end_playlist(path: Path) -> None:
@@ -614,8 +663,14 @@ async def play(request: web.Request) -> web.StreamResponse:
         )
     except TokenRefused as exc:
         return _forbidden(str(exc))
+    base = plane.stream_base(sid)
+    response: web.StreamResponse
     try:
-        response = await plane.origin.handle(request)
+        if base is not None:
+            passed = {k: v for k, v in request.query.items() if k not in ("session", "token")}
+            response = await plane.proxy(f"{base}/hls/{sid}/{file}", passed)
+        else:
+            response = await plane.origin.handle(request)
     except web.HTTPException as exc:
         return _cors(web.Response(status=exc.status, text=exc.text), claims.origin)
     if file == "index.m3u8" and response.status == 200 and isinstance(response, web.Response):
@@ -722,8 +777,8 @@ Serve the Media v1 REST API that the official twilio Python client (9.0.x) speak
 MediaProcessors, PlayerStreamers, PlaybackGrants and MediaRecordings under /v1/.
 A backend that launched the hosted audio-mixer extension keeps its code and changes
 one line, client.media.base_url. Each MediaProcessor runs as a `mixer-ext run`
-worker (a child process with the local launcher); its HLS is served by this API
-under /hls/, to players holding a PlaybackGrant.
+worker (a child process, or a Kubernetes Job); its HLS is served by this API
+under /hls/ (proxied from the pod with Jobs), to players holding a PlaybackGrant.
 
 Stopping the API leaves the workers running; the next start adopts them again
 (a worker that died meanwhile is marked failed).
@@ -739,7 +794,10 @@ settings (environment):
   MIXER_API_DATA_DIR        streams, recordings, private files (./mixer-api-data)
   MIXER_API_DATABASE        the SQLite state (default DATA_DIR/api.db)
   MIXER_API_MAX_PROCESSORS  active processors at once; more get 429 (default 10)
-  MIXER_API_LAUNCHER        local (default)
+  MIXER_API_LAUNCHER        local (default: child processes) or kubernetes (Jobs)
+  MIXER_API_INTERNAL_URL    where workers report status (kubernetes: required)
+  MIXER_API_KUBE_NAMESPACE, MIXER_API_KUBE_IMAGE, MIXER_API_KUBE_ROOM_SECRET
+                            kubernetes: the Jobs' namespace, image, room Secret
   workers inherit the room settings (MIXER_ROOM_URL, MIXER_ROOM_BACKEND,
   MIXER_ROOM_SECRET, ...) from this environment.
 

@@ -37,8 +37,15 @@ class ApiSettings(BaseSettings):
     api_database: Path | None = None
     api_max_processors: int = Field(10, ge=1, le=10_000)
     api_launcher: LauncherKind = LauncherKind.LOCAL
+    #: the URL workers reach the API at, for their status reports (None: the listen address)
+    api_internal_url: str | None = None
+    #: kubernetes launcher: the namespace of the Jobs, their image, and the existing
+    #: Secret (key ``room-secret``) the room secret comes from
+    api_kube_namespace: str = Field("default", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    api_kube_image: str | None = None
+    api_kube_room_secret: str = Field("mixer-ext-room", pattern=r"^[a-z0-9]([-.a-z0-9]*[a-z0-9])?$")
 
-    @field_validator("api_public_url")
+    @field_validator("api_public_url", "api_internal_url")
     @classmethod
     def _url(cls, v: str | None) -> str | None:
         if v is not None and not re.match(r"^https?://[^/\s]+(/\S*)?$", v):
@@ -71,8 +78,11 @@ def load_api_settings() -> ApiSettings:
         raise ConfigError("MIXER_AUTH_TOKEN is required: the API refuses to run unauthenticated")
     settings.keys()
     if settings.api_launcher is LauncherKind.KUBERNETES:
-        raise ConfigError(
-            "MIXER_API_LAUNCHER=kubernetes: the Job launcher (mixer_ext/api/kube.py) is not "
-            "wired into the API yet; use local"
-        )
+        if not settings.api_kube_image:
+            raise ConfigError("MIXER_API_LAUNCHER=kubernetes needs MIXER_API_KUBE_IMAGE")
+        if not settings.api_internal_url:
+            raise ConfigError(
+                "MIXER_API_LAUNCHER=kubernetes needs MIXER_API_INTERNAL_URL (how pods reach "
+                "the API, e.g. http://mixer-ext-api.NAMESPACE.svc:8080)"
+            )
     return settings

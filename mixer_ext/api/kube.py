@@ -12,20 +12,50 @@ Ending a processor deletes its Job (propagation ``Background``): the pod gets SI
 and finalizes its outputs within its grace period. ``reconcile()`` lists this API's Jobs
 by label, for adoption when the API starts.
 
-Status: built and tested against ``kubernetes-validate --strict`` and, for its control
-flow, a local fake of the Kubernetes API (tests/test_api_kube.py); not yet wired into
-``mixer-ext api`` (``MIXER_API_LAUNCHER=kubernetes`` is refused) and never run against a
-real cluster.
+``KubeJobs`` is what ``mixer-ext api`` uses (``MIXER_API_LAUNCHER=kubernetes``): every
+call to the cluster runs in a thread (``asyncio.to_thread``), never on the event loop.
+``refresh()`` lists this API's Jobs and their pods by label (on start, before adoption,
+and every watch period): ``alive``/``adopt`` answer from that view, so the state is
+reconciled from the cluster. Listeners reach a stream through the API, which proxies
+``/hls/`` to the pod's own HTTP endpoint (pod IP, port 8080) behind the grant check.
+
+Status: tested against ``kubernetes-validate --strict`` and, for its control flow, a
+local fake of the Kubernetes API (tests/test_api_kube.py); never run on a real cluster.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import os
+import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from mixer_ext.api.resources import MAX_MAX_DURATION
 
+log = logging.getLogger(__name__)
+
 MANAGED_BY = "mixer-ext-api"
+WORKER_PORT = 8080
+#: seconds between two listings of the API's Jobs and pods (the API watches every 0.5 s)
+REFRESH_INTERVAL = 5.0
+#: settings a Job never gets as plain env: secrets (the room secret comes by Secret
+#: reference), the API's own, and what the Job sets itself
+_NOT_FOR_JOBS = {
+    "MIXER_AUTH_TOKEN",
+    "MIXER_API_KEYS",
+    "MIXER_ROOM_SECRET",
+    "MIXER_ROOM_TOKEN",
+    "MIXER_JANUS_API_SECRET",
+    "MIXER_JANUS_TOKEN",
+    "MIXER_HLS_DIR",
+    "MIXER_HTTP_HOST",
+    "MIXER_HTTP_PORT",
+    "MIXER_METRICS_PORT",
+    "MIXER_PLAYER_DIR",
+}
 SID_LABEL = "mixer-ext.io/processor-sid"
 CONTEXT_PATH = "/run/mixer/context.json"
 
@@ -248,3 +278,124 @@ class KubernetesLauncher:
             }
             for j in jobs.items
         }
+
+    def snapshot(self) -> tuple[dict[str, bool], dict[str, str]]:
+        """(SID -> the Job is still running, SID -> its pod's IP) for this API's Jobs."""
+        selector = f"app.kubernetes.io/managed-by={MANAGED_BY}"
+        jobs = self.batch.list_namespaced_job(self.t.namespace, label_selector=selector)
+        running = {}
+        for j in jobs.items:
+            st = j.status
+            done = st is not None and bool(st.succeeded or st.failed or st.completion_time)
+            running[j.metadata.labels[SID_LABEL]] = (
+                not done and j.metadata.deletion_timestamp is None
+            )
+        pods = self.core.list_namespaced_pod(self.t.namespace, label_selector=selector)
+        ips = {
+            p.metadata.labels[SID_LABEL]: p.status.pod_ip
+            for p in pods.items
+            if p.status is not None and p.status.pod_ip
+        }
+        return running, ips
+
+
+def job_env(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The API's ``MIXER_*`` settings a Job inherits (room URL, backend, HLS tuning...)."""
+    env = os.environ if environ is None else environ
+    return {
+        k: v
+        for k, v in env.items()
+        if k.startswith("MIXER_") and not k.startswith("MIXER_API_") and k not in _NOT_FOR_JOBS
+    }
+
+
+class KubeJobs:
+    """The control plane's ``WorkerLauncher`` over ``KubernetesLauncher``; no call blocks.
+
+    ``start``/``stop`` hand the cluster call to a thread (a named, kept task) and return;
+    a Job whose creation failed is not alive, so the watcher marks its processor failed.
+    """
+
+    name = "kubernetes"
+
+    def __init__(self, jobs: KubernetesLauncher, data_dir: Path) -> None:
+        self.jobs = jobs
+        self.work = data_dir / "work"
+        self._running: dict[str, bool] = {}
+        self._ips: dict[str, str] = {}
+        #: SIDs whose Job is being created (alive until the next refresh after creation)
+        self._creating: set[str] = set()
+        #: SID -> when its Job was created (a refresh listed before that keeps it alive)
+        self._created: dict[str, float] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        #: the pods' HTTP port, and the least time between two listings of the cluster
+        self.worker_port = WORKER_PORT
+        self.min_interval = REFRESH_INTERVAL
+        self._listed_at: float | None = None
+
+    def _spawn(self, name: str, fn: Any, *args: Any) -> None:
+        async def call() -> None:
+            try:
+                await asyncio.to_thread(fn, *args)
+            except Exception as exc:  # the cluster refused: say so; the watcher reacts
+                log.error("kubernetes: %s failed: %s", name, exc)
+
+        task = asyncio.get_running_loop().create_task(call(), name=f"kube:{name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def start(self, sid: str, context_text: str, env: dict[str, str]) -> dict[str, Any]:
+        job_environment = {
+            **job_env(),
+            "MIXER_STATUS_CALLBACK_URL": env["MIXER_STATUS_CALLBACK_URL"],
+        }
+        self._creating.add(sid)
+
+        def create() -> None:
+            try:
+                self.jobs.start(sid, context_text, job_environment)
+                self._created[sid] = time.monotonic()
+                self._running[sid] = True
+            finally:
+                self._creating.discard(sid)
+
+        self._spawn(f"create {job_name(sid)}", create)
+        return {"job": job_name(sid), "namespace": self.jobs.t.namespace, "sid": sid}
+
+    def stop(self, handle: dict[str, Any]) -> None:
+        self._spawn(f"delete {handle['job']}", self.jobs.stop, handle)
+
+    kill = stop
+
+    def alive(self, handle: dict[str, Any]) -> bool:
+        sid = str(handle["sid"])
+        return sid in self._creating or self._running.get(sid, False)
+
+    adopt = alive
+
+    def exit_code(self, handle: dict[str, Any]) -> int | None:
+        return None
+
+    def forget(self, sid: str, handle: dict[str, Any]) -> None:
+        self._ips.pop(sid, None)
+
+    async def refresh(self) -> None:
+        since = time.monotonic()
+        if self._listed_at is not None and since - self._listed_at < self.min_interval:
+            return
+        self._listed_at = since
+        running, self._ips = await asyncio.to_thread(self.jobs.snapshot)
+        for sid, at in list(self._created.items()):
+            if at >= since:  # created while the listing ran: not in it yet
+                running.setdefault(sid, True)
+            elif sid in running or at < since - 600:
+                del self._created[sid]
+        self._running = running
+
+    def stream_base(self, handle: dict[str, Any]) -> str | None:
+        ip = self._ips.get(str(handle["sid"]))
+        return f"http://{ip}:{self.worker_port}" if ip else None
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            await asyncio.wait({task}, timeout=10)

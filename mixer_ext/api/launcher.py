@@ -46,6 +46,29 @@ class Launcher(Protocol):
         """After an API restart: take the worker back; False when it is gone."""
 
 
+class WorkerLauncher(Protocol):
+    """What the control plane uses: every call returns at once (none blocks the loop)."""
+
+    name: str
+    #: where relative ``file:`` outputs of a processor land (``work / SID / path``)
+    work: Path
+
+    def start(self, sid: str, context_text: str, env: dict[str, str]) -> dict[str, Any]: ...
+    def stop(self, handle: dict[str, Any]) -> None: ...
+    def kill(self, handle: dict[str, Any]) -> None: ...
+    def alive(self, handle: dict[str, Any]) -> bool: ...
+    def adopt(self, handle: dict[str, Any]) -> bool: ...
+    def exit_code(self, handle: dict[str, Any]) -> int | None: ...
+    def forget(self, sid: str, handle: dict[str, Any]) -> None: ...
+
+    async def refresh(self) -> None:
+        """Bring the launcher's view of its workers up to date (before adopt/alive)."""
+
+    def stream_base(self, handle: dict[str, Any]) -> str | None:
+        """The worker's own HTTP base serving its ``/hls/``, when the API must proxy to it
+        (None: its HLS is in the API's data directory)."""
+
+
 def process_start_time(pid: int) -> int | None:
     """The process's start time in clock ticks since boot (``/proc/PID/stat`` field 22)."""
     try:
@@ -125,6 +148,12 @@ class LocalLauncher:
     def exit_code(self, handle: dict[str, Any]) -> int | None:
         child = self._children.get(int(handle["pid"]))
         return None if child is None else child.poll()
+
+    async def refresh(self) -> None:
+        """Nothing to fetch: ``/proc`` answers at once."""
+
+    def stream_base(self, handle: dict[str, Any]) -> str | None:
+        return None
 
     def forget(self, sid: str, handle: dict[str, Any]) -> None:
         """The worker is done: drop its private context file."""
