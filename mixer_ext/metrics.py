@@ -29,7 +29,8 @@ INPUT_LOST_FRAMES = Counter(
 )
 INPUT_MALFORMED_FRAMES = Counter(
     "mixer_input_malformed_frames_total",
-    "Decoded input frames refused (unusable format or size) and dropped.",
+    "Input frames dropped as malformed: payloads that do not decode, decoded frames of"
+    " unusable format or size.",
 )
 INPUT_CONCEALED_FRAMES = Counter(
     "mixer_input_concealed_frames_total", "Ticks filled by loss concealment instead of audio."

@@ -48,6 +48,7 @@ from mixer_ext.log import log_event
 from mixer_ext.metrics import PARTICIPANTS, ROOM_JOINS, start_metrics_server
 from mixer_ext.settings import Settings
 from mixer_ext.tasks import stop_tasks
+from mixer_ext.worker import decode_errors
 from mixer_ext.worker.policy import (
     CONNECT_TIMEOUT,
     RETRY_FIRST_DELAY,
@@ -371,5 +372,6 @@ def _on_signal(loop: asyncio.AbstractEventLoop, worker: Worker, sig: signal.Sign
 def main(args: argparse.Namespace, settings: Settings) -> int:
     context = load_context(args.context)  # ConfigError -> one line, exit 2, nothing connected
     check_room_settings(settings)
+    decode_errors.install()  # undecodable payloads: counted, logged once per track then every 10 s
     worker = Worker(context, settings)
     return asyncio.run(_main_async(worker))
