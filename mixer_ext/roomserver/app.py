@@ -12,13 +12,17 @@ One aiohttp application on one port serves
 
 Media: one ``RTCPeerConnection`` per participant carries its published track
 and all its subscriptions.  The server always makes the offers, one at a time
-per participant (``_Session._negotiator``), so there is never glare.  A
+per participant (``session.Session``), so there is never glare.  A
 published track's encoded Opus is forwarded by a ``PacketFanout`` to a bounded
 ``ForwardedTrack`` per subscriber (``mixer_ext.roomserver.forward``).
 
 Room rules (``mixer_ext.roomserver.state.Room``) are checked by one housekeeping
 task every ``HOUSEKEEPING_PERIOD`` seconds: maximum participant duration and
 the empty-room timeout.
+
+Why one module of ~570 lines: admission, the room rules and removal share one lock and
+one ``sessions`` map; splitting them would hand that lock around. The per-connection
+state machine is in ``session``, the wire format in ``protocol``, the media in ``forward``.
 """
 
 from __future__ import annotations
@@ -28,28 +32,20 @@ import asyncio
 import contextlib
 import hmac
 import logging
-import secrets
 import signal
 import time
 from pathlib import Path
 from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
-from aiortc import (
-    RTCConfiguration,
-    RTCPeerConnection,
-    RTCRtpTransceiver,
-    RTCSessionDescription,
-)
-from aiortc.mediastreams import MediaStreamTrack
 from pydantic import ValidationError
 
 from mixer_ext import metrics
 from mixer_ext.connectors.base import Reason
 from mixer_ext.errors import ConfigError
 from mixer_ext.roomserver import protocol as p
-from mixer_ext.roomserver.forward import PacketFanout
-from mixer_ext.roomserver.state import Admission, ParticipantState, Room, TrackState
+from mixer_ext.roomserver.session import TASK_STOP_TIMEOUT, Session
+from mixer_ext.roomserver.state import Admission, ParticipantState, Room
 from mixer_ext.roomserver.tokens import (
     TokenError,
     check_name,
@@ -59,7 +55,7 @@ from mixer_ext.roomserver.tokens import (
 )
 from mixer_ext.roomserver.twilio.gateway import TwilioGateway
 from mixer_ext.settings import Settings
-from mixer_ext.tasks import stop_tasks, wait_bounded
+from mixer_ext.tasks import stop_tasks
 
 log = logging.getLogger(__name__)
 
@@ -68,214 +64,8 @@ STATIC_DIR = Path(__file__).resolve().parent / "static"
 HOUSEKEEPING_PERIOD = 0.25
 #: the first message (join) must arrive within this many seconds
 JOIN_TIMEOUT = 10.0
-#: a client must answer an offer within this many seconds
-ANSWER_TIMEOUT = 15.0
-#: messages queued to one client before it counts as gone (it stopped reading)
-OUTBOX_SIZE = 256
 #: frames above this many times the cap are cut by aiohttp itself (connection closed)
 HARD_LIMIT_FACTOR = 4
-TASK_STOP_TIMEOUT = 3.0
-
-
-def _peer_config() -> RTCConfiguration:
-    # iceServers=[]: aiortc's default asks a public STUN server; everything here is local
-    return RTCConfiguration(iceServers=[])
-
-
-class _Session:
-    """One participant's connection: its socket, peer connection, track and subscriptions.
-
-    Owned by ``RoomServer``; its tasks (``room-out:<room>/<id>``,
-    ``room-neg:<room>/<id>``) end in ``close()``.
-    """
-
-    def __init__(
-        self, server: RoomServer, ws: web.WebSocketResponse, room: Room, identity: str, join: p.Join
-    ) -> None:
-        self.server = server
-        self.ws = ws
-        self.room = room
-        self.identity = identity
-        self.publish = join.publish
-        self.auto_subscribe = join.auto_subscribe
-        self.label = f"{room.name}/{identity}"
-        self.closed = False
-        self.pc: RTCPeerConnection | None = None
-        self.publish_transceiver: RTCRtpTransceiver | None = None
-        self.track_sid: str | None = None
-        self.fanout: PacketFanout | None = None
-        #: publisher's track sid -> (transceiver, relayed track, publisher identity)
-        self.subscriptions: dict[str, tuple[RTCRtpTransceiver, Any, str]] = {}
-        self._outbox: asyncio.Queue[str | None] = asyncio.Queue(OUTBOX_SIZE)
-        self._negotiation_needed = asyncio.Event()
-        self._answer: asyncio.Future[p.Answer] | None = None
-        self._sender = asyncio.create_task(self._send_loop(), name=f"room-out:{self.label}")
-        self._negotiator: asyncio.Task[None] | None = None
-
-    # --- outgoing messages -------------------------------------------------------------
-
-    def send(self, message: p._Message) -> None:
-        """Queue a message; a client that stopped reading is disconnected, never waited for."""
-        if self.closed:
-            return
-        try:
-            self._outbox.put_nowait(p.encode(message))
-        except asyncio.QueueFull:
-            log.warning("room server: %s: outbox full, client stopped reading", self.label)
-            self.server._schedule_removal(self, Reason.CONNECTION_LOST)
-
-    async def _send_loop(self) -> None:
-        while True:
-            text = await self._outbox.get()
-            if text is None:
-                return
-            try:
-                await self.ws.send_str(text)
-            except (ConnectionError, RuntimeError):
-                return
-
-    # --- media ---------------------------------------------------------------------------
-
-    def _ensure_pc(self) -> RTCPeerConnection:
-        if self.pc is None:
-            self.pc = RTCPeerConnection(_peer_config())
-            self.pc.on("track", self._on_track)
-            self.pc.on("connectionstatechange", self._on_connection_state)
-            self._negotiator = asyncio.create_task(
-                self._negotiate_loop(), name=f"room-neg:{self.label}"
-            )
-        return self.pc
-
-    def start_publishing(self) -> None:
-        """Offer the m-line the client sends on; it comes first, before any subscription."""
-        pc = self._ensure_pc()
-        self.publish_transceiver = pc.addTransceiver("audio", direction="recvonly")
-        self._negotiation_needed.set()
-
-    def _on_track(self, track: MediaStreamTrack) -> None:
-        if track.kind != "audio" or self.fanout is not None or self.closed:
-            return
-        self.track_sid = "TR_" + secrets.token_hex(6)
-        receiver = (
-            next((t.receiver for t in self.pc.getTransceivers() if t.receiver.track is track), None)
-            if self.pc is not None
-            else None
-        )
-        if receiver is None:
-            return
-        # forwarded as received: Opus is never decoded or re-encoded (mixer_ext.room.forward)
-        self.fanout = PacketFanout(receiver, f"{self.label}/{self.track_sid}")
-        state = self.room.participants.get(self.identity)
-        if state is not None:
-            state.tracks[self.track_sid] = TrackState(sid=self.track_sid)
-        self.server._on_published(self)
-
-    def _on_connection_state(self) -> None:
-        if self.pc is not None and self.pc.connectionState == "failed" and not self.closed:
-            log.warning("room server: %s: media connection failed", self.label)
-            self.server._schedule_removal(self, Reason.CONNECTION_LOST)
-
-    def subscribe(self, publisher: _Session) -> None:
-        """Receive ``publisher``'s track on this participant's peer connection."""
-        if publisher.fanout is None or publisher.track_sid is None or self.closed:
-            return
-        if publisher.track_sid in self.subscriptions:
-            return
-        pc = self._ensure_pc()
-        relayed = publisher.fanout.subscribe()
-        transceiver = pc.addTransceiver(relayed, direction="sendonly")
-        self.subscriptions[publisher.track_sid] = (transceiver, relayed, publisher.identity)
-        self._negotiation_needed.set()
-
-    def unsubscribe(self, track_sid: str) -> None:
-        entry = self.subscriptions.pop(track_sid, None)
-        if entry is None:
-            return
-        transceiver, relayed, _ = entry
-        transceiver.sender.replaceTrack(None)
-        relayed.stop()
-        transceiver.direction = "inactive"
-        self._negotiation_needed.set()
-
-    async def _negotiate_loop(self) -> None:
-        """Offer, wait for the answer, apply it; one negotiation at a time, never glare."""
-        try:
-            while not self.closed:
-                await self._negotiation_needed.wait()
-                self._negotiation_needed.clear()
-                pc = self.pc
-                if pc is None or self.closed:
-                    return
-                offer = await pc.createOffer()
-                await pc.setLocalDescription(offer)
-                tracks = {
-                    t.mid: p.SubscribedTrack(
-                        identity=ident, track_sid=sid, enabled=self.server._enabled(ident, sid)
-                    )
-                    for sid, (t, _, ident) in self.subscriptions.items()
-                    if t.mid is not None
-                }
-                publish_mid = self.publish_transceiver.mid if self.publish_transceiver else None
-                self._answer = asyncio.get_running_loop().create_future()
-                log.debug("room server: %s: offer (%d subscriptions)", self.label, len(tracks))
-                self.send(
-                    p.Offer(sdp=pc.localDescription.sdp, tracks=tracks, publish_mid=publish_mid)
-                )
-                try:
-                    answer = await asyncio.wait_for(self._answer, ANSWER_TIMEOUT)
-                except TimeoutError:
-                    log.warning("room server: %s: no answer to offer, disconnecting", self.label)
-                    self.server._schedule_removal(self, Reason.CONNECTION_LOST)
-                    return
-                finally:
-                    self._answer = None
-                try:
-                    await pc.setRemoteDescription(RTCSessionDescription(answer.sdp, "answer"))
-                except Exception as exc:  # a bad SDP from the client: its problem only
-                    log.warning("room server: %s: answer refused: %s", self.label, exc)
-                    metrics.ROOM_SERVER_REJECTED_MESSAGES.labels("bad-sdp").inc()
-                    self.server._schedule_removal(self, Reason.PROTOCOL_ERROR)
-                    return
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("room server: %s: negotiation failed", self.label)
-            self.server._schedule_removal(self, Reason.CONNECTION_LOST)
-
-    def on_answer(self, answer: p.Answer) -> bool:
-        """Hand ``answer`` to the pending negotiation; False when none is pending."""
-        if self.closed:
-            return True  # an answer racing with teardown: nothing to do, nothing wrong
-        if self._answer is None or self._answer.done():
-            return False
-        self._answer.set_result(answer)
-        return True
-
-    # --- teardown ------------------------------------------------------------------------
-
-    async def close(self, reason: str | None, message: str = "") -> None:
-        """Stop everything this session owns; tell the client why when ``reason`` is given."""
-        if self.closed:
-            return
-        self.closed = True
-        if reason is not None:
-            with contextlib.suppress(asyncio.QueueFull):
-                self._outbox.put_nowait(p.encode(p.DisconnectedMsg(reason=reason, message=message)))
-        with contextlib.suppress(asyncio.QueueFull):
-            self._outbox.put_nowait(None)
-        if self._sender is not None:  # let the sender flush the goodbye first
-            await wait_bounded(self._sender, TASK_STOP_TIMEOUT)
-        await stop_tasks([self._sender, self._negotiator], TASK_STOP_TIMEOUT, log)
-        for _, relayed, _ in self.subscriptions.values():
-            relayed.stop()
-        self.subscriptions.clear()
-        if self.fanout is not None:
-            await self.fanout.stop()
-        if self.pc is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.pc.close(), TASK_STOP_TIMEOUT)
-        with contextlib.suppress(Exception):
-            await self.ws.close()
 
 
 class RoomServer:
@@ -313,7 +103,7 @@ class RoomServer:
         self.max_message_bytes = max_message_bytes or settings.room_max_message_bytes
         self.open_mode = settings.room_open if open_mode is None else open_mode
         self.rooms: dict[str, Room] = {}
-        self.sessions: dict[tuple[str, str], _Session] = {}
+        self.sessions: dict[tuple[str, str], Session] = {}
         self._removals: set[asyncio.Task[None]] = set()
         self._handlers: set[asyncio.Task[Any]] = set()
         self._runner: web.AppRunner | None = None
@@ -397,7 +187,7 @@ class RoomServer:
 
     # --- roster changes ------------------------------------------------------------------
 
-    def _room_sessions(self, room: str) -> list[_Session]:
+    def _room_sessions(self, room: str) -> list[Session]:
         return [s for (r, _), s in self.sessions.items() if r == room]
 
     def _drop_room(self, name: str) -> None:
@@ -411,7 +201,7 @@ class RoomServer:
                 return participant.tracks[sid].enabled
         return True
 
-    def _schedule_removal(self, session: _Session, reason: str) -> None:
+    def _schedule_removal(self, session: Session, reason: str) -> None:
         """Remove ``session`` from a context that must not await (callbacks, loops)."""
         if session.closed:
             return
@@ -419,7 +209,7 @@ class RoomServer:
         self._removals.add(task)
         task.add_done_callback(self._removals.discard)
 
-    async def _remove(self, session: _Session, reason: str, message: str = "") -> None:
+    async def _remove(self, session: Session, reason: str, message: str = "") -> None:
         """Take ``session`` out of its room, tell the others, close it (telling it ``reason``)."""
         if session.closed:
             return
@@ -441,7 +231,7 @@ class RoomServer:
         told = None if reason in (Reason.LEFT, Reason.CONNECTION_LOST) else reason
         await session.close(told, message)
 
-    def _on_published(self, publisher: _Session) -> None:
+    def _on_published(self, publisher: Session) -> None:
         assert publisher.track_sid is not None
         log.info("room server: %s published %s", publisher.label, publisher.track_sid)
         info = p.TrackInfo(sid=publisher.track_sid)
@@ -511,7 +301,7 @@ class RoomServer:
             await self._remove(session, reason)
         return ws
 
-    async def _await_join(self, ws: web.WebSocketResponse, peer: str) -> _Session | None:
+    async def _await_join(self, ws: web.WebSocketResponse, peer: str) -> Session | None:
         """Read messages until a valid ``join``; admit it or refuse it with a reason."""
         deadline = time.monotonic() + JOIN_TIMEOUT
         label = f"<{peer}>"
@@ -545,7 +335,7 @@ class RoomServer:
         with contextlib.suppress(ConnectionError, RuntimeError):
             await ws.send_str(p.encode(p.DisconnectedMsg(reason=reason, message=message)))
 
-    async def _admit(self, ws: web.WebSocketResponse, join: p.Join, peer: str) -> _Session | None:
+    async def _admit(self, ws: web.WebSocketResponse, join: p.Join, peer: str) -> Session | None:
         named = join.room
         if self.twilio is not None and join.room.startswith("RM"):
             # the hosted extension's context names the room by its RM SID
@@ -589,7 +379,7 @@ class RoomServer:
                     await self._remove(old, Reason.DUPLICATE_IDENTITY)
             others = self._room_sessions(join.room)
             room.add(identity, now)
-            session = _Session(self, ws, room, identity, join)
+            session = Session(self, ws, room, identity, join)
             self.sessions[(join.room, identity)] = session
             metrics.ROOM_SERVER_PARTICIPANTS.set(len(self.sessions))
         log.info(
@@ -619,7 +409,7 @@ class RoomServer:
                 session.subscribe(other)
         return session
 
-    def _set_enabled(self, session: _Session, enabled: bool) -> None:
+    def _set_enabled(self, session: Session, enabled: bool) -> None:
         state = session.room.participants.get(session.identity)
         if session.track_sid is None or state is None or session.track_sid not in state.tracks:
             session.send(p.ErrorMsg(code="unexpected", message="no published track to enable"))

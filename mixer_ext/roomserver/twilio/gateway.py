@@ -1,7 +1,7 @@
 """twilio-video.js clients in the embedded room server's rooms (``GET /signaling``).
 
 A ``TwilioSession`` is a participant of the room server like the project's own
-``_Session``: the server's roster, admission, fan-out and removal code treat both
+``session.Session``: the server's roster, admission, fan-out and removal code treat both
 the same (``send`` / ``subscribe`` / ``unsubscribe`` / ``close`` and the
 ``room``, ``identity``, ``track_sid``, ``fanout``, ``auto_subscribe`` attributes),
 so the REST participant list, the SDK's ``room.participants`` and the mixer bot see
@@ -19,6 +19,10 @@ candidates trickle in ``update`` messages and go to ``addIceCandidate``.
 Tasks per client: ``twilio-out:<room>/<identity>`` writes the connection's output
 and its heartbeats; ``twilio-neg:<room>/<identity>`` makes the server's offers.
 Both end in ``close()``.
+
+Why one module of ~830 lines: it is the I/O half of one client's life (socket, peer
+connection, negotiation, room events), whose states hang together; the wire formats are
+sans-I/O and apart (``connection``, ``signaling``, ``sdp``, ``access_token``).
 """
 
 from __future__ import annotations

@@ -28,6 +28,9 @@ server -> client
   ``error``       ``{code, message}`` ends the connection with that TwilioError code.
 
 Revisions only grow; the SDK ignores a state whose revision is not above the last it applied.
+
+Why one module of ~410 lines: it is the whole v2 room-signaling vocabulary (parsers and
+builders of each message), kept together so the wire format can be read in one place.
 """
 
 from __future__ import annotations

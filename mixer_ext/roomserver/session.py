@@ -1,0 +1,256 @@
+"""One participant's connection to the embedded room server, on the project's own protocol.
+
+A ``Session`` owns the participant's socket outbox, its one ``RTCPeerConnection`` (its
+published track and all its subscriptions) and two tasks: the sender (``room-out:``) and
+the negotiator (``room-neg:``), which makes the server's offers one at a time, so there is
+never glare.  It reports back to the server that owns it through ``SessionHost``; room
+rules, admission and fan-out stay in the server (``app``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from typing import Any, Protocol
+
+from aiohttp import web
+from aiortc import (
+    RTCConfiguration,
+    RTCPeerConnection,
+    RTCRtpTransceiver,
+    RTCSessionDescription,
+)
+from aiortc.mediastreams import MediaStreamTrack
+
+from mixer_ext import metrics
+from mixer_ext.connectors.base import Reason
+from mixer_ext.roomserver import protocol as p
+from mixer_ext.roomserver.forward import PacketFanout
+from mixer_ext.roomserver.state import Room, TrackState
+from mixer_ext.tasks import stop_tasks, wait_bounded
+
+log = logging.getLogger(__name__)
+
+#: a client must answer an offer within this many seconds
+ANSWER_TIMEOUT = 15.0
+#: messages queued to one client before it counts as gone (it stopped reading)
+OUTBOX_SIZE = 256
+TASK_STOP_TIMEOUT = 3.0
+
+
+class SessionHost(Protocol):
+    """What a session needs from the server that owns it."""
+
+    def _schedule_removal(self, session: Session, reason: str) -> None: ...
+
+    def _enabled(self, identity: str, sid: str) -> bool: ...
+
+    def _on_published(self, publisher: Session) -> None: ...
+
+
+def peer_config() -> RTCConfiguration:
+    # iceServers=[]: aiortc's default asks a public STUN server; everything here is local
+    return RTCConfiguration(iceServers=[])
+
+
+class Session:
+    """One participant's connection: its socket, peer connection, track and subscriptions.
+
+    Owned by ``RoomServer``; its tasks (``room-out:<room>/<id>``,
+    ``room-neg:<room>/<id>``) end in ``close()``.
+    """
+
+    def __init__(
+        self,
+        server: SessionHost,
+        ws: web.WebSocketResponse,
+        room: Room,
+        identity: str,
+        join: p.Join,
+    ) -> None:
+        self.server = server
+        self.ws = ws
+        self.room = room
+        self.identity = identity
+        self.publish = join.publish
+        self.auto_subscribe = join.auto_subscribe
+        self.label = f"{room.name}/{identity}"
+        self.closed = False
+        self.pc: RTCPeerConnection | None = None
+        self.publish_transceiver: RTCRtpTransceiver | None = None
+        self.track_sid: str | None = None
+        self.fanout: PacketFanout | None = None
+        #: publisher's track sid -> (transceiver, relayed track, publisher identity)
+        self.subscriptions: dict[str, tuple[RTCRtpTransceiver, Any, str]] = {}
+        self._outbox: asyncio.Queue[str | None] = asyncio.Queue(OUTBOX_SIZE)
+        self._negotiation_needed = asyncio.Event()
+        self._answer: asyncio.Future[p.Answer] | None = None
+        self._sender = asyncio.create_task(self._send_loop(), name=f"room-out:{self.label}")
+        self._negotiator: asyncio.Task[None] | None = None
+
+    # --- outgoing messages -------------------------------------------------------------
+
+    def send(self, message: p._Message) -> None:
+        """Queue a message; a client that stopped reading is disconnected, never waited for."""
+        if self.closed:
+            return
+        try:
+            self._outbox.put_nowait(p.encode(message))
+        except asyncio.QueueFull:
+            log.warning("room server: %s: outbox full, client stopped reading", self.label)
+            self.server._schedule_removal(self, Reason.CONNECTION_LOST)
+
+    async def _send_loop(self) -> None:
+        while True:
+            text = await self._outbox.get()
+            if text is None:
+                return
+            try:
+                await self.ws.send_str(text)
+            except (ConnectionError, RuntimeError):
+                return
+
+    # --- media ---------------------------------------------------------------------------
+
+    def _ensure_pc(self) -> RTCPeerConnection:
+        if self.pc is None:
+            self.pc = RTCPeerConnection(peer_config())
+            self.pc.on("track", self._on_track)
+            self.pc.on("connectionstatechange", self._on_connection_state)
+            self._negotiator = asyncio.create_task(
+                self._negotiate_loop(), name=f"room-neg:{self.label}"
+            )
+        return self.pc
+
+    def start_publishing(self) -> None:
+        """Offer the m-line the client sends on; it comes first, before any subscription."""
+        pc = self._ensure_pc()
+        self.publish_transceiver = pc.addTransceiver("audio", direction="recvonly")
+        self._negotiation_needed.set()
+
+    def _on_track(self, track: MediaStreamTrack) -> None:
+        if track.kind != "audio" or self.fanout is not None or self.closed:
+            return
+        self.track_sid = "TR_" + secrets.token_hex(6)
+        receiver = (
+            next((t.receiver for t in self.pc.getTransceivers() if t.receiver.track is track), None)
+            if self.pc is not None
+            else None
+        )
+        if receiver is None:
+            return
+        # forwarded as received: Opus is never decoded or re-encoded (mixer_ext.room.forward)
+        self.fanout = PacketFanout(receiver, f"{self.label}/{self.track_sid}")
+        state = self.room.participants.get(self.identity)
+        if state is not None:
+            state.tracks[self.track_sid] = TrackState(sid=self.track_sid)
+        self.server._on_published(self)
+
+    def _on_connection_state(self) -> None:
+        if self.pc is not None and self.pc.connectionState == "failed" and not self.closed:
+            log.warning("room server: %s: media connection failed", self.label)
+            self.server._schedule_removal(self, Reason.CONNECTION_LOST)
+
+    def subscribe(self, publisher: Session) -> None:
+        """Receive ``publisher``'s track on this participant's peer connection."""
+        if publisher.fanout is None or publisher.track_sid is None or self.closed:
+            return
+        if publisher.track_sid in self.subscriptions:
+            return
+        pc = self._ensure_pc()
+        relayed = publisher.fanout.subscribe()
+        transceiver = pc.addTransceiver(relayed, direction="sendonly")
+        self.subscriptions[publisher.track_sid] = (transceiver, relayed, publisher.identity)
+        self._negotiation_needed.set()
+
+    def unsubscribe(self, track_sid: str) -> None:
+        entry = self.subscriptions.pop(track_sid, None)
+        if entry is None:
+            return
+        transceiver, relayed, _ = entry
+        transceiver.sender.replaceTrack(None)
+        relayed.stop()
+        transceiver.direction = "inactive"
+        self._negotiation_needed.set()
+
+    async def _negotiate_loop(self) -> None:
+        """Offer, wait for the answer, apply it; one negotiation at a time, never glare."""
+        try:
+            while not self.closed:
+                await self._negotiation_needed.wait()
+                self._negotiation_needed.clear()
+                pc = self.pc
+                if pc is None or self.closed:
+                    return
+                offer = await pc.createOffer()
+                await pc.setLocalDescription(offer)
+                tracks = {
+                    t.mid: p.SubscribedTrack(
+                        identity=ident, track_sid=sid, enabled=self.server._enabled(ident, sid)
+                    )
+                    for sid, (t, _, ident) in self.subscriptions.items()
+                    if t.mid is not None
+                }
+                publish_mid = self.publish_transceiver.mid if self.publish_transceiver else None
+                self._answer = asyncio.get_running_loop().create_future()
+                log.debug("room server: %s: offer (%d subscriptions)", self.label, len(tracks))
+                self.send(
+                    p.Offer(sdp=pc.localDescription.sdp, tracks=tracks, publish_mid=publish_mid)
+                )
+                try:
+                    answer = await asyncio.wait_for(self._answer, ANSWER_TIMEOUT)
+                except TimeoutError:
+                    log.warning("room server: %s: no answer to offer, disconnecting", self.label)
+                    self.server._schedule_removal(self, Reason.CONNECTION_LOST)
+                    return
+                finally:
+                    self._answer = None
+                try:
+                    await pc.setRemoteDescription(RTCSessionDescription(answer.sdp, "answer"))
+                except Exception as exc:  # a bad SDP from the client: its problem only
+                    log.warning("room server: %s: answer refused: %s", self.label, exc)
+                    metrics.ROOM_SERVER_REJECTED_MESSAGES.labels("bad-sdp").inc()
+                    self.server._schedule_removal(self, Reason.PROTOCOL_ERROR)
+                    return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("room server: %s: negotiation failed", self.label)
+            self.server._schedule_removal(self, Reason.CONNECTION_LOST)
+
+    def on_answer(self, answer: p.Answer) -> bool:
+        """Hand ``answer`` to the pending negotiation; False when none is pending."""
+        if self.closed:
+            return True  # an answer racing with teardown: nothing to do, nothing wrong
+        if self._answer is None or self._answer.done():
+            return False
+        self._answer.set_result(answer)
+        return True
+
+    # --- teardown ------------------------------------------------------------------------
+
+    async def close(self, reason: str | None, message: str = "") -> None:
+        """Stop everything this session owns; tell the client why when ``reason`` is given."""
+        if self.closed:
+            return
+        self.closed = True
+        if reason is not None:
+            with contextlib.suppress(asyncio.QueueFull):
+                self._outbox.put_nowait(p.encode(p.DisconnectedMsg(reason=reason, message=message)))
+        with contextlib.suppress(asyncio.QueueFull):
+            self._outbox.put_nowait(None)
+        if self._sender is not None:  # let the sender flush the goodbye first
+            await wait_bounded(self._sender, TASK_STOP_TIMEOUT)
+        await stop_tasks([self._sender, self._negotiator], TASK_STOP_TIMEOUT, log)
+        for _, relayed, _ in self.subscriptions.values():
+            relayed.stop()
+        self.subscriptions.clear()
+        if self.fanout is not None:
+            await self.fanout.stop()
+        if self.pc is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.pc.close(), TASK_STOP_TIMEOUT)
+        with contextlib.suppress(Exception):
+            await self.ws.close()
