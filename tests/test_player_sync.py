@@ -107,3 +107,13 @@ async def test_player_meters_follow_the_products_stream(
     for p in report.shown:
         offset = p["cueStart"] - PAYLOAD_SECONDS * p["s"] - audio_zero
         assert abs(offset) < CUE_TOLERANCE_S, f"payload {p['s']}'s cue is {offset:+.3f} s off"
+    # LL-HLS (config.json lowLatency: the page's hls.js low-latency tuning): once playing,
+    # the page's own latency readout stays under liveMaxLatencyDuration (1.6 s; plain
+    # hls.js defaults would sit 3 segments = 6 s behind) and playback never stalls.
+    live = [s for s in report.samples if s["state"] == "live" and s["latency"] is not None]
+    assert len(live) >= 10, report.summary()
+    settled = live[2:]
+    worst = max(s["latency"] for s in settled)
+    assert worst < 1.6, f"live latency up to {worst:.2f} s: {report.summary()}"
+    played = settled[-1]["ct"] - settled[0]["ct"]
+    assert played > 0.9 * (settled[-1]["t"] - settled[0]["t"]), "playback stalled"
