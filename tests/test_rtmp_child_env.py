@@ -2,10 +2,9 @@
 
 The child only muxes FLV and talks RTMP: it needs ``PATH``, ``PYTHONPATH``,
 locale and time zone, not the worker's credentials.  Today it inherits the
-whole environment (``_child_env`` copies ``os.environ``), so the room secret,
-the API's auth token and anything else the pod holds sit in one more
-process's ``/proc/<pid>/environ``.  xfail(strict) until the fix (rtmp.py,
-after the layout refactor).  Real child process; the RTMP URL points at a
+whole environment would put the room secret, the API's auth token and
+anything else the pod holds in one more process's ``/proc/<pid>/environ``
+(it did, before ``outputs.rtmp.CHILD_ENV_NAMES``).  Real child process; the RTMP URL points at a
 closed port, the child is inspected while it retries.
 """
 
@@ -31,7 +30,6 @@ SECRETS = {
 }
 
 
-@pytest.mark.xfail(strict=True, reason="issue 16.13 not fixed yet: the child inherits os.environ")
 async def test_the_rtmp_child_does_not_inherit_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
     for name, value in SECRETS.items():
         monkeypatch.setenv(name, value)

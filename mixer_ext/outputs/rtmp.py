@@ -304,9 +304,20 @@ class RtmpOutput(Output):
         self._delay = min(self._delay * 2, self.max_delay)
 
 
+#: what the RTMP child may see of the worker's environment: it muxes FLV and talks RTMP,
+#: so it needs the program search path, locale and time zone, and the library paths of a
+#: virtualenv; never the worker's credentials (room secret, API keys, cloud tokens)
+CHILD_ENV_NAMES = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "VIRTUAL_ENV")
+CHILD_ENV_PREFIXES = ("PYTHON", "SSL_CERT_", "MALLOC_")
+
+
 def _child_env() -> dict[str, str]:
-    """This environment, with this package importable whatever the child's cwd."""
-    env = dict(os.environ)
+    """The child's environment: the names above only, with this package importable."""
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if name in CHILD_ENV_NAMES or name.startswith(CHILD_ENV_PREFIXES)
+    }
     root = str(Path(__file__).resolve().parent.parent.parent)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     return env
