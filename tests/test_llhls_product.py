@@ -42,6 +42,40 @@ async def get(session: aiohttp.ClientSession, url: str) -> tuple[int, dict[str, 
         return r.status, dict(r.headers), await r.read()
 
 
+async def check_blocking_reload(session: aiohttp.ClientSession, base: str) -> None:
+    """Blocking reloads for the hinted part return once it exists (5 in a row, each
+    within a part + ``MARGIN``), and the hinted part itself is held then served whole."""
+    # Blocking reload: ask for the hinted (not yet written) part, five times in a row.
+    waits = []
+    for _ in range(5):
+        _s, _h, body = await get(session, base + "index.m3u8")
+        hint = _HINT.search(body.decode())
+        assert hint, body.decode()
+        msn, part = int(hint[1]), int(hint[2])
+        t0 = time.monotonic()
+        status, headers, body = await get(
+            session, f"{base}index.m3u8?_HLS_msn={msn}&_HLS_part={part}"
+        )
+        waits.append(time.monotonic() - t0)
+        assert status == 200, body
+        assert f"part-{msn:06d}-{part}.ts" in body.decode(), body.decode()
+    assert max(waits) < 0.192 + MARGIN, f"blocking reloads took {waits}"
+    assert sum(waits) / len(waits) > 0.02, f"did not block at all: {waits}"
+
+    # The hinted part, requested before it exists: held, then served whole.
+    _s, _h, body = await get(session, base + "index.m3u8")
+    hint = _HINT.search(body.decode())
+    assert hint
+    t0 = time.monotonic()
+    status, headers, data = await get(session, base + f"part-{hint[1]}-{hint[2]}.ts")
+    took = time.monotonic() - t0
+    assert status == 200 and headers["Content-Type"] == "video/mp2t"
+    assert "immutable" in headers["Cache-Control"]
+    assert took < 0.192 + MARGIN, took
+    assert starts_with_pat_pmt(data)
+    assert decoded_samples(data) in range(8 * 1024, 9 * 1024 + 1)  # one part
+
+
 async def test_low_latency_hls_through_the_product(tmp_path: Path) -> None:
     stream = ProductStream(tmp_path / "hls")
     await stream.start()
@@ -60,35 +94,7 @@ async def test_low_latency_hls_through_the_product(tmp_path: Path) -> None:
             parsed = parse_media_playlist(text)
             assert parsed.open_parts or parsed.segments, text
 
-            # Blocking reload: ask for the hinted (not yet written) part, five times in a row.
-            waits = []
-            for _ in range(5):
-                _s, _h, body = await get(session, base + "index.m3u8")
-                hint = _HINT.search(body.decode())
-                assert hint, body.decode()
-                msn, part = int(hint[1]), int(hint[2])
-                t0 = time.monotonic()
-                status, headers, body = await get(
-                    session, f"{base}index.m3u8?_HLS_msn={msn}&_HLS_part={part}"
-                )
-                waits.append(time.monotonic() - t0)
-                assert status == 200, body
-                assert f"part-{msn:06d}-{part}.ts" in body.decode(), body.decode()
-            assert max(waits) < 0.192 + MARGIN, f"blocking reloads took {waits}"
-            assert sum(waits) / len(waits) > 0.02, f"did not block at all: {waits}"
-
-            # The hinted part, requested before it exists: held, then served whole.
-            _s, _h, body = await get(session, base + "index.m3u8")
-            hint = _HINT.search(body.decode())
-            assert hint
-            t0 = time.monotonic()
-            status, headers, data = await get(session, base + f"part-{hint[1]}-{hint[2]}.ts")
-            took = time.monotonic() - t0
-            assert status == 200 and headers["Content-Type"] == "video/mp2t"
-            assert "immutable" in headers["Cache-Control"]
-            assert took < 0.192 + MARGIN, took
-            assert starts_with_pat_pmt(data)
-            assert decoded_samples(data) in range(8 * 1024, 9 * 1024 + 1)  # one part
+            await check_blocking_reload(session, base)
 
             await feeding
             await stream.end()

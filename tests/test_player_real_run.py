@@ -11,16 +11,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import shutil
 import time
 import urllib.request
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from tests.conftest import ROOT, free_port, require_path, require_program
 from tests.player_util import check_played_live_stream, drive_player
 from tests.process_util import Proc, processes, wait_for_port
+from tests.test_llhls_product import check_blocking_reload, decoded_samples
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -87,6 +90,18 @@ async def test_player_plays_a_real_worker_run(tmp_path: Path, artifacts_dir: Pat
             assert time.monotonic() < end, worker.log()[-2000:]
             assert worker.popen.poll() is None, worker.log()[-2000:]
             await asyncio.sleep(0.3)
+        # LL-HLS (the default) from the real worker's endpoint: valid tags, blocking
+        # reload, and whole segments for a plain HLS client.
+        base = f"http://127.0.0.1:{http_port}/hls/live/"
+        async with aiohttp.ClientSession() as session:
+            async with session.get(base + "index.m3u8") as r:
+                text = await r.text()
+            assert "#EXT-X-PART-INF:PART-TARGET=0.2" in text, text
+            assert "CAN-BLOCK-RELOAD=YES" in text and "#EXT-X-PRELOAD-HINT" in text, text
+            await check_blocking_reload(session, base)
+            for name in re.findall(r"^(seg-\d{6}\.ts)$", text, re.M)[-2:]:
+                async with session.get(base + name) as r:
+                    assert decoded_samples(await r.read()) >= 1.8 * 48000
         report = await drive_player(
             f"http://127.0.0.1:{http_port}/",
             identities=["alice", "bob", "carol"],
@@ -106,4 +121,10 @@ async def test_player_plays_a_real_worker_run(tmp_path: Path, artifacts_dir: Pat
     assert len(loud) >= 8, report.summary()
     assert all(p["levels"].get("carol") == -1 for p in report.shown[2:]), report.shown
     assert screenshot.stat().st_size > 10_000
+    # hls.js in low-latency mode (the page's tuning): the page's latency readout, once
+    # settled, stays under liveMaxLatencyDuration (1.6 s) plus 0.4 s for the loaded machine
+    live = [s for s in report.samples if s["state"] == "live" and s["latency"] is not None]
+    assert len(live) >= 10, report.summary()
+    worst = max(s["latency"] for s in live[2:])
+    assert worst < 2.0, f"live latency up to {worst:.2f} s: {report.summary()}"
     shutil.copy(screenshot, artifacts_dir / "player.png")
