@@ -72,12 +72,7 @@ def killed_recording(path: Path) -> float:
     "ext",
     [
         ".ts",
-        pytest.param(
-            ".m4a",
-            marks=pytest.mark.xfail(
-                strict=True, reason="issue 16.6 not fixed yet: .m4a is not fragmented"
-            ),
-        ),
+        ".m4a",
     ],
 )
 def test_a_killed_recording_plays_up_to_the_kill(tmp_path: Path, ext: str) -> None:

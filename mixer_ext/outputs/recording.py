@@ -1,10 +1,11 @@
 """Recording output (``file:PATH``): the encoded AAC written to a file, by extension.
 
-* ``.m4a`` / ``.mp4``: the ``mp4`` muxer with ``+faststart``.  The moov atom
-  is written when the container is closed, so ``close()`` of the pipeline
-  (normal end, and the worker's SIGTERM path) is what makes the file
-  playable; the encoder's 1024-sample priming goes into an edit list, so
-  the file's duration is the mix's duration.
+* ``.m4a`` / ``.mp4``: fragmented MP4 (an empty ``moov`` first, then a ``moof`` +
+  ``mdat`` fragment about every second, ``FRAGMENTED_MP4``): nothing is rewritten at
+  close, so a 24 h recording is not one long index written at the very end, and a
+  process killed at any moment (SIGKILL, OOM) leaves a file that plays up to its last
+  complete fragment.  The encoder's 1024-sample priming goes into an edit list, so the
+  file's duration is the mix's duration.
 * ``.ts``: one MPEG-TS with the AAC and the ``timed_id3`` stream, exactly as
   an HLS segment but continuous: it keeps the metadata in-band and stays
   readable even if the process is killed without a chance to finish.
@@ -27,6 +28,13 @@ from mixer_ext.encode.encoder import AacParams, EncodedPacket
 from mixer_ext.outputs.base import Output, OutputError
 from mixer_ext.outputs.hls import TsWriter
 
+#: the mp4 muxer's options: fragments of ~1 s, each self-contained (no whole-file index)
+FRAGMENTED_MP4 = {
+    "movflags": "empty_moov+default_base_moof+frag_keyframe",
+    "frag_duration": "1000000",
+    "flush_packets": "1",  # each fragment reaches the file when it is complete
+}
+
 
 class FileOutput(Output):
     kind = "file"
@@ -47,9 +55,7 @@ class FileOutput(Output):
             if self.container_format == "mpegts":
                 self._ts = TsWriter(self.path, self.params, flush_packets=True)
             else:
-                self._mp4 = av.open(
-                    str(self.path), "w", format="mp4", options={"movflags": "+faststart"}
-                )
+                self._mp4 = av.open(str(self.path), "w", format="mp4", options=FRAGMENTED_MP4)
                 stream = self._mp4.add_stream("aac", rate=SAMPLE_RATE, layout="stereo")
                 stream.codec_context.extradata = self.params.extradata
                 stream.codec_context.bit_rate = self.params.bit_rate
