@@ -46,6 +46,10 @@ TICK_LATENESS = Histogram(
     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5),
 )
 PAYLOADS = Counter("mixer_payloads_total", "Timed-metadata payloads emitted.")
+CLOCK_RESYNCS = Counter(
+    "mixer_clock_resyncs_total",
+    "Times the mixer clock re-anchored after the loop stalled for more than a second.",
+)
 
 # --- encoder and outputs ------------------------------------------------------
 ENCODE_SECONDS = Histogram(

@@ -2,8 +2,11 @@
 
 Tick ``n`` is due at ``start + n * 0.020`` on a monotonic clock (never
 ``sleep(0.020)`` in a loop, so error never adds up).  If the loop falls
-behind, the missed ticks run at once, so the output timeline never loses a
-sample; every tick's lateness goes into ``TICK_LATENESS``.
+behind by less than ``RESYNC_AFTER``, the missed ticks run at once, so the output
+timeline never loses a sample; after a longer stall (SIGSTOP, VM steal) the clock
+re-anchors at the current time instead of replaying seconds of ticks back to back
+(counted in ``mixer_clock_resyncs_total``).  Every tick's lateness goes into
+``TICK_LATENESS``.
 
 Each attached track has its own named reader task: ``await track.recv()``
 and push the frame, stamped with its arrival on the mixer timeline.  The
@@ -38,6 +41,8 @@ log = logging.getLogger(__name__)
 
 #: how long stop() waits for a cancelled task before giving up on it
 STOP_TIMEOUT = 2.0
+#: a tick later than this re-anchors the clock instead of replaying what was missed
+RESYNC_AFTER = 1.0
 
 
 class MixerClock:
@@ -61,6 +66,8 @@ class MixerClock:
         self.ticks = 0
         #: largest lateness of a tick against its schedule, seconds
         self.max_lateness = 0.0
+        #: times the clock re-anchored after a stall longer than RESYNC_AFTER
+        self.resyncs = 0
         #: times the sink raised (logged, then the clock goes on)
         self.sink_errors = 0
         self._retired: set[asyncio.Task[None]] = set()
@@ -97,6 +104,20 @@ class MixerClock:
                 await asyncio.sleep(due - now)
                 now = self._clock()
             lateness = max(0.0, now - due)
+            if lateness > RESYNC_AFTER:
+                # The loop did not run for a while (SIGSTOP, VM steal, a blocked loop):
+                # running every missed tick back to back would push seconds of stale
+                # audio through the encoder and every output at once. Go on from now.
+                start = now - n * TICK_SECONDS
+                self._start = start
+                self.resyncs += 1
+                metrics.CLOCK_RESYNCS.inc()
+                log.warning(
+                    "mixer: the loop stalled %.1f s; clock re-anchored (resync %d)",
+                    lateness,
+                    self.resyncs,
+                )
+                lateness = 0.0
             self.max_lateness = max(self.max_lateness, lateness)
             metrics.TICK_LATENESS.observe(lateness)
             frame, payload = self.mixer.tick()
