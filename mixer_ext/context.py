@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TextIO
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -184,6 +185,10 @@ class ExtensionContext(BaseModel):
         return self.max_participant_duration or setting
 
 
+#: a context read from standard input is at most this long (a real one is < 10 KB)
+MAX_CONTEXT_CHARS = 1 << 20
+
+
 def parse_context(text: str, *, source: str = "context") -> ExtensionContext:
     """Validate context JSON text.  Raises ConfigError with one line."""
     try:
@@ -203,8 +208,20 @@ def parse_context(text: str, *, source: str = "context") -> ExtensionContext:
         raise ConfigError(f"{source}: {line}") from None
 
 
-def load_context(value: str) -> ExtensionContext:
-    """``value`` is inline JSON (anything starting with ``{``) or a file path."""
+def load_context(value: str, stdin: TextIO | None = None) -> ExtensionContext:
+    """``value`` is ``-`` (read from ``stdin``), inline JSON (starting with ``{``) or a path.
+
+    ``-`` is the way to pass a context holding RTMP stream keys: the command line of a
+    process is world-readable (``ps``, ``/proc/PID/cmdline``), its standard input is not.
+    """
+    if value == "-":
+        stream = sys.stdin if stdin is None else stdin
+        if stream is None or stream.isatty():
+            raise ConfigError("--context -: expected the context JSON on standard input")
+        text = stream.read(MAX_CONTEXT_CHARS + 1)
+        if len(text) > MAX_CONTEXT_CHARS:
+            raise ConfigError(f"context on stdin: longer than {MAX_CONTEXT_CHARS} characters")
+        return parse_context(text, source="context on stdin")
     stripped = value.lstrip()
     if stripped.startswith("{"):
         return parse_context(stripped)

@@ -88,3 +88,32 @@ def test_help_lists_the_commands() -> None:
     assert proc.returncode == 0
     for cmd in ("run", "room-server", "token", "talker", "demo"):
         assert cmd in proc.stdout
+
+
+def test_context_on_stdin_is_read_and_checked(tmp_path: Path) -> None:
+    """``--context -`` reads the context from stdin (stream keys stay out of argv)."""
+    env = {**os.environ, "MIXER_HLS_DIR": str(tmp_path / "hls"), "MIXER_ROOM_SECRET": "s"}
+    bad = {**GOOD, "audioBitrate": 1000, "outputs": ["rtmp://live.example.com/app/SECRETKEY"]}
+    proc = subprocess.run(
+        [*mixer_ext_cmd(), "run", "--context", "-"],
+        input=json.dumps(bad),
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=60,
+    )
+    assert proc.returncode == 2, proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "context on stdin: audioBitrate" in lines[0], proc.stderr
+    assert "SECRETKEY" not in proc.stderr
+    empty = subprocess.run(
+        [*mixer_ext_cmd(), "run", "--context", "-"],
+        input="",
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=60,
+    )
+    assert empty.returncode == 2 and "context on stdin" in empty.stderr, empty.stderr

@@ -352,7 +352,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--context",
         required=True,
         metavar="FILE|JSON",
-        help="the extension context: a file path, or inline JSON (starting with '{')",
+        help="the extension context: a file path, inline JSON (starting with '{'), or '-' "
+        "to read it from standard input (keeps RTMP stream keys out of the process list)",
     )
 
 
