@@ -49,6 +49,7 @@ from mixer_ext.api.signing import (
 )
 from mixer_ext.api.store import Store
 from mixer_ext.context import parse_context
+from mixer_ext.errors import ConfigError
 from mixer_ext.llhls.origin import HlsOrigin
 from mixer_ext.settings import Settings, default_player_dir
 from mixer_ext.tasks import stop_tasks
@@ -75,7 +76,8 @@ class ControlPlane:
             cfg.api_internal_url
             or f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
         )
-        assert cfg.auth_token is not None
+        if cfg.auth_token is None:  # load_api_settings refuses this earlier
+            raise ConfigError("MIXER_AUTH_TOKEN is required")
         self.auth_token = cfg.auth_token.get_secret_value()
         self.keys = cfg.keys()
         self.data_dir = cfg.api_data_dir.resolve()
@@ -314,7 +316,8 @@ class ControlPlane:
 
 def _launcher(cfg: ApiSettings, data_dir: Path) -> WorkerLauncher:
     if cfg.api_launcher is LauncherKind.KUBERNETES:
-        assert cfg.api_kube_image is not None  # load_api_settings checked it
+        if cfg.api_kube_image is None:  # load_api_settings refuses this earlier
+            raise ConfigError("MIXER_API_KUBE_IMAGE is required by MIXER_API_LAUNCHER=kubernetes")
         template = JobTemplate(
             namespace=cfg.api_kube_namespace,
             image=cfg.api_kube_image,

@@ -44,7 +44,8 @@ class MediaApiClient:
     async def _call(
         self, method: str, path: str, form: dict[str, str] | None = None
     ) -> dict[str, Any]:
-        assert self._session is not None, "use 'async with MediaApiClient(...)'"
+        if self._session is None:
+            raise RuntimeError("use 'async with MediaApiClient(...)'")
         url = f"{self.base_url}/v1/{path}"
         async with self._session.request(method, url, data=form or {}) as resp:
             try:

@@ -117,7 +117,8 @@ class RtmpOutput(Output):
         if child is not None:
             with contextlib.suppress(OSError, ValueError):
                 stdin = child.proc.stdin
-                assert stdin is not None
+                if stdin is None:
+                    raise ValueError("child has no stdin")
                 write_frame(stdin, close_frame(end_of_stream))
                 stdin.close()
             deadline = time.monotonic() + CLOSE_TIMEOUT
@@ -184,7 +185,8 @@ class RtmpOutput(Output):
                 stderr=None,
                 env=_child_env(),
             )
-            assert proc.stdin is not None
+            if proc.stdin is None:  # stdin=PIPE always gives one
+                raise OSError("RTMP child started without a stdin pipe")
             write_frame(proc.stdin, json.dumps(config).encode())
             proc.stdin.flush()
         except OSError as exc:
@@ -204,7 +206,8 @@ class RtmpOutput(Output):
     def _read_status(self, child: _Child) -> None:
         """Child stdout -> status, state and counters (deltas into Prometheus)."""
         stdout: IO[bytes] | None = child.proc.stdout
-        assert stdout is not None
+        if stdout is None:  # stdout=PIPE always gives one
+            return
         for line in stdout:
             try:
                 status = json.loads(line)

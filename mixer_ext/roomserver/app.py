@@ -232,7 +232,8 @@ class RoomServer:
         await session.close(told, message)
 
     def _on_published(self, publisher: Session) -> None:
-        assert publisher.track_sid is not None
+        if publisher.track_sid is None:  # called once the track has its sid
+            return
         log.info("room server: %s published %s", publisher.label, publisher.track_sid)
         info = p.TrackInfo(sid=publisher.track_sid)
         for other in self._room_sessions(publisher.room.name):

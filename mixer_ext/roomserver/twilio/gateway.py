@@ -571,7 +571,8 @@ class TwilioSession:
     # --- media -------------------------------------------------------------------------------
 
     async def _answer_offer(self, desc: s.Description) -> str:
-        assert desc.sdp is not None
+        if desc.sdp is None:
+            raise ValueError("offer without an SDP")
         if self._client_sdp is None:
             self._client_sdp = desc.sdp
         await self.pc.setRemoteDescription(RTCSessionDescription(desc.sdp, "offer"))
