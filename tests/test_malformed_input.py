@@ -172,8 +172,8 @@ async def test_malformed_opus_peer_is_dropped_counted_and_harmless(tmp_path: Pat
         wlog = worker.log()
 
     malformed = _value(metrics, "mixer_input_malformed_frames_total")
-    # nearly every garbage packet reached the mixer's decoder and was counted
-    assert malformed >= 0.8 * (HOSTILE_SECONDS * 50), (malformed, sent)
+    # the garbage reached the mixer's decoder and was counted (about 50 a second)
+    assert malformed >= 0.5 * (HOSTILE_SECONDS * 50), (malformed, sent)  # loose: shared CPU
     assert malformed <= sent
     # the log says so once, then at most every 10 s: not once per packet
     lines = [ln for ln in wlog.splitlines() if "decode" in ln]
