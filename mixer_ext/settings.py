@@ -115,6 +115,12 @@ class Settings(BaseSettings):
     #: open mode hands out tokens to anyone who asks: demos on a trusted network only
     room_open: bool = False
     room_max_message_bytes: int = Field(65_536, ge=1024, le=16 * 1024 * 1024)
+    #: identities only a mixer-role token may take (comma-separated)
+    room_mixer_identities: str = "audio-mixer-v1"
+
+    @property
+    def mixer_identities(self) -> frozenset[str]:
+        return frozenset(i.strip() for i in self.room_mixer_identities.split(",") if i.strip())
 
 
 def default_player_dir() -> Path:

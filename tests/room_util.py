@@ -39,8 +39,8 @@ async def room_server(**overrides: Any) -> AsyncIterator[RoomServer]:
         await server.stop()
 
 
-def token(room: str, identity: str, ttl: float = 600) -> str:
-    return mint_token(SECRET, room, identity, ttl)
+def token(room: str, identity: str, ttl: float = 600, role: str = "participant") -> str:
+    return mint_token(SECRET, room, identity, ttl, role)
 
 
 def client(server: RoomServer, room: str, identity: str, **kwargs: Any) -> RoomClient:

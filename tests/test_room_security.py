@@ -82,7 +82,6 @@ async def test_set_enabled_flood_disconnects_only_the_flooder() -> None:
         await bot.disconnect()
 
 
-@issue16("open mode mints a token for the mixer's identity")
 async def test_open_mode_refuses_the_mixer_identity() -> None:
     async with room_server(open_mode=True) as server:
         base = f"http://127.0.0.1:{server.port}"

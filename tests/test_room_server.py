@@ -65,7 +65,7 @@ async def test_three_talkers_heard_by_a_fourth_client() -> None:
         runs = [asyncio.create_task(t.run(), name=f"test-talker:{t.identity}") for t in talkers]
         try:
             bot = EmbeddedRoomConnector(
-                server.url, "r1", "audio-mixer-v1", token("r1", "audio-mixer-v1")
+                server.url, "r1", "audio-mixer-v1", token("r1", "audio-mixer-v1", role="mixer")
             )
             await bot.connect()
             events = bot.events()
@@ -436,3 +436,18 @@ async def test_room_server_cli_serves_page_and_stops_cleanly() -> None:
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+async def test_a_mixer_identity_takes_a_mixer_role_token() -> None:
+    """Only a mixer-role token joins as the mixer, or replaces a mixer (issue 16.2)."""
+    async with room_server() as server:
+        bot = client(
+            server, "m1", "audio-mixer-v1", tok=token("m1", "audio-mixer-v1", role="mixer")
+        )
+        await bot.connect()
+        intruder = client(server, "m1", "audio-mixer-v1")  # a participant token
+        with pytest.raises(RoomConnectError, match="reserved for the mixer"):
+            await intruder.connect()
+        await intruder.disconnect()
+        assert "audio-mixer-v1" in server.rooms["m1"].participants  # the mixer kept its seat
+        await bot.disconnect()

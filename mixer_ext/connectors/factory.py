@@ -42,6 +42,7 @@ def make_connector(settings: Settings, room: str, identity: str) -> RoomConnecto
             token=settings.janus_token.get_secret_value() if settings.janus_token else None,
         )
     from mixer_ext.connectors.embedded import EmbeddedRoomConnector
+    from mixer_ext.roomserver.limits import ROLE_MIXER
     from mixer_ext.roomserver.tokens import mint_token
 
     if settings.room_token is not None:
@@ -49,5 +50,7 @@ def make_connector(settings: Settings, room: str, identity: str) -> RoomConnecto
     else:
         if settings.room_secret is None:  # check_room_settings() refuses this earlier
             raise ConfigError("MIXER_ROOM_TOKEN or MIXER_ROOM_SECRET is required")
-        token = mint_token(settings.room_secret.get_secret_value(), room, identity, BOT_TOKEN_TTL)
+        token = mint_token(
+            settings.room_secret.get_secret_value(), room, identity, BOT_TOKEN_TTL, role=ROLE_MIXER
+        )
     return EmbeddedRoomConnector(settings.room_url, room, identity, token)

@@ -44,6 +44,7 @@ from mixer_ext import metrics
 from mixer_ext.connectors.base import Reason
 from mixer_ext.errors import ConfigError
 from mixer_ext.roomserver import protocol as p
+from mixer_ext.roomserver.limits import identity_refusal
 from mixer_ext.roomserver.session import TASK_STOP_TIMEOUT, Session
 from mixer_ext.roomserver.state import Admission, ParticipantState, Room
 from mixer_ext.roomserver.tokens import (
@@ -102,6 +103,8 @@ class RoomServer:
         )
         self.max_message_bytes = max_message_bytes or settings.room_max_message_bytes
         self.open_mode = settings.room_open if open_mode is None else open_mode
+        #: identities only a mixer-role token may take (MIXER_ROOM_MIXER_IDENTITIES)
+        self.mixer_identities = settings.mixer_identities
         self.rooms: dict[str, Room] = {}
         self.sessions: dict[tuple[str, str], Session] = {}
         self._removals: set[asyncio.Task[None]] = set()
@@ -351,6 +354,16 @@ class RoomServer:
             return None
         identity = claims.identity
         async with self._lock:
+            holder = self.sessions.get((join.room, identity))
+            refusal = identity_refusal(
+                identity,
+                claims.role,
+                reserved=self.mixer_identities,
+                holder_role=None if holder is None else holder.role,
+            )
+            if refusal is not None:
+                await self._refuse(ws, label, Reason.UNAUTHORIZED, refusal)
+                return None
             now = time.monotonic()
             room = self.rooms.get(join.room)
             if room is None:
@@ -381,6 +394,7 @@ class RoomServer:
             others = self._room_sessions(join.room)
             room.add(identity, now)
             session = Session(self, ws, room, identity, join)
+            session.role = claims.role
             self.sessions[(join.room, identity)] = session
             metrics.ROOM_SERVER_PARTICIPANTS.set(len(self.sessions))
         log.info(
@@ -484,6 +498,10 @@ class RoomServer:
         try:
             body = await request.json()
             room, identity = str(body["room"]), str(body["identity"])
+            if identity in self.mixer_identities:
+                return web.json_response(
+                    {"error": f"identity {identity[:40]!r} is reserved for the mixer"}, status=403
+                )
             token = mint_token(self.secret, room, identity, ttl=6 * 3600)
         except (ValueError, KeyError, TypeError) as exc:
             return web.json_response({"error": f"bad request: {exc}"}, status=400)

@@ -28,6 +28,7 @@ from mixer_ext import metrics
 from mixer_ext.connectors.base import Reason
 from mixer_ext.roomserver import protocol as p
 from mixer_ext.roomserver.forward import PacketFanout
+from mixer_ext.roomserver.limits import ROLE_PARTICIPANT
 from mixer_ext.roomserver.state import Room, TrackState
 from mixer_ext.tasks import stop_tasks, wait_bounded
 
@@ -77,6 +78,8 @@ class Session:
         self.publish = join.publish
         self.auto_subscribe = join.auto_subscribe
         self.label = f"{room.name}/{identity}"
+        #: the role of the token it joined with (``participant`` or ``mixer``)
+        self.role = ROLE_PARTICIPANT
         self.closed = False
         self.pc: RTCPeerConnection | None = None
         self.publish_transceiver: RTCRtpTransceiver | None = None

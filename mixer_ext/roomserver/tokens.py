@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import jwt
 
 from mixer_ext.errors import ConfigError, MixerError
+from mixer_ext.roomserver.limits import ROLE_PARTICIPANT, ROLES
 from mixer_ext.settings import Settings
 
 ALGORITHM = "HS256"
@@ -42,6 +43,8 @@ class TokenClaims:
     identity: str
     #: expiry, seconds since the epoch
     expires_at: float
+    #: ``participant`` (default) or ``mixer``: only a mixer-role token takes a mixer identity
+    role: str = ROLE_PARTICIPANT
 
 
 def check_name(kind: str, value: str) -> str:
@@ -54,8 +57,12 @@ def check_name(kind: str, value: str) -> str:
     return value
 
 
-def mint_token(secret: str, room: str, identity: str, ttl: float = DEFAULT_TTL) -> str:
-    """A token letting ``identity`` join ``room`` for ``ttl`` seconds from now."""
+def mint_token(
+    secret: str, room: str, identity: str, ttl: float = DEFAULT_TTL, role: str = ROLE_PARTICIPANT
+) -> str:
+    """A token letting ``identity`` join ``room`` as ``role`` for ``ttl`` seconds from now."""
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {sorted(ROLES)}, got {role!r}")
     if not secret:
         raise TokenError("the room secret is empty")
     check_name("room", room)
@@ -63,7 +70,14 @@ def mint_token(secret: str, room: str, identity: str, ttl: float = DEFAULT_TTL) 
     if not 0 < ttl <= MAX_TTL:
         raise ValueError(f"ttl must be in (0, {MAX_TTL:.0f}] seconds, got {ttl}")
     now = time.time()
-    claims = {"iss": ISSUER, "room": room, "sub": identity, "iat": int(now), "exp": now + ttl}
+    claims = {
+        "iss": ISSUER,
+        "room": room,
+        "sub": identity,
+        "role": role,
+        "iat": int(now),
+        "exp": now + ttl,
+    }
     return jwt.encode(claims, secret, algorithm=ALGORITHM)
 
 
@@ -106,7 +120,12 @@ def verify_token(secret: str, token: str | None, room: str) -> TokenClaims:
         raise TokenError(
             f"token lifetime {expires - issued:.0f} s exceeds the maximum {MAX_TTL:.0f} s"
         )
-    return TokenClaims(room=token_room, identity=identity, expires_at=float(claims["exp"]))
+    role = claims.get("role", ROLE_PARTICIPANT)
+    if role not in ROLES:
+        raise TokenError(f"token role must be one of {sorted(ROLES)}")
+    return TokenClaims(
+        room=token_room, identity=identity, expires_at=float(claims["exp"]), role=role
+    )
 
 
 def secret_from(settings: Settings, what: str) -> str:
@@ -131,12 +150,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--ttl", type=float, default=DEFAULT_TTL, help="seconds the token is valid (default 3600)"
     )
+    parser.add_argument(
+        "--role",
+        choices=sorted(ROLES),
+        default=ROLE_PARTICIPANT,
+        help="participant (default), or mixer: only a mixer-role token may join under a "
+        "mixer identity (MIXER_ROOM_MIXER_IDENTITIES); give those to mixer workers only",
+    )
 
 
 def main(args: argparse.Namespace, settings: Settings) -> int:
     secret = secret_from(settings, "minting a token")
     try:
-        token = mint_token(secret, args.room, args.identity, args.ttl)
+        token = mint_token(secret, args.room, args.identity, args.ttl, args.role)
     except (ValueError, TokenError) as exc:
         raise ConfigError(str(exc)) from None
     sys.stdout.write(token + "\n")
