@@ -83,6 +83,9 @@ async def test_tokens_refused_with_their_codes(tmp_path: Path, artifacts_dir: Pa
         assert reply["error"]["code"] == 20106, reply
         reply = await b.join(room, "e", token("lobby", "eve"), "lobby")  # the project's own token
         assert reply["error"]["code"] == 20103, reply
+        # a Twilio token never takes the mixer's identity (issue 16.2)
+        reply = await b.join(room, "m", twilio_token("audio-mixer-v1", "lobby"), "lobby")
+        assert reply["error"]["code"] == 53200, reply
 
 
 async def test_no_automatic_subscription_and_a_full_room(

@@ -44,6 +44,7 @@ from mixer_ext.connectors.base import Reason
 from mixer_ext.errors import ConfigError
 from mixer_ext.roomserver import protocol as p
 from mixer_ext.roomserver.forward import PacketFanout
+from mixer_ext.roomserver.limits import ROLE_PARTICIPANT, identity_refusal
 from mixer_ext.roomserver.state import Admission, Room, TrackState
 from mixer_ext.roomserver.tokens import check_name
 from mixer_ext.roomserver.twilio import connection as tc
@@ -291,6 +292,19 @@ class TwilioGateway:
             return None
         identity = claims.identity
         async with server._lock:
+            # a Twilio access token has no mixer role: it never takes a mixer's identity
+            holder = server.sessions.get((name, identity))
+            refusal = identity_refusal(
+                identity,
+                ROLE_PARTICIPANT,
+                reserved=server.mixer_identities,
+                holder_role=getattr(holder, "role", None),
+            )
+            if refusal is not None:
+                await self._refuse(
+                    ws, conn, label, e.PARTICIPANT_IDENTITY_INVALID.with_detail(refusal)
+                )
+                return None
             now = time.monotonic()
             room = server.rooms.get(name)
             if room is None:
