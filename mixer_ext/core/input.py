@@ -95,12 +95,14 @@ class Input(JitterBuffer):
             or abs(pts - expected) > _RESAMPLE_RESTART_SAMPLES
         ):
             self._new_resampler(pts, frame)
-        assert self._resampler is not None
+        if self._resampler is None:  # an invariant of this class
+            raise RuntimeError("internal: self._resampler not set")
         try:
             out = self._resampler.resample(frame)
         except ValueError:  # format/rate/layout changed mid-stream
             self._new_resampler(pts, frame)
-            assert self._resampler is not None
+            if self._resampler is None:  # an invariant of this class
+                raise RuntimeError("internal: self._resampler not set") from None
             out = self._resampler.resample(frame)
         for o in out:
             raw = np.asarray(o.to_ndarray(), dtype=np.int16).reshape(-1, self._channels)

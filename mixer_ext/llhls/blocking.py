@@ -116,7 +116,8 @@ def decide(d: Directives, pos: Position) -> Decision:
             400, f"_HLS_msn={d.msn} is too far ahead (last complete segment {pos.last_msn})"
         )
     if part is not None:
-        assert pos.part_target is not None
+        if pos.part_target is None:  # an invariant of this class
+            raise RuntimeError("internal: pos.part_target not set")
         limit = advance_part_limit(pos.part_target)
         if d.msn == pos.last_msn + 1 and part > pos.open_parts - 1 + limit:
             return Reject(400, f"_HLS_part={part} is too far ahead")

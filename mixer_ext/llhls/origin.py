@@ -181,7 +181,8 @@ class HlsOrigin:
                 return self._text(503, "the playlist did not reach the requested part in time")
         skip = isinstance(got, Directives) and got.skip
         body = self._skip_body(stream) if skip else stream.body
-        assert body is not None
+        if body is None:  # an invariant of this class
+            raise RuntimeError("internal: body not set")
         return web.Response(body=body, headers=self._headers(PLAYLIST_TYPE, PLAYLIST_CACHE))
 
     async def _media(self, request: web.Request, name: str, file: str) -> web.StreamResponse:
@@ -205,7 +206,8 @@ class HlsOrigin:
 
     # ------------------------------------------------------------------ waiting
     async def _wait(self, stream: _Stream, w: Wait) -> bool:
-        assert stream.position is not None
+        if stream.position is None:  # an invariant of this class
+            raise RuntimeError("internal: stream.position not set")
         key = (w.msn, w.part)
         event = stream.waiters.get(key)
         if event is None:
@@ -291,7 +293,8 @@ class HlsOrigin:
 
     def _wake_ready(self, stream: _Stream) -> None:
         pos = stream.position
-        assert pos is not None
+        if pos is None:  # an invariant of this class
+            raise RuntimeError("internal: pos not set")
         for key in [k for k in stream.waiters if is_ready(k[0], k[1], pos)]:
             stream.waiters.pop(key).set()
         stream.changed.set()
@@ -305,7 +308,8 @@ class HlsOrigin:
 
     def _skip_body(self, stream: _Stream) -> bytes:
         if stream.skip_body is None:
-            assert stream.playlist is not None
+            if stream.playlist is None:  # an invariant of this class
+                raise RuntimeError("internal: stream.playlist not set")
             stream.skip_body = stream.playlist.render(skip=True).encode()
         return stream.skip_body
 

@@ -238,7 +238,10 @@ class MediaPlaylist:
         lines = ["#EXTM3U", f"#EXT-X-VERSION:{10 if ll else 3}"]
         lines.append(f"#EXT-X-TARGETDURATION:{self._target_tag}")
         if ll:
-            assert self.part_target is not None and self.part_hold_back is not None
+            if (
+                self.part_target is None or self.part_hold_back is None
+            ):  # an invariant of this class
+                raise RuntimeError("internal: self.part_target, self.part_hold_back not set")
             control = ["CAN-BLOCK-RELOAD=YES"]
             until = self.can_skip_until
             if until is not None:

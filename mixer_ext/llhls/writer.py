@@ -128,7 +128,8 @@ class PartedStreamWriter:
         index = len(self._seg_parts)
         uri = part_uri(self._msn, index)
         self._write(self.directory / uri, data)
-        assert self._epoch is not None
+        if self._epoch is None:  # an invariant of this class
+            raise RuntimeError("internal: self._epoch not set")
         start = self._epoch + timedelta(seconds=self._seg_start / self.rate)
         duration = (end - self._part_start) / self.rate
         self.playlist.add_part(Part(uri, duration), segment_start=start)
@@ -144,7 +145,8 @@ class PartedStreamWriter:
     def _finish_segment(self) -> None:
         uri = segment_uri(self._msn)
         self._write(self.directory / uri, b"".join(self._seg_parts))
-        assert self._epoch is not None
+        if self._epoch is None:  # an invariant of this class
+            raise RuntimeError("internal: self._epoch not set")
         duration = sum(p.duration for p in self.playlist.open_parts)
         start = self._epoch + timedelta(seconds=self._seg_start / self.rate)
         self._retired.extend(self.playlist.add(Segment(uri, duration, start, self._msn)))

@@ -192,7 +192,8 @@ class HlsOutput(Output):
             self.on_change()
 
     def _ll_call(self, fn: Callable[[], None]) -> None:
-        assert self._ll is not None
+        if self._ll is None:  # an invariant of this class
+            raise RuntimeError("internal: self._ll not set")
         try:
             fn()
         except OSError as exc:
@@ -221,7 +222,8 @@ class HlsOutput(Output):
             self._finish_segment(packet.pts)
         if self._writer is None:
             self._start_segment(packet.pts)
-        assert self._writer is not None
+        if self._writer is None:  # an invariant of this class
+            raise RuntimeError("internal: self._writer not set")
         self._writer.audio_packet(packet)
         self._seg_end = packet.pts + packet.duration
 
@@ -264,7 +266,8 @@ class HlsOutput(Output):
             self._writer = TsWriter(self._seg_path, self.params)
         except OSError as exc:
             raise OutputError(f"cannot write {self._seg_path}: {_reason(exc)}") from None
-        assert self._writer is not None
+        if self._writer is None:  # an invariant of this class
+            raise RuntimeError("internal: self._writer not set")
         for payload in self._pending_meta:
             self._writer.metadata(payload)
         self._pending_meta.clear()
@@ -272,7 +275,8 @@ class HlsOutput(Output):
     def _finish_segment(self, end_pts: int) -> None:
         writer, path = self._writer, self._seg_path
         self._writer = None
-        assert writer is not None and path is not None and self._epoch is not None
+        if writer is None or path is None or self._epoch is None:  # an invariant of this class
+            raise RuntimeError("internal: writer, path, self._epoch not set")
         try:
             writer.close()
             size = path.stat().st_size
