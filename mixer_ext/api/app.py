@@ -14,6 +14,11 @@ Routes:
 - ``/internal/workers/{ZX}/status?key=…``: where each worker's status reporter posts
   (``MIXER_STATUS_CALLBACK_URL``), keyed per processor;
 - ``/healthz``.
+
+Why one module of ~850 lines: these are the aiohttp handlers of every resource, thin
+translations of requests into ``resources`` calls and results into responses, plus the
+playback gate; the rules are sans-I/O in ``resources``, persistence in ``store``, the
+workers in ``launcher``/``kube``, delivery in ``callbacks``.
 """
 
 from __future__ import annotations

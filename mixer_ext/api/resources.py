@@ -9,6 +9,9 @@ What this module owns (reference: ``shared/reference/twilio-media-v1-api.md``):
 - paging (``PageSize``/``Page``/``PageToken`` in, ``meta`` out, keyset tokens);
 - one state machine per resource (``processor_step``, ``streamer_step``): an event in,
   the new state and the effects out, for the app to apply (store, launcher, callbacks).
+
+Why one module of ~690 lines: it is the whole Media v1 wire format and its rules, kept in
+one sans-I/O place so they are read and tested together against the reference.
 """
 
 from __future__ import annotations

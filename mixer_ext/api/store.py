@@ -10,6 +10,9 @@ Calls are synchronous and small (indexed single-row reads and writes, one page o
 list); the API makes them on its event loop, which they hold for well under a
 millisecond each.  Status callbacks wait in an outbox table, so a restart delivers what
 was queued, in order, with its sequence numbers.
+
+Why one module of ~450 lines: it is the only code that knows table names; the schema,
+its migrations and every query stay together on purpose.
 """
 
 from __future__ import annotations
