@@ -38,7 +38,7 @@ from mixer_ext.connectors.base import (
     TrackUnsubscribed,
 )
 from mixer_ext.roomserver import protocol as p
-from mixer_ext.roomserver.relay import MutingTrack
+from mixer_ext.sim.tracks import MutingTrack
 from mixer_ext.tasks import stop_tasks, wait_bounded
 
 log = logging.getLogger(__name__)

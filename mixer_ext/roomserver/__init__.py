@@ -2,7 +2,7 @@
 
 Rooms for small installations and tests: ``app`` (aiohttp routes: signaling, REST, the
 speaker page), ``state`` (rooms and participants), ``protocol`` (the project's signaling
-messages, sans-I/O), ``tokens``, ``limits``, ``relay``/``forward`` (media between
+messages, sans-I/O), ``tokens``, ``limits``, ``forward`` (media between
 participants) and ``twilio`` (what twilio-video.js speaks, Twilio tokens, the Video REST
 subset).  The mixer reaches it only through ``mixer_ext.connectors``.
 """

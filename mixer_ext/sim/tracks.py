@@ -1,4 +1,7 @@
-"""Synthetic audio sources for talkers, demos, tests and benchmarks.
+"""Synthetic audio sources for talkers, demos, tests and benchmarks, and the publisher's mute.
+
+``MutingTrack`` wraps what a participant publishes and sends silence of the same format
+while it is disabled, so the receivers' timeline keeps going.
 
 ``ToneTrack`` and ``WavTrack`` are paced from a fixed start (``start + n * 20 ms``) with pts
 in samples at 48 kHz: they never drift.
@@ -114,3 +117,32 @@ def load_pcm(path: Path) -> np.ndarray:
     except (av.FFmpegError, OSError) as exc:
         raise ValueError(f"{path}: cannot read audio ({exc.__class__.__name__})") from None
     return np.concatenate(chunks) if chunks else np.zeros(0, np.int16)
+
+
+class MutingTrack(MediaStreamTrack):
+    """Passes ``source`` through, or silence of the same shape while ``enabled`` is False."""
+
+    kind = "audio"
+
+    def __init__(self, source: MediaStreamTrack) -> None:
+        super().__init__()
+        self.source = source
+        self.enabled = True
+
+    async def recv(self) -> av.AudioFrame:
+        frame = await self.source.recv()
+        if not isinstance(frame, av.AudioFrame):
+            raise MediaStreamError("not an audio frame")
+        if self.enabled:
+            return frame
+        silent = av.AudioFrame.from_ndarray(
+            np.zeros_like(frame.to_ndarray()), format=frame.format.name, layout=frame.layout.name
+        )
+        silent.sample_rate = frame.sample_rate
+        silent.pts = frame.pts
+        silent.time_base = frame.time_base
+        return silent
+
+    def stop(self) -> None:
+        super().stop()
+        self.source.stop()
