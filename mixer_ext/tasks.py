@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine, Iterable
+from collections.abc import Iterable
 from typing import Any, TypeVar
 
 log = logging.getLogger(__name__)
@@ -25,21 +25,6 @@ T = TypeVar("T")
 
 #: default time a stop waits for a cancelled task to exit, seconds
 STOP_TIMEOUT = 2.0
-
-
-def log_unexpected(task: asyncio.Task[Any], logger: logging.Logger = log) -> None:
-    """Done-callback: log a task's unexpected exception with the task's name."""
-    if task.cancelled():
-        return
-    exc = task.exception()
-    if exc is not None:
-        logger.error(
-            "task %s failed: %s: %s",
-            task.get_name(),
-            type(exc).__name__,
-            exc,
-            exc_info=(type(exc), exc, exc.__traceback__),
-        )
 
 
 async def stop_tasks(
@@ -80,37 +65,3 @@ async def wait_bounded(task: asyncio.Future[T], within: float) -> bool:
     """
     done, _ = await asyncio.wait({task}, timeout=within)
     return bool(done)
-
-
-class TaskSet:
-    """The tasks one component owns: started by name, kept, stopped together.
-
-    A task that ends with an unexpected exception is logged once with its name (and its
-    owner's), then dropped from the set; finished tasks never accumulate.
-    """
-
-    def __init__(self, owner: str, logger: logging.Logger = log) -> None:
-        self.owner = owner
-        self._log = logger
-        self._tasks: set[asyncio.Task[Any]] = set()
-
-    def start(self, coro: Coroutine[Any, Any, T], name: str) -> asyncio.Task[T]:
-        task = asyncio.get_running_loop().create_task(coro, name=f"{self.owner}:{name}")
-        self._tasks.add(task)
-        task.add_done_callback(self._finished)
-        return task
-
-    def _finished(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        log_unexpected(task, self._log)
-
-    def __len__(self) -> int:
-        return len(self._tasks)
-
-    def __iter__(self) -> Any:
-        return iter(list(self._tasks))
-
-    async def stop(self, within: float = STOP_TIMEOUT) -> bool:
-        """Cancel every task of the set and wait (bounded) for them; see ``stop_tasks``."""
-        tasks = list(self._tasks)
-        return await stop_tasks(tasks, within, self._log)

@@ -16,7 +16,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import av
-import pytest
 
 from mixer_ext import tasks
 from mixer_ext.connectors.base import (
@@ -67,23 +66,6 @@ async def test_stop_tasks_is_bounded_and_reports_the_late_ones() -> None:
     assert time.monotonic() - t0 < 0.4
     assert quick.cancelled()
     assert await tasks.stop_tasks([slow], 2.0) is True
-
-
-async def test_task_set_names_keeps_and_logs(caplog: pytest.LogCaptureFixture) -> None:
-    owned = tasks.TaskSet("unit")
-
-    async def boom() -> None:
-        raise RuntimeError("kaput")
-
-    t = owned.start(boom(), "boom")
-    owned.start(asyncio.sleep(3600), "sleeper")
-    await asyncio.wait({t})
-    await asyncio.sleep(0)
-    assert t.get_name() == "unit:boom"
-    assert any("unit:boom" in r.getMessage() and "kaput" in r.getMessage() for r in caplog.records)
-    assert len(owned) == 1  # the finished one was dropped
-    assert await owned.stop(1.0)
-    assert len(owned) == 0
 
 
 # ---------------------------------------------------------------------- the guard
