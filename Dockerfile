@@ -26,9 +26,10 @@ RUN python -m venv /opt/mixer-ext
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY mixer_ext ./mixer_ext
-# A plain (non-editable) install without the dev extra: runtime dependencies only.
-RUN /opt/mixer-ext/bin/pip install . \
- && /opt/mixer-ext/bin/python -c "import av, aiortc, mixer_ext.cli"
+# A plain (non-editable) install without the dev extra: runtime dependencies only, plus
+# the kubernetes client, for `mixer-ext api` with MIXER_API_LAUNCHER=kubernetes (the chart).
+RUN /opt/mixer-ext/bin/pip install ".[kubernetes]" \
+ && /opt/mixer-ext/bin/python -c "import av, aiortc, kubernetes, mixer_ext.cli"
 
 FROM ${PYTHON_IMAGE} AS runtime
 # MALLOC_ARENA_MAX=2: glibc's per-thread arenas otherwise keep what FFmpeg frees per HLS

@@ -365,3 +365,25 @@ def test_kubernetes_settings_name_what_is_missing(monkeypatch: Any) -> None:
         load_api_settings()
     monkeypatch.setenv("MIXER_API_INTERNAL_URL", "http://mixer-ext-api.live.svc:8080")
     assert load_api_settings().api_kube_namespace == "default"
+    # the Jobs' pod fields the chart passes: JSON parsed, a security field refused by name
+    monkeypatch.setenv("MIXER_API_KUBE_RESOURCES", '{"requests": {"memory": "300Mi"}}')
+    monkeypatch.setenv("MIXER_API_KUBE_POD_SPEC", '{"nodeSelector": {"pool": "media"}}')
+    cfg = load_api_settings()
+    assert cfg.api_kube_resources == {"requests": {"memory": "300Mi"}}
+    assert cfg.api_kube_pod_spec == {"nodeSelector": {"pool": "media"}}
+    monkeypatch.setenv("MIXER_API_KUBE_POD_SPEC", '{"hostNetwork": true}')
+    with pytest.raises(ConfigError, match=r"MIXER_API_KUBE_POD_SPEC.*hostNetwork not allowed"):
+        load_api_settings()
+
+
+async def test_healthz_answers_without_credentials(tmp_path: Path) -> None:
+    """The chart's liveness and readiness probes: /healthz needs no credentials (kubelet
+    sends none) while everything under /v1/ still does."""
+    client, plane = await _client(tmp_path)
+    try:
+        resp = await client.get("/healthz")
+        assert resp.status == 200 and await resp.text() == "ok\n"
+        assert (await client.get("/v1/MediaProcessors")).status == 401
+    finally:
+        await client.close()
+        await plane.stop()

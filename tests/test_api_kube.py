@@ -14,6 +14,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -60,9 +61,27 @@ def test_manifests_validate_strict(version: str) -> None:
 class _FakeKube(BaseHTTPRequestHandler):
     jobs: dict[str, dict[str, Any]]
     secrets: dict[str, dict[str, Any]]
+    #: (API group, resource, RBAC verb) of every request, as the API server authorizes it
+    calls: set[tuple[str, str, str]]
 
     def log_message(self, *args: Any) -> None:
         pass
+
+    def parse_request(self) -> bool:
+        ok = super().parse_request()
+        if ok:
+            url = urlsplit(self.path)
+            parts = url.path.strip("/").split("/")
+            group = parts[1] if parts[0] == "apis" else ""
+            rest = parts[parts.index("namespaces") + 2 :]
+            named = len(rest) > 1
+            verb = {"POST": "create", "DELETE": "delete", "PUT": "update", "PATCH": "patch"}.get(
+                self.command, "get" if named else "list"
+            )
+            if "watch=true" in url.query:
+                verb = "watch"
+            self.calls.add((group, rest[0], verb))
+        return ok
 
     def _send(self, status: int, body: dict[str, Any]) -> None:
         data = json.dumps(body).encode()
@@ -119,7 +138,7 @@ class _FakeKube(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def fake_kube() -> Iterator[tuple[KubernetesLauncher, type[_FakeKube]]]:
-    handler = type("Fake", (_FakeKube,), {"jobs": {}, "secrets": {}})
+    handler = type("Fake", (_FakeKube,), {"jobs": {}, "secrets": {}, "calls": set()})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     cfg = kubernetes.client.Configuration()
@@ -308,3 +327,21 @@ async def test_api_with_the_kubernetes_launcher(
         await client.close()
         await plane.stop()
         await pod.close()
+    # the chart's Role grants exactly what this API asked of the cluster
+    assert fake.calls == _granted_by_the_chart()
+
+
+def _granted_by_the_chart() -> set[tuple[str, str, str]]:
+    """(group, resource, verb) that the chart's Role for the API grants (the committed
+    rendering of helm/examples/api.yaml, which tests/test_helm.py keeps up to date)."""
+    import yaml
+
+    rendering = Path(__file__).parent.parent / "helm" / "rendered" / "api.yaml"
+    (role,) = [d for d in yaml.safe_load_all(rendering.read_text()) if d and d["kind"] == "Role"]
+    return {
+        (group, resource, verb)
+        for rule in role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }

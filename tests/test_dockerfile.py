@@ -5,7 +5,9 @@ Dockerfile copies is in the build context (exists, and .dockerignore lets it thr
 the runtime stage installs without the dev extra and runs as the same non-root uid the
 chart expects, and hls.js comes from npm at the locked version, not from a local copy.
 The install itself (``pip install .`` without extras, then importing av and aiortc) was
-run by hand into a fresh venv; see the README's deployment section.
+run by hand into a fresh venv; see the README's deployment section.  The image now
+installs ``.[kubernetes]`` (the API's Job launcher imports the client); that form was not
+built into an image here.
 """
 
 from __future__ import annotations

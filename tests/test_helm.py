@@ -55,6 +55,9 @@ from tests.helm_engine import helm as load_helm
 SCHEMA = json.loads((CHART_DIR / "values.schema.json").read_text(encoding="utf-8"))
 DEFAULTS = load_yaml(CHART_DIR / "values.yaml")
 EXAMPLES = examples()
+#: the examples that render the per-room Job (api.yaml is API-only: job.enabled false)
+JOB_EXAMPLES = [e for e in EXAMPLES if (load_yaml(e).get("job") or {}).get("enabled", True)]
+API_EXAMPLES = [e for e in EXAMPLES if (load_yaml(e).get("api") or {}).get("enabled", False)]
 #: the oldest Kubernetes the chart declares (Chart.yaml kubeVersion) and the newest bundled
 K8S_VERSIONS = ["1.25.0", kubernetes_validate.latest_version()]
 
@@ -285,7 +288,7 @@ def test_a_chart_change_makes_the_rendering_stale(helm: Helm, tmp_path: Path) ->
     job.write_text(
         job.read_text(encoding="utf-8").replace("restartPolicy: OnFailure", "restartPolicy: Never")
     )
-    example = EXAMPLES[0]
+    example = JOB_EXAMPLES[0]
     values, release = load_yaml(example), example_release(example)
     ours = helm.render(CHART_DIR, values, release).text()
     changed = helm.render(chart, values, release).text()
@@ -355,7 +358,8 @@ SERVICE_MONITOR_SCHEMA: dict[str, Any] = {
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
 def test_reference_rendering_validates_as_kubernetes_objects(example: Path, version: str) -> None:
     docs = _docs(example)
-    assert {"ConfigMap", "Service", "Job"} <= {d["kind"] for d in docs}
+    kinds = {d["kind"] for d in docs}
+    assert {"ConfigMap", "Service"} <= kinds and ({"Job", "Deployment"} & kinds)
     for doc in docs:
         if doc["kind"] == "ServiceMonitor":
             jsonschema.validate(doc, SERVICE_MONITOR_SCHEMA)
@@ -366,7 +370,7 @@ def test_reference_rendering_validates_as_kubernetes_objects(example: Path, vers
 
 def test_strict_validation_catches_a_misplaced_field() -> None:
     """The check above can fail: a field in the wrong place is refused."""
-    job = _one(_docs(EXAMPLES[0]), "Job")
+    job = _one(_docs(JOB_EXAMPLES[0]), "Job")
     job["spec"]["template"]["spec"]["containers"][0]["readOnlyRootFilesystem"] = True
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(job, K8S_VERSIONS[-1], strict=True)
@@ -436,7 +440,7 @@ def test_every_example_with_credentials_has_them_in_a_secret() -> None:
 
 
 # --------------------------------------------------------------------------- the Job
-@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
+@pytest.mark.parametrize("example", JOB_EXAMPLES, ids=lambda p: p.name)
 def test_job_shape(example: Path) -> None:
     values = _merged(load_yaml(example))
     docs = _docs(example)
@@ -571,6 +575,224 @@ def test_notes_render_for_the_release_and_namespace(helm: Helm) -> None:
     rendering = helm.render(CHART_DIR, BASE, "room-rm1", namespace="rooms")
     assert "job/room-rm1-mixer-ext" in rendering.notes and '"RM1"' in rendering.notes
     assert "kubectl --namespace rooms get job room-rm1-mixer-ext" in rendering.notes
+
+
+# --------------------------------------------------------------------------- the API
+API_SECRETS = {
+    "authToken": "api-auth-t0ken-s3cret",
+    "accountSid": "AC" + "2" * 32,
+    "apiKeys": "SK" + "1" * 32 + ":api-key-s3cret",
+    "roomSecret": "room-signing-s3cret",
+}
+API_ONLY: dict[str, Any] = {
+    "job": {"enabled": False},
+    "settings": {"roomUrl": "ws://rooms:7880"},
+    "secrets": API_SECRETS,
+    "api": {"enabled": True, "publicUrl": "https://media.example.com"},
+}
+
+
+def _labels_select(selector: dict[str, str], pod_labels: dict[str, str]) -> bool:
+    return selector.items() <= pod_labels.items()
+
+
+def test_api_only_install(helm: Helm) -> None:
+    """job.enabled false + api.enabled: the API and what it needs, no Job, no room name;
+    the credentials are in the Secret and reach the pod only by reference."""
+    docs = _render(helm, API_ONLY, "media")
+    assert sorted(d["kind"] for d in docs) == [
+        "ConfigMap", "Deployment", "PersistentVolumeClaim", "PodDisruptionBudget", "Role",
+        "RoleBinding", "Secret", "Service", "ServiceAccount",
+    ]  # fmt: skip
+    for doc in docs:
+        kubernetes_validate.validate(doc, K8S_VERSIONS[-1], strict=True)
+    secret = _one(docs, "Secret")
+    stored = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+    assert stored == {
+        "auth-token": API_SECRETS["authToken"],
+        "account-sid": API_SECRETS["accountSid"],
+        "api-keys": API_SECRETS["apiKeys"],
+        "room-secret": API_SECRETS["roomSecret"],
+    }
+    for doc in docs:
+        if doc["kind"] != "Secret":
+            blob = json.dumps(doc)
+            for value in API_SECRETS.values():
+                assert value not in blob, f"a credential is written into {doc['kind']}"
+    deployment = _one(docs, "Deployment")
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"]["type"] == "Recreate"  # one SQLite owner
+    pod = deployment["spec"]["template"]["spec"]
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    (api,) = pod["containers"]
+    assert api["command"] + api["args"] == [
+        "mixer-ext", "api", "--host", "0.0.0.0", "--port", "8080",
+    ]  # fmt: skip
+    env = {e["name"]: e for e in api["env"]}
+    assert env["MIXER_AUTH_TOKEN"]["valueFrom"]["secretKeyRef"] == {
+        "name": secret["metadata"]["name"],
+        "key": "auth-token",
+    }  # required: the pod does not start without it
+    assert env["MIXER_API_KEYS"]["valueFrom"]["secretKeyRef"]["optional"] is True
+    assert all("valueFrom" in e for e in api["env"])  # nothing literal in the pod spec
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    sc = api["securityContext"]
+    assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"]["drop"] == ["ALL"]
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert api[probe]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert api["resources"]["limits"]["memory"]
+    # the database and data directory on the PVC the chart made
+    settings = _one(docs, "ConfigMap", "-api-env")["data"]
+    mounts = {m["mountPath"]: m["name"] for m in api["volumeMounts"]}
+    assert settings["MIXER_API_DATA_DIR"] == "/data" and mounts["/data"] == "data"
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    pvc = _one(docs, "PersistentVolumeClaim")
+    assert volumes["data"]["persistentVolumeClaim"]["claimName"] == pvc["metadata"]["name"]
+    assert pvc["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    # the Service and the PDB select the pod; the pod runs as the bound ServiceAccount
+    service = _one(docs, "Service")
+    assert _labels_select(service["spec"]["selector"], pod_labels)
+    assert service["metadata"]["name"] in settings["MIXER_API_INTERNAL_URL"]
+    pdb = _one(docs, "PodDisruptionBudget")
+    assert _labels_select(pdb["spec"]["selector"]["matchLabels"], pod_labels)
+    account = _one(docs, "ServiceAccount")["metadata"]["name"]
+    assert pod["serviceAccountName"] == account and pod["automountServiceAccountToken"] is True
+    binding = _one(docs, "RoleBinding")
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": account, "namespace": "default"}
+    ]
+    assert binding["roleRef"]["name"] == _one(docs, "Role")["metadata"]["name"]
+    assert settings["MIXER_API_LAUNCHER"] == "kubernetes"
+    assert settings["MIXER_API_KUBE_ROOM_SECRET"] == secret["metadata"]["name"]
+
+
+def test_api_without_persistence_uses_an_empty_dir(helm: Helm) -> None:
+    docs = _render(helm, coalesce(API_ONLY, {"api": {"persistence": {"enabled": False}}}))
+    assert "PersistentVolumeClaim" not in [d["kind"] for d in docs]
+    pod = _one(docs, "Deployment")["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["data"] == {"name": "data", "emptyDir": {"sizeLimit": "1Gi"}}
+
+
+API_REFUSALS: dict[str, tuple[dict[str, Any], str]] = {
+    "no public url": (coalesce(API_ONLY, {"api": {"publicUrl": ""}}), "api.publicUrl is required"),
+    "no auth token": (
+        coalesce(API_ONLY, {"secrets": {"authToken": ""}}),
+        "api.enabled needs secrets.authToken",
+    ),
+    "no room url": (
+        coalesce(API_ONLY, {"settings": {"roomUrl": ""}}),
+        "settings.roomUrl is required",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", API_REFUSALS.values(), ids=list(API_REFUSALS))
+def test_api_render_refuses_with_one_clear_line(
+    helm: Helm, case: tuple[dict[str, Any], str]
+) -> None:
+    override, message = case
+    with pytest.raises(TemplateError, match=re.escape(message)):
+        _render(helm, override)
+
+
+def _api_environment(docs: list[dict[str, Any]]) -> dict[str, str]:
+    """The API container's environment as Kubernetes would give it (ConfigMap and Secret
+    references resolved), from a rendering."""
+    deployment = _one(docs, "Deployment", "-api")
+    (api,) = deployment["spec"]["template"]["spec"]["containers"]
+    configmaps = {d["metadata"]["name"]: d["data"] for d in docs if d["kind"] == "ConfigMap"}
+    secrets = {
+        d["metadata"]["name"]: {k: base64.b64decode(v).decode() for k, v in d["data"].items()}
+        for d in docs
+        if d["kind"] == "Secret"
+    }
+    env: dict[str, str] = {}
+    for source in api["envFrom"]:
+        env |= configmaps[source["configMapRef"]["name"]]
+    for var in api["env"]:
+        ref = var["valueFrom"]["secretKeyRef"]
+        if ref["key"] in secrets[ref["name"]]:
+            env[var["name"]] = secrets[ref["name"]][ref["key"]]
+    return env
+
+
+def test_the_apis_jobs_have_the_charts_worker_pod(
+    helm: Helm, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One release with both: the Job the API builds for a processor (mixer_ext/api/kube.py,
+    from the settings the chart gives the API) has the chart's own worker pod: image,
+    resources, grace period, security, probes, ports, mounts, placement, settings and
+    credential references.  What differs by design: the API's Job runs once
+    (restartPolicy Never, backoffLimit 0: the API reports a crash as failed) and gets its
+    context from its own Secret instead of the init container."""
+    from mixer_ext.api.config import load_api_settings
+    from mixer_ext.api.kube import JobTemplate, build_job, job_env
+
+    values = coalesce(
+        copy.deepcopy(BASE),
+        {
+            "secrets": API_SECRETS,
+            "api": {"enabled": True, "publicUrl": "https://media.example.com"},
+            "resources": {"requests": {"cpu": "300m", "memory": "300Mi"}},
+            "job": {"terminationGracePeriodSeconds": 75},
+            "data": {"sizeLimit": "3Gi"},
+            "image": {"pullPolicy": "Always"},
+            "nodeSelector": {"pool": "media"},
+            "tolerations": [{"key": "media", "operator": "Exists", "effect": "NoSchedule"}],
+            "imagePullSecrets": [{"name": "registry"}],
+        },
+    )
+    docs = _render(helm, values, "media")
+    chart_pod = _one(docs, "Job")["spec"]["template"]["spec"]
+    (chart,) = chart_pod["containers"]
+
+    environ = _api_environment(docs)
+    for key in [k for k in os.environ if k.startswith("MIXER_")]:
+        monkeypatch.delenv(key)
+    for key, value in environ.items():
+        monkeypatch.setenv(key, value)
+    cfg = load_api_settings()  # the chart's settings load as the API would load them
+    api_job = build_job(JobTemplate.from_settings(cfg), "ZX" + "a" * 32, job_env())
+    kubernetes_validate.validate(api_job, K8S_VERSIONS[-1], strict=True)
+    assert api_job["metadata"]["namespace"] == "default"
+    api_pod = api_job["spec"]["template"]["spec"]
+    (ours,) = api_pod["containers"]
+
+    for field in (
+        "terminationGracePeriodSeconds", "automountServiceAccountToken", "enableServiceLinks",
+        "securityContext", "nodeSelector", "tolerations", "imagePullSecrets",
+    ):  # fmt: skip
+        assert api_pod.get(field) == chart_pod.get(field), field
+    assert api_pod["terminationGracePeriodSeconds"] == 75
+    for field in (
+        "image", "imagePullPolicy", "command", "args", "workingDir", "resources",
+        "securityContext", "livenessProbe", "readinessProbe", "ports",
+    ):  # fmt: skip
+        assert ours[field] == chart[field], field
+    assert [m["mountPath"] for m in ours["volumeMounts"]] == [
+        m["mountPath"] for m in chart["volumeMounts"]
+    ]
+    volumes = {v["name"]: v for v in api_pod["volumes"]}
+    assert volumes["data"] == {v["name"]: v for v in chart_pod["volumes"]}["data"]
+    # the same worker settings, and the same credentials by reference from the same Secret
+    plain = {e["name"]: e["value"] for e in ours["env"] if "value" in e}
+    assert plain == _one(docs, "ConfigMap", "-mixer-ext-env")["data"]
+    refs = {
+        e["name"]: e["valueFrom"]["secretKeyRef"]
+        for e in ours["env"]
+        if "valueFrom" in e and e["name"] != "MIXER_STATUS_CALLBACK_URL"
+    }
+    chart_refs = {
+        e["name"]: e["valueFrom"]["secretKeyRef"]
+        for e in chart["env"]
+        if e["name"] != "MIXER_STATUS_CALLBACK_URL"
+    }
+    assert refs == chart_refs
+    blob = json.dumps(api_job)
+    for value in API_SECRETS.values():
+        assert value not in blob, "a credential is written into the API's Job"
 
 
 # --------------------------------------------------------------------------- the init container

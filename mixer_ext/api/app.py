@@ -321,13 +321,7 @@ class ControlPlane:
 
 def _launcher(cfg: ApiSettings, data_dir: Path) -> WorkerLauncher:
     if cfg.api_launcher is LauncherKind.KUBERNETES:
-        if cfg.api_kube_image is None:  # load_api_settings refuses this earlier
-            raise ConfigError("MIXER_API_KUBE_IMAGE is required by MIXER_API_LAUNCHER=kubernetes")
-        template = JobTemplate(
-            namespace=cfg.api_kube_namespace,
-            image=cfg.api_kube_image,
-            room_secret_name=cfg.api_kube_room_secret,
-        )
+        template = JobTemplate.from_settings(cfg)
         return KubeJobs(KubernetesLauncher.from_config(template), data_dir)
     return LocalLauncher(data_dir)
 
@@ -806,6 +800,10 @@ settings (environment):
   MIXER_API_INTERNAL_URL    where workers report status (kubernetes: required)
   MIXER_API_KUBE_NAMESPACE, MIXER_API_KUBE_IMAGE, MIXER_API_KUBE_ROOM_SECRET
                             kubernetes: the Jobs' namespace, image, room Secret
+  MIXER_API_KUBE_RESOURCES, _GRACE_SECONDS, _TTL_SECONDS, _DATA_SIZE_LIMIT,
+  _IMAGE_PULL_POLICY, _POD_SPEC
+                            kubernetes: the rest of the Jobs' pod (the Helm chart
+                            sets them from its worker values; README "Settings")
   workers inherit the room settings (MIXER_ROOM_URL, MIXER_ROOM_BACKEND,
   MIXER_ROOM_SECRET, ...) from this environment.
 

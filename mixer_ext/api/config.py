@@ -9,11 +9,20 @@ from __future__ import annotations
 import re
 from enum import StrEnum
 from pathlib import Path
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from mixer_ext.errors import ConfigError, describe_validation_error
+
+_DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+_DNS_SUBDOMAIN = r"^[a-z0-9]([-.a-z0-9]*[a-z0-9])?$"
+_QUANTITY = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|k|M|G|T)?$"
+#: what MIXER_API_KUBE_POD_SPEC may set in the Jobs' pod spec
+POD_SPEC_FIELDS = frozenset(
+    {"nodeSelector", "tolerations", "affinity", "priorityClassName", "imagePullSecrets"}
+)
 
 
 class LauncherKind(StrEnum):
@@ -40,10 +49,38 @@ class ApiSettings(BaseSettings):
     #: the URL workers reach the API at, for their status reports (None: the listen address)
     api_internal_url: str | None = None
     #: kubernetes launcher: the namespace of the Jobs, their image, and the existing
-    #: Secret (key ``room-secret``) the room secret comes from
-    api_kube_namespace: str = Field("default", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    #: Secret the room credentials come from (keys ``room-secret``, ``room-token``,
+    #: ``janus-api-secret``, ``janus-token``, each optional, as for the chart's Job)
+    api_kube_namespace: str = Field("default", pattern=_DNS_LABEL)
     api_kube_image: str | None = None
-    api_kube_room_secret: str = Field("mixer-ext-room", pattern=r"^[a-z0-9]([-.a-z0-9]*[a-z0-9])?$")
+    api_kube_image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    api_kube_room_secret: str = Field("mixer-ext-room", pattern=_DNS_SUBDOMAIN)
+    #: the Jobs' container resources, JSON (``{"requests": {...}, "limits": {...}}``);
+    #: the Helm chart passes its ``resources`` value
+    api_kube_resources: dict[Literal["requests", "limits"], dict[str, str | int | float]] = {
+        "requests": {"cpu": "250m", "memory": "256Mi"},
+        "limits": {"memory": "512Mi"},
+    }
+    #: seconds a Job's pod gets after SIGTERM to finalize its outputs
+    api_kube_grace_seconds: int = Field(60, ge=5, le=600)
+    #: a finished Job (and its pod, its Secret) is deleted this long after it ends
+    api_kube_ttl_seconds: int = Field(3600, ge=0, le=7 * 86400)
+    #: the size limit of the Jobs' ``/data`` emptyDir (HLS, relative ``file:`` recordings)
+    api_kube_data_size_limit: str = Field("2Gi", pattern=_QUANTITY)
+    #: extra fields of the Jobs' pod spec, JSON: placement and pulling only
+    #: (``nodeSelector``, ``tolerations``, ``affinity``, ``priorityClassName``,
+    #: ``imagePullSecrets``); the security fields are the launcher's own
+    api_kube_pod_spec: dict[str, Any] = {}
+
+    @field_validator("api_kube_pod_spec")
+    @classmethod
+    def _pod_spec(cls, v: dict[str, Any]) -> dict[str, Any]:
+        unknown = sorted(set(v) - POD_SPEC_FIELDS)
+        if unknown:
+            raise ValueError(
+                f"{', '.join(unknown)} not allowed (only {', '.join(sorted(POD_SPEC_FIELDS))})"
+            )
+        return v
 
     @field_validator("api_public_url", "api_internal_url")
     @classmethod

@@ -1,12 +1,21 @@
 """The Kubernetes launcher: one Job per MediaProcessor, with the official ``kubernetes`` client.
 
-The Job follows the chart's own Job (``helm/mixer-ext/templates/job.yaml``): non-root,
-read-only root filesystem, no service-account token, no service links, ``backoffLimit:
-0`` and ``restartPolicy: Never`` (a finished mixer is never started into the room
-again). The context (it may hold RTMP stream keys) and the worker's status URL (it
+The Job has the chart's own worker pod (``helm/mixer-ext/templates/job.yaml``): non-root,
+read-only root filesystem, all capabilities dropped, no service-account token, no
+service links, the same probes, ports and mounts; the image, resources, grace period,
+``/data`` size and placement come from the chart through ``MIXER_API_KUBE_*``
+(``JobTemplate.from_settings``; tests/test_helm.py compares the two pods field by
+field). By design it runs once, ``backoffLimit: 0`` and ``restartPolicy: Never`` (a
+finished mixer is never started into the room again; a crash is the processor's
+``failed``). The context (it may hold RTMP stream keys) and the worker's status URL (it
 holds the per-processor key) go into a Secret owned by the Job, so deleting the Job
-removes them; the room secret comes from an existing Secret by reference. Nothing
-secret is in the Job spec or a ConfigMap.
+removes them; the room credentials come from an existing Secret by reference
+(``ROOM_SECRET_KEYS``, each optional, as in the chart). Nothing secret is in the Job
+spec or a ConfigMap.
+
+The calls to the cluster are few, and the chart's Role grants exactly them: create,
+list and delete Jobs, create Secrets, list pods (tests/test_api_kube.py checks the Role
+against the calls the API makes).
 
 Ending a processor deletes its Job (propagation ``Background``): the pod gets SIGTERM
 and finalizes its outputs within its grace period. ``reconcile()`` lists this API's Jobs
@@ -29,21 +38,25 @@ import asyncio
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mixer_ext.api.config import ApiSettings
 from mixer_ext.api.resources import MAX_MAX_DURATION
+from mixer_ext.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 MANAGED_BY = "mixer-ext-api"
 WORKER_PORT = 8080
+METRICS_PORT = 9090
 #: seconds between two listings of the API's Jobs and pods (the API watches every 0.5 s)
 REFRESH_INTERVAL = 5.0
 #: settings a Job never gets as plain env: secrets (the room secret comes by Secret
 #: reference), the API's own, and what the Job sets itself
 _NOT_FOR_JOBS = {
+    "MIXER_ACCOUNT_SID",
     "MIXER_AUTH_TOKEN",
     "MIXER_API_KEYS",
     "MIXER_ROOM_SECRET",
@@ -60,18 +73,53 @@ SID_LABEL = "mixer-ext.io/processor-sid"
 CONTEXT_PATH = "/run/mixer/context.json"
 
 
+#: the room credentials a Job reads from ``JobTemplate.room_secret_name``, each optional
+#: (the same keys as the chart's Job: templates/_helpers.tpl "mixer-ext.secretEnv")
+ROOM_SECRET_KEYS = {
+    "room-secret": "MIXER_ROOM_SECRET",
+    "room-token": "MIXER_ROOM_TOKEN",
+    "janus-api-secret": "MIXER_JANUS_API_SECRET",
+    "janus-token": "MIXER_JANUS_TOKEN",
+}
+
+
+def _default_resources() -> dict[str, dict[str, Any]]:
+    return {"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"memory": "512Mi"}}
+
+
 @dataclass(frozen=True)
 class JobTemplate:
+    """What a processor's Job takes from the deployment (the chart passes each through the
+    API's ``MIXER_API_KUBE_*`` environment, see ``from_settings``); the rest of the pod
+    spec is fixed here, as in the chart's own Job."""
+
     namespace: str
     image: str
-    #: an existing Secret holding the room credentials (key ``room-secret``)
+    #: an existing Secret holding the room credentials (``ROOM_SECRET_KEYS``)
     room_secret_name: str
     image_pull_policy: str = "IfNotPresent"
     termination_grace_seconds: int = 60
     ttl_after_finished: int = 3600
-    cpu_request: str = "250m"
-    memory_request: str = "192Mi"
-    memory_limit: str = "512Mi"
+    resources: dict[str, dict[str, Any]] = field(default_factory=_default_resources)
+    data_size_limit: str = "2Gi"
+    #: placement and pulling fields of the pod spec (nodeSelector, tolerations, ...)
+    pod_spec: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_settings(cls, cfg: ApiSettings) -> JobTemplate:
+        if cfg.api_kube_image is None:  # load_api_settings refuses this earlier
+            raise ConfigError("MIXER_API_KUBE_IMAGE is required by MIXER_API_LAUNCHER=kubernetes")
+        return cls(
+            namespace=cfg.api_kube_namespace,
+            image=cfg.api_kube_image,
+            room_secret_name=cfg.api_kube_room_secret,
+            image_pull_policy=cfg.api_kube_image_pull_policy,
+            termination_grace_seconds=cfg.api_kube_grace_seconds,
+            ttl_after_finished=cfg.api_kube_ttl_seconds,
+            resources={k: dict(v) for k, v in cfg.api_kube_resources.items()},
+            data_size_limit=cfg.api_kube_data_size_limit,
+            pod_spec=dict(cfg.api_kube_pod_spec),
+        )
 
 
 def job_name(sid: str) -> str:
@@ -93,15 +141,21 @@ def build_job(t: JobTemplate, sid: str, env: dict[str, str]) -> dict[str, Any]:
     container_env += [
         {"name": "MIXER_HLS_DIR", "value": "/data/hls"},
         {"name": "MIXER_HTTP_HOST", "value": "0.0.0.0"},
-        {"name": "MIXER_HTTP_PORT", "value": "8080"},
+        {"name": "MIXER_HTTP_PORT", "value": str(WORKER_PORT)},
+        {"name": "MIXER_METRICS_PORT", "value": str(METRICS_PORT)},
         {
             "name": "MIXER_STATUS_CALLBACK_URL",
             "valueFrom": {"secretKeyRef": {"name": name, "key": "status-callback-url"}},
         },
+    ]
+    container_env += [
         {
-            "name": "MIXER_ROOM_SECRET",
-            "valueFrom": {"secretKeyRef": {"name": t.room_secret_name, "key": "room-secret"}},
-        },
+            "name": var,
+            "valueFrom": {
+                "secretKeyRef": {"name": t.room_secret_name, "key": key, "optional": True}
+            },
+        }
+        for key, var in sorted(ROOM_SECRET_KEYS.items())
     ]
     return {
         "apiVersion": "batch/v1",
@@ -114,6 +168,7 @@ def build_job(t: JobTemplate, sid: str, env: dict[str, str]) -> dict[str, Any]:
             "template": {
                 "metadata": {"labels": labels},
                 "spec": {
+                    **t.pod_spec,
                     "restartPolicy": "Never",
                     "terminationGracePeriodSeconds": t.termination_grace_seconds,
                     "automountServiceAccountToken": False,
@@ -134,20 +189,35 @@ def build_job(t: JobTemplate, sid: str, env: dict[str, str]) -> dict[str, Any]:
                             "args": ["run", "--context", CONTEXT_PATH],
                             "workingDir": "/data",
                             "env": container_env,
-                            "ports": [{"name": "http", "containerPort": 8080, "protocol": "TCP"}],
+                            "ports": [
+                                {"name": "http", "containerPort": WORKER_PORT, "protocol": "TCP"},
+                                {
+                                    "name": "metrics",
+                                    "containerPort": METRICS_PORT,
+                                    "protocol": "TCP",
+                                },
+                            ],
+                            # the chart's probes (values.yaml livenessProbe, readinessProbe)
+                            "livenessProbe": {
+                                "httpGet": {"path": "/healthz", "port": "http"},
+                                "initialDelaySeconds": 10,
+                                "periodSeconds": 10,
+                                "timeoutSeconds": 3,
+                                "failureThreshold": 3,
+                            },
                             "readinessProbe": {
                                 "httpGet": {"path": "/readyz", "port": "http"},
+                                "initialDelaySeconds": 2,
                                 "periodSeconds": 5,
+                                "timeoutSeconds": 3,
+                                "failureThreshold": 3,
                             },
                             "securityContext": {
                                 "allowPrivilegeEscalation": False,
                                 "readOnlyRootFilesystem": True,
                                 "capabilities": {"drop": ["ALL"]},
                             },
-                            "resources": {
-                                "requests": {"cpu": t.cpu_request, "memory": t.memory_request},
-                                "limits": {"memory": t.memory_limit},
-                            },
+                            "resources": t.resources,
                             "volumeMounts": [
                                 {"name": "context", "mountPath": "/run/mixer", "readOnly": True},
                                 {"name": "data", "mountPath": "/data"},
@@ -164,8 +234,8 @@ def build_job(t: JobTemplate, sid: str, env: dict[str, str]) -> dict[str, Any]:
                                 "defaultMode": 0o400,
                             },
                         },
-                        {"name": "data", "emptyDir": {}},
-                        {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}},
+                        {"name": "data", "emptyDir": {"sizeLimit": t.data_size_limit}},
+                        {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
                     ],
                 },
             },

@@ -22,6 +22,10 @@ helm/rendered/.
 {{- end -}}
 {{- end -}}
 
+{{- define "mixer-ext.apiName" -}}
+{{- printf "%s-api" (include "mixer-ext.fullname" .) -}}
+{{- end -}}
+
 {{- define "mixer-ext.roomServerName" -}}
 {{- printf "%s-room-server" (include "mixer-ext.fullname" .) -}}
 {{- end -}}
@@ -73,4 +77,23 @@ ws://{{ include "mixer-ext.roomServerName" . }}:{{ .Values.roomServer.port }}
       key: {{ $key }}
       optional: true
 {{ end -}}
+{{- end -}}
+
+{{/* The worker's non-secret MIXER_* settings: the chart's Job, and the API that hands
+them to the Jobs it starts (mixer_ext/api/kube.py job_env). */}}
+{{- define "mixer-ext.workerSettings" -}}
+MIXER_LOG_LEVEL: {{ .Values.settings.logLevel | quote }}
+MIXER_LOG_FORMAT: {{ .Values.settings.logFormat | quote }}
+MIXER_ROOM_BACKEND: {{ .Values.settings.roomBackend | quote }}
+{{- with include "mixer-ext.roomUrl" . }}
+MIXER_ROOM_URL: {{ . | quote }}
+{{- end }}
+{{- if eq .Values.settings.roomBackend "janus" }}
+MIXER_JANUS_URL: {{ required "settings.janusUrl is required when settings.roomBackend is janus" .Values.settings.janusUrl | quote }}
+{{- end }}
+MIXER_JITTER_BUFFER: {{ .Values.settings.jitterBuffer | quote }}
+MIXER_HLS_SEGMENT_DURATION: {{ .Values.settings.hlsSegmentDuration | quote }}
+MIXER_HLS_PLAYLIST_TYPE: {{ .Values.settings.hlsPlaylistType | quote }}
+MIXER_HLS_LIST_SIZE: {{ .Values.settings.hlsListSize | quote }}
+MIXER_RTMP_RECONNECT_MAX_DELAY: {{ .Values.settings.rtmpReconnectMaxDelay | quote }}
 {{- end -}}
