@@ -117,6 +117,21 @@ class Settings(BaseSettings):
     room_max_message_bytes: int = Field(65_536, ge=1024, le=16 * 1024 * 1024)
     #: identities only a mixer-role token may take (comma-separated)
     room_mixer_identities: str = "audio-mixer-v1"
+    #: the operator credential (``Authorization: Bearer``) that ends rooms and reads any
+    #: room over REST; unset: no one can end a room over REST (the signing secret never can)
+    room_admin_token: SecretStr | None = Field(None, min_length=16)
+    #: seconds a socket may stay open before its ``join`` arrives
+    room_join_timeout: float = Field(5.0, gt=0.0, le=60.0)
+    #: refused messages a socket may send before ``join``; the last one closes it
+    room_max_errors_before_join: int = Field(3, ge=1, le=100)
+    #: signaling sockets open but not joined yet, all addresses together
+    room_max_pending_connections: int = Field(128, ge=1, le=100_000)
+    #: signaling sockets (joined or not) from one client address
+    room_max_connections_per_address: int = Field(128, ge=1, le=100_000)
+    #: messages a joined connection may send per second, steadily ...
+    room_message_rate: float = Field(20.0, gt=0.0, le=10_000.0)
+    #: ... and at once; a connection that sends more is closed (``rate-limited``)
+    room_message_burst: int = Field(60, ge=1, le=100_000)
 
     @property
     def mixer_identities(self) -> frozenset[str]:

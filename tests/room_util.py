@@ -21,11 +21,18 @@ from mixer_ext.roomserver.tokens import mint_token
 from mixer_ext.settings import Settings
 
 SECRET = "test-secret-0123456789abcdef0123456789"
+#: MIXER_ROOM_ADMIN_TOKEN of the test servers (pass room_admin_token=None for none)
+ADMIN = "admin-token-0123456789abcdef0123456789"
 SAMPLE_RATE = 48_000
 
 
 def settings(**overrides: Any) -> Settings:
-    return Settings(room_secret=SECRET, **overrides)
+    return Settings(**{"room_secret": SECRET, "room_admin_token": ADMIN, **overrides})
+
+
+def bearer(value: str) -> dict[str, str]:
+    """The ``Authorization`` header carrying ``value`` (a room token or the admin token)."""
+    return {"Authorization": f"Bearer {value}"}
 
 
 @contextlib.asynccontextmanager

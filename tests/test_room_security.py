@@ -1,27 +1,29 @@
 """Room server security (issue 16, items 1-4): failing tests first, real server and peers.
 
-Each test is ``xfail(strict=True)`` until its fix lands (in
-``mixer_ext/roomserver/app.py`` and ``tokens.py``);
-strict, so a fix that makes one pass must also remove its marker.  The limits
-they expect are those of ``mixer_ext.roomserver.limits``.
+Each test was a strict xfail until its fix landed (in ``mixer_ext/roomserver/app.py``,
+``session.py`` and ``tokens.py``); the limits they expect are those of
+``mixer_ext.roomserver.limits``, set by the ``MIXER_ROOM_*`` settings.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import time
 
 import aiohttp
 import jwt
 import pytest
 
-from mixer_ext.connectors.base import TrackSubscribed
+from mixer_ext.connectors.base import TrackEnabledChanged, TrackSubscribed
 from mixer_ext.connectors.embedded import EmbeddedRoomConnector
 from mixer_ext.roomserver import protocol as p
-from mixer_ext.roomserver.app import RoomServer
+from mixer_ext.roomserver.app import LOG_LINES_PER_KIND, RoomServer
 from mixer_ext.roomserver.tokens import TokenError, verify_token
 from mixer_ext.sim.tracks import ToneTrack
 from tests.room_util import (
+    ADMIN,
     SECRET,
     client,
     next_event,
@@ -30,11 +32,11 @@ from tests.room_util import (
     settings,
     spectrum_peak,
     token,
+    until,
 )
 
 pytestmark = pytest.mark.timeout(60)
 
-ADMIN = "admin-token-0123456789abcdef0123456789"
 MIXER = "audio-mixer-v1"
 
 
@@ -45,11 +47,6 @@ def role_token(room: str, identity: str, role: str, ttl: float = 600) -> str:
     return jwt.encode({**claims, "iat": int(now), "exp": now + ttl}, SECRET, algorithm="HS256")
 
 
-def issue16(what: str) -> pytest.MarkDecorator:
-    return pytest.mark.xfail(strict=True, reason=f"issue 16: {what}")
-
-
-@issue16("a set-enabled flood fills the victims' outboxes and disconnects them")
 async def test_set_enabled_flood_disconnects_only_the_flooder() -> None:
     async with room_server() as server:
         bot = EmbeddedRoomConnector(server.url, "f1", MIXER, role_token("f1", MIXER, "mixer"))
@@ -96,7 +93,6 @@ async def test_open_mode_refuses_the_mixer_identity() -> None:
         await intruder.disconnect()
 
 
-@issue16("REST reads of a room need no credential")
 async def test_rest_reads_need_a_room_token_or_the_admin_token() -> None:
     server = RoomServer(settings(room_admin_token=ADMIN), "127.0.0.1", 0)
     await server.start()
@@ -118,7 +114,6 @@ async def test_rest_reads_need_a_room_token_or_the_admin_token() -> None:
         await server.stop()
 
 
-@issue16("ending a room takes the signing secret instead of an admin credential")
 async def test_ending_a_room_needs_the_admin_token() -> None:
     server = RoomServer(settings(room_admin_token=ADMIN), "127.0.0.1", 0)
     await server.start()
@@ -143,7 +138,6 @@ def test_verify_refuses_a_token_that_lives_too_long() -> None:
         verify_token(SECRET, long_lived, "t1")
 
 
-@issue16("an unjoined socket may stay 10 s and send errors for ever")
 async def test_join_timeout_and_errors_before_join_close_the_socket() -> None:
     server = RoomServer(
         settings(room_join_timeout=1.0, room_max_errors_before_join=3), "127.0.0.1", 0
@@ -167,3 +161,120 @@ async def test_join_timeout_and_errors_before_join_close_the_socket() -> None:
             assert kinds[-1].startswith("CLOS"), kinds
     finally:
         await server.stop()
+
+
+async def test_coalesced_state_updates_keep_receivers_through_a_flood() -> None:
+    # a burst large enough that the rate limit never cuts in: coalescing alone must hold
+    server = RoomServer(
+        settings(room_message_burst=10_000, room_message_rate=10_000.0), "127.0.0.1", 0
+    )
+    await server.start()
+    try:
+        bot = EmbeddedRoomConnector(server.url, "c1", MIXER, role_token("c1", MIXER, "mixer"))
+        await bot.connect()
+        events = bot.events()
+        alice = client(server, "c1", "alice", publish=ToneTrack(440.0), auto_subscribe=False)
+        toggler = client(server, "c1", "mallory", publish=ToneTrack(1000.0), auto_subscribe=False)
+        await alice.connect()
+        await toggler.connect()
+        seen = set()
+        while len(seen) < 2:
+            seen.add((await next_event(events, TrackSubscribed)).identity)
+        # 3000 toggles in a few reads: without coalescing each one is a queued message
+        # in every receiver's outbox (256), which then disconnects the receiver
+        toggles = [p.encode(p.SetEnabled(enabled=i % 2 == 0)) for i in range(3000)]
+        await asyncio.gather(*(toggler.send_raw(t) for t in toggles))
+        state = server.rooms["c1"].participants["mallory"]
+        await until(lambda: server._handlers and all(not t.enabled for t in state.tracks.values()))
+        changes = []
+        with contextlib.suppress(TimeoutError):
+            while True:  # what the mixer hears until the room is quiet for a second
+                changes.append(await next_event(events, TrackEnabledChanged, within=1.0))
+        assert changes and changes[-1].enabled is False, changes[-3:]  # the last toggle wins
+        assert len(changes) < 256, f"{len(changes)} updates reached the mixer, not coalesced"
+        assert set(server.rooms["c1"].participants) == {MIXER, "alice", "mallory"}
+        for c in (alice, toggler):
+            await c.disconnect()
+        await bot.disconnect()
+    finally:
+        await server.stop()
+
+
+async def test_per_address_and_pending_socket_caps_refuse_with_503() -> None:
+    server = RoomServer(
+        settings(room_max_connections_per_address=3, room_max_pending_connections=2),
+        "127.0.0.1",
+        0,
+    )
+    await server.start()
+    url = server.url + p.SIGNAL_PATH
+    try:
+        async with aiohttp.ClientSession() as http:
+            first = await http.ws_connect(url)
+            second = await http.ws_connect(url)
+            # two sockets not joined yet: the pending cap refuses the third
+            with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+                await http.ws_connect(url)
+            assert refused.value.status == 503
+            async with http.get(url) as resp:  # the same refusal, read as plain HTTP
+                assert resp.status == 503
+                assert "MIXER_ROOM_MAX_PENDING_CONNECTIONS" in (await resp.json())["error"]
+            await first.close()
+            await until(lambda: server.connections.pending == 1, within=5, what="slot freed")
+            # a joined socket is no longer pending, but still counts for its address
+            joined = client(server, "p1", "alice")
+            await joined.connect()
+            third = await http.ws_connect(url)
+            assert server.connections.by_address["127.0.0.1"] == 3
+            async with http.get(url) as resp:
+                assert resp.status == 503
+                assert "MIXER_ROOM_MAX_CONNECTIONS_PER_ADDRESS" in (await resp.json())["error"]
+            for ws in (second, third):
+                await ws.close()
+            await joined.disconnect()
+            await until(lambda: not server.connections.by_address, within=5, what="all closed")
+    finally:
+        await server.stop()
+
+
+async def test_refused_messages_are_logged_at_a_bounded_rate(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with room_server() as server:
+        noisy = client(server, "l1", "noisy")
+        await noisy.connect()
+        with caplog.at_level(logging.WARNING, logger="mixer_ext.roomserver.app"):
+            for _ in range(40):  # within the rate limit's burst: refused, not disconnected
+                await noisy.send_raw("not json")
+            await asyncio.sleep(0.5)
+        refused = [r for r in caplog.records if "message refused" in r.getMessage()]
+        assert 1 <= len(refused) <= LOG_LINES_PER_KIND, len(refused)
+        assert set(server.rooms["l1"].participants) == {"noisy"}
+        await noisy.disconnect()
+
+
+async def test_a_slow_teardown_of_a_replaced_session_holds_no_other_join() -> None:
+    async with room_server() as server:
+        first = client(server, "s1", "alice")
+        await first.connect()
+        old = server.sessions[("s1", "alice")]
+        real_close = old.close
+        released = asyncio.Event()
+
+        async def slow_close(reason: str | None, message: str = "") -> None:
+            # stands in for a teardown stuck on a dead peer (a stub of our own method)
+            await asyncio.wait_for(released.wait(), 10)
+            await real_close(reason, message)
+
+        old.close = slow_close  # type: ignore[method-assign]
+        again = client(server, "s1", "alice")
+        other = client(server, "s2", "bob")
+        started = time.monotonic()
+        await again.connect()
+        await other.connect()
+        took = time.monotonic() - started
+        released.set()
+        assert took < 2.0, f"joins waited {took:.1f} s for a replaced session's teardown"
+        assert await asyncio.wait_for(first.wait_closed(), 10) == "duplicate-identity"
+        for c in (again, other):
+            await c.disconnect()

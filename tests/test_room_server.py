@@ -28,7 +28,9 @@ from mixer_ext.sim.talker import Schedule, Talker
 from mixer_ext.sim.tracks import ToneTrack
 from tests.conftest import free_port, mixer_ext_cmd
 from tests.room_util import (
+    ADMIN,
     SECRET,
+    bearer,
     client,
     next_event,
     record,
@@ -80,7 +82,7 @@ async def test_three_talkers_heard_by_a_fourth_client() -> None:
             )
             async with aiohttp.ClientSession() as http:
                 url = f"http://127.0.0.1:{server.port}/v1/rooms/r1/participants"
-                async with http.get(url) as resp:
+                async with http.get(url, headers=bearer(token("r1", "ops"))) as resp:
                     roster = await resp.json()
             assert sorted(x["identity"] for x in roster) == sorted([*TONES, "audio-mixer-v1"])
             for entry in roster:
@@ -117,7 +119,7 @@ async def test_mute_unmute_events_and_silence() -> None:
         assert float(abs(quiet).max()) < 0.01, "muted track is not silent"
         async with aiohttp.ClientSession() as http:
             url = f"http://127.0.0.1:{server.port}/v1/rooms/r2/participants"
-            async with http.get(url) as resp:
+            async with http.get(url, headers=bearer(ADMIN)) as resp:
                 roster = {x["identity"]: x for x in await resp.json()}
         assert roster["alice"]["tracks"][0]["enabled"] is False
 
@@ -331,12 +333,13 @@ async def test_rest_endpoints_and_ending_a_room() -> None:
         a, b = client(server, "r9", "a"), client(server, "r9", "b")
         await a.connect()
         await b.connect()
-        async with aiohttp.ClientSession() as http:
+        admin = bearer(ADMIN)
+        async with aiohttp.ClientSession(headers=admin) as http:
             async with http.get(f"{base}/v1/rooms/nope") as resp:
                 assert resp.status == 404
             async with http.get(f"{base}/v1/rooms/nope/participants") as resp:
                 assert resp.status == 404
-            async with http.get(f"{base}/v1/rooms/r9") as resp:
+            async with http.get(f"{base}/v1/rooms/r9", headers=bearer(token("r9", "x"))) as resp:
                 room = await resp.json()
             assert room["name"] == "r9" and room["num_participants"] == 2
             async with http.get(f"{base}/v1/rooms/r9/participants") as resp:
@@ -345,13 +348,11 @@ async def test_rest_endpoints_and_ending_a_room() -> None:
             assert all(x["joined_at"].endswith("Z") and x["tracks"] == [] for x in roster)
             async with http.post(f"{base}/v1/token", json={"room": "r9", "identity": "x"}) as resp:
                 assert resp.status == 403  # not in open mode
-            async with http.post(f"{base}/v1/rooms/r9/end") as resp:
-                assert resp.status == 401
-            headers = {"Authorization": "Bearer wrong"}
-            async with http.post(f"{base}/v1/rooms/r9/end", headers=headers) as resp:
-                assert resp.status == 401
+            for wrong in ("wrong", SECRET, token("r9", "a")):
+                async with http.post(f"{base}/v1/rooms/r9/end", headers=bearer(wrong)) as resp:
+                    assert resp.status == 401
             assert len(server.rooms["r9"].participants) == 2
-            headers = {"Authorization": f"Bearer {SECRET}"}
+            headers = admin
             async with http.post(f"{base}/v1/rooms/r9/end", headers=headers) as resp:
                 assert resp.status == 200
                 assert (await resp.json())["disconnected"] == 2
@@ -390,6 +391,7 @@ async def test_room_server_cli_serves_page_and_stops_cleanly() -> None:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MIXER_")}
     env["MIXER_ROOM_SECRET"] = SECRET
+    env["MIXER_ROOM_ADMIN_TOKEN"] = ADMIN  # from the environment only: never in argv
     proc = await asyncio.create_subprocess_exec(
         *mixer_ext_cmd(),
         *("room-server", "--host", "127.0.0.1", "--port", str(port), "--max-participants", "5"),
@@ -411,13 +413,15 @@ async def test_room_server_cli_serves_page_and_stops_cleanly() -> None:
                 assert resp.status == 200
         c = RoomClient(f"ws://127.0.0.1:{port}", "cli", "a", token("cli", "a"))
         await c.connect()
-        async with aiohttp.ClientSession() as http, http.get(f"{base}/v1/rooms/cli") as resp:
+        url = f"{base}/v1/rooms/cli"
+        async with aiohttp.ClientSession() as http, http.get(url, headers=bearer(ADMIN)) as resp:
             assert (await resp.json())["max_participants"] == 5
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(c.wait_closed(), 15) == "server-shutdown"
         assert await asyncio.wait_for(proc.wait(), 15) == 0
         stderr = (await proc.stderr.read()).decode()
         assert "joined" in stderr and "stopped" in stderr
+        assert ADMIN not in stderr and SECRET not in stderr
         assert SECRET not in stderr and token("cli", "a")[:40] not in stderr
 
         # the port is taken now by someone else: one line, exit 2

@@ -13,7 +13,15 @@ import aiohttp
 import pytest
 
 from mixer_ext.connectors.base import TrackEnabledChanged, TrackSubscribed
-from tests.room_util import SECRET, client, next_event, record, spectrum_peak, token, write_tone_wav
+from tests.room_util import (
+    ADMIN,
+    client,
+    next_event,
+    record,
+    spectrum_peak,
+    token,
+    write_tone_wav,
+)
 from tests.twilio_util import browsers, twilio_room, twilio_token
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(150)]
@@ -65,7 +73,7 @@ async def test_sdk_room_with_a_python_listener(tmp_path: Path, artifacts_dir: Pa
         # the room ends: the SDK reports 53118 (Room completed)
         async with aiohttp.ClientSession() as http:
             url = f"{room.rest_url}/v1/rooms/lobby/end"
-            headers = {"Authorization": f"Bearer {SECRET}"}
+            headers = {"Authorization": f"Bearer {ADMIN}"}  # MIXER_ROOM_ADMIN_TOKEN
             async with http.post(url, headers=headers) as resp:
                 assert resp.status == 200
         ended = await b.event("a2", "disconnected")

@@ -49,6 +49,8 @@ class Reason(StrEnum):
     SERVER_SHUTDOWN = "server-shutdown"
     #: the client broke the protocol
     PROTOCOL_ERROR = "protocol-error"
+    #: the client sent more messages than its connection's rate limit allows
+    RATE_LIMITED = "rate-limited"
 
 
 #: Reasons after which joining again is pointless or forbidden.

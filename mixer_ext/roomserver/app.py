@@ -4,9 +4,12 @@ One aiohttp application on one port serves
 
 * ``GET /v1/signal``: the signaling WebSocket (``mixer_ext.roomserver.protocol``);
 * ``GET /v1/rooms/{name}``, ``GET /v1/rooms/{name}/participants``: JSON for
-  operators (404 for a room that does not exist);
+  operators (404 for a room that does not exist); they need, as
+  ``Authorization: Bearer``, a token for that room (any role) or
+  ``MIXER_ROOM_ADMIN_TOKEN`` (else 401);
 * ``POST /v1/rooms/{name}/end``: ends a room, everyone leaves with
-  ``room-ended`` (needs ``Authorization: Bearer <MIXER_ROOM_SECRET>``);
+  ``room-ended``; needs ``Authorization: Bearer <MIXER_ROOM_ADMIN_TOKEN>``
+  (the signing secret is not accepted: 401; no admin token set: 403);
 * ``POST /v1/token``: hands out a token, only in open mode (``MIXER_ROOM_OPEN``);
 * ``GET /``: the speaker page (``mixer_ext/roomserver/static/``); ``GET /healthz``.
 
@@ -20,6 +23,16 @@ Room rules (``mixer_ext.roomserver.state.Room``) are checked by one housekeeping
 task every ``HOUSEKEEPING_PERIOD`` seconds: maximum participant duration and
 the empty-room timeout.
 
+Limits (``mixer_ext.roomserver.limits``, issue 16.1 and 16.4): sockets not joined
+yet and sockets per address are capped before the WebSocket handshake (503); an
+unjoined socket is closed after ``room_join_timeout`` seconds or its
+``room_max_errors_before_join``-th refused message; a joined connection spends a
+token per message (``room_message_rate`` per second, ``room_message_burst`` at
+once) and is closed with ``rate-limited`` when it runs dry, never its receivers;
+track state updates wait in each receiver's outbox one per (identity, track),
+the latest value winning.  Warnings about refused messages and connections are
+rate-limited per kind (``LogThrottle``), so a flood never becomes a log flood.
+
 Why one module of ~570 lines: admission, the room rules and removal share one lock and
 one ``sessions`` map; splitting them would hand that lock around. The per-connection
 state machine is in ``session``, the wire format in ``protocol``, the media in ``forward``.
@@ -31,6 +44,7 @@ import argparse
 import asyncio
 import contextlib
 import hmac
+import json
 import logging
 import signal
 import time
@@ -44,7 +58,14 @@ from mixer_ext import metrics
 from mixer_ext.connectors.base import Reason
 from mixer_ext.errors import ConfigError
 from mixer_ext.roomserver import protocol as p
-from mixer_ext.roomserver.limits import identity_refusal
+from mixer_ext.roomserver.limits import (
+    ConnectionLimits,
+    LogThrottle,
+    PreJoinGuard,
+    Refusal,
+    TokenBucket,
+    identity_refusal,
+)
 from mixer_ext.roomserver.session import TASK_STOP_TIMEOUT, Session
 from mixer_ext.roomserver.state import Admission, ParticipantState, Room
 from mixer_ext.roomserver.tokens import (
@@ -63,10 +84,11 @@ log = logging.getLogger(__name__)
 DEFAULT_PORT = 7880
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 HOUSEKEEPING_PERIOD = 0.25
-#: the first message (join) must arrive within this many seconds
-JOIN_TIMEOUT = 10.0
 #: frames above this many times the cap are cut by aiohttp itself (connection closed)
 HARD_LIMIT_FACTOR = 4
+#: warnings of one kind (a refusal code) written per ``LOG_PERIOD`` seconds; the rest counted
+LOG_LINES_PER_KIND = 5
+LOG_PERIOD = 10.0
 
 
 class RoomServer:
@@ -105,6 +127,20 @@ class RoomServer:
         self.open_mode = settings.room_open if open_mode is None else open_mode
         #: identities only a mixer-role token may take (MIXER_ROOM_MIXER_IDENTITIES)
         self.mixer_identities = settings.mixer_identities
+        #: the operator credential (MIXER_ROOM_ADMIN_TOKEN); None: no one ends rooms over REST
+        self._admin_token = (
+            settings.room_admin_token.get_secret_value() if settings.room_admin_token else None
+        )
+        self.join_timeout = settings.room_join_timeout
+        self.max_errors_before_join = settings.room_max_errors_before_join
+        self.message_rate = settings.room_message_rate
+        self.message_burst = settings.room_message_burst
+        #: sockets per address and sockets not joined yet (shared with the twilio gateway)
+        self.connections = ConnectionLimits(
+            max_pending=settings.room_max_pending_connections,
+            max_per_address=settings.room_max_connections_per_address,
+        )
+        self._log_throttle = LogThrottle(LOG_LINES_PER_KIND, LOG_PERIOD)
         self.rooms: dict[str, Room] = {}
         self.sessions: dict[tuple[str, str], Session] = {}
         self._removals: set[asyncio.Task[None]] = set()
@@ -212,24 +248,31 @@ class RoomServer:
         self._removals.add(task)
         task.add_done_callback(self._removals.discard)
 
+    def _detach(self, session: Session, reason: str) -> bool:
+        """Take ``session`` out of its room and tell the others; no await (safe under the lock).
+
+        False when ``session`` no longer holds its identity (already detached or replaced).
+        """
+        key = (session.room.name, session.identity)
+        if self.sessions.get(key) is not session:
+            return False
+        del self.sessions[key]
+        session.room.remove(session.identity, time.monotonic())
+        metrics.ROOM_SERVER_PARTICIPANTS.set(len(self.sessions))
+        for other in self._room_sessions(session.room.name):
+            if session.track_sid is not None:
+                other.unsubscribe(session.track_sid)
+                other.send(
+                    p.TrackUnpublishedMsg(identity=session.identity, track_sid=session.track_sid)
+                )
+            other.send(p.ParticipantLeftMsg(identity=session.identity, reason=reason))
+        return True
+
     async def _remove(self, session: Session, reason: str, message: str = "") -> None:
-        """Take ``session`` out of its room, tell the others, close it (telling it ``reason``)."""
+        """Detach ``session`` (if it still holds its identity), then close it with ``reason``."""
         if session.closed:
             return
-        key = (session.room.name, session.identity)
-        if self.sessions.get(key) is session:
-            del self.sessions[key]
-            session.room.remove(session.identity, time.monotonic())
-            metrics.ROOM_SERVER_PARTICIPANTS.set(len(self.sessions))
-            for other in self._room_sessions(session.room.name):
-                if session.track_sid is not None:
-                    other.unsubscribe(session.track_sid)
-                    other.send(
-                        p.TrackUnpublishedMsg(
-                            identity=session.identity, track_sid=session.track_sid
-                        )
-                    )
-                other.send(p.ParticipantLeftMsg(identity=session.identity, reason=reason))
+        self._detach(session, reason)
         log.info("room server: %s left: %s", session.label, reason)
         told = None if reason in (Reason.LEFT, Reason.CONNECTION_LOST) else reason
         await session.close(told, message)
@@ -248,10 +291,25 @@ class RoomServer:
 
     # --- signaling -------------------------------------------------------------------------
 
+    def warn(self, kind: str, fmt: str, *args: object) -> None:
+        """A warning of ``kind``, at most ``LOG_LINES_PER_KIND`` per ``LOG_PERIOD`` seconds.
+
+        The lines held back are counted and the next line of that kind says how many.
+        """
+        allowed, suppressed = self._log_throttle.allow(kind, time.monotonic())
+        if not allowed:
+            return
+        if suppressed:
+            fmt += " (%d more like this not logged)"
+            args = (*args, suppressed)
+        log.warning(fmt, *args)
+
     def _reject(self, label: str, err: p.ProtocolError) -> p.ErrorMsg:
         """Count and log a refused message; the error message to send back to its sender."""
         metrics.ROOM_SERVER_REJECTED_MESSAGES.labels(err.code).inc()
-        log.warning("room server: %s: message refused (%s): %s", label, err.code, err)
+        self.warn(
+            f"message:{err.code}", "room server: %s: message refused (%s): %s", label, err.code, err
+        )
         return p.ErrorMsg(code=err.code, message=str(err))
 
     async def _signal(self, request: web.Request) -> web.StreamResponse:
@@ -264,20 +322,77 @@ class RoomServer:
             if task is not None:
                 self._handlers.discard(task)
 
-    async def _signal_inner(self, request: web.Request) -> web.StreamResponse:
-        ws = web.WebSocketResponse(
-            max_msg_size=self.max_message_bytes * HARD_LIMIT_FACTOR, heartbeat=20.0
+    def admit_connection(self, peer: str) -> web.Response | None:
+        """Count a new signaling socket from ``peer``; a 503 answer when over a cap.
+
+        Every socket counted here must end with ``connections.closed(peer, ...)``.
+        """
+        refusal = self.connections.open(peer)
+        if refusal is None:
+            return None
+        metrics.ROOM_SERVER_REFUSED_JOINS.labels(refusal.value).inc()
+        if refusal is Refusal.TOO_MANY_FROM_ADDRESS:
+            limit = f"{self.connections.max_per_address} per address"
+            limit += " (MIXER_ROOM_MAX_CONNECTIONS_PER_ADDRESS)"
+        else:
+            limit = f"{self.connections.max_pending} not joined yet"
+            limit += " (MIXER_ROOM_MAX_PENDING_CONNECTIONS)"
+        self.warn(
+            f"connection:{refusal.value}",
+            "room server: <%s>: connection refused (%s): limit %s",
+            peer,
+            refusal.value,
+            limit,
         )
-        await ws.prepare(request)
+        return web.json_response(
+            {"error": f"too many connections ({refusal.value}): limit {limit}"},
+            status=503,
+            headers={"Retry-After": "1"},
+        )
+
+    async def _signal_inner(self, request: web.Request) -> web.StreamResponse:
         peer = request.remote or "?"
-        session = await self._await_join(ws, peer)
-        if session is None:
-            await ws.close()
+        refused = self.admit_connection(peer)
+        if refused is not None:
+            return refused
+        joined = False
+        try:
+            ws = web.WebSocketResponse(
+                max_msg_size=self.max_message_bytes * HARD_LIMIT_FACTOR, heartbeat=20.0
+            )
+            await ws.prepare(request)
+            session = await self._await_join(ws, peer)
+            if session is None:
+                await ws.close()
+                return ws
+            self.connections.joined(peer)
+            joined = True
+            await self._serve_session(ws, session)
             return ws
+        finally:
+            self.connections.closed(peer, joined=joined)
+
+    async def _serve_session(self, ws: web.WebSocketResponse, session: Session) -> None:
+        """Read a joined session's messages until it leaves, breaks or runs out of tokens."""
         reason: str = Reason.CONNECTION_LOST
+        goodbye = ""
         try:
             async for msg in ws:
                 if msg.type == WSMsgType.TEXT or msg.type == WSMsgType.BINARY:
+                    if not session.bucket.take(time.monotonic()):
+                        metrics.ROOM_SERVER_REJECTED_MESSAGES.labels(Reason.RATE_LIMITED).inc()
+                        goodbye = (
+                            f"more than {self.message_burst} messages at once or "
+                            f"{self.message_rate:g} per second"
+                        )
+                        self.warn(
+                            "rate-limited",
+                            "room server: %s: disconnected: %s",
+                            session.label,
+                            goodbye,
+                        )
+                        reason = Reason.RATE_LIMITED
+                        break
                     try:
                         message = p.parse_client_message(msg.data, self.max_message_bytes)
                     except p.ProtocolError as exc:
@@ -299,16 +414,25 @@ class RoomServer:
                     ws_error = ws.exception()
                     if getattr(ws_error, "code", None) == WSCloseCode.MESSAGE_TOO_BIG:
                         metrics.ROOM_SERVER_REJECTED_MESSAGES.labels("oversized").inc()
-                    log.warning("room server: %s: websocket error: %s", session.label, ws_error)
+                    self.warn(
+                        "websocket-error",
+                        "room server: %s: websocket error: %s",
+                        session.label,
+                        ws_error,
+                    )
                     break
         finally:
-            await self._remove(session, reason)
-        return ws
+            await self._remove(session, reason, goodbye)
 
     async def _await_join(self, ws: web.WebSocketResponse, peer: str) -> Session | None:
-        """Read messages until a valid ``join``; admit it or refuse it with a reason."""
-        deadline = time.monotonic() + JOIN_TIMEOUT
+        """Read messages until a valid ``join``; admit it or refuse it with a reason.
+
+        The socket is refused after ``join_timeout`` seconds without a join, or at
+        its ``max_errors_before_join``-th refused message.
+        """
+        deadline = time.monotonic() + self.join_timeout
         label = f"<{peer}>"
+        guard = PreJoinGuard(self.max_errors_before_join)
         while True:
             try:
                 msg = await ws.receive(timeout=max(0.1, deadline - time.monotonic()))
@@ -322,12 +446,16 @@ class RoomServer:
                 return None
             try:
                 message = p.parse_client_message(msg.data, self.max_message_bytes)
+                if not isinstance(message, p.Join):
+                    raise p.ProtocolError("unexpected", f"{message.type!r} before join")
             except p.ProtocolError as exc:
-                await ws.send_str(p.encode(self._reject(label, exc)))
-                continue
-            if not isinstance(message, p.Join):
-                problem = p.ProtocolError("unexpected", f"{message.type!r} before join")
-                await ws.send_str(p.encode(self._reject(label, problem)))
+                reply = self._reject(label, exc)
+                if guard.error():
+                    why = f"{guard.errors} refused messages before join (last: {exc})"
+                    await self._refuse(ws, label, Reason.PROTOCOL_ERROR, why)
+                    return None
+                with contextlib.suppress(ConnectionError, RuntimeError):
+                    await ws.send_str(p.encode(reply))
                 continue
             return await self._admit(ws, message, peer)
 
@@ -335,7 +463,9 @@ class RoomServer:
         self, ws: web.WebSocketResponse, label: str, reason: str, message: str
     ) -> None:
         metrics.ROOM_SERVER_REFUSED_JOINS.labels(reason).inc()
-        log.warning("room server: %s: join refused (%s): %s", label, reason, message)
+        self.warn(
+            f"join:{reason}", "room server: %s: join refused (%s): %s", label, reason, message
+        )
         with contextlib.suppress(ConnectionError, RuntimeError):
             await ws.send_str(p.encode(p.DisconnectedMsg(reason=reason, message=message)))
 
@@ -353,7 +483,11 @@ class RoomServer:
             await self._refuse(ws, label, Reason.UNAUTHORIZED, str(exc))
             return None
         identity = claims.identity
-        async with self._lock:
+        refused: tuple[str, str, str] | None = None
+        replaced: Session | None = None
+        session: Session | None = None
+        others: list[Session] = []
+        async with self._lock:  # decisions and the roster only: no await in here
             holder = self.sessions.get((join.room, identity))
             refusal = identity_refusal(
                 identity,
@@ -361,42 +495,43 @@ class RoomServer:
                 reserved=self.mixer_identities,
                 holder_role=None if holder is None else holder.role,
             )
-            if refusal is not None:
-                await self._refuse(ws, label, Reason.UNAUTHORIZED, refusal)
-                return None
             now = time.monotonic()
             room = self.rooms.get(join.room)
-            if room is None:
-                room = Room(
-                    join.room,
-                    now=now,
-                    max_participants=self.max_participants,
-                    max_participant_duration=self.max_participant_duration,
-                    empty_timeout=self.empty_timeout,
-                )
-                self.rooms[join.room] = room
-                metrics.ROOM_SERVER_ROOMS.set(len(self.rooms))
-                log.info("room server: room %s created", join.room)
-            admission = room.admission(identity)
-            if admission is Admission.FULL:
-                await self._refuse(
-                    ws,
+            if refusal is not None:
+                refused = (label, Reason.UNAUTHORIZED, refusal)
+            elif room is not None and room.admission(identity) is Admission.FULL:
+                refused = (
                     f"{join.room}/{identity}",
                     Reason.ROOM_FULL,
                     f"room is full ({len(room.participants)})",
                 )
-                return None
-            if admission is Admission.REPLACE:
-                old = self.sessions.get((join.room, identity))
-                if old is not None:
-                    log.info("room server: %s: replaced by a new connection", old.label)
-                    await self._remove(old, Reason.DUPLICATE_IDENTITY)
-            others = self._room_sessions(join.room)
-            room.add(identity, now)
-            session = Session(self, ws, room, identity, join)
-            session.role = claims.role
-            self.sessions[(join.room, identity)] = session
-            metrics.ROOM_SERVER_PARTICIPANTS.set(len(self.sessions))
+            else:
+                if room is None:
+                    room = Room(
+                        join.room,
+                        now=now,
+                        max_participants=self.max_participants,
+                        max_participant_duration=self.max_participant_duration,
+                        empty_timeout=self.empty_timeout,
+                    )
+                    self.rooms[join.room] = room
+                    metrics.ROOM_SERVER_ROOMS.set(len(self.rooms))
+                    log.info("room server: room %s created", join.room)
+                if holder is not None and self._detach(holder, Reason.DUPLICATE_IDENTITY):
+                    replaced = holder
+                others = self._room_sessions(join.room)
+                room.add(identity, now)
+                session = Session(self, ws, room, identity, join, self.new_bucket())
+                session.role = claims.role
+                self.sessions[(join.room, identity)] = session
+                metrics.ROOM_SERVER_PARTICIPANTS.set(len(self.sessions))
+        if session is None:
+            await self._refuse(ws, *(refused or (label, Reason.PROTOCOL_ERROR, "not admitted")))
+            return None
+        room = session.room
+        if replaced is not None:  # torn down outside the lock: a slow close holds no join
+            log.info("room server: %s: replaced by a new connection", replaced.label)
+            self._schedule_removal(replaced, Reason.DUPLICATE_IDENTITY)
         log.info(
             "room server: %s joined from %s (publish=%s, subscribe=%s)",
             session.label,
@@ -424,6 +559,10 @@ class RoomServer:
                 session.subscribe(other)
         return session
 
+    def new_bucket(self) -> TokenBucket:
+        """The message budget of one joined connection."""
+        return TokenBucket(self.message_rate, self.message_burst, now=time.monotonic())
+
     def _set_enabled(self, session: Session, enabled: bool) -> None:
         state = session.room.participants.get(session.identity)
         if session.track_sid is None or state is None or session.track_sid not in state.tracks:
@@ -434,15 +573,45 @@ class RoomServer:
             return
         track.enabled = enabled
         log.info("room server: %s track %s", session.label, "enabled" if enabled else "disabled")
+        update = p.TrackEnabledMsg(
+            identity=session.identity, track_sid=session.track_sid, enabled=enabled
+        )
         for other in self._room_sessions(session.room.name):
-            if other is not session:
-                other.send(
-                    p.TrackEnabledMsg(
-                        identity=session.identity, track_sid=session.track_sid, enabled=enabled
-                    )
-                )
+            if other is not session:  # one outbox slot per track, whatever the toggle rate
+                other.send_latest((session.identity, session.track_sid), update)
 
     # --- REST ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _bearer(request: web.Request) -> str | None:
+        scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+        return value.strip() if scheme.lower() == "bearer" and value.strip() else None
+
+    def _is_admin(self, bearer: str | None) -> bool:
+        """``bearer`` is ``MIXER_ROOM_ADMIN_TOKEN`` (compared in constant time)."""
+        if bearer is None or self._admin_token is None:
+            return False
+        return hmac.compare_digest(bearer.encode(), self._admin_token.encode())
+
+    def _check_read(self, request: web.Request) -> None:
+        """A REST read of a room needs a token for that room or the admin token (else 401)."""
+        name = request.match_info["name"]
+        bearer = self._bearer(request)
+        if self._is_admin(bearer):
+            return
+        try:
+            verify_token(self.secret, bearer, name)
+        except TokenError as exc:
+            raise web.HTTPUnauthorized(
+                text=json.dumps(
+                    {
+                        "error": "needs Authorization: Bearer <a token for this room "
+                        f"or MIXER_ROOM_ADMIN_TOKEN> ({exc})"
+                    }
+                ),
+                content_type="application/json",
+                headers={"WWW-Authenticate": 'Bearer realm="mixer-ext room server"'},
+            ) from None
 
     def _room_or_404(self, request: web.Request) -> Room:
         room = self.rooms.get(request.match_info["name"])
@@ -453,6 +622,7 @@ class RoomServer:
         return room
 
     async def _get_room(self, request: web.Request) -> web.Response:
+        self._check_read(request)
         room = self._room_or_404(request)
         return web.json_response(
             {
@@ -468,21 +638,24 @@ class RoomServer:
         )
 
     async def _get_participants(self, request: web.Request) -> web.Response:
+        self._check_read(request)
         room = self._room_or_404(request)
         return web.json_response(
             [_participant_info(s).model_dump() for s in room.participants.values()]
         )
 
-    def _authorized(self, request: web.Request) -> bool:
-        header = request.headers.get("Authorization", "")
-        scheme, _, value = header.partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(
-            value.strip().encode(), self.secret.encode()
-        )
-
     async def _end_room(self, request: web.Request) -> web.Response:
-        if not self._authorized(request):
-            return web.json_response({"error": "needs Authorization: Bearer <secret>"}, status=401)
+        if self._admin_token is None:
+            return web.json_response(
+                {"error": "ending a room needs MIXER_ROOM_ADMIN_TOKEN set on the room server"},
+                status=403,
+            )
+        if not self._is_admin(self._bearer(request)):
+            return web.json_response(
+                {"error": "needs Authorization: Bearer <MIXER_ROOM_ADMIN_TOKEN>"},
+                status=401,
+                headers={"WWW-Authenticate": 'Bearer realm="mixer-ext room server"'},
+            )
         room = self._room_or_404(request)
         sessions = self._room_sessions(room.name)
         log.info("room server: room %s ended by an operator (%d left)", room.name, len(sessions))

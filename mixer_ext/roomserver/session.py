@@ -28,7 +28,7 @@ from mixer_ext import metrics
 from mixer_ext.connectors.base import Reason
 from mixer_ext.roomserver import protocol as p
 from mixer_ext.roomserver.forward import PacketFanout
-from mixer_ext.roomserver.limits import ROLE_PARTICIPANT
+from mixer_ext.roomserver.limits import ROLE_PARTICIPANT, LatestWins, TokenBucket
 from mixer_ext.roomserver.state import Room, TrackState
 from mixer_ext.tasks import stop_tasks, wait_bounded
 
@@ -39,6 +39,18 @@ ANSWER_TIMEOUT = 15.0
 #: messages queued to one client before it counts as gone (it stopped reading)
 OUTBOX_SIZE = 256
 TASK_STOP_TIMEOUT = 3.0
+
+#: a state update's key in the outbox: (identity, track sid); the value is sent when reached
+StateKey = tuple[str, str]
+
+
+class _Latest:
+    """An outbox entry that stands for the latest update of ``key`` (``Session.send_latest``)."""
+
+    __slots__ = ("key",)
+
+    def __init__(self, key: StateKey) -> None:
+        self.key = key
 
 
 class SessionHost(Protocol):
@@ -70,6 +82,7 @@ class Session:
         room: Room,
         identity: str,
         join: p.Join,
+        bucket: TokenBucket,
     ) -> None:
         self.server = server
         self.ws = ws
@@ -87,7 +100,12 @@ class Session:
         self.fanout: PacketFanout | None = None
         #: publisher's track sid -> (transceiver, relayed track, publisher identity)
         self.subscriptions: dict[str, tuple[RTCRtpTransceiver, Any, str]] = {}
-        self._outbox: asyncio.Queue[str | None] = asyncio.Queue(OUTBOX_SIZE)
+        #: what this connection may still send (checked by the server's read loop)
+        self.bucket = bucket
+        #: bounded (``OUTBOX_SIZE``); full means the client stopped reading: it is removed
+        self._outbox: asyncio.Queue[str | _Latest | None] = asyncio.Queue(OUTBOX_SIZE)
+        #: state updates waiting in the outbox, one slot per key: the latest value wins
+        self._latest: LatestWins[StateKey, str] = LatestWins()
         self._negotiation_needed = asyncio.Event()
         self._answer: asyncio.Future[p.Answer] | None = None
         self._sender = asyncio.create_task(self._send_loop(), name=f"room-out:{self.label}")
@@ -99,17 +117,36 @@ class Session:
         """Queue a message; a client that stopped reading is disconnected, never waited for."""
         if self.closed:
             return
+        self._queue(p.encode(message))
+
+    def send_latest(self, key: StateKey, message: p._Message) -> None:
+        """Queue a state update that replaces any update of ``key`` not sent yet.
+
+        However many toggles a publisher sends, this client's outbox holds one
+        entry per (identity, track), carrying the value put last (issue 16.1).
+        """
+        if self.closed:
+            return
+        if self._latest.put(key, p.encode(message)):
+            self._queue(_Latest(key))
+
+    def _queue(self, item: str | _Latest) -> None:
         try:
-            self._outbox.put_nowait(p.encode(message))
+            self._outbox.put_nowait(item)
         except asyncio.QueueFull:
+            if isinstance(item, _Latest):
+                self._latest.discard(item.key)
             log.warning("room server: %s: outbox full, client stopped reading", self.label)
             self.server._schedule_removal(self, Reason.CONNECTION_LOST)
 
     async def _send_loop(self) -> None:
         while True:
-            text = await self._outbox.get()
-            if text is None:
+            item = await self._outbox.get()
+            if item is None:
                 return
+            text = self._latest.pop(item.key) if isinstance(item, _Latest) else item
+            if text is None:
+                continue
             try:
                 await self.ws.send_str(text)
             except (ConnectionError, RuntimeError):

@@ -40,6 +40,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpTransceiver, RTCSe
 from aiortc.mediastreams import MediaStreamTrack
 from aiortc.sdp import candidate_from_sdp
 
+from mixer_ext import metrics
 from mixer_ext.connectors.base import Reason
 from mixer_ext.errors import ConfigError
 from mixer_ext.roomserver import protocol as p
@@ -85,6 +86,7 @@ _REASON_ERRORS: dict[str, e.TwilioVideoError] = {
     Reason.ROOM_FULL: e.ROOM_MAX_PARTICIPANTS_EXCEEDED,
     Reason.MAX_PARTICIPANT_DURATION: e.PARTICIPANT_SESSION_LENGTH_EXCEEDED,
     Reason.PROTOCOL_ERROR: e.SIGNALING_INVALID_MESSAGE,
+    Reason.RATE_LIMITED: e.SIGNALING_INVALID_MESSAGE,
     Reason.SERVER_SHUTDOWN: e.SIGNALING_SERVER_BUSY,
     Reason.UNAUTHORIZED: e.ACCESS_TOKEN_INVALID,
 }
@@ -194,18 +196,23 @@ class TwilioGateway:
                 self._handlers.discard(task)
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
-        ws = web.WebSocketResponse(max_msg_size=MAX_MESSAGE_BYTES)
-        await ws.prepare(request)
         peer = request.remote or "?"
+        refused = self.server.admit_connection(peer)  # the room server's caps, shared
+        if refused is not None:
+            return refused
+        ws = web.WebSocketResponse(max_msg_size=MAX_MESSAGE_BYTES)
         conn = tc.TcmpServer(time.monotonic())
         session: TwilioSession | None = None
         reason: str = Reason.CONNECTION_LOST
         try:
+            await ws.prepare(request)
             session = await self._await_connect(ws, conn, peer)
             if session is None:
                 return ws
+            self.server.connections.joined(peer)
             reason = await session.run()
         finally:
+            self.server.connections.closed(peer, joined=session is not None)
             if session is not None:
                 await self.server._remove(session, reason)  # type: ignore[arg-type]
                 await session.close(None)  # (a no-op when the room server closed it)
@@ -291,7 +298,11 @@ class TwilioGateway:
             )
             return None
         identity = claims.identity
-        async with server._lock:
+        refused: e.TwilioVideoError | None = None
+        replaced: Any = None
+        session: TwilioSession | None = None
+        others: list[Any] = []
+        async with server._lock:  # decisions and the roster only: no await in here
             # a Twilio access token has no mixer role: it never takes a mixer's identity
             holder = server.sessions.get((name, identity))
             refusal = identity_refusal(
@@ -300,36 +311,35 @@ class TwilioGateway:
                 reserved=server.mixer_identities,
                 holder_role=getattr(holder, "role", None),
             )
-            if refusal is not None:
-                await self._refuse(
-                    ws, conn, label, e.PARTICIPANT_IDENTITY_INVALID.with_detail(refusal)
-                )
-                return None
             now = time.monotonic()
             room = server.rooms.get(name)
-            if room is None:
-                room = Room(
-                    name,
-                    now=now,
-                    max_participants=server.max_participants,
-                    max_participant_duration=server.max_participant_duration,
-                    empty_timeout=server.empty_timeout,
-                )
-                server.rooms[name] = room
-                log.info("room server: room %s created (twilio-video.js)", name)
-            admission = room.admission(identity)
-            if admission is Admission.FULL:
-                await self._refuse(ws, conn, label, e.ROOM_MAX_PARTICIPANTS_EXCEEDED)
-                return None
-            if admission is Admission.REPLACE:
-                old = server.sessions.get((name, identity))
-                if old is not None:
-                    log.info("room server: %s: replaced by a new connection", old.label)
-                    await server._remove(old, Reason.DUPLICATE_IDENTITY)
-            others = server._room_sessions(name)
-            room.add(identity, now)
-            session = TwilioSession(self, ws, conn, room, identity, connect)
-            server.sessions[(name, identity)] = session  # type: ignore[assignment]
+            if refusal is not None:
+                refused = e.PARTICIPANT_IDENTITY_INVALID.with_detail(refusal)
+            elif room is not None and room.admission(identity) is Admission.FULL:
+                refused = e.ROOM_MAX_PARTICIPANTS_EXCEEDED
+            else:
+                if room is None:
+                    room = Room(
+                        name,
+                        now=now,
+                        max_participants=server.max_participants,
+                        max_participant_duration=server.max_participant_duration,
+                        empty_timeout=server.empty_timeout,
+                    )
+                    server.rooms[name] = room
+                    log.info("room server: room %s created (twilio-video.js)", name)
+                if holder is not None and server._detach(holder, Reason.DUPLICATE_IDENTITY):
+                    replaced = holder
+                others = server._room_sessions(name)
+                room.add(identity, now)
+                session = TwilioSession(self, ws, conn, room, identity, connect)
+                server.sessions[(name, identity)] = session  # type: ignore[assignment]
+        if session is None:
+            await self._refuse(ws, conn, label, refused or e.SIGNALING_INVALID_MESSAGE)
+            return None
+        if replaced is not None:  # torn down outside the lock: a slow close holds no join
+            log.info("room server: %s: replaced by a new connection", replaced.label)
+            server._schedule_removal(replaced, Reason.DUPLICATE_IDENTITY)
         log.info(
             "room server: %s joined from %s (twilio-video.js, subscribe=%s%s)",
             session.label,
@@ -374,6 +384,8 @@ class TwilioSession:
         self.ws = ws
         self.conn = conn
         self.room = room
+        #: what this connection may still send (issue 16.1): over it, it is closed
+        self.bucket = gateway.server.new_bucket()
         self.identity = identity
         self.label = f"{room.name}/{identity}"
         self.auto_subscribe = connect.automatic_subscription
@@ -484,6 +496,16 @@ class TwilioSession:
             if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
                 break
             now = time.monotonic()
+            if not self.bucket.take(now):
+                metrics.ROOM_SERVER_REJECTED_MESSAGES.labels(Reason.RATE_LIMITED).inc()
+                self.server.warn(
+                    "rate-limited",
+                    "room server: %s: disconnected: more than %d messages at once or %g/s",
+                    self.label,
+                    self.server.message_burst,
+                    self.server.message_rate,
+                )
+                return Reason.RATE_LIMITED
             for event in self.conn.receive(msg.data, now):
                 if isinstance(event, tc.Closed):
                     self._wakeup.set()
@@ -493,7 +515,9 @@ class TwilioSession:
                 try:
                     message = s.parse_client_body(event.body)
                 except s.SignalingError as exc:
-                    log.warning("room server: %s: message refused: %s", self.label, exc)
+                    self.server.warn(
+                        "twilio-message", "room server: %s: message refused: %s", self.label, exc
+                    )
                     continue
                 if isinstance(message, s.Disconnect):
                     return Reason.LEFT
@@ -739,6 +763,11 @@ class TwilioSession:
     def _bump(self, remote: s.RemoteParticipant) -> None:
         remote.revision += 1
         self._send(s.room_state("update", participants=[remote]))
+
+    def send_latest(self, key: tuple[str, str], message: p._Message) -> None:
+        """A state update (``Session.send_latest``): each carries the participant's whole
+        state with a revision, and the publisher's rate limit bounds how many there are."""
+        self.send(message)
 
     def send(self, message: p._Message) -> None:
         """The room server's events (project protocol) translated for the SDK."""
