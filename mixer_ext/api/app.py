@@ -32,8 +32,10 @@ import logging
 import re
 import signal
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 from urllib.parse import quote
 
 import aiohttp
@@ -60,6 +62,7 @@ from mixer_ext.settings import Settings, default_player_dir
 from mixer_ext.tasks import stop_tasks
 
 log = logging.getLogger(__name__)
+R = TypeVar("R", r.MediaProcessor, r.PlayerStreamer)
 
 #: how often the API checks workers and maximum durations (seconds)
 WATCH_PERIOD = 0.5
@@ -442,47 +445,6 @@ async def create_processor(request: web.Request) -> web.Response:
     return _json(r.render_processor(current, plane.public_url), 201)
 
 
-def _processor_or_404(request: web.Request) -> r.MediaProcessor:
-    p = request.app[PLANE].store.processor(request.match_info["sid"])
-    if p is None:
-        raise r.not_found(_resource_path(request))
-    return p
-
-
-async def fetch_processor(request: web.Request) -> web.Response:
-    return _json(r.render_processor(_processor_or_404(request), request.app[PLANE].public_url))
-
-
-async def update_processor(request: web.Request) -> web.Response:
-    plane = request.app[PLANE]
-    p = _processor_or_404(request)
-    r.parse_end_update(await _form(request))
-    plane.processor_event(p.sid, r.ProcessorEvent.END_REQUESTED)
-    return _json(r.render_processor(plane.store.processor(p.sid) or p, plane.public_url))
-
-
-async def list_processors(request: web.Request) -> web.Response:
-    plane = request.app[PLANE]
-    form = await _form(request)
-    status = r.parse_status_filter(form, [s.value for s in r.ProcessorStatus])
-    order = r.parse_order(form)
-    page = r.parse_page(form)
-    rows, nxt = plane.store.processors(
-        status=status, order=order, after=page.after, limit=page.page_size
-    )
-    return _json(
-        r.render_page(
-            key="media_processors",
-            public_url=plane.public_url,
-            path="MediaProcessors",
-            filters={"Status": status, "Order": form.get("Order")},
-            request=page,
-            records=[r.render_processor(p, plane.public_url) for p in rows],
-            next_key=nxt,
-        )
-    )
-
-
 # ----------------------------------------------------------------- PlayerStreamers
 async def create_streamer(request: web.Request) -> web.Response:
     plane = request.app[PLANE]
@@ -504,50 +466,88 @@ async def create_streamer(request: web.Request) -> web.Response:
     return _json(r.render_streamer(s, plane.public_url), 201)
 
 
-def _streamer_or_404(request: web.Request) -> r.PlayerStreamer:
-    s = request.app[PLANE].store.streamer(request.match_info["sid"])
-    if s is None:
-        raise r.not_found(_resource_path(request))
-    return s
+# ----------------------------------------------------------------- fetch, end, list
+@dataclass(frozen=True)
+class _Collection(Generic[R]):
+    """What tells MediaProcessors and PlayerStreamers apart in their fetch, update
+    (``Status=ended``) and list handlers, which are otherwise the same."""
 
+    path: str
+    #: the list page's key (``media_processors``)
+    key: str
+    statuses: tuple[str, ...]
+    fetch: Callable[[Store, str], R | None]
+    page: Callable[..., tuple[list[R], r.PageKey | None]]
+    render: Callable[[R, str], dict[str, Any]]
+    #: the state machine's step for an ``update(status="ended")``
+    end: Callable[[ControlPlane, str], None]
 
-async def fetch_streamer(request: web.Request) -> web.Response:
-    return _json(r.render_streamer(_streamer_or_404(request), request.app[PLANE].public_url))
+    def get_or_404(self, request: web.Request) -> R:
+        found = self.fetch(request.app[PLANE].store, request.match_info["sid"])
+        if found is None:
+            raise r.not_found(_resource_path(request))
+        return found
 
+    async def fetch_handler(self, request: web.Request) -> web.Response:
+        return _json(self.render(self.get_or_404(request), request.app[PLANE].public_url))
 
-async def update_streamer(request: web.Request) -> web.Response:
-    plane = request.app[PLANE]
-    s = _streamer_or_404(request)
-    r.parse_end_update(await _form(request))
-    plane.streamer_event(s.sid, r.StreamerEvent.END_REQUESTED)
-    return _json(r.render_streamer(plane.store.streamer(s.sid) or s, plane.public_url))
+    async def update_handler(self, request: web.Request) -> web.Response:
+        plane = request.app[PLANE]
+        sid = request.match_info["sid"]
+        before = self.get_or_404(request)
+        r.parse_end_update(await _form(request))
+        self.end(plane, sid)
+        return _json(self.render(self.fetch(plane.store, sid) or before, plane.public_url))
 
-
-async def list_streamers(request: web.Request) -> web.Response:
-    plane = request.app[PLANE]
-    form = await _form(request)
-    status = r.parse_status_filter(form, [s.value for s in r.StreamerStatus])
-    order = r.parse_order(form)
-    page = r.parse_page(form)
-    rows, nxt = plane.store.streamers(
-        status=status, order=order, after=page.after, limit=page.page_size
-    )
-    return _json(
-        r.render_page(
-            key="player_streamers",
-            public_url=plane.public_url,
-            path="PlayerStreamers",
-            filters={"Status": status, "Order": form.get("Order")},
-            request=page,
-            records=[r.render_streamer(s, plane.public_url) for s in rows],
-            next_key=nxt,
+    async def list_handler(self, request: web.Request) -> web.Response:
+        plane = request.app[PLANE]
+        form = await _form(request)
+        status = r.parse_status_filter(form, list(self.statuses))
+        page = r.parse_page(form)
+        rows, nxt = self.page(
+            plane.store,
+            status=status,
+            order=r.parse_order(form),
+            after=page.after,
+            limit=page.page_size,
         )
-    )
+        return _json(
+            r.render_page(
+                key=self.key,
+                public_url=plane.public_url,
+                path=self.path,
+                filters={"Status": status, "Order": form.get("Order")},
+                request=page,
+                records=[self.render(row, plane.public_url) for row in rows],
+                next_key=nxt,
+            )
+        )
 
 
+PROCESSORS = _Collection(
+    path="MediaProcessors",
+    key="media_processors",
+    statuses=tuple(s.value for s in r.ProcessorStatus),
+    fetch=Store.processor,
+    page=Store.processors,
+    render=r.render_processor,
+    end=lambda plane, sid: plane.processor_event(sid, r.ProcessorEvent.END_REQUESTED),
+)
+STREAMERS = _Collection(
+    path="PlayerStreamers",
+    key="player_streamers",
+    statuses=tuple(s.value for s in r.StreamerStatus),
+    fetch=Store.streamer,
+    page=Store.streamers,
+    render=r.render_streamer,
+    end=lambda plane, sid: plane.streamer_event(sid, r.StreamerEvent.END_REQUESTED),
+)
+
+
+# ----------------------------------------------------------------- PlaybackGrants
 async def create_grant(request: web.Request) -> web.Response:
     plane = request.app[PLANE]
-    s = _streamer_or_404(request)
+    s = STREAMERS.get_or_404(request)
     req = r.parse_grant_create(await _form(request))
     if s.status not in r.ACTIVE_STREAMER:
         raise r.bad_request(f"PlayerStreamer {s.sid} is {s.status.value}: nothing to play")
@@ -558,7 +558,7 @@ async def create_grant(request: web.Request) -> web.Response:
 
 
 async def fetch_grant(request: web.Request) -> web.Response:
-    _streamer_or_404(request)
+    STREAMERS.get_or_404(request)
     raise r.ApiError(405, r.CODE_METHOD, "Fetching a PlaybackGrant is not enabled; create one")
 
 
@@ -733,13 +733,11 @@ def build_app(plane: ControlPlane, player_dir: Path | None = None) -> web.Applic
     app[PLANE] = plane
     add = app.router.add_route
     add("POST", "/v1/MediaProcessors", create_processor)
-    add("GET", "/v1/MediaProcessors", list_processors)
-    add("GET", "/v1/MediaProcessors/{sid}", fetch_processor)
-    add("POST", "/v1/MediaProcessors/{sid}", update_processor)
     add("POST", "/v1/PlayerStreamers", create_streamer)
-    add("GET", "/v1/PlayerStreamers", list_streamers)
-    add("GET", "/v1/PlayerStreamers/{sid}", fetch_streamer)
-    add("POST", "/v1/PlayerStreamers/{sid}", update_streamer)
+    for c in (PROCESSORS, STREAMERS):
+        add("GET", f"/v1/{c.path}", c.list_handler)
+        add("GET", f"/v1/{c.path}/{{sid}}", c.fetch_handler)
+        add("POST", f"/v1/{c.path}/{{sid}}", c.update_handler)
     add("POST", "/v1/PlayerStreamers/{sid}/PlaybackGrant", create_grant)
     add("GET", "/v1/PlayerStreamers/{sid}/PlaybackGrant", fetch_grant)
     add("GET", "/v1/MediaRecordings", list_recordings)
