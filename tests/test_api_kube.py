@@ -345,3 +345,24 @@ def _granted_by_the_chart() -> set[tuple[str, str, str]]:
         for resource in rule["resources"]
         for verb in rule["verbs"]
     }
+
+
+def test_jobs_never_inherit_a_credential_as_plain_env() -> None:
+    """The API's MIXER_* settings reach its Jobs as literal env in the Job spec: anything
+    named like a credential stays out, including ones this list was not written for
+    (MIXER_ROOM_ADMIN_TOKEN came later, issue 16)."""
+    from mixer_ext.api.kube import job_env
+
+    environ = {
+        "MIXER_ROOM_URL": "ws://room:7880",
+        "MIXER_HLS_LIST_SIZE": "6",
+        "MIXER_ROOM_ADMIN_TOKEN": "admin-t0ken",
+        "MIXER_ROOM_SECRET": "s",
+        "MIXER_SOME_FUTURE_SECRET": "s2",
+        "MIXER_UPLOAD_PASSWORD": "p",
+        "MIXER_API_KEYS": "SK:k",
+        "MIXER_ACCOUNT_SID": "AC" + "0" * 32,
+        "MIXER_API_PUBLIC_URL": "https://x",
+        "PATH": "/bin",
+    }
+    assert job_env(environ) == {"MIXER_ROOM_URL": "ws://room:7880", "MIXER_HLS_LIST_SIZE": "6"}

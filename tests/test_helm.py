@@ -492,6 +492,26 @@ def test_job_shape(example: Path) -> None:
     assert {p["targetPort"] for p in service["spec"]["ports"]} == {"http", "metrics"}
 
 
+def test_grace_period_covers_the_workers_drain() -> None:
+    """job.terminationGracePeriodSeconds (the chart's Job, and the API's Jobs through
+    MIXER_API_KUBE_GRACE_SECONDS) outlasts the worker's shutdown after SIGTERM in the
+    current code: the outputs' finalization (one STAGE_TIMEOUT), the HLS linger
+    (MIXER_HTTP_LINGER) and the HTTP endpoint's stop (one STAGE_TIMEOUT), plus a margin.
+    When the worker gets one shutdown budget (issue 16), compare with that instead."""
+    from mixer_ext.api.config import ApiSettings
+    from mixer_ext.settings import Settings
+    from mixer_ext.worker.runner import STAGE_TIMEOUT
+
+    grace = DEFAULTS["job"]["terminationGracePeriodSeconds"]
+    linger = Settings.model_fields["http_linger"].default
+    assert grace >= linger + 2 * STAGE_TIMEOUT + 5, (grace, linger, STAGE_TIMEOUT)
+    # `mixer-ext api` outside the chart builds Jobs with the chart's defaults too
+    api = ApiSettings.model_fields
+    assert api["api_kube_grace_seconds"].default == grace
+    assert api["api_kube_resources"].default == DEFAULTS["resources"]
+    assert api["api_kube_data_size_limit"].default == DEFAULTS["data"]["sizeLimit"]
+
+
 def test_deadline_follows_the_maximum_duration(helm: Helm) -> None:
     docs = _render(
         helm,
@@ -599,6 +619,9 @@ def _labels_select(selector: dict[str, str], pod_labels: dict[str, str]) -> bool
 def test_api_only_install(helm: Helm) -> None:
     """job.enabled false + api.enabled: the API and what it needs, no Job, no room name;
     the credentials are in the Secret and reach the pod only by reference."""
+    rendering = helm.render(CHART_DIR, API_ONLY, "media", namespace="media")
+    assert 'client.media.base_url = "https://media.example.com"' in rendering.notes
+    assert rendering.notes.startswith("Media v1 API: deployment/media-mixer-ext-api")
     docs = _render(helm, API_ONLY, "media")
     assert sorted(d["kind"] for d in docs) == [
         "ConfigMap", "Deployment", "PersistentVolumeClaim", "PodDisruptionBudget", "Role",

@@ -38,6 +38,7 @@ import asyncio
 import logging
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -369,13 +370,21 @@ class KubernetesLauncher:
         return running, ips
 
 
-def job_env(environ: dict[str, str] | None = None) -> dict[str, str]:
+#: a setting named like this is a credential, never copied into a Job spec (credentials
+#: reach a Job by Secret reference only, ``ROOM_SECRET_KEYS``)
+_CREDENTIAL_SUFFIXES = ("_SECRET", "_TOKEN", "_KEY", "_KEYS", "_PASSWORD")
+
+
+def job_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """The API's ``MIXER_*`` settings a Job inherits (room URL, backend, HLS tuning...)."""
     env = os.environ if environ is None else environ
     return {
         k: v
         for k, v in env.items()
-        if k.startswith("MIXER_") and not k.startswith("MIXER_API_") and k not in _NOT_FOR_JOBS
+        if k.startswith("MIXER_")
+        and not k.startswith("MIXER_API_")
+        and k not in _NOT_FOR_JOBS
+        and not k.endswith(_CREDENTIAL_SUFFIXES)
     }
 
 
