@@ -368,6 +368,80 @@ def test_reference_rendering_validates_as_kubernetes_objects(example: Path, vers
         kubernetes_validate.validate(doc, version, strict=True)
 
 
+#: the volume types Pod Security "restricted" allows
+_RESTRICTED_VOLUMES = {
+    "configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim",
+    "projected", "secret",
+}  # fmt: skip
+
+
+def restricted_violations(pod: dict[str, Any]) -> list[str]:
+    """What keeps a pod spec from the Pod Security Standard "restricted" (the rules of
+    the Kubernetes documentation's profile, as the admission controller applies them;
+    no API server runs here to apply them)."""
+    out: list[str] = []
+    for host in ("hostNetwork", "hostPID", "hostIPC"):
+        if pod.get(host):
+            out.append(host)
+    for v in pod.get("volumes", []):
+        kind = next(k for k in v if k != "name")
+        if kind not in _RESTRICTED_VOLUMES:
+            out.append(f"volume {v['name']}: {kind}")
+    psc = pod.get("securityContext", {})
+    for c in pod.get("initContainers", []) + pod["containers"]:
+        sc = c.get("securityContext", {})
+        name = c["name"]
+        if sc.get("privileged"):
+            out.append(f"{name}: privileged")
+        if sc.get("allowPrivilegeEscalation") is not False:
+            out.append(f"{name}: allowPrivilegeEscalation not false")
+        caps = sc.get("capabilities", {})
+        if "ALL" not in caps.get("drop", []):
+            out.append(f"{name}: capabilities not dropping ALL")
+        if set(caps.get("add", [])) - {"NET_BIND_SERVICE"}:
+            out.append(f"{name}: adds capabilities")
+        if not sc.get("runAsNonRoot", psc.get("runAsNonRoot")):
+            out.append(f"{name}: runAsNonRoot not true")
+        if sc.get("runAsUser", psc.get("runAsUser")) == 0:
+            out.append(f"{name}: runAsUser 0")
+        seccomp = sc.get("seccompProfile", psc.get("seccompProfile", {})).get("type")
+        if seccomp not in ("RuntimeDefault", "Localhost"):
+            out.append(f"{name}: seccompProfile {seccomp}")
+        if c.get("ports") and any(p.get("hostPort") for p in c["ports"]):
+            out.append(f"{name}: hostPort")
+    return out
+
+
+def _pod_specs(docs: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+    return [
+        (f"{d['kind']} {d['metadata']['name']}", d["spec"]["template"]["spec"])
+        for d in docs
+        if d["kind"] in ("Job", "Deployment")
+    ]
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
+def test_every_pod_meets_the_restricted_pod_security_standard(example: Path) -> None:
+    pods = _pod_specs(_docs(example))
+    assert pods
+    for where, pod in pods:
+        assert restricted_violations(pod) == [], where
+
+
+def test_the_restricted_check_can_fail() -> None:
+    (_, pod), *_ = _pod_specs(_docs(JOB_EXAMPLES[0]))
+    pod = copy.deepcopy(pod)
+    pod["containers"][0]["securityContext"]["allowPrivilegeEscalation"] = True
+    pod["securityContext"].pop("seccompProfile")
+    pod["volumes"].append({"name": "host", "hostPath": {"path": "/"}})
+    assert restricted_violations(pod) == [
+        "volume host: hostPath",
+        "context: seccompProfile None",
+        "mixer: allowPrivilegeEscalation not false",
+        "mixer: seccompProfile None",
+    ]
+
+
 def test_strict_validation_catches_a_misplaced_field() -> None:
     """The check above can fail: a field in the wrong place is refused."""
     job = _one(_docs(JOB_EXAMPLES[0]), "Job")
@@ -779,6 +853,7 @@ def test_the_apis_jobs_have_the_charts_worker_pod(
     cfg = load_api_settings()  # the chart's settings load as the API would load them
     api_job = build_job(JobTemplate.from_settings(cfg), "ZX" + "a" * 32, job_env())
     kubernetes_validate.validate(api_job, K8S_VERSIONS[-1], strict=True)
+    assert restricted_violations(api_job["spec"]["template"]["spec"]) == []
     assert api_job["metadata"]["namespace"] == "default"
     api_pod = api_job["spec"]["template"]["spec"]
     (ours,) = api_pod["containers"]
