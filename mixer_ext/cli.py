@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from mixer_ext import __version__
 from mixer_ext.errors import ConfigError
-from mixer_ext.log import setup_logging
+from mixer_ext.log import setup_logging, stop_logging
 from mixer_ext.settings import load_settings
 
 #: command -> (module, one-line help)
@@ -77,10 +77,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         rc: int = module.main(args, settings)
     except ConfigError as exc:
+        stop_logging()  # the queued lines first, then the one-line error
         print(f"mixer-ext {known.command}: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
+    finally:
+        stop_logging()  # every queued line is written before the process exits
     logging.shutdown()
     return rc
 

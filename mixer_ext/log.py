@@ -1,18 +1,28 @@
-"""Logging: one line per record, JSON or text, with secrets redacted.
+"""Logging: one line per record, JSON or text, with secrets redacted, off the caller's thread.
 
 Structured fields go in ``extra={"fields": {...}}``; ``log_event`` is the
 short form.  Every record passes through ``redact_text`` whatever its source
 (aiortc, aiohttp, PyAV), so an RTMP stream key or a token cannot leak even
 when a library prints a URL.
+
+``setup_logging`` routes the root logger through ``mixer_ext.logqueue``: a
+logging call (on the event loop, in the tick) only copies the record into a
+bounded queue; one listener thread redacts, formats and writes to stderr, so
+a slow or blocked stderr never stops the loop.  ``stop_logging`` (also run at
+exit) writes every queued line before the process ends, then logs directly.
 """
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mixer_ext.logqueue import QueuedLogging
 
 from mixer_ext.redact import redact_text
 
@@ -63,17 +73,47 @@ class TextFormatter(logging.Formatter):
         return line
 
 
+#: the queue and listener thread of this process (``setup_logging``), if started
+_queued: QueuedLogging | None = None
+_at_exit_registered = False
+
+
 def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
-    """Configure the root logger once per process (stderr)."""
+    """Configure the root logger once per process: a queue to a stderr writer thread.
+
+    Calling it again replaces the previous configuration (its queue is written first).
+    """
+    from mixer_ext.logqueue import start_queued_logging  # it imports this module's filter
+
+    global _queued, _at_exit_registered
+    stop_logging()
+    if not _at_exit_registered:
+        atexit.register(stop_logging)
+        _at_exit_registered = True
     handler = logging.StreamHandler(sys.stderr)
-    handler.addFilter(RedactingFilter())
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()
-    root.handlers[:] = [handler]
     root.setLevel(level.upper())
     # aiortc/aioice are chatty at INFO about every candidate pair
     for noisy in ("aioice", "aiortc", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    _queued = start_queued_logging(handler, root)  # redaction runs in its listener
+
+
+def stop_logging() -> None:
+    """Write every queued record, end the listener thread, then log directly (idempotent).
+
+    Run at exit too (``atexit``), so a process's last lines are never lost; after it,
+    the root logger writes on the caller's thread, still redacted.
+    """
+    global _queued
+    queued, _queued = _queued, None
+    if queued is None:
+        return
+    queued.stop()
+    root = logging.getLogger()
+    if queued.handler in root.handlers:
+        root.handlers[:] = [queued.target]
 
 
 def log_event(logger: logging.Logger, event: str, level: int = logging.INFO, **fields: Any) -> None:
