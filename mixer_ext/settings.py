@@ -103,6 +103,8 @@ class Settings(BaseSettings):
     #: Access-Control-Allow-Origin on /hls/ responses (e.g. "*" or "https://player.example");
     #: unset: no CORS header (the player page on the same origin needs none)
     http_cors_origin: str | None = None
+    #: clients of the metadata WebSocket (/ws/metadata) at once; one more gets 503
+    http_max_metadata_clients: int = Field(100, ge=1, le=100_000)
     metrics_port: int | None = Field(None, ge=0, le=65535)
     status_callback_url: str | None = None
 

@@ -14,7 +14,7 @@ from mixer_ext.core.payload import MetadataPayload
 from mixer_ext.encode.fanout import OutputPipeline
 from mixer_ext.serve.http import HttpEndpoint
 from mixer_ext.settings import Settings
-from mixer_ext.testing.feed import feed
+from mixer_ext.testing.feed import feed, payload_for
 
 
 @pytest.fixture
@@ -162,3 +162,61 @@ async def test_stop_closes_open_websockets_promptly(dirs: tuple[Path, Path]) -> 
         msg = await ws.receive(timeout=5)
         assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
         await ws.close()
+
+
+async def test_metadata_clients_are_capped_with_a_clear_refusal(dirs: tuple[Path, Path]) -> None:
+    hls_dir, player = dirs
+    http = HttpEndpoint(Settings(http_port=0, http_max_metadata_clients=2), hls_dir, player, None)
+    await http.start()
+    url = f"http://127.0.0.1:{http.port}/ws/metadata"
+    try:
+        async with aiohttp.ClientSession() as session:
+            first = await session.ws_connect(url)
+            second = await session.ws_connect(url)
+            with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+                await session.ws_connect(url)
+            assert refused.value.status == 503
+            async with session.get(url) as r:  # what the refusal says, read as plain HTTP
+                assert r.status == 503
+                assert "MIXER_HTTP_MAX_METADATA_CLIENTS" in (await r.json())["error"]
+            # the connected ones still get payloads; a slot freed is taken again
+            http.publish(payload_for(7))
+            for ws in (first, second):
+                assert MetadataPayload.from_json((await ws.receive(timeout=5)).data).seq == 7
+            await first.close()
+            for _ in range(100):
+                if len(http._clients) < 2:
+                    break
+                await asyncio.sleep(0.02)
+            third = await session.ws_connect(url)
+            for ws in (second, third):
+                await ws.close()
+    finally:
+        await http.stop()
+
+
+async def test_the_tick_only_hands_payloads_over(dirs: tuple[Path, Path]) -> None:
+    hls_dir, player = dirs
+    http = HttpEndpoint(Settings(http_port=0), hls_dir, player, None)
+    await http.start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            clients = [
+                await session.ws_connect(f"http://127.0.0.1:{http.port}/ws/metadata")
+                for _ in range(3)
+            ]
+            await asyncio.sleep(0.1)  # registered
+            for seq in range(5):  # one tick's worth of calls, no await between them
+                http.publish(payload_for(seq))
+            # nothing was encoded or queued to a client inside the tick ...
+            assert all(q.empty() for q in http._clients)
+            # ... the publisher task does it, in order, for every client
+            for ws in clients:
+                got = [
+                    MetadataPayload.from_json((await ws.receive(timeout=5)).data).seq
+                    for _ in range(5)
+                ]
+                assert got == [0, 1, 2, 3, 4]
+                await ws.close()
+    finally:
+        await http.stop()

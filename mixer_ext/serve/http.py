@@ -21,8 +21,12 @@ Paths (all GET):
   (``set_ready``) and an HLS output has its first segment (when there is
   one), else 503.
 * ``/ws/metadata``: a WebSocket sending every payload's JSON as a text
-  message, live.  Each client has a bounded queue (``WS_QUEUE``, oldest
-  dropped when a client is slow).
+  message, live.  At most ``MIXER_HTTP_MAX_METADATA_CLIENTS`` clients at once;
+  one more is refused before the upgrade (503, a JSON ``error`` naming the
+  limit).  Each client has a bounded queue (``WS_QUEUE``, oldest dropped when a
+  client is slow).  The tick only hands a payload over (``publish``: O(1), no
+  JSON); the ``ws-metadata-publish`` task encodes it once and queues it to every
+  client, outside the tick.
 
 Path safety: HLS names and file names must match strict patterns, player
 files must resolve inside the player directory, and anything with a ``..``
@@ -32,8 +36,10 @@ or hidden segment is refused (404), whatever its percent-encoding.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
+import time
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -51,6 +57,8 @@ log = logging.getLogger(__name__)
 WS_QUEUE = 32
 #: seconds stop() waits for open requests before closing them
 SHUTDOWN_TIMEOUT = 3.0
+#: at most one warning about refused metadata clients per this many seconds
+REFUSAL_LOG_PERIOD = 10.0
 _PLAYER_TYPES = {
     ".html": "text/html",
     ".js": "text/javascript",
@@ -94,6 +102,13 @@ class HttpEndpoint:
         self._ready = False
         self._runner: web.AppRunner | None = None
         self._clients: set[asyncio.Queue[str | None]] = set()
+        self.max_metadata_clients = settings.http_max_metadata_clients
+        self._refused = 0
+        self._refused_logged_at = -REFUSAL_LOG_PERIOD
+        #: payloads handed over by the tick, not yet fanned out (oldest dropped when full)
+        self._outgoing: collections.deque[MetadataPayload] = collections.deque(maxlen=WS_QUEUE)
+        self._outgoing_ready = asyncio.Event()
+        self._publisher: asyncio.Task[None] | None = None
         self._remove_listener: Any = None
         self.origin = HlsOrigin(self.hls_dir, cors_origin=settings.http_cors_origin)
 
@@ -117,6 +132,9 @@ class HttpEndpoint:
         await site.start()
         self._runner = runner
         self.port = int(runner.addresses[0][1])
+        self._publisher = asyncio.get_running_loop().create_task(
+            self._publish_loop(), name="ws-metadata-publish"
+        )
         if self.pipeline is not None:
             self._remove_listener = self.pipeline.add_payload_listener(self.publish)
             for output in getattr(self.pipeline, "outputs", []):
@@ -128,6 +146,8 @@ class HttpEndpoint:
         if self._remove_listener is not None:
             self._remove_listener()
             self._remove_listener = None
+        await stop_tasks([self._publisher], logger=log)
+        self._publisher = None
         if self._runner is not None:
             runner, self._runner = self._runner, None
             await runner.cleanup()
@@ -137,13 +157,24 @@ class HttpEndpoint:
         self._ready = ready
 
     def publish(self, payload: MetadataPayload) -> None:
-        """Send ``payload`` to every WebSocket client (event loop thread; never blocks)."""
-        text = payload.to_json()
-        for q in self._clients:
-            if q.full():
-                with contextlib.suppress(asyncio.QueueEmpty):
-                    q.get_nowait()  # drop the oldest for a slow client
-            q.put_nowait(text)
+        """Hand ``payload`` to the publisher task (called in the tick: O(1), never blocks)."""
+        if self._publisher is None or not self._clients:
+            return
+        self._outgoing.append(payload)  # a full deque drops its oldest
+        self._outgoing_ready.set()
+
+    async def _publish_loop(self) -> None:
+        """Encode each payload once and queue it to every client (``ws-metadata-publish``)."""
+        while True:
+            await self._outgoing_ready.wait()
+            self._outgoing_ready.clear()
+            while self._outgoing:
+                text = self._outgoing.popleft().to_json()
+                for q in list(self._clients):
+                    if q.full():
+                        with contextlib.suppress(asyncio.QueueEmpty):
+                            q.get_nowait()  # drop the oldest for a slow client
+                    q.put_nowait(text)
 
     # ------------------------------------------------------------------ handlers
     async def _index(self, request: web.Request) -> web.StreamResponse:
@@ -197,12 +228,35 @@ class HttpEndpoint:
 
     async def _ws_metadata(self, request: web.Request) -> web.StreamResponse:
         # timeout: how long close() waits for the client's close reply (bounded shutdown)
+        if len(self._clients) >= self.max_metadata_clients:
+            self._refused += 1
+            now = time.monotonic()
+            if now - self._refused_logged_at >= REFUSAL_LOG_PERIOD:  # a rush is not a log flood
+                self._refused_logged_at = now
+                log.warning(
+                    "metadata socket: %d client(s) refused, %d connected "
+                    "(MIXER_HTTP_MAX_METADATA_CLIENTS)",
+                    self._refused,
+                    len(self._clients),
+                )
+                self._refused = 0
+            return web.json_response(
+                {
+                    "error": f"too many metadata clients: at most {self.max_metadata_clients} "
+                    "(MIXER_HTTP_MAX_METADATA_CLIENTS)"
+                },
+                status=503,
+                headers={"Retry-After": "5"},
+            )
         ws = web.WebSocketResponse(heartbeat=30.0, timeout=1.0)
-        await ws.prepare(request)
         q: asyncio.Queue[str | None] = asyncio.Queue(maxsize=WS_QUEUE)
-        self._clients.add(q)
-        reader = asyncio.get_running_loop().create_task(self._drain(ws, q), name="ws-metadata-read")
+        self._clients.add(q)  # counted before the first await: the cap holds under a rush
+        reader: asyncio.Task[None] | None = None
         try:
+            await ws.prepare(request)
+            reader = asyncio.get_running_loop().create_task(
+                self._drain(ws, q), name="ws-metadata-read"
+            )
             while True:
                 text = await q.get()
                 if text is None or ws.closed:
