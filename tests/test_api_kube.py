@@ -61,6 +61,8 @@ def test_manifests_validate_strict(version: str) -> None:
 class _FakeKube(BaseHTTPRequestHandler):
     jobs: dict[str, dict[str, Any]]
     secrets: dict[str, dict[str, Any]]
+    #: the IP of every Job's pod (as the Job controller and the kubelet would report it)
+    pod_ip = "10.0.0.1"
     #: (API group, resource, RBAC verb) of every request, as the API server authorizes it
     calls: set[tuple[str, str, str]]
 
@@ -113,6 +115,9 @@ class _FakeKube(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         url = urlsplit(self.path)
+        if url.path.endswith("/pods"):
+            self._send(200, _pods(self))
+            return
         if url.path.endswith("/jobs"):
             selector = parse_qs(url.query).get("labelSelector", [""])[0]
             key, _, value = selector.partition("=")
@@ -147,6 +152,7 @@ def fake_kube() -> Iterator[tuple[KubernetesLauncher, type[_FakeKube]]]:
     launcher = KubernetesLauncher(
         TEMPLATE, kubernetes.client.BatchV1Api(api), kubernetes.client.CoreV1Api(api)
     )
+    handler.url = cfg.host
     try:
         yield launcher, handler
     finally:
@@ -214,15 +220,6 @@ async def test_api_with_the_kubernetes_launcher(
 
     launcher, fake = fake_kube
     fake.pod_ip = "127.0.0.1"
-    original_get = fake.do_GET
-
-    def do_get(self: Any) -> None:
-        if urlsplit(self.path).path.endswith("/pods"):
-            self._send(200, _pods(fake))
-        else:
-            original_get(self)
-
-    fake.do_GET = do_get
     monkeypatch.setenv("MIXER_ROOM_URL", "ws://room.live.svc:7880")
     monkeypatch.setenv("MIXER_ROOM_SECRET", "room-secret-never-in-a-job-" * 2)
 
@@ -366,3 +363,124 @@ def test_jobs_never_inherit_a_credential_as_plain_env() -> None:
         "PATH": "/bin",
     }
     assert job_env(environ) == {"MIXER_ROOM_URL": "ws://room:7880", "MIXER_HLS_LIST_SIZE": "6"}
+
+
+def _rendered_api_settings() -> dict[str, str]:
+    """The API's ConfigMap in the committed rendering of helm/examples/api.yaml."""
+    import yaml
+
+    rendering = Path(__file__).parent.parent / "helm" / "rendered" / "api.yaml"
+    docs = [d for d in yaml.safe_load_all(rendering.read_text()) if d]
+    (cm,) = [
+        d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-api-env")
+    ]
+    return dict(cm["data"])
+
+
+def test_mixer_ext_api_runs_with_the_charts_settings(fake_kube: Any, tmp_path: Path) -> None:
+    """The real ``mixer-ext api`` process, with the environment the chart gives its pod
+    (the rendered ConfigMap; the token as the Secret would give it), against the local
+    fake of the Kubernetes API through a kubeconfig (the launcher's fallback outside a
+    cluster; a unit test of the code around the client, nothing ran on a cluster):
+    /healthz answers without credentials (the chart's probes), a MediaProcessor becomes
+    a Job with the chart's image, resources, grace period and room Secret, and ending it
+    deletes the Job; SIGTERM stops the API with exit 0."""
+    import base64
+    import os
+    import signal
+    import subprocess
+    import time
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    from mixer_ext.testing.net import free_port, mixer_ext_cmd, wait_for_port
+
+    _, fake = fake_kube
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "fake", "cluster": {"server": fake.url}}],
+                "users": [{"name": "api", "user": {"token": "fake-sa-token"}}],
+                "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "api"}}],
+                "current-context": "fake",
+            }
+        )
+    )
+    port = free_port()
+    settings = _rendered_api_settings()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MIXER_", "KUBERNETES_"))}
+    env |= settings | {
+        "MIXER_AUTH_TOKEN": "chart-auth-token",
+        "MIXER_API_DATA_DIR": str(tmp_path / "data"),  # the PVC's mount, /data, in the pod
+        "MIXER_API_PUBLIC_URL": f"http://127.0.0.1:{port}",
+        "KUBECONFIG": str(kubeconfig),
+    }
+    auth = "Basic " + base64.b64encode(f"AC{'0' * 32}:chart-auth-token".encode()).decode()
+
+    def call(method: str, path: str, form: dict[str, str] | None = None) -> tuple[int, Any]:
+        data = urllib.parse.urlencode(form).encode() if form is not None else None
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{port}{path}", data=data, method=method,
+            headers={"Authorization": auth} if path.startswith("/v1/") else {},
+        )  # fmt: skip
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                body = resp.read()
+                return resp.status, json.loads(body) if path.startswith("/v1/") else body
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+
+    def until(what: str, check: Any) -> None:
+        deadline = time.monotonic() + 20
+        while not check():
+            assert time.monotonic() < deadline, what
+            time.sleep(0.05)
+
+    api = subprocess.Popen(
+        [*mixer_ext_cmd(), "api", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_for_port(port, timeout=30)
+        assert call("GET", "/healthz") == (200, b"ok\n")
+        status, vj = call("POST", "/v1/PlayerStreamers", {})
+        assert status == 201, vj
+        ctx = json.dumps({"room": {"name": "RM1"}, "outputs": [vj["sid"]]})
+        status, zx = call(
+            "POST", "/v1/MediaProcessors",
+            {"Extension": "audio-mixer-v1", "ExtensionContext": ctx},
+        )  # fmt: skip
+        assert status == 201, zx
+        name = job_name(zx["sid"])
+        until("the Job is created", lambda: name in fake.jobs)
+        job = fake.jobs[name]
+        assert job["metadata"]["namespace"] == settings["MIXER_API_KUBE_NAMESPACE"]
+        pod = job["spec"]["template"]["spec"]
+        (mixer,) = pod["containers"]
+        assert mixer["image"] == settings["MIXER_API_KUBE_IMAGE"]
+        assert mixer["resources"] == json.loads(settings["MIXER_API_KUBE_RESOURCES"])
+        assert pod["terminationGracePeriodSeconds"] == int(settings["MIXER_API_KUBE_GRACE_SECONDS"])
+        env_of_job = {e["name"]: e for e in mixer["env"]}
+        assert env_of_job["MIXER_ROOM_URL"]["value"] == settings["MIXER_ROOM_URL"]
+        room = env_of_job["MIXER_ROOM_SECRET"]["valueFrom"]["secretKeyRef"]
+        assert room["name"] == settings["MIXER_API_KUBE_ROOM_SECRET"]
+        assert "chart-auth-token" not in json.dumps(job)
+        status_url = fake.secrets[name]["stringData"]["status-callback-url"]
+        assert status_url.startswith(settings["MIXER_API_INTERNAL_URL"] + "/internal/workers/")
+        status, ended = call("POST", f"/v1/MediaProcessors/{zx['sid']}", {"Status": "ended"})
+        assert status == 200 and ended["ended_reason"] == "ended-via-api", ended
+        until("the Job is deleted", lambda: name not in fake.jobs)
+        api.send_signal(signal.SIGTERM)
+        assert api.wait(timeout=20) == 0
+    finally:
+        if api.poll() is None:
+            api.kill()
+            api.wait()
+        output = api.stdout.read().decode(errors="replace") if api.stdout else ""
+    assert "chart-auth-token" not in output  # never logged
