@@ -45,7 +45,7 @@ from mixer_ext.connectors.base import Reason
 from mixer_ext.errors import ConfigError
 from mixer_ext.roomserver import protocol as p
 from mixer_ext.roomserver.forward import PacketFanout
-from mixer_ext.roomserver.limits import ROLE_PARTICIPANT, identity_refusal
+from mixer_ext.roomserver.limits import ROLE_PARTICIPANT, PreJoinGuard, identity_refusal
 from mixer_ext.roomserver.state import Admission, Room, TrackState
 from mixer_ext.roomserver.tokens import check_name
 from mixer_ext.roomserver.twilio import connection as tc
@@ -228,6 +228,7 @@ class TwilioGateway:
         """Hello, the ICE-server request, then ``connect``: admit it or refuse it with a code."""
         deadline = time.monotonic() + CONNECT_TIMEOUT
         label = f"twilio <{peer}>"
+        guard = PreJoinGuard(self.server.max_errors_before_join)
         while True:
             await _flush(ws, conn)
             try:
@@ -246,20 +247,21 @@ class TwilioGateway:
                     continue
                 try:
                     message = s.parse_client_body(body)
+                    if not isinstance(message, s.IceRequest | s.Connect | s.Disconnect):
+                        raise s.SignalingError("connect first")
                 except s.SignalingError as exc:
-                    log.warning("room server: %s: refused: %s", label, exc)
+                    self.server.warn("twilio-refused", "room server: %s: refused: %s", label, exc)
+                    if guard.error():  # MIXER_ROOM_MAX_ERRORS_BEFORE_JOIN
+                        await self._refuse(ws, conn, label, exc.error)
+                        return None
                     conn.send(s.error(exc.error), now)
                     continue
                 if isinstance(message, s.IceRequest):
                     conn.send(s.iced([]), now)  # loopback/LAN: no STUN/TURN needed
                 elif isinstance(message, s.Connect):
                     return await self._admit(ws, conn, message, peer)
-                elif isinstance(message, s.Disconnect):
-                    return None
                 else:
-                    conn.send(
-                        s.error(e.SIGNALING_INVALID_MESSAGE.with_detail("connect first")), now
-                    )
+                    return None
 
     async def _refuse(
         self, ws: web.WebSocketResponse, conn: tc.TcmpServer, label: str, err: e.TwilioVideoError
