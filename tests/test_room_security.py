@@ -18,6 +18,7 @@ import pytest
 
 from mixer_ext.connectors.base import TrackEnabledChanged, TrackSubscribed
 from mixer_ext.connectors.embedded import EmbeddedRoomConnector
+from mixer_ext.redact import redact_text
 from mixer_ext.roomserver import protocol as p
 from mixer_ext.roomserver.app import LOG_LINES_PER_KIND, RoomServer
 from mixer_ext.roomserver.tokens import TokenError, verify_token
@@ -128,6 +129,9 @@ async def test_ending_a_room_needs_the_admin_token() -> None:
             async with http.post(url, headers={"Authorization": f"Bearer {ADMIN}"}) as resp:
                 assert resp.status == 200
         assert await asyncio.wait_for(a.wait_closed(), 10) == "room-ended"
+        # whoever logs them (a library printing a header), the credentials are scrubbed
+        assert ADMIN not in redact_text(f"Authorization: Bearer {ADMIN}")
+        assert SECRET not in redact_text(f"secret {SECRET}")
     finally:
         await server.stop()
 

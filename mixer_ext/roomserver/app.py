@@ -57,6 +57,7 @@ from pydantic import ValidationError
 from mixer_ext import metrics
 from mixer_ext.connectors.base import Reason
 from mixer_ext.errors import ConfigError
+from mixer_ext.redact import add_secret
 from mixer_ext.roomserver import protocol as p
 from mixer_ext.roomserver.limits import (
     ConnectionLimits,
@@ -131,6 +132,9 @@ class RoomServer:
         self._admin_token = (
             settings.room_admin_token.get_secret_value() if settings.room_admin_token else None
         )
+        for credential in (self.secret, self._admin_token):  # never in a log line, whoever logs
+            if credential:
+                add_secret(credential)
         self.join_timeout = settings.room_join_timeout
         self.max_errors_before_join = settings.room_max_errors_before_join
         self.message_rate = settings.room_message_rate
