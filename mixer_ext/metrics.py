@@ -66,6 +66,12 @@ OUTPUT_RECONNECTS = Counter(
     "mixer_output_reconnects_total", "Reconnects per output kind (RTMP).", ["kind"]
 )
 OUTPUT_ERRORS = Counter("mixer_output_errors_total", "Errors per output kind.", ["kind"])
+OUTPUT_DISCONTINUITIES = Counter(
+    "mixer_output_discontinuities_total",
+    "Gaps an output marked (HLS: EXT-X-DISCONTINUITY) after dropped audio, a clock resync"
+    " or a restart.",
+    ["kind"],
+)
 OUTPUT_DROPPED_PACKETS = Counter(
     "mixer_output_dropped_packets_total",
     "Packets an output dropped because it could not keep up or was disconnected.",

@@ -19,7 +19,7 @@ from mixer_ext.core.payload import MetadataPayload
 from mixer_ext.encode.fanout import OutputPipeline
 from mixer_ext.errors import MixerError
 from mixer_ext.outputs.carriers import parse_id3_txxx
-from mixer_ext.outputs.playlist import HlsPlaylist
+from mixer_ext.llhls.playlist import MediaPlaylist, Segment
 from mixer_ext.settings import HlsPlaylistType, Settings
 from mixer_ext.testing.feed import TONE_HZ, feed, payload_for, ts_pmt_stream_types
 from tests.hls_reader import playlist_segments, read_hls, tone_levels
@@ -225,9 +225,7 @@ def test_bitrate_out_of_range_is_one_line(tmp_path: Path) -> None:
 def test_playlist_target_duration_never_below_rounded_extinf() -> None:
     from datetime import UTC, datetime
 
-    from mixer_ext.outputs.playlist import Segment
-
-    pl = HlsPlaylist(2.0, window=2)
+    pl = MediaPlaylist(2.0, window=2)
     now = datetime(2026, 1, 1, tzinfo=UTC)
     for i, d in enumerate([2.02, 2.6, 2.0]):
         pl.add(Segment(f"seg-{i + 1:06d}.ts", d, now, i + 1))

@@ -5,8 +5,9 @@ Tick ``n`` is due at ``start + n * 0.020`` on a monotonic clock (never
 behind by less than ``RESYNC_AFTER``, the missed ticks run at once, so the output
 timeline never loses a sample; after a longer stall (SIGSTOP, VM steal) the clock
 re-anchors at the current time instead of replaying seconds of ticks back to back
-(counted in ``mixer_clock_resyncs_total``).  Every tick's lateness goes into
-``TICK_LATENESS``.
+(counted in ``mixer_clock_resyncs_total``); the first frame after it is flagged
+``discontinuity``, so the outputs mark the gap (HLS: ``#EXT-X-DISCONTINUITY``).
+Every tick's lateness goes into ``TICK_LATENESS``.
 
 Each attached track has its own named reader task: ``await track.recv()``
 and push the frame, stamped with its arrival on the mixer timeline.  The
@@ -26,6 +27,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from mixer_ext import metrics
@@ -95,6 +97,7 @@ class MixerClock:
         start = self._clock() - self.mixer.tick_index * TICK_SECONDS
         self._start = start
         n = self.mixer.tick_index
+        resynced = False
         while True:
             due = start + n * TICK_SECONDS
             now = self._clock()
@@ -118,9 +121,13 @@ class MixerClock:
                     self.resyncs,
                 )
                 lateness = 0.0
+                resynced = True
             self.max_lateness = max(self.max_lateness, lateness)
             metrics.TICK_LATENESS.observe(lateness)
             frame, payload = self.mixer.tick()
+            if resynced:
+                frame = replace(frame, discontinuity=True)
+                resynced = False
             n += 1
             self.ticks += 1
             try:

@@ -43,6 +43,9 @@ class MixedFrame:
 
     pts: int
     samples: Int16Block
+    #: the timeline jumped before this frame: the clock re-anchored after a stall, or
+    #: frames before it were dropped (the outputs mark it; HLS: EXT-X-DISCONTINUITY)
+    discontinuity: bool = False
 
     def to_av_frame(self) -> av.AudioFrame:
         """A packed s16 stereo 48 kHz ``av.AudioFrame`` stamped with ``pts``."""

@@ -14,7 +14,7 @@ pts) in sync with the audio in every container.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import av
@@ -35,6 +35,9 @@ class EncodedPacket:
     pts: int
     dts: int
     duration: int
+    #: the timeline jumped before this packet (the clock re-anchored, or packets
+    #: before it were dropped): outputs that can mark it do (HLS: EXT-X-DISCONTINUITY)
+    discontinuity: bool = False
 
     def to_av(self, stream: Any, offset: int = 0) -> Any:
         """A fresh ``av.Packet`` for ``stream``, shifted by ``-offset`` samples."""
@@ -84,15 +87,20 @@ class AacEncoder:
         self._resampler = av.AudioResampler(format="fltp", layout="stereo", rate=SAMPLE_RATE)
         self.params = AacParams(extradata=bytes(ctx.extradata or b""), bit_rate=ctx.bit_rate)
         self._flushed = False
+        self._discontinuity = False
 
     def encode(self, frame: MixedFrame) -> list[EncodedPacket]:
         """Encode one mixed frame; returns the packets that became ready (often none)."""
         if frame.samples.shape[1:] != (CHANNELS,):
             raise ValueError(f"mixed frame has shape {frame.samples.shape}, want (n, 2)")
         out: list[EncodedPacket] = []
+        self._discontinuity |= frame.discontinuity
         for converted in self._resampler.resample(frame.to_av_frame()):
             converted.pts = frame.pts if converted.pts is None else converted.pts
             out.extend(self._wrap(self._ctx.encode(converted)))
+        if out and self._discontinuity:  # on the first packet out after the jump
+            out[0] = replace(out[0], discontinuity=True)
+            self._discontinuity = False
         return out
 
     def flush(self) -> list[EncodedPacket]:

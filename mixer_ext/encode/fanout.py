@@ -28,6 +28,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 import av.logging
@@ -90,6 +91,8 @@ class OutputPipeline:
         self._thread: threading.Thread | None = None
         self._listeners: list[PayloadListener] = []
         self._closed = False
+        #: a frame was dropped: the next one queued carries ``discontinuity``
+        self._gap = False
         self.dropped_frames = 0
         self.frames_encoded = 0
 
@@ -181,11 +184,17 @@ class OutputPipeline:
     def _offer(self, item: MixedFrame | MetadataPayload) -> None:
         if self._closed or self._thread is None:
             return
+        is_frame = isinstance(item, MixedFrame)
+        if self._gap and isinstance(item, MixedFrame):
+            item = replace(item, discontinuity=True)
         try:
             self._queue.put_nowait(item)
         except queue.Full:
             self.dropped_frames += 1
             ENCODER_DROPPED_FRAMES.inc()
+            self._gap = self._gap or is_frame
+        else:
+            self._gap = self._gap and not is_frame
 
     # ------------------------------------------------------------------ payloads for apps
     def add_payload_listener(self, listener: PayloadListener) -> Callable[[], None]:

@@ -62,6 +62,9 @@ class Segment:
     #: its partial segments, in order (empty when LL-HLS is off); their bytes concatenated
     #: are the segment's bytes
     parts: tuple[Part, ...] = ()
+    #: preceded by EXT-X-DISCONTINUITY: a gap in the timeline (dropped audio, a clock
+    #: resync, a restart) lies between this segment and the one before
+    discontinuity: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +138,10 @@ class MediaPlaylist:
     ended: bool = False
     #: MSN of the first segment when the list is empty (what the writer will number next)
     first_sequence: int = 1
+    #: the open segment follows a discontinuity (EXT-X-DISCONTINUITY before its parts)
+    open_discontinuity: bool = False
+    #: EXT-X-DISCONTINUITY-SEQUENCE: discontinuities that slid out of a live window
+    discontinuity_sequence: int = 0
     _target_tag: int = 0
     #: rendered lines of segments whose parts are no longer listed, by MSN
     _cache: dict[int, str] = field(default_factory=dict)
@@ -163,14 +170,24 @@ class MediaPlaylist:
         """MSN of the open (or next) segment."""
         return self.segments[-1].sequence + 1 if self.segments else self.first_sequence
 
-    def add_part(self, part: Part, *, segment_start: datetime | None = None) -> None:
-        """Append a finished part of the open segment (``segment_start`` with its first part)."""
+    def add_part(
+        self,
+        part: Part,
+        *,
+        segment_start: datetime | None = None,
+        discontinuity: bool = False,
+    ) -> None:
+        """Append a finished part of the open segment (``segment_start`` with its first part).
+
+        ``discontinuity`` (with the first part): the open segment follows a gap.
+        """
         if self.part_target is None:
             raise ValueError("parts need a part target")
         if part.duration > self.part_target + 1e-9:
             raise ValueError(f"part {part.uri} is longer than the part target")
         if not self.open_parts:
             self.open_start = segment_start if segment_start is not None else self.open_start
+            self.open_discontinuity = discontinuity
         self.open_parts.append(part)
 
     def add(self, segment: Segment) -> list[Segment]:
@@ -179,9 +196,14 @@ class MediaPlaylist:
         With LL-HLS on, a segment without parts takes the open parts.
         """
         if self.low_latency and not segment.parts and self.open_parts:
-            segment = replace(segment, parts=tuple(self.open_parts))
+            segment = replace(
+                segment,
+                parts=tuple(self.open_parts),
+                discontinuity=segment.discontinuity or self.open_discontinuity,
+            )
         self.open_parts = []
         self.open_start = None
+        self.open_discontinuity = False
         self.segments.append(segment)
         self._target_tag = max(self._target_tag, round(segment.duration))
         if self.window is None or len(self.segments) <= self.window:
@@ -190,6 +212,20 @@ class MediaPlaylist:
         del self.segments[: len(gone)]
         for seg in gone:
             self._cache.pop(seg.sequence, None)
+        # RFC 8216 4.3.3.3: the count of discontinuities no longer listed
+        self.discontinuity_sequence += sum(1 for seg in gone if seg.discontinuity)
+        return gone
+
+    def restore(self, segments: list[Segment]) -> list[Segment]:
+        """Take the segments an earlier run listed (a resume); returns those past the window."""
+        self.segments = list(segments)
+        for seg in self.segments:
+            self._target_tag = max(self._target_tag, round(seg.duration))
+        if self.window is None or len(self.segments) <= self.window:
+            return []
+        gone = self.segments[: len(self.segments) - self.window]
+        del self.segments[: len(gone)]
+        self.discontinuity_sequence += sum(1 for seg in gone if seg.discontinuity)
         return gone
 
     @property
@@ -255,6 +291,8 @@ class MediaPlaylist:
             lines.append("#EXT-X-SERVER-CONTROL:" + ",".join(control))
             lines.append(f"#EXT-X-PART-INF:PART-TARGET={_num(self.part_target)}")
         lines.append(f"#EXT-X-MEDIA-SEQUENCE:{self.media_sequence}")
+        if self.discontinuity_sequence:
+            lines.append(f"#EXT-X-DISCONTINUITY-SEQUENCE:{self.discontinuity_sequence}")
         if self.window is None:
             lines.append("#EXT-X-PLAYLIST-TYPE:EVENT")
         lines.append("#EXT-X-INDEPENDENT-SEGMENTS")
@@ -269,6 +307,8 @@ class MediaPlaylist:
         text = "\n".join(lines) + "\n" + "".join(body)
         tail: list[str] = []
         if ll and not self.ended:
+            if self.open_parts and self.open_discontinuity:
+                tail.append("#EXT-X-DISCONTINUITY")
             if self.open_parts and self.open_start is not None:
                 tail.append(f"#EXT-X-PROGRAM-DATE-TIME:{format_time(self.open_start)}")
             tail.extend(_part_line(p) for p in self.open_parts)
@@ -288,7 +328,8 @@ class MediaPlaylist:
 
     @staticmethod
     def _format_segment(seg: Segment, list_parts: bool) -> str:
-        lines = [f"#EXT-X-PROGRAM-DATE-TIME:{format_time(seg.start_time)}"]
+        lines = ["#EXT-X-DISCONTINUITY"] if seg.discontinuity else []
+        lines.append(f"#EXT-X-PROGRAM-DATE-TIME:{format_time(seg.start_time)}")
         if list_parts:
             lines.extend(_part_line(p) for p in seg.parts)
         lines.append(f"#EXTINF:{seg.duration:.6f},")
@@ -345,6 +386,8 @@ def parse_media_playlist(text: str) -> MediaPlaylist:
         raise PlaylistSyntaxError("not a playlist: the first line is not #EXTM3U")
     target = 0
     media_sequence = 0
+    discontinuity_sequence = 0
+    discontinuity = False
     part_target: float | None = None
     part_hold_back: float | None = None
     hold_back: float | None = None
@@ -364,14 +407,18 @@ def parse_media_playlist(text: str) -> MediaPlaylist:
                 if duration is None or start is None:
                     raise PlaylistSyntaxError("segment URI without EXTINF and PROGRAM-DATE-TIME")
                 seq = media_sequence + len(segments)
-                segments.append(Segment(line, duration, start, seq, tuple(parts)))
-                parts, start, duration = [], None, None
+                segments.append(Segment(line, duration, start, seq, tuple(parts), discontinuity))
+                parts, start, duration, discontinuity = [], None, None, False
                 continue
             tag, _, value = line.partition(":")
             if tag == "#EXT-X-TARGETDURATION":
                 target = int(value)
             elif tag == "#EXT-X-MEDIA-SEQUENCE":
                 media_sequence = int(value)
+            elif tag == "#EXT-X-DISCONTINUITY-SEQUENCE":
+                discontinuity_sequence = int(value)
+            elif tag == "#EXT-X-DISCONTINUITY":
+                discontinuity = True
             elif tag == "#EXT-X-PLAYLIST-TYPE":
                 event = value == "EVENT"
             elif tag == "#EXT-X-PART-INF":
@@ -417,6 +464,7 @@ def parse_media_playlist(text: str) -> MediaPlaylist:
         first_sequence=media_sequence,
         ended=ended,
         preload_hint=hint,
+        discontinuity_sequence=discontinuity_sequence,
     )
     if part_target is not None and segments:
         # the writer lists parts for the newest complete segments only; keep that count
@@ -424,6 +472,7 @@ def parse_media_playlist(text: str) -> MediaPlaylist:
     if parts:
         playlist.open_parts = parts
         playlist.open_start = start
+        playlist.open_discontinuity = discontinuity
     return playlist
 
 

@@ -15,11 +15,27 @@ No file I/O here: the caller writes the bytes (temp file + rename).
 from __future__ import annotations
 
 import io
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import av
+
+
+class _FrameSizeNoise(logging.Filter):
+    """Drop libavformat's "frame size not set" warning for our pre-encoded AAC stream.
+
+    Our TS streams are declared from the encoder's parameters without an
+    opened codec, so every part and segment would log it; it is harmless (AAC
+    frames are always 1024 samples).  Only that one message is dropped.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "frame size not set" not in record.getMessage()
+
+
+logging.getLogger("libav.mpegts").addFilter(_FrameSizeNoise())
 
 TS_PACKET = 188
 SYNC = 0x47

@@ -21,7 +21,7 @@ import logging
 import queue
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
@@ -76,6 +76,8 @@ class Output:
         self._queue: queue.Queue[Item] = queue.Queue(maxsize=QUEUE_PACKETS)
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        #: a packet was dropped at offer(): the next one queued carries ``discontinuity``
+        self._gap = False
 
     # ------------------------------------------------------------------ control (any thread)
     def open(self) -> None:
@@ -95,13 +97,23 @@ class Output:
         self._thread.start()
 
     def offer(self, item: EncodedPacket | MetadataPayload) -> None:
-        """Hand over one item without blocking; drops (and counts) it when full or failed."""
+        """Hand over one item without blocking; drops (and counts) it when full or failed.
+
+        Called from one thread (the encoder's).  After a dropped packet the next
+        packet queued carries ``discontinuity``.
+        """
         if self.state in (OutputState.FAILED, OutputState.CLOSED):
             return
+        is_packet = isinstance(item, EncodedPacket)
+        if self._gap and isinstance(item, EncodedPacket):
+            item = replace(item, discontinuity=True)
         try:
             self._queue.put_nowait(item)
         except queue.Full:
             self._count_drop()
+            self._gap = self._gap or is_packet
+        else:
+            self._gap = self._gap and not is_packet
 
     def close(self, end_of_stream: bool, timeout: float = CLOSE_TIMEOUT) -> None:
         """Finish the queued work, finalize, and join the thread (blocking)."""

@@ -25,8 +25,9 @@ import av
 from mixer_ext.core.frames import SAMPLE_RATE, TIME_BASE
 from mixer_ext.core.payload import MetadataPayload
 from mixer_ext.encode.encoder import AacParams, EncodedPacket
+from mixer_ext.llhls.tspart import PART_OPTIONS
 from mixer_ext.outputs.base import Output, OutputError
-from mixer_ext.outputs.hls import TsWriter
+from mixer_ext.outputs.carriers import id3_txxx
 
 #: the mp4 muxer's options: fragments of ~1 s, each self-contained (no whole-file index)
 FRAGMENTED_MP4 = {
@@ -34,6 +35,45 @@ FRAGMENTED_MP4 = {
     "frag_duration": "1000000",
     "flush_packets": "1",  # each fragment reaches the file when it is complete
 }
+
+
+class TsWriter:
+    """One MPEG-TS container with an AAC stream and a ``timed_id3`` stream.
+
+    The options are those of every HLS segment (``tspart.PART_OPTIONS``): the
+    sparse ID3 stream never holds audio back, timestamps are kept as they are.
+    """
+
+    def __init__(
+        self, target: str | Path, params: AacParams, *, flush_packets: bool = False
+    ) -> None:
+        # flush_packets: write every packet through at once instead of in 256 KB chunks
+        # (~20 s of audio), for a long recording that must be readable after a crash.
+        options = {**PART_OPTIONS, "flush_packets": "1"} if flush_packets else PART_OPTIONS
+        self.container: Any = av.open(str(target), "w", format="mpegts", options=options)
+        try:
+            self.audio = self.container.add_stream("aac", rate=SAMPLE_RATE, layout="stereo")
+            self.audio.codec_context.extradata = params.extradata
+            self.audio.codec_context.bit_rate = params.bit_rate
+            self.audio.time_base = TIME_BASE
+            self.id3 = self.container.add_data_stream("timed_id3")
+            self.id3.time_base = TIME_BASE
+        except BaseException:
+            self.container.close()
+            raise
+
+    def audio_packet(self, packet: EncodedPacket) -> None:
+        self.container.mux(packet.to_av(self.audio))
+
+    def metadata(self, payload: MetadataPayload) -> None:
+        packet = av.Packet(id3_txxx(payload.to_json()))
+        packet.pts = packet.dts = payload.pts
+        packet.time_base = TIME_BASE
+        packet.stream = self.id3
+        self.container.mux(packet)
+
+    def close(self) -> None:
+        self.container.close()
 
 
 class FileOutput(Output):
