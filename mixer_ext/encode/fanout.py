@@ -71,12 +71,15 @@ class OutputPipeline:
         *,
         rtmp_first_delay: float | None = None,
         rtmp_stall_timeout: float | None = None,
+        keep_recordings: bool = False,
     ) -> None:
         if not specs:
             raise MixerError("no outputs configured")
         self.specs = list(specs)
         self.bitrate_kbps = check_bitrate(bitrate_kbps)
         self.settings = settings
+        #: a resumed run: a recording never overwrites the earlier process's file
+        self.keep_recordings = keep_recordings
         #: test/bench knobs: RTMP's first retry delay and stall timeout (seconds)
         self._rtmp_options: dict[str, float] = {}
         if rtmp_first_delay is not None:
@@ -117,7 +120,9 @@ class OutputPipeline:
                     spec.url, params, self.settings.rtmp_reconnect_max_delay, **self._rtmp_options
                 )
             elif isinstance(spec, FileOutputSpec):
-                output = FileOutput(spec.path, spec.container, params)
+                output = FileOutput(
+                    spec.path, spec.container, params, keep_existing=self.keep_recordings
+                )
             else:  # pragma: no cover - parse_output admits nothing else
                 raise MixerError(f"unsupported output {spec!r}")
             self.outputs.append(output)

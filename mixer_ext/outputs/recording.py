@@ -11,12 +11,15 @@
   readable even if the process is killed without a chance to finish.
 
 The file is written to ``PATH`` directly (its directory is created); an
-existing file is replaced.
+existing file is replaced, except when the run resumes after a crash
+(``keep_existing``): then the earlier process's recording stays as it is and
+this one goes to the first free ``STEM-N.EXT`` beside it (``rec-2.m4a``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +31,8 @@ from mixer_ext.encode.encoder import AacParams, EncodedPacket
 from mixer_ext.llhls.tspart import PART_OPTIONS
 from mixer_ext.outputs.base import Output, OutputError
 from mixer_ext.outputs.carriers import id3_txxx
+
+log = logging.getLogger(__name__)
 
 #: the mp4 muxer's options: fragments of ~1 s, each self-contained (no whole-file index)
 FRAGMENTED_MP4 = {
@@ -79,9 +84,12 @@ class TsWriter:
 class FileOutput(Output):
     kind = "file"
 
-    def __init__(self, path: Path, container: str, params: AacParams) -> None:
+    def __init__(
+        self, path: Path, container: str, params: AacParams, *, keep_existing: bool = False
+    ) -> None:
         super().__init__(f"file:{path}", params)
         self.path = Path(path)
+        self.keep_existing = keep_existing
         self.container_format = container
         self._ts: TsWriter | None = None
         self._mp4: Any = None
@@ -92,6 +100,8 @@ class FileOutput(Output):
     def _open(self) -> None:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            if self.keep_existing:
+                self.path = _free_name(self.path)
             if self.container_format == "mpegts":
                 self._ts = TsWriter(self.path, self.params, flush_packets=True)
             else:
@@ -146,3 +156,14 @@ class FileOutput(Output):
         if size > self._last_size:
             self._count_bytes(size - self._last_size)
             self._last_size = size
+
+
+def _free_name(path: Path) -> Path:
+    """``path`` if it holds nothing yet, else the first ``STEM-N.EXT`` (N >= 2) that doesn't."""
+    candidate, n = path, 1
+    while candidate.exists() and candidate.stat().st_size > 0:
+        n += 1
+        candidate = path.with_name(f"{path.stem}-{n}{path.suffix}")
+    if candidate != path:
+        log.info("recording %s exists (an earlier run's): this run records to %s", path, candidate)
+    return candidate

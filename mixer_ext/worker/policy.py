@@ -5,7 +5,7 @@ monotonic clock), never by reading a clock or sleeping, so every rule is tested 
 numbers:
 
 * **Deadline.** The maximum participant duration counts from the first successful join;
-  later rejoins do not move it.
+  later rejoins do not move it, nor does a restart of the process (``resume``).
 * **Retry.** A transient failure (refused for now, timed out, connection lost) is retried
   after a backoff that starts at ``first_delay`` and doubles up to ``max_delay``, with up
   to ``jitter`` of it added at random, so that the workers of many rooms behind one broken
@@ -92,15 +92,18 @@ class JoinPolicy:
         self.deadline: float | None = None
         self.joins = 0
 
+    def resume(self, now: float, elapsed: float) -> None:
+        """A restarted process: the run's first join was ``elapsed`` seconds ago."""
+        self.deadline = now + self.max_duration - max(0.0, elapsed)
+
     def joined(self, now: float) -> bool:
-        """A join succeeded.  True for the first one (the run has started)."""
+        """A join succeeded.  True for this process's first one (the run has (re)started)."""
         self.joins += 1
         self._delay = self._first
         self._last_ok = now
         if self.deadline is None:
             self.deadline = now + self.max_duration
-            return True
-        return False
+        return self.joins == 1
 
     def left(self, now: float) -> None:
         """The stay in the room ended (for a reason that may be retried)."""

@@ -16,6 +16,12 @@ The maximum duration counts from the first successful join.  A transient
 loss of the room before then is retried (that is not reconnecting after the
 limit); once the limit is reached, or the room says so, the worker never
 joins again.
+
+A restart is a resume (``worker.runstate``): a worker started again on the
+outputs of a run that never finished (SIGKILL, OOM) keeps that run's first
+join for its deadline, continues its status sequence numbers, continues its
+HLS playlist after a discontinuity and records into a new file beside the
+earlier recording instead of overwriting it.
 """
 
 from __future__ import annotations
@@ -57,6 +63,7 @@ from mixer_ext.worker.policy import (
     Outcome,
     outcome_of_disconnect,
 )
+from mixer_ext.worker.runstate import RunState, RunStateFile, state_path
 from mixer_ext.worker.status import EndReason, FailReason, State, StatusReporter
 
 log = logging.getLogger(__name__)
@@ -94,6 +101,10 @@ class Worker:
         self._connector_factory = connector_factory
         self._player_dir = player_dir
         self.status = StatusReporter(self.room, self.identity, settings.status_callback_url)
+        self._run_file = RunStateFile(state_path(context.output_specs, settings.hls_dir))
+        #: this run's persisted state; ``resumed`` when an earlier process left it unfinished
+        self.run_state = RunState()
+        self.resumed = False
         self._stop = asyncio.Event()
         #: a second SIGTERM/SIGINT: skip the HTTP linger
         self._hurry = asyncio.Event()
@@ -119,6 +130,20 @@ class Worker:
 
     # ------------------------------------------------------------------ run
     async def run(self) -> int:
+        earlier = self._run_file.load()
+        if earlier is not None:
+            self.run_state, self.resumed = earlier, True
+            log.info(
+                "resuming an unfinished run (process %d of it; first join %s)",
+                earlier.runs + 1,
+                "not yet"
+                if earlier.first_join is None
+                else f"{time.time() - earlier.first_join:.0f} s ago",
+            )
+        self.run_state.runs += 1
+        self.status.sequence = self.run_state.status_sequence
+        self.status.on_report = self._save_sequence
+        self._run_file.save(self.run_state)
         self.status.start()
         self.status.report(State.INITIALIZING)
         try:
@@ -128,6 +153,7 @@ class Worker:
             outcome = Outcome(
                 State.FAILED, FailReason.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}"
             )
+        self.run_state.ended = True  # the outputs are finalized: a new start is a new run
         self.status.report(outcome.state, outcome.reason, outcome.detail)
         if self._http is not None:
             await self._linger()
@@ -141,7 +167,10 @@ class Worker:
 
     async def _run(self) -> Outcome:
         pipeline = OutputPipeline(
-            self.context.output_specs, self.context.audio_bitrate, self.settings
+            self.context.output_specs,
+            self.context.audio_bitrate,
+            self.settings,
+            keep_recordings=self.resumed,
         )
         try:
             await pipeline.start()
@@ -174,6 +203,10 @@ class Worker:
                 http.set_ready(False)
         PARTICIPANTS.set(0)
         return outcome
+
+    def _save_sequence(self, sequence: int) -> None:
+        self.run_state.status_sequence = sequence
+        self._run_file.save(self.run_state)
 
     async def _linger(self) -> None:
         """Keep serving the finished HLS a while, so players see #EXT-X-ENDLIST."""
@@ -214,6 +247,8 @@ class Worker:
         policy = self.policy = JoinPolicy(
             self.max_duration, time.monotonic(), first_delay=RETRY_FIRST_DELAY
         )
+        if self.run_state.first_join is not None:  # a resumed run: its deadline stands
+            policy.resume(time.monotonic(), time.time() - self.run_state.first_join)
         connector: RoomConnector | None = None
         while True:
             connector = self._connector_factory(self.settings, self.room, self.identity)
@@ -238,6 +273,8 @@ class Worker:
                 # ---- in the room
                 ROOM_JOINS.inc()
                 if policy.joined(time.monotonic()):
+                    if self.run_state.first_join is None:
+                        self.run_state.first_join = time.time()
                     self.status.report(State.STARTED)
                 log_event(log, "joined", room=self.room, identity=self.identity, join=policy.joins)
                 if http is not None:

@@ -16,6 +16,7 @@ import asyncio
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from enum import StrEnum
 from typing import Any
 
@@ -71,7 +72,10 @@ class StatusReporter:
         self.callback_url = callback_url
         self.state: State | None = None
         self.reason: str | None = None
-        self._seq = 0
+        #: sequence number of the last report (a resumed run starts from the earlier one's)
+        self.sequence = 0
+        #: called with the new sequence number after each report (the run state saves it)
+        self.on_report: Callable[[int], None] | None = None
         self._first_retry = first_retry
         self._pending: deque[dict[str, Any]] = deque(maxlen=CALLBACK_QUEUE_LIMIT)
         self._wakeup = asyncio.Event()
@@ -87,14 +91,16 @@ class StatusReporter:
     def report(self, state: State, reason: str | None = None, detail: str | None = None) -> None:
         """Record a state change: log it now, queue it for the webhook."""
         self.state, self.reason = state, reason
-        self._seq += 1
+        self.sequence += 1
+        if self.on_report is not None:
+            self.on_report(self.sequence)
         RUN_STATE.state(state.value)
         body: dict[str, Any] = {
             "state": state.value,
             "reason": reason,
             "room": self.room,
             "identity": self.identity,
-            "sequence": self._seq,
+            "sequence": self.sequence,
             "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
         if detail:
