@@ -100,6 +100,9 @@ class Settings(BaseSettings):
     #: after the stream ends, keep serving HLS this long so players fetch the final
     #: playlist (#EXT-X-ENDLIST) and the last segments; /readyz is 503 meanwhile
     http_linger: float = Field(10.0, ge=0.0, le=300.0)
+    #: seconds from SIGTERM to exit, shared out among the shutdown stages (worker/budget.py);
+    #: the pod's terminationGracePeriodSeconds must exceed it
+    shutdown_budget: float = Field(20.0, ge=2.0, le=600.0)
     #: Access-Control-Allow-Origin on /hls/ responses (e.g. "*" or "https://player.example");
     #: unset: no CORS header (the player page on the same origin needs none)
     http_cors_origin: str | None = None

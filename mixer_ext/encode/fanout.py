@@ -141,20 +141,24 @@ class OutputPipeline:
             ", ".join(f"{o.label} ({o.state.value})" for o in self.outputs),
         )
 
-    async def close(self, end_of_stream: bool = True) -> None:
+    async def close(self, end_of_stream: bool = True, within: float = CLOSE_TIMEOUT) -> None:
         """Flush the encoder, finish every output (ENDLIST, moov, FLV end), join the threads.
 
         ``end_of_stream=False`` finishes files and segments but leaves the HLS
-        playlist open (no ENDLIST).  Idempotent.
+        playlist open (no ENDLIST).  Everything returns within ``within``
+        seconds (the outputs close in parallel); an output still busy then is
+        logged and left to its daemon thread.  Idempotent.
         """
         if self._closed:
             return
         self._closed = True
+        deadline = time.monotonic() + within
         thread = self._thread
         if thread is not None:
-            await asyncio.to_thread(self._stop_encoder, thread)
+            await asyncio.to_thread(self._stop_encoder, thread, deadline)
+        left = max(0.1, deadline - time.monotonic())
         await asyncio.gather(
-            *(asyncio.to_thread(o.close, end_of_stream) for o in self.outputs),
+            *(asyncio.to_thread(o.close, end_of_stream, left) for o in self.outputs),
             return_exceptions=True,
         )
         log.info(
@@ -162,8 +166,9 @@ class OutputPipeline:
             ", ".join(f"{o.label} ({o.state.value})" for o in self.outputs),
         )
 
-    def _stop_encoder(self, thread: threading.Thread) -> None:
-        deadline = time.monotonic() + CLOSE_TIMEOUT
+    def _stop_encoder(self, thread: threading.Thread, deadline: float) -> None:
+        # the encoder's flush must leave the outputs most of the time
+        deadline = time.monotonic() + (deadline - time.monotonic()) / 3
         while thread.is_alive() and time.monotonic() < deadline:
             try:
                 self._queue.put(None, timeout=0.2)

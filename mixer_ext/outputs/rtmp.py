@@ -97,6 +97,7 @@ class RtmpOutput(Output):
         self._child: _Child | None = None
         self._child_lock = threading.Lock()
         self._closing = threading.Event()
+        self._close_deadline = 0.0
         self._stop_watch = threading.Event()
         self._watchdog: threading.Thread | None = None
 
@@ -121,7 +122,7 @@ class RtmpOutput(Output):
                     raise ValueError("child has no stdin")
                 write_frame(stdin, close_frame(end_of_stream))
                 stdin.close()
-            deadline = time.monotonic() + CLOSE_TIMEOUT
+            deadline = self._close_deadline
             while child.proc.poll() is None and time.monotonic() < deadline:
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     child.proc.wait(0.25)
@@ -133,7 +134,11 @@ class RtmpOutput(Output):
             self._end_child(child, "abandoned")
 
     def close(self, end_of_stream: bool, timeout: float = CLOSE_TIMEOUT) -> None:
-        """As ``Output.close``; a stalled child is cut short after ``CLOSING_STALL_TIMEOUT``."""
+        """As ``Output.close``; a stalled child is cut short after ``CLOSING_STALL_TIMEOUT``.
+
+        The child is given until shortly before ``timeout`` to finish its FLV; then killed.
+        """
+        self._close_deadline = time.monotonic() + max(0.1, timeout - 0.5)
         self._closing.set()
         try:
             super().close(end_of_stream, timeout)

@@ -55,6 +55,7 @@ from mixer_ext.metrics import PARTICIPANTS, ROOM_JOINS, start_metrics_server
 from mixer_ext.settings import Settings
 from mixer_ext.tasks import stop_tasks
 from mixer_ext.worker import decode_errors
+from mixer_ext.worker.budget import ShutdownBudget
 from mixer_ext.worker.policy import (
     CONNECT_TIMEOUT,
     RETRY_FIRST_DELAY,
@@ -70,9 +71,6 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 ConnectorFactory = Callable[[Settings, str, str], RoomConnector]
-
-#: shutdown budget for each stage
-STAGE_TIMEOUT = 15.0
 
 
 class _Stopped(Exception):
@@ -105,8 +103,10 @@ class Worker:
         #: this run's persisted state; ``resumed`` when an earlier process left it unfinished
         self.run_state = RunState()
         self.resumed = False
+        #: seconds for each shutdown stage, from MIXER_SHUTDOWN_BUDGET
+        self.budget = ShutdownBudget(settings.shutdown_budget)
         self._stop = asyncio.Event()
-        #: a second SIGTERM/SIGINT: skip the HTTP linger
+        #: a stop was requested (a signal): skip the HTTP linger
         self._hurry = asyncio.Event()
         self._http: Any = None
         self._stop_outcome: Outcome | None = None
@@ -120,9 +120,13 @@ class Worker:
 
     # ------------------------------------------------------------------ control
     def request_stop(self, reason: str = EndReason.STOPPED) -> None:
-        """End the run cleanly (SIGTERM/SIGINT).  A second call skips the HTTP linger."""
+        """End the run cleanly (SIGTERM/SIGINT), within the shutdown budget.
+
+        The HTTP linger is skipped: whoever stops the worker wants it gone (a pod
+        being deleted has ``terminationGracePeriodSeconds`` left, no more).
+        """
+        self._hurry.set()
         if self._stop.is_set():
-            self._hurry.set()
             return
         self._stop_outcome = Outcome(State.ENDED, reason)
         log.info("stop requested (%s): ending the stream", reason)
@@ -157,8 +161,9 @@ class Worker:
         self.status.report(outcome.state, outcome.reason, outcome.detail)
         if self._http is not None:
             await self._linger()
-            await _bounded("http endpoint", self._http.stop())
-        await self.status.aclose()
+        await self.status.aclose(self.budget.status)
+        if self._http is not None:
+            await _bounded("http endpoint", self._http.stop(), self.budget.http)
         if outcome.state is State.FAILED:
             log.error(
                 "run failed: %s%s", outcome.reason, f": {outcome.detail}" if outcome.detail else ""
@@ -181,7 +186,8 @@ class Worker:
             if self.settings.metrics_port is not None:
                 start_metrics_server(self.settings.metrics_port, self.settings.http_host)
         except OSError as exc:
-            await _bounded("outputs", pipeline.close(end_of_stream=False))
+            share = self.budget.outputs
+            await _bounded("outputs", pipeline.close(end_of_stream=False, within=share), share)
             return Outcome(
                 State.FAILED, FailReason.ERROR_LOADING_EXTENSION, f"cannot listen: {exc}"
             )
@@ -194,11 +200,17 @@ class Worker:
             outcome, connector = await self._stay_in_room(clock, mixer, clock_task, http)
         finally:
             # Order matters: no more audio, then finish the outputs, then leave the room.
-            await _bounded("mixer clock", clock.stop())
-            await stop_tasks([clock_task], STAGE_TIMEOUT, log)
-            await _bounded("outputs", pipeline.close(end_of_stream=True))
+            # Each stage has its share of the shutdown budget (worker/budget.py).
+            budget = self.budget
+            await _bounded("mixer clock", clock.stop(), budget.clock)
+            await stop_tasks([clock_task], budget.clock, log)
+            await _bounded(
+                "outputs",
+                pipeline.close(end_of_stream=True, within=budget.outputs),
+                budget.outputs,
+            )
             if connector is not None:
-                await _bounded("room disconnect", connector.disconnect())
+                await _bounded("room disconnect", connector.disconnect(), budget.room)
             if http is not None:
                 http.set_ready(False)
         PARTICIPANTS.set(0)
@@ -293,7 +305,7 @@ class Worker:
                     return end, None
                 why = f"disconnected from the room: {gone.reason}"
             # ---- transient: retry with backoff, unless it has gone on too long
-            await _bounded("room disconnect", connector.disconnect())
+            await _bounded("room disconnect", connector.disconnect(), self.budget.room)
             decision = policy.failed(time.monotonic(), self.room, why)
             if isinstance(decision, GiveUp):
                 return decision.outcome, None
@@ -322,7 +334,7 @@ class Worker:
                     t.cancel()
         if main.done():
             return main.result()
-        await stop_tasks([main], STAGE_TIMEOUT, log)
+        await stop_tasks([main], self.budget.cancel, log)
         if self._stop.is_set():
             raise _Stopped(self._stop_outcome or Outcome(State.ENDED, EndReason.STOPPED))
         if clock_task.done():
@@ -373,12 +385,12 @@ class Worker:
         await self._execute(self.roster.clear("bot-left"), clock, mixer)
 
 
-async def _bounded(what: str, aw: Awaitable[Any]) -> None:
-    """Await a shutdown step with a time limit; log (never raise) what goes wrong."""
+async def _bounded(what: str, aw: Awaitable[Any], seconds: float) -> None:
+    """Await a shutdown step with its share of the budget; log (never raise) what goes wrong."""
     try:
-        await asyncio.wait_for(aw, STAGE_TIMEOUT)
+        await asyncio.wait_for(aw, seconds)
     except TimeoutError:
-        log.error("shutdown: %s did not finish within %.0f s", what, STAGE_TIMEOUT)
+        log.error("shutdown: %s did not finish within %.1f s", what, seconds)
     except Exception:
         log.exception("shutdown: %s failed", what)
 
