@@ -13,6 +13,12 @@ encoder thread hands packets over with ``offer()``, which never blocks:
 
 Subclasses implement ``_open()``, ``_audio()``, ``_metadata()`` and
 ``_close(end_of_stream)``; they run on the output thread only.
+
+State and counters have one owner: an output's state is written from its own
+thread, a watchdog and a status reader (RTMP), its counters from those and the
+encoder thread, so every change goes through ``_set_state()`` and the
+``_count_*()`` helpers, under the output's lock.  ``failed`` and ``closed`` are
+terminal: once there, nothing moves the state again.
 """
 
 from __future__ import annotations
@@ -47,6 +53,10 @@ class OutputState(StrEnum):
     CLOSED = "closed"
 
 
+#: states an output never leaves
+TERMINAL = (OutputState.FAILED, OutputState.CLOSED)
+
+
 @dataclass(frozen=True, slots=True)
 class _Close:
     end_of_stream: bool
@@ -67,7 +77,7 @@ class Output:
     def __init__(self, label: str, params: AacParams) -> None:
         self.label = label
         self.params = params
-        self.state = OutputState.STARTING
+        self._state = OutputState.STARTING
         self.error: str | None = None
         self.bytes_written = 0
         self.dropped = 0
@@ -78,6 +88,22 @@ class Output:
         self._lock = threading.Lock()
         #: a packet was dropped at offer(): the next one queued carries ``discontinuity``
         self._gap = False
+
+    # ------------------------------------------------------------------ state (any thread)
+    @property
+    def state(self) -> OutputState:
+        return self._state
+
+    def _set_state(self, new: OutputState, *, unless: tuple[OutputState, ...] = ()) -> bool:
+        """The one setter: moves to ``new`` unless the state is terminal or in ``unless``.
+
+        Returns whether it moved.  Under the lock, so a check and its set are one step.
+        """
+        with self._lock:
+            if self._state in TERMINAL or self._state in unless:
+                return False
+            self._state = new
+            return True
 
     # ------------------------------------------------------------------ control (any thread)
     def open(self) -> None:
@@ -91,8 +117,7 @@ class Output:
             msg = self._describe(exc)
             self._fail(msg)
             raise OutputError(msg) from None
-        if self.state is OutputState.STARTING:
-            self.state = OutputState.RUNNING
+        self._set_state(OutputState.RUNNING, unless=(OutputState.RECONNECTING, OutputState.RUNNING))
         self._thread = threading.Thread(target=self._run, name=f"output-{self.kind}", daemon=True)
         self._thread.start()
 
@@ -171,7 +196,7 @@ class Output:
         try:
             if self.state is not OutputState.FAILED:
                 self._close(end_of_stream)
-                self.state = OutputState.CLOSED
+                self._set_state(OutputState.CLOSED)
             else:
                 self._abandon()
         except (OSError, ValueError, OutputError) as exc:
@@ -183,9 +208,9 @@ class Output:
     # ------------------------------------------------------------------ helpers
     def _fail(self, reason: str) -> None:
         with self._lock:
-            if self.state is OutputState.FAILED:
+            if self._state in TERMINAL:
                 return
-            self.state = OutputState.FAILED
+            self._state = OutputState.FAILED
             self.error = reason
         self._count_error()
         log.error("output %s failed: %s", self.label, reason)
@@ -195,15 +220,18 @@ class Output:
             log.debug("output %s: cleanup after failure raised", self.label, exc_info=True)
 
     def _count_drop(self, n: int = 1) -> None:
-        self.dropped += n
+        with self._lock:
+            self.dropped += n
         OUTPUT_DROPPED_PACKETS.labels(self.kind).inc(n)
 
     def _count_error(self, n: int = 1) -> None:
-        self.errors += n
+        with self._lock:
+            self.errors += n
         OUTPUT_ERRORS.labels(self.kind).inc(n)
 
     def _count_bytes(self, n: int) -> None:
-        self.bytes_written += n
+        with self._lock:
+            self.bytes_written += n
         OUTPUT_BYTES.labels(self.kind).inc(n)
 
     def _describe(self, exc: BaseException) -> str:

@@ -103,7 +103,7 @@ class RtmpOutput(Output):
 
     # ------------------------------------------------------------------ Output hooks
     def _open(self) -> None:
-        self.state = OutputState.RECONNECTING
+        self._set_state(OutputState.RECONNECTING)
         self._watchdog = threading.Thread(target=self._watch, name="rtmp-watchdog", daemon=True)
         self._watchdog.start()
 
@@ -234,17 +234,19 @@ class RtmpOutput(Output):
             self._count_error(delta)
         new_connections = int(status.get("connections", 0)) - int(last.get("connections", 0))
         if new_connections > 0:
-            self.connections += new_connections
-            reconnects = max(0, self.connections - 1)
-            if reconnects > self.reconnects:
-                OUTPUT_RECONNECTS.labels(self.kind).inc(reconnects - self.reconnects)
-                self.reconnects = reconnects
+            with self._lock:
+                self.connections += new_connections
+                reconnects = max(0, self.connections - 1)
+                more = reconnects - self.reconnects
+                self.reconnects = max(self.reconnects, reconnects)
+            if more > 0:
+                OUTPUT_RECONNECTS.labels(self.kind).inc(more)
             self._delay = self.first_delay
         child.status = status
         child.last_beat = time.monotonic()
-        if self.state not in (OutputState.FAILED, OutputState.CLOSED) and self._child is child:
+        if self._child is child:
             running = status.get("state") == OutputState.RUNNING.value
-            self.state = OutputState.RUNNING if running else OutputState.RECONNECTING
+            self._set_state(OutputState.RUNNING if running else OutputState.RECONNECTING)
 
     def _watch(self) -> None:
         while not self._stop_watch.wait(0.25):
@@ -273,7 +275,8 @@ class RtmpOutput(Output):
                 stalled = since_beat > limit or busy > limit
             if not stalled:
                 continue
-            self.stalls += 1
+            with self._lock:
+                self.stalls += 1
             self._count_error()
             log.warning(
                 "output %s: no progress for %.0f s (server not answering or not reading); "
@@ -303,8 +306,7 @@ class RtmpOutput(Output):
         if lost > 0:  # still in the pipe when the process ended
             child.sent -= lost
             self._count_drop(lost)
-        if self.state not in (OutputState.FAILED, OutputState.CLOSED):
-            self.state = OutputState.RECONNECTING
+        self._set_state(OutputState.RECONNECTING)
         log.debug("output %s: process ended (%s)", self.label, why)
 
     def _backoff(self) -> None:

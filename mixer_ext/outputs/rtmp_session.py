@@ -116,7 +116,7 @@ class RtmpSession(Output):
     # ------------------------------------------------------------------ hooks
     def _open(self) -> None:
         # Connecting may take seconds: it happens on the output thread, with backoff.
-        self.state = OutputState.RECONNECTING
+        self._set_state(OutputState.RECONNECTING)
 
     def _audio(self, packet: EncodedPacket) -> None:
         if self._container is None and not self._connect(packet.pts):
@@ -203,9 +203,10 @@ class RtmpSession(Output):
         self._delay = self.first_delay
         self.connections += 1
         if self.connections > 1:
-            self.reconnects += 1
+            with self._lock:
+                self.reconnects += 1
             OUTPUT_RECONNECTS.labels(self.kind).inc()
-        self.state = OutputState.RUNNING
+        self._set_state(OutputState.RUNNING)
         log.info("output %s: connected (connection %d)", self.label, self.connections)
         return True
 
@@ -215,7 +216,7 @@ class RtmpSession(Output):
             "output %s: connection lost (%s); reconnecting", self.label, self._describe(exc)
         )
         self._drop_connection()
-        self.state = OutputState.RECONNECTING
+        self._set_state(OutputState.RECONNECTING)
         self._next_attempt = time.monotonic() + self._delay
         self._delay = min(self._delay * 2, self.max_delay)
 
