@@ -568,17 +568,15 @@ def test_job_shape(example: Path) -> None:
 
 def test_grace_period_covers_the_workers_drain() -> None:
     """job.terminationGracePeriodSeconds (the chart's Job, and the API's Jobs through
-    MIXER_API_KUBE_GRACE_SECONDS) outlasts the worker's shutdown after SIGTERM in the
-    current code: the outputs' finalization (one STAGE_TIMEOUT), the HLS linger
-    (MIXER_HTTP_LINGER) and the HTTP endpoint's stop (one STAGE_TIMEOUT), plus a margin.
-    When the worker gets one shutdown budget (issue 16), compare with that instead."""
+    MIXER_API_KUBE_GRACE_SECONDS) outlasts the worker's shutdown after SIGTERM: one
+    budget, MIXER_SHUTDOWN_BUDGET, shared out among the stages (worker/budget.py; the
+    HLS linger is skipped after a signal), plus a margin for the interpreter's exit."""
     from mixer_ext.api.config import ApiSettings
     from mixer_ext.settings import Settings
-    from mixer_ext.worker.runner import STAGE_TIMEOUT
 
     grace = DEFAULTS["job"]["terminationGracePeriodSeconds"]
-    linger = Settings.model_fields["http_linger"].default
-    assert grace >= linger + 2 * STAGE_TIMEOUT + 5, (grace, linger, STAGE_TIMEOUT)
+    budget = Settings.model_fields["shutdown_budget"].default
+    assert grace >= budget + 5, (grace, budget)
     # `mixer-ext api` outside the chart builds Jobs with the chart's defaults too
     api = ApiSettings.model_fields
     assert api["api_kube_grace_seconds"].default == grace
