@@ -71,6 +71,7 @@ class OutputPipeline:
         *,
         rtmp_first_delay: float | None = None,
         rtmp_stall_timeout: float | None = None,
+        rtmp_start_ms: int | None = None,
         keep_recordings: bool = False,
     ) -> None:
         if not specs:
@@ -80,12 +81,15 @@ class OutputPipeline:
         self.settings = settings
         #: a resumed run: a recording never overwrites the earlier process's file
         self.keep_recordings = keep_recordings
-        #: test/bench knobs: RTMP's first retry delay and stall timeout (seconds)
-        self._rtmp_options: dict[str, float] = {}
+        #: test/bench knobs: RTMP's first retry delay and stall timeout (seconds), and the
+        #: FLV timestamp (ms) a connection starts at
+        self._rtmp_options: dict[str, Any] = {}
         if rtmp_first_delay is not None:
             self._rtmp_options["first_delay"] = rtmp_first_delay
         if rtmp_stall_timeout is not None:
             self._rtmp_options["stall_timeout"] = rtmp_stall_timeout
+        if rtmp_start_ms is not None:
+            self._rtmp_options["start_ms"] = rtmp_start_ms
         self.outputs: list[Output] = []
         self._queue: queue.Queue[MixedFrame | MetadataPayload | None] = queue.Queue(
             maxsize=ENCODER_QUEUE

@@ -82,6 +82,7 @@ class RtmpOutput(Output):
         max_delay: float,
         first_delay: float = RECONNECT_FIRST_DELAY,
         stall_timeout: float = STALL_TIMEOUT,
+        start_ms: int = 0,
     ) -> None:
         super().__init__(redact_url(url), params)
         self._url = url
@@ -90,6 +91,8 @@ class RtmpOutput(Output):
         self.max_delay = max_delay
         self.first_delay = min(first_delay, max_delay)
         self.stall_timeout = stall_timeout
+        #: test knob: FLV timestamp of each connection's first packet (RtmpSession.start_ms)
+        self.start_ms = start_ms
         self.stalls = 0
         self.connections = 0
         self._delay = self.first_delay
@@ -179,6 +182,7 @@ class RtmpOutput(Output):
             "bit_rate": self.params.bit_rate,
             "max_delay": self.max_delay,
             "first_delay": self.first_delay,
+            "start_ms": self.start_ms,
             "log_level": logging.getLevelName(logging.getLogger().getEffectiveLevel()),
             "log_format": _log_format(),
         }

@@ -4,7 +4,7 @@ Started by ``RtmpOutput`` as ``python -m mixer_ext.outputs.rtmp_child``.
 Protocol (all frames are a 4-byte little-endian length, then the body):
 
 * stdin, first frame: JSON config ``{"url", "extradata" (hex), "bit_rate",
-  "max_delay", "first_delay", "log_level", "log_format"}``; the URL (and its
+  "max_delay", "first_delay", "start_ms", "log_level", "log_format"}``; the URL (and its
   stream key) travels here, never on the command line where ``ps`` shows it.
 * stdin, then: ``A`` + ``<qqI`` (pts, dts, duration) + AAC bytes;
   ``M`` + ``<q`` (pts) + payload JSON; ``C`` + one byte (end_of_stream) to
@@ -82,6 +82,7 @@ def main() -> int:
         AacParams(bytes.fromhex(config["extradata"]), int(config["bit_rate"])),
         float(config["max_delay"]),
         float(config["first_delay"]),
+        int(config.get("start_ms", 0)),
     )
     cpu0 = time.process_time()
     session.open()

@@ -15,7 +15,9 @@ Runs inside the RTMP child process (``mixer_ext.outputs.rtmp_child``; see
   of ``Output``.  Each connection is a fresh FLV stream whose timestamps
   start at 0 (ingest servers expect that); metadata keeps its offset from
   the audio.  ``mixer_output_reconnects_total{kind="rtmp"}`` counts every
-  connection after the first.
+  connection after the first.  A connection longer than 2^24 ms (4 h 39 m)
+  crosses FLV's extended-timestamp boundary; FFmpeg writes the extension byte
+  and RTMP's extended timestamp (test_rtmp_boundary.py reads across it).
 * Redaction: the stream key (last path segment and query) is registered
   with ``mixer_ext.redact.add_secret`` so every log record passing the
   logging filter is scrubbed of it, even when FFmpeg prints it bare; our own
@@ -77,8 +79,12 @@ class RtmpSession(Output):
         params: AacParams,
         max_delay: float,
         first_delay: float = RECONNECT_FIRST_DELAY,
+        start_ms: int = 0,
     ) -> None:
         super().__init__(redact_url(url), params)
+        #: FLV timestamp (ms) of a connection's first packet: 0, as ingest servers expect;
+        #: tests start near the 2^24 ms extended-timestamp boundary (4 h 39 m into a stream)
+        self.start_ms = start_ms
         self._url = url
         for secret in stream_key_parts(url):
             add_secret(secret)
@@ -199,7 +205,7 @@ class RtmpSession(Output):
             self._delay = min(self._delay * 2, self.max_delay)
             return False
         self._container, self._audio_stream, self._data_stream = container, audio, data
-        self._offset = first_pts
+        self._offset = first_pts - self.start_ms * SAMPLE_RATE // 1000
         self._delay = self.first_delay
         self.connections += 1
         if self.connections > 1:
