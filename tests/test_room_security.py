@@ -300,3 +300,33 @@ def test_readme_lists_every_room_server_setting_and_the_limits() -> None:
     limits = readme.split("### Room server limits")[1].split("\n## ")[0]
     for name in ("message_rate", "message_burst", "max_pending_connections", "join_timeout"):
         assert f"`MIXER_ROOM_{name.upper()}`" in limits, name
+
+
+async def test_answers_to_the_servers_offers_are_not_rate_limited() -> None:
+    # a tight budget: a listener answering the re-offer for each publisher that joins
+    # would run dry after two; answers to the server's own offers cost nothing
+    server = RoomServer(settings(room_message_burst=2, room_message_rate=0.5), "127.0.0.1", 0)
+    await server.start()
+    try:
+        listener = client(server, "a1", "listener")
+        await listener.connect()
+        events = listener.events()
+        publishers = [
+            client(server, "a1", f"p{i}", publish=ToneTrack(300.0 + 100 * i), auto_subscribe=False)
+            for i in range(6)
+        ]
+        for c in publishers:
+            await c.connect()
+            await next_event(events, TrackSubscribed, identity=c.identity)
+        assert set(server.rooms["a1"].participants) == {
+            "listener",
+            *(c.identity for c in publishers),
+        }
+        # and what the client sends of its own accord is still limited
+        for _ in range(3):
+            await listener.send_raw(p.encode(p.SetEnabled(enabled=True)))
+        assert await asyncio.wait_for(listener.wait_closed(), 5) == "rate-limited"
+        for c in publishers:
+            await c.disconnect()
+    finally:
+        await server.stop()

@@ -28,13 +28,14 @@ yet and sockets per address are capped before the WebSocket handshake (503); an
 unjoined socket is closed after ``room_join_timeout`` seconds or its
 ``room_max_errors_before_join``-th refused message; a joined connection spends a
 token per message (``room_message_rate`` per second, ``room_message_burst`` at
-once) and is closed with ``rate-limited`` when it runs dry, never its receivers;
+once; the answer to a pending server offer is free) and is closed with
+``rate-limited`` when it runs dry, never its receivers;
 track state updates wait in each receiver's outbox one per (identity, track),
 the latest value winning.  Warnings about refused messages and connections are
 rate-limited per kind (``LogThrottle``), so a flood never becomes a log flood.
 
-Why one module of ~570 lines: admission, the room rules and removal share one lock and
-one ``sessions`` map; splitting them would hand that lock around. The per-connection
+Why one module of ~780 lines: admission, the limits, the room rules and removal share one
+lock and one ``sessions`` map; splitting them would hand that lock around. The per-connection
 state machine is in ``session``, the wire format in ``protocol``, the media in ``forward``.
 """
 
@@ -383,7 +384,15 @@ class RoomServer:
         try:
             async for msg in ws:
                 if msg.type == WSMsgType.TEXT or msg.type == WSMsgType.BINARY:
-                    if not session.bucket.take(time.monotonic()):
+                    message: p.ClientMessage | p.ProtocolError
+                    try:
+                        message = p.parse_client_message(msg.data, self.max_message_bytes)
+                    except p.ProtocolError as exc:
+                        message = exc
+                    # the answer to the server's own pending offer is solicited: it costs
+                    # nothing (a join storm re-offers every participant many times)
+                    solicited = isinstance(message, p.Answer) and session.awaiting_answer
+                    if not solicited and not session.bucket.take(time.monotonic()):
                         metrics.ROOM_SERVER_REJECTED_MESSAGES.labels(Reason.RATE_LIMITED).inc()
                         goodbye = (
                             f"more than {self.message_burst} messages at once or "
@@ -397,10 +406,8 @@ class RoomServer:
                         )
                         reason = Reason.RATE_LIMITED
                         break
-                    try:
-                        message = p.parse_client_message(msg.data, self.max_message_bytes)
-                    except p.ProtocolError as exc:
-                        session.send(self._reject(session.label, exc))
+                    if isinstance(message, p.ProtocolError):
+                        session.send(self._reject(session.label, message))
                         continue
                     if isinstance(message, p.Leave):
                         reason = Reason.LEFT

@@ -260,6 +260,11 @@ class Session:
             log.exception("room server: %s: negotiation failed", self.label)
             self.server._schedule_removal(self, Reason.CONNECTION_LOST)
 
+    @property
+    def awaiting_answer(self) -> bool:
+        """An offer of the server's is waiting for this client's answer."""
+        return self._answer is not None and not self._answer.done()
+
     def on_answer(self, answer: p.Answer) -> bool:
         """Hand ``answer`` to the pending negotiation; False when none is pending."""
         if self.closed:

@@ -498,7 +498,23 @@ class TwilioSession:
             if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
                 break
             now = time.monotonic()
-            if not self.bucket.take(now):
+            events = self.conn.receive(msg.data, now)
+            messages: list[s.ClientMessage | tc.Closed] = []
+            for event in events:
+                if isinstance(event, tc.Closed):
+                    messages.append(event)
+                    break
+                if event.body is None:
+                    continue
+                try:
+                    messages.append(s.parse_client_body(event.body))
+                except s.SignalingError as exc:
+                    self.server.warn(
+                        "twilio-message", "room server: %s: message refused: %s", self.label, exc
+                    )
+            # the answer to the server's own pending offer is solicited: it costs nothing
+            solicited = any(self._answers_pending_offer(m) for m in messages)
+            if not solicited and not self.bucket.take(now):
                 metrics.ROOM_SERVER_REJECTED_MESSAGES.labels(Reason.RATE_LIMITED).inc()
                 self.server.warn(
                     "rate-limited",
@@ -508,25 +524,28 @@ class TwilioSession:
                     self.server.message_rate,
                 )
                 return Reason.RATE_LIMITED
-            for event in self.conn.receive(msg.data, now):
-                if isinstance(event, tc.Closed):
+            for message in messages:
+                if isinstance(message, tc.Closed):
                     self._wakeup.set()
-                    return Reason.LEFT if event.reason == "bye" else Reason.CONNECTION_LOST
-                if event.body is None:
-                    continue
-                try:
-                    message = s.parse_client_body(event.body)
-                except s.SignalingError as exc:
-                    self.server.warn(
-                        "twilio-message", "room server: %s: message refused: %s", self.label, exc
-                    )
-                    continue
+                    return Reason.LEFT if message.reason == "bye" else Reason.CONNECTION_LOST
                 if isinstance(message, s.Disconnect):
                     return Reason.LEFT
                 if isinstance(message, s.Update | s.Sync):
                     await self._on_update(message)
             self._wakeup.set()
         return Reason.CONNECTION_LOST
+
+    def _answers_pending_offer(self, message: object) -> bool:
+        """``message`` carries the answer to the offer of the server's that is pending."""
+        if self._answer is None or self._answer.done() or not isinstance(message, s.Update):
+            return False
+        return any(
+            pc.id == self.pc_id
+            and pc.description is not None
+            and pc.description.type == "answer"
+            and pc.description.revision == self._pending_revision
+            for pc in message.peer_connections
+        )
 
     async def _on_update(self, update: s.Update | s.Sync) -> None:
         if update.participant is not None:
