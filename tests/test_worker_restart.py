@@ -197,9 +197,42 @@ async def test_sigkill_then_restart_continues_the_run(tmp_path: Path) -> None:
     seqs = [r["sequence"] for r in reports]
     assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs), reports
     assert [r["state"] for r in reports].count("initializing") == 2
+    assert [r["state"] for r in reports].count("started") == 2
     assert reports[-1]["state"] == "ended" and reports[-1]["reason"] == "max-participant-duration"
 
     # --- the killed process's recording stays; the new process records beside it
     assert _decoded_seconds(recording) == pytest.approx(recorded, abs=0.05)
     assert recorded > 2.0
     assert _decoded_seconds(tmp_path / "rec-2.m4a") > 3.0
+
+
+async def test_a_run_restarted_past_its_deadline_ends_at_once(tmp_path: Path) -> None:
+    """Scripted connector (its one join would last an hour), the rest real: a run whose
+    first join was 100 s ago, with a 60 s maximum, ends as soon as it starts again."""
+    from mixer_ext.context import ExtensionContext
+    from mixer_ext.settings import Settings
+    from mixer_ext.worker import runner as worker_mod
+    from mixer_ext.worker.runstate import STATE_NAME
+    from tests.test_worker_lifecycle import ScriptedConnector
+
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / STATE_NAME).write_text(
+        json.dumps({"first_join": time.time() - 100, "status_sequence": 7, "runs": 1})
+    )
+    log: list[str] = []
+    ctx = ExtensionContext.model_validate(
+        {"room": {"name": "RM"}, "outputs": ["hls:t"], "maxParticipantDuration": 60}
+    )
+    w = worker_mod.Worker(
+        ctx,
+        Settings(hls_dir=tmp_path, http_linger=0),
+        connector_factory=lambda *_: ScriptedConnector(("join", None, 3600), log),
+    )
+    t0 = time.monotonic()
+    assert await asyncio.wait_for(w.run(), 20) == 0
+    assert time.monotonic() - t0 < 5.0
+    assert w.resumed
+    assert w.status.reason == "max-participant-duration"
+    assert w.status.sequence > 7
+    saved = json.loads((tmp_path / "t" / STATE_NAME).read_text())
+    assert saved["ended"] and saved["runs"] == 2
