@@ -330,3 +330,17 @@ async def test_answers_to_the_servers_offers_are_not_rate_limited() -> None:
             await c.disconnect()
     finally:
         await server.stop()
+
+
+def test_a_short_admin_token_is_refused_in_one_line_without_echoing_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from mixer_ext.errors import ConfigError
+    from mixer_ext.settings import load_settings
+
+    monkeypatch.setenv("MIXER_ROOM_ADMIN_TOKEN", "hunter2-short")
+    with pytest.raises(ConfigError) as refused:
+        load_settings()
+    message = str(refused.value)
+    assert message.startswith("MIXER_ROOM_ADMIN_TOKEN:") and "16" in message, message
+    assert "hunter2" not in message and "\n" not in message
