@@ -30,6 +30,7 @@ import {
   payloadTextsFromCue,
   rosterChanges,
 } from './payload.js';
+import { LOW_LATENCY_CONFIG, START_BUFFER_SECONDS, START_WAIT_MS } from './hls-config.js';
 import { chooseSource } from './source.js';
 
 const LATENCY_REFRESH_MS = 500;
@@ -39,27 +40,6 @@ const PRUNE_EVERY_PAYLOADS = 40;
 /** hls.js labels an MPEG-TS ID3 sample one or the other (emsg when the TS has a video PID). */
 const ID3_SAMPLE_TYPES = new Set(['org.id3', 'https://aomedia.org/emsg/ID3']);
 const HLS_MIME = 'application/vnd.apple.mpegurl';
-
-/**
- * hls.js settings for the worker's LL-HLS (0.192 s parts), the ones that held in
- * bench/llhls_browser.mjs (glass-to-ear p50 1.08 s, no stalls over the run).
- */
-const LOW_LATENCY_CONFIG = {
-  // Load parts (EXT-X-PART), use blocking reload and the preload hint.
-  lowLatencyMode: true,
-  // hls.js raises its target latency by 1 s after every stall by default, so one
-  // hiccup would cost a second for the rest of the session: keep it fixed.
-  liveSyncOnStallIncrease: 0,
-  // Target 0.6 s behind the live edge (~3 parts = the PART-HOLD-BACK), instead
-  // of 3 segments (the hls.js default, 6 s for 2 s segments).
-  liveSyncDuration: 0.6,
-  // Further than 1.6 s behind (after a stall or a background tab): jump back to
-  // the target instead of staying late.
-  liveMaxLatencyDuration: 1.6,
-  // Catch up smoothly by playing at most 20 % fast (inaudible on speech) when
-  // between the target and the max latency.
-  maxLiveSyncPlaybackRate: 1.2,
-};
 
 /** hls.js error details, in words a user can act on. */
 const HLS_ERROR_WORDS = {
@@ -232,6 +212,8 @@ class Player {
     this.endlist = false; // a live playlist got its ENDLIST
     this.waiting = true;
     this.mediaRecovered = false;
+    this.autoStarted = false; // the first play() was made (or refused) for this load
+    clearTimeout(this.startTimer);
   }
 
   async start() {
@@ -303,13 +285,31 @@ class Player {
     const hls = new Hls({
       enableID3MetadataCues: false,
       enableEmsgMetadataCues: false,
-      ...(this.lowLatency ? LOW_LATENCY_CONFIG : {}),
+      // ?lowLatency=0: whole segments, as a player without LL-HLS (hls.js' own
+      // default would still load parts).
+      ...(this.lowLatency ? LOW_LATENCY_CONFIG : { lowLatencyMode: false }),
     });
     this.hls = hls;
+    // For apps and tests that want hls.js' own events (stalls, parts loaded):
+    // fired before anything loads, so a listener misses none of them.
+    this.root.dispatchEvent(new CustomEvent('mixer:hls', { bubbles: true, detail: { hls } }));
     hls.on(Hls.Events.FRAG_PARSING_METADATA, (_event, data) => {
       if (hls === this.hls) this.addCues(data.samples);
     });
-    hls.on(Hls.Events.MANIFEST_PARSED, () => this.tryPlay());
+    if (this.lowLatency) {
+      // LL-HLS starts ~0.6 s behind live, so hls.js would start playback on the
+      // first part (0.19 s) and stall when the next one is a moment late: wait for
+      // START_BUFFER_SECONDS of audio first (or START_WAIT_MS, then play anyway).
+      hls.on(Hls.Events.FRAG_BUFFERED, () => {
+        if (hls === this.hls && this.bufferedAhead() >= START_BUFFER_SECONDS) this.autoStart();
+      });
+      hls.on(Hls.Events.MANIFEST_PARSED, () => {
+        clearTimeout(this.startTimer);
+        this.startTimer = setTimeout(() => this.autoStart(), START_WAIT_MS);
+      });
+    } else {
+      hls.on(Hls.Events.MANIFEST_PARSED, () => this.autoStart());
+    }
     hls.on(Hls.Events.LEVEL_UPDATED, (_event, data) => this.onPlaylist(data.details.live));
     hls.on(Hls.Events.LEVEL_LOADED, (_event, data) => this.onPlaylist(data.details.live));
     hls.on(Hls.Events.ERROR, (_event, data) => {
@@ -379,6 +379,22 @@ class Player {
     retry.addEventListener('click', () => {
       if (this.src) this.load();
     });
+  }
+
+  /** The first play() of a load, once (later ones come from the Play button). */
+  autoStart() {
+    if (this.autoStarted) return;
+    this.autoStarted = true;
+    clearTimeout(this.startTimer);
+    this.tryPlay();
+  }
+
+  /** Seconds of audio buffered from the playhead on (the start position before playback). */
+  bufferedAhead() {
+    const b = this.media.buffered;
+    if (b.length === 0) return 0;
+    const end = b.end(b.length - 1);
+    return end - Math.max(b.start(b.length - 1), this.media.currentTime);
   }
 
   tryPlay() {
