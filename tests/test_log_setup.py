@@ -7,12 +7,15 @@ written when the process exits (``stop_logging`` at exit) -- also a worker's las
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 from tests.conftest import ROOT, mixer_ext_cmd
@@ -61,22 +64,30 @@ def test_a_stderr_nobody_reads_blocks_no_logging_call_and_no_line_is_lost() -> N
     assert KEY not in err, "redaction is done by the listener"
 
 
+F_SETPIPE_SZ, F_GETPIPE_SZ = 1031, 1032  # Linux fcntl commands
+
+
 def test_a_workers_last_log_lines_are_written_when_it_exits(tmp_path: Path) -> None:
-    with socket.socket() as taken:  # the worker's HTTP port is in use: it fails fast
+    # The worker fails fast (its HTTP port is taken) while its stderr is stalled: a pipe
+    # already full, as when a log shipper lags.  Its run is not held up by that, and it
+    # waits at exit until its last lines are written instead of dropping them.
+    read_end, write_end = os.pipe()
+    fcntl.fcntl(write_end, F_SETPIPE_SZ, 4096)
+    os.set_blocking(write_end, False)
+    with contextlib.suppress(BlockingIOError):
+        while True:
+            os.write(write_end, b"#" * 512)
+    os.set_blocking(write_end, True)
+    with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         env = {k: v for k, v in os.environ.items() if not k.startswith("MIXER_")}
-        proc = subprocess.run(
-            [
-                *mixer_ext_cmd(),
-                "run",
-                "--context",
-                json.dumps({"room": {"name": "RM1"}, "outputs": ["hls:main"]}),
-            ],
-            capture_output=True,
-            text=True,
+        context = json.dumps({"room": {"name": "RM1"}, "outputs": ["hls:main"]})
+        proc = subprocess.Popen(
+            [*mixer_ext_cmd(), "run", "--context", context],
+            stdout=subprocess.DEVNULL,
+            stderr=write_end,
             cwd=ROOT,
-            timeout=60,
             env={
                 **env,
                 "MIXER_HLS_DIR": str(tmp_path / "hls"),
@@ -84,8 +95,21 @@ def test_a_workers_last_log_lines_are_written_when_it_exits(tmp_path: Path) -> N
                 "MIXER_HTTP_PORT": str(taken.getsockname()[1]),
             },
         )
-    assert proc.returncode != 0
-    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-    assert lines, "the worker wrote nothing"
-    assert "run failed" in lines[-1] and "cannot listen" in lines[-1], proc.stderr[-2000:]
-    assert "outputs closed" in proc.stderr
+        os.close(write_end)
+        try:
+            deadline = time.monotonic() + 30
+            while not (tmp_path / "hls" / "main").exists() and time.monotonic() < deadline:
+                time.sleep(0.05)  # its outputs started: the failing run is under way
+            time.sleep(1.5)
+            assert proc.poll() is None, "the worker exited without writing its queued lines"
+        finally:
+            chunks = []
+            while chunk := os.read(read_end, 65536):
+                chunks.append(chunk)
+            os.close(read_end)
+            rc = proc.wait(30)
+    assert rc != 0
+    text = b"".join(chunks).decode(errors="replace").lstrip("#")
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    assert lines and "run failed" in lines[-1] and "cannot listen" in lines[-1], text[-2000:]
+    assert "outputs closed" in text
