@@ -8,9 +8,11 @@ modes alternate, ``--rounds`` times, and the median is kept):
 * one sender process (this script with ``--senders``) with N participants, each a
   ``RoomClient`` publishing a ``PreEncodedOpusTrack`` (mixer_ext.sim.preencoded:
   replayed packets, no encoding), in one of three modes:
-  ``talking`` (a 440 Hz tone loop), ``dtx`` (the 1-byte DTX frame libopus emits for
-  digital silence, every 20 ms) or ``muted`` (the tone, muted with ``set-enabled``:
-  the room then forwards nothing); and ``alone``: the worker with nobody in the
+  ``talking`` (a 440 Hz tone loop), ``dtx`` (the tiny DTX frame libopus emits for
+  digital silence, sent every 400 ms as a WebRTC sender with DTX does), ``dtx20``
+  (the same frame every 20 ms: the worst case, a sender that transmits every frame)
+  or ``muted`` (the tone, muted with ``set-enabled``: the room then forwards
+  nothing); and ``alone``: the worker with nobody in the
   room (its fixed cost: the tick, AAC encode, HLS), subtracted to give the cost
   *per participant* of each mode.
 
@@ -41,7 +43,7 @@ from benchlib import cpu_seconds, free_port, median, scrape, stop_process
 
 SECRET = "bench-silent-secret-0123456789abcdef"
 ROOM = "RM-bench-silent"
-MODES = ("talking", "dtx", "muted", "alone")
+MODES = ("talking", "dtx", "dtx20", "muted", "alone")
 
 
 async def run_senders(n: int, mode: str, url: str) -> None:
@@ -63,7 +65,9 @@ async def run_senders(n: int, mode: str, url: str) -> None:
         )
         # RoomClient wraps what it publishes in a MutingTrack, which passes decoded frames
         # only; pre-encoded packets go straight to aiortc's sender (which only packetizes).
-        client._publish = PreEncodedOpusTrack(tone, silent=mode == "dtx", offset=i)
+        client._publish = PreEncodedOpusTrack(
+            tone, silent=mode in ("dtx", "dtx20"), offset=i, dtx_every=1 if mode == "dtx20" else 20
+        )
         await client.connect()
         if mode == "muted":
             await client.set_enabled(False)

@@ -16,6 +16,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from mixer_ext.connectors.base import RoomEvent
 from mixer_ext.connectors.embedded import RoomClient
+from mixer_ext.core.frames import EncodedSource
 from mixer_ext.roomserver.app import RoomServer
 from mixer_ext.roomserver.tokens import mint_token
 from mixer_ext.settings import Settings
@@ -70,9 +71,35 @@ async def next_event(
             return event
 
 
-async def record(track: MediaStreamTrack, seconds: float) -> np.ndarray:
-    """Mono float samples (-1..1) received from ``track`` during ``seconds`` of wall time."""
+def decode_feed(source: EncodedSource, on_pcm: Callable[[np.ndarray], None]) -> None:
+    """Decode a tapped track's Opus payloads as they arrive; ``on_pcm(mono int16)`` each.
+
+    What the mixer's connectors hand out (``TrackSubscribed.source``) carries encoded
+    payloads, not frames: tests listen to it through libopus, as the mixer does.
+    """
+    decoder = av.CodecContext.create("libopus", "r")
+    decoder.sample_rate = SAMPLE_RATE
+    decoder.layout = "stereo"
+    decoder.format = "s16"
+
+    def sink(codec: Any, seq: int, timestamp: int, payload: bytes) -> None:
+        for frame in decoder.decode(av.Packet(payload)):
+            on_pcm(frame.to_ndarray().reshape(-1, 2).mean(axis=1))
+
+    source.connect(sink)
+
+
+async def record(track: MediaStreamTrack | EncodedSource, seconds: float) -> np.ndarray:
+    """Mono float samples (-1..1) received from ``track`` during ``seconds`` of wall time.
+
+    ``track`` may be a tapped track's ``EncodedSource`` (the mixer's connectors).
+    """
     chunks: list[np.ndarray] = []
+    if not isinstance(track, MediaStreamTrack):
+        decode_feed(track, lambda pcm: chunks.append(pcm / 32768.0))
+        await asyncio.sleep(seconds)
+        track.connect(lambda *_: None)
+        return np.concatenate(chunks) if chunks else np.zeros(0)
     deadline = time.monotonic() + seconds
     with contextlib.suppress(TimeoutError, MediaStreamError):
         while (left := deadline - time.monotonic()) > 0:

@@ -5,8 +5,11 @@ receiver through ``RTCDtlsTransport._rtp_router.ssrc_table`` (stock aiortc
 routes an SSRC only once, so a recycled m-line would otherwise be mixed as
 silence).  The connector only logs a warning when the attribute is missing;
 this test makes such an aiortc upgrade fail loudly instead.  It also covers
-``RTCRtpReceiver._handle_rtp_packet``, the per-packet entry point after SRTP
-that the planned RTP tap (issue 13.1) hooks.
+``RTCRtpReceiver._handle_rtp_packet``, the per-packet entry point after SRTP,
+and the mixer's RTP tap (``mixer_ext.connectors.rtptap``, issue 13.1), which
+replaces the receiver's private jitter buffer: over real WebRTC on loopback, the
+tap must get every payload while aiortc's receiver statistics still count them
+and nothing reaches aiortc's decoder.
 
 aiortc is pinned to the minor version measured here (pyproject.toml); a bump
 must come with a rerun of this file and of tests/test_janus.py.
@@ -16,9 +19,14 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+from typing import Any
 
 import aiortc
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpReceiver
+from aiortc.mediastreams import MediaStreamTrack
+
+from mixer_ext.connectors import rtptap
+from mixer_ext.sim.preencoded import PreEncodedOpusTrack, encode_tone
 
 MEASURED_MINOR = "1.16"
 
@@ -55,3 +63,57 @@ def test_receiver_packet_entry_point_keeps_its_signature() -> None:
     assert inspect.iscoroutinefunction(handler)
     params = list(inspect.signature(handler).parameters)
     assert params == ["self", "packet", "arrival_time_ms"], params
+
+
+def test_receiver_has_the_jitter_buffer_and_codec_table_the_tap_replaces_and_reads() -> None:
+    async def main() -> None:
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        try:
+            receiver = pc.addTransceiver("audio", direction="recvonly").receiver
+            jitter = getattr(receiver, rtptap.JITTER_BUFFER_ATTR, None)
+            assert jitter is not None and callable(jitter.add), "the receiver's jitter buffer"
+            assert isinstance(getattr(receiver, rtptap.CODECS_ATTR, None), dict), "codec table"
+        finally:
+            await pc.close()
+
+    asyncio.run(main())
+    source = inspect.getsource(RTCRtpReceiver._handle_rtp_packet)
+    stats_at = source.find("self.__remote_streams[packet.ssrc].add(packet)")
+    tap_at = source.find("self.__jitter_buffer.add(packet)")
+    assert 0 <= stats_at < tap_at, "receiver stats must be fed before the jitter buffer is"
+    assert "packet._data = depayload(codec, packet.payload)" in source[:tap_at]
+
+
+def test_the_tap_gets_every_payload_stats_still_count_and_the_decoder_gets_none() -> None:
+    async def main() -> None:
+        sender, receiver_pc = (RTCPeerConnection(RTCConfiguration(iceServers=[])) for _ in "ab")
+        got: list[tuple[str, int, int, bytes]] = []
+        try:
+            sender.addTransceiver(PreEncodedOpusTrack(encode_tone(440.0)), direction="sendonly")
+            await sender.setLocalDescription(await sender.createOffer())
+            await receiver_pc.setRemoteDescription(sender.localDescription)
+            (transceiver,) = receiver_pc.getTransceivers()
+            feed = rtptap.tap_feed(transceiver.receiver)
+
+            def sink(codec: Any, seq: int, ts: int, payload: bytes) -> None:
+                got.append((codec.name, seq, ts, payload))
+
+            feed.connect(sink)
+            await receiver_pc.setLocalDescription(await receiver_pc.createAnswer())
+            await sender.setRemoteDescription(receiver_pc.localDescription)
+            await asyncio.sleep(1.5)
+            track: MediaStreamTrack = transceiver.receiver.track
+            assert len(got) >= 40, f"the tap got {len(got)} payloads in 1.5 s"
+            assert {name.lower() for name, *_ in got} == {"opus"}
+            seqs = [seq for _, seq, _, _ in got]
+            assert all((b - a) & 0xFFFF == 1 for a, b in zip(seqs, seqs[1:], strict=False))
+            assert all(len(payload) > 10 for *_, payload in got)
+            stats = await transceiver.receiver.getStats()
+            inbound = [s for s in stats.values() if s.type == "inbound-rtp"]
+            assert inbound and inbound[0].packetsReceived >= len(got) - 2, inbound
+            assert track._queue.empty(), "aiortc's decoder produced frames despite the tap"
+        finally:
+            await sender.close()
+            await receiver_pc.close()
+
+    asyncio.run(main())

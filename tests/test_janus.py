@@ -45,6 +45,7 @@ from tests.janus_util import (
     room_config,
     tone_peaks,
 )
+from tests.room_util import decode_feed
 
 pytestmark = [pytest.mark.janus]
 
@@ -74,6 +75,14 @@ class Listener:
 
     async def _read(self, ev: TrackSubscribed) -> None:
         chunks = self.audio.setdefault(ev.track_sid, [])
+        if ev.source is not None:  # the connector taps encoded payloads (as the mixer reads)
+
+            def on_pcm(pcm: np.ndarray) -> None:
+                chunks.append(pcm)
+                self.last_frame[ev.track_sid] = time.monotonic()
+
+            decode_feed(ev.source, on_pcm)
+            return
         with contextlib.suppress(MediaStreamError):
             while True:
                 frame = await ev.track.recv()

@@ -82,5 +82,7 @@ def test_two_preencoded_talkers_are_heard_by_a_stock_receiver() -> None:
 
 
 def test_a_silent_preencoded_talker_decodes_to_silence() -> None:
-    (pcm,) = asyncio.run(_receive([PreEncodedOpusTrack(encode_tone(440), silent=True)], 1.0))
+    (pcm,) = asyncio.run(
+        _receive([PreEncodedOpusTrack(encode_tone(440), silent=True, dtx_every=1)], 1.0)
+    )
     assert np.max(np.abs(pcm)) < 50

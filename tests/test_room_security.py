@@ -61,7 +61,7 @@ async def test_set_enabled_flood_disconnects_only_the_flooder() -> None:
         tracks = {}
         while len(tracks) < 3:
             ev = await next_event(events, TrackSubscribed)
-            tracks[ev.identity] = ev.track
+            tracks[ev.identity] = ev.source  # the mixer's connector: encoded payloads
         # one write burst of toggles, as one 64 KiB read hands them to the server
         toggles = [p.encode(p.SetEnabled(enabled=i % 2 == 0)) for i in range(3000)]
         started = time.monotonic()

@@ -27,6 +27,8 @@ from mixer_ext.errors import MixerError
 if TYPE_CHECKING:
     from aiortc.mediastreams import MediaStreamTrack
 
+    from mixer_ext.core.frames import EncodedSource
+
 
 class Reason(StrEnum):
     """Why someone left or was disconnected.  Values are on the wire and in logs."""
@@ -79,12 +81,17 @@ class ParticipantLeft:
 
 @dataclass(frozen=True, slots=True)
 class TrackSubscribed:
-    """An audio track of ``identity`` is now received as ``track``."""
+    """An audio track of ``identity`` is now received as ``track``.
+
+    ``source``: the same track's encoded RTP payloads (``mixer_ext.connectors.rtptap``),
+    when the connector taps them for the mixer; ``track`` then yields no frames.
+    """
 
     identity: str
     track_sid: str
     track: MediaStreamTrack
     enabled: bool = True
+    source: EncodedSource | None = None
 
 
 @dataclass(frozen=True, slots=True)

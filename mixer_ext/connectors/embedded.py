@@ -37,6 +37,7 @@ from mixer_ext.connectors.base import (
     TrackSubscribed,
     TrackUnsubscribed,
 )
+from mixer_ext.connectors.rtptap import EncodedFeed, tap_feed
 from mixer_ext.roomserver import protocol as p
 from mixer_ext.sim.tracks import MutingTrack
 from mixer_ext.tasks import stop_tasks, wait_bounded
@@ -63,6 +64,8 @@ class RoomClient:
     sends silence and tells the others); ``None`` to only listen.
     ``auto_subscribe``: receive the others' audio (``TrackSubscribed`` events).
     ``publish_codec``: send with this codec (``"PCMU"``, ``"PCMA"``) instead of Opus.
+    ``tap``: give each received track's encoded payloads in ``TrackSubscribed.source``
+    (``mixer_ext.connectors.rtptap``) instead of decoded frames from ``track.recv()``.
     """
 
     def __init__(
@@ -75,8 +78,11 @@ class RoomClient:
         publish: MediaStreamTrack | None = None,
         auto_subscribe: bool = True,
         publish_codec: str | None = None,
+        tap: bool = False,
     ) -> None:
         self.url = signal_url(url)
+        self.tap = tap
+        self._feeds: dict[str, EncodedFeed] = {}  # mid -> feed (tap only)
         self.room = room
         self.identity = identity
         self._token = token
@@ -265,6 +271,9 @@ class RoomClient:
             mid = self._by_sid.pop(message.track_sid, None)
             if mid is not None:
                 self._announced.pop(mid, None)
+                feed = self._feeds.pop(mid, None)
+                if feed is not None:
+                    feed.close()
                 self._end_remote_track(mid)
                 await self._events.put(TrackUnsubscribed(message.identity, message.track_sid))
         elif isinstance(message, p.TrackEnabledMsg):
@@ -282,6 +291,11 @@ class RoomClient:
     async def _on_offer(self, offer: p.Offer) -> None:
         await self.pc.setRemoteDescription(RTCSessionDescription(offer.sdp, "offer"))
         transceivers = {t.mid: t for t in self.pc.getTransceivers()}
+        if self.tap:  # before the answer: the new m-line's first packets must not miss it
+            for mid in offer.tracks:
+                t = transceivers.get(mid)
+                if mid not in self._announced and mid not in self._feeds and t is not None:
+                    self._feeds[mid] = tap_feed(t.receiver)
         if offer.publish_mid is not None and self._publish is not None:
             t = transceivers.get(offer.publish_mid)
             if t is not None and t.sender.track is None:
@@ -302,8 +316,9 @@ class RoomClient:
             self._announced[mid] = (sub.identity, sub.track_sid)
             self._by_sid[sub.track_sid] = mid
             enabled = self._enabled.get(sub.track_sid, sub.enabled)
+            feed = self._feeds.get(mid)
             await self._events.put(
-                TrackSubscribed(sub.identity, sub.track_sid, t.receiver.track, enabled)
+                TrackSubscribed(sub.identity, sub.track_sid, t.receiver.track, enabled, feed)
             )
 
     def _end_remote_track(self, mid: str) -> None:
@@ -359,12 +374,15 @@ class EmbeddedRoomConnector(RoomConnector):
     """The mixer's connector for the embedded room server: subscribes only, never publishes.
 
     Others see the bot as a participant; the mixer itself leaves its own
-    identity out of the mix and the payloads.
+    identity out of the mix and the payloads.  Received audio comes as encoded payloads
+    (``TrackSubscribed.source``): no decoder thread, no reader task per track.
     """
 
     def __init__(self, url: str, room: str, identity: str, token: str) -> None:
         super().__init__(room, identity)
-        self._client = RoomClient(url, room, identity, token, publish=None, auto_subscribe=True)
+        self._client = RoomClient(
+            url, room, identity, token, publish=None, auto_subscribe=True, tap=True
+        )
 
     async def connect(self) -> None:
         await self._client.connect()

@@ -23,10 +23,12 @@ aiortc registers a receiver's SSRCs only the first time it starts, and with
 several audio m-lines sharing one payload type it drops packets from an SSRC
 it does not know.  After every offer this connector registers the offer's
 SSRCs with the transport's RTP router itself (``_route_offer_ssrcs``).  And
-because aiortc keeps one ``RemoteStreamTrack`` per m-line, the connector
-hands out its own ``FeedTrack`` per subscription, fed by one pump task per
-m-line: a consumer that stops a track it was given for one feed never stops
-the m-line for the next.
+because aiortc keeps one receiver per m-line, the connector taps each audio
+m-line's receiver once (``mixer_ext.connectors.rtptap``) and routes its encoded
+payloads to whichever subscription holds the m-line now: each subscription has
+its own ``EncodedFeed`` (``TrackSubscribed.source``) and its own ``FeedTrack``
+(ended when the subscription ends), so a consumer that stops what it was given
+for one feed never stops the m-line for the next.
 
 Everything runs on one named task (``janus-room``) that consumes the
 session's events in order and does all signaling, so renegotiations never
@@ -43,13 +45,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, TypeGuard
 
 import av
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpTransceiver, RTCSessionDescription
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.sdp import SessionDescription
 from websockets.exceptions import InvalidHandshake
@@ -74,6 +77,7 @@ from mixer_ext.connectors.janus_session import (
     drop_message,
     plugin_data,
 )
+from mixer_ext.connectors.rtptap import EncodedFeed, tap_receiver
 from mixer_ext.log import log_event
 from mixer_ext.redact import redact_url
 from mixer_ext.tasks import stop_tasks
@@ -180,6 +184,7 @@ class _Subscription:
     sub_mid: str
     identity: str
     track: FeedTrack
+    feed: EncodedFeed = field(default_factory=EncodedFeed)
 
     @property
     def track_sid(self) -> str:
@@ -211,7 +216,7 @@ class JanusRoomConnector(RoomConnector):
         self._participants: dict[FeedId, str] = {}  # janus id -> identity
         self._publishers: dict[FeedId, _Publisher] = {}
         self._subs: dict[str, _Subscription] = {}  # subscriber mid -> subscription
-        self._pumps: dict[str, asyncio.Task[None]] = {}  # subscriber mid -> pump task
+        self._tapped: set[str] = set()  # subscriber mids whose receiver is tapped
         self._events: asyncio.Queue[RoomEvent] = asyncio.Queue(EVENT_QUEUE_SIZE)
         self._room_task: asyncio.Task[None] | None = None
         self._teardown_task: asyncio.Task[None] | None = None
@@ -502,14 +507,10 @@ class JanusRoomConnector(RoomConnector):
         await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
         _route_offer_ssrcs(pc, sdp)
         for transceiver in pc.getTransceivers():
-            if (
-                transceiver.kind == "audio"
-                and transceiver.mid
-                and transceiver.mid not in self._pumps
-            ):
-                self._pumps[transceiver.mid] = asyncio.create_task(
-                    self._pump(transceiver.mid, transceiver), name=f"janus-pump-{transceiver.mid}"
-                )
+            mid = transceiver.mid
+            if transceiver.kind == "audio" and mid and mid not in self._tapped:
+                tap_receiver(transceiver.receiver, functools.partial(self._deliver, mid))
+                self._tapped.add(mid)
         await pc.setLocalDescription(await pc.createAnswer())
         answer = pc.localDescription
         await self._session.message(
@@ -544,7 +545,9 @@ class JanusRoomConnector(RoomConnector):
             self._subs[mid] = sub
             moderated = pub.audio_mids.get(feed_mid, False)
             log_event(log, "janus subscribed", identity=sub.identity, track=sub.track_sid, mid=mid)
-            self._emit(TrackSubscribed(sub.identity, sub.track_sid, sub.track, not moderated))
+            self._emit(
+                TrackSubscribed(sub.identity, sub.track_sid, sub.track, not moderated, sub.feed)
+            )
 
     def _end_subscription(self, sub: _Subscription) -> None:
         if self._subs.get(sub.sub_mid) is sub:
@@ -553,6 +556,7 @@ class JanusRoomConnector(RoomConnector):
             if pub is not None:
                 pub.audio_mids.pop(sub.feed_mid, None)
             sub.track.end()
+            sub.feed.close()
             log_event(log, "janus unsubscribed", identity=sub.identity, track=sub.track_sid)
             self._emit(TrackUnsubscribed(sub.identity, sub.track_sid))
 
@@ -562,21 +566,11 @@ class JanusRoomConnector(RoomConnector):
                 return sub
         return None
 
-    async def _pump(self, mid: str, transceiver: RTCRtpTransceiver) -> None:
-        """Forward decoded frames of one m-line to whichever subscription holds it now."""
-        track = transceiver.receiver.track
-        try:
-            while True:
-                frame = await track.recv()
-                sub = self._subs.get(mid)
-                if sub is not None and isinstance(frame, av.AudioFrame):
-                    sub.track.push(frame)
-        except MediaStreamError:
-            return
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("janus: pump for mid %s failed", mid)
+    def _deliver(self, mid: str, codec: Any, seq: int, timestamp: int, payload: bytes) -> None:
+        """One RTP payload of m-line ``mid``: to whichever subscription holds it now."""
+        sub = self._subs.get(mid)
+        if sub is not None:
+            sub.feed.deliver(codec, seq, timestamp, payload)
 
     # --- events out, teardown ------------------------------------------------------------
 
@@ -603,8 +597,7 @@ class JanusRoomConnector(RoomConnector):
         for sub in list(self._subs.values()):
             with contextlib.suppress(JanusSessionClosed):  # queue full: Disconnected says it all
                 self._end_subscription(sub)
-        await stop_tasks(list(self._pumps.values()))
-        self._pumps.clear()
+        self._tapped.clear()
         if self._pc is not None:
             with contextlib.suppress(Exception):
                 await self._pc.close()

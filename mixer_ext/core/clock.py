@@ -9,11 +9,19 @@ re-anchors at the current time instead of replaying seconds of ticks back to bac
 ``discontinuity``, so the outputs mark the gap (HLS: ``#EXT-X-DISCONTINUITY``).
 Every tick's lateness goes into ``TICK_LATENESS``.
 
-Each attached track has its own named reader task: ``await track.recv()``
-and push the frame, stamped with its arrival on the mixer timeline.  The
-tick never awaits a track (a muted or silent aiortc track simply blocks in
-``recv()``), so one quiet participant never stalls the mix.  A reader whose
-track ends (``MediaStreamError``) logs once and exits; it never spins.
+A track attached with an ``EncodedSource`` (what the connectors give: the
+track's RTP payloads, tapped from aiortc's receiver by
+``mixer_ext.connectors.rtptap``) has no task at all: each payload is stamped with
+its arrival on the mixer timeline and buffered, still encoded, in its input; the
+tick decodes every input's new payloads in one place (``Input.decode_pending``).
+A track attached without one (a plain ``MediaStreamTrack``: tests, simulations)
+has its own named reader task: ``await track.recv()`` and push the decoded frame,
+stamped with its arrival.  The tick never awaits a track (a muted or silent
+aiortc track simply blocks in ``recv()``), so one quiet participant never stalls
+the mix.  A reader whose track ends (``MediaStreamError``) logs once and exits;
+it never spins.  Undecodable payloads are counted in
+``mixer_input_malformed_frames_total`` and logged once per input, then at most
+every ``MALFORMED_LOG_INTERVAL`` seconds.
 
 Ownership: ``MixerClock`` owns the tick task (``run()``, or the one
 ``start()`` creates) and every reader task; ``stop()`` cancels them all with
@@ -28,7 +36,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mixer_ext import metrics
 from mixer_ext.core.frames import TICK_SECONDS, TICKS_PER_PAYLOAD, MixSink
@@ -39,12 +47,17 @@ from mixer_ext.tasks import stop_tasks
 if TYPE_CHECKING:
     from aiortc.mediastreams import MediaStreamTrack
 
+    from mixer_ext.core.frames import EncodedSource
+    from mixer_ext.core.input import Input
+
 log = logging.getLogger(__name__)
 
 #: how long stop() waits for a cancelled task before giving up on it
 STOP_TIMEOUT = 2.0
 #: a tick later than this re-anchors the clock instead of replaying what was missed
 RESYNC_AFTER = 1.0
+#: seconds between two log lines about one input's undecodable payloads
+MALFORMED_LOG_INTERVAL = 10.0
 
 
 class MixerClock:
@@ -63,7 +76,10 @@ class MixerClock:
         self._start: float | None = None
         self._task: asyncio.Task[None] | None = None
         self._readers: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self._sources: dict[tuple[str, str], EncodedSource] = {}
         self._reported: dict[tuple[str, str], tuple[int, int, int]] = {}
+        #: input key -> (malformed frames counted so far, last log time, count logged then)
+        self._malformed: dict[tuple[str, str], tuple[int, float, int]] = {}
         #: ticks run so far
         self.ticks = 0
         #: largest lateness of a tick against its schedule, seconds
@@ -157,18 +173,73 @@ class MixerClock:
             metrics.INPUT_CONCEALED_FRAMES.inc(max(0, now[2] - conc0))
             metrics.INPUT_BUFFERED_LATENCY.observe(inp.latency_seconds)
             seen[key] = (max(now[0], late0), max(now[1], lost0), max(now[2], conc0))
+            if inp.malformed_frames:
+                self._report_malformed(key, inp)
         self._reported = seen
 
+    def _report_malformed(self, key: tuple[str, str], inp: Input) -> None:
+        count = inp.malformed_frames
+        counted, logged_at, logged = self._malformed.get(key, (0, 0.0, 0))
+        if count <= counted:
+            return
+        metrics.INPUT_MALFORMED_FRAMES.inc(count - counted)
+        now = self._clock()
+        if counted == 0:
+            log.warning(
+                "input: dropping undecodable payloads from %s/%s: the decoder refused %d so "
+                "far (further ones are counted, summarized every %gs)",
+                key[0],
+                key[1],
+                count,
+                MALFORMED_LOG_INTERVAL,
+            )
+            self._malformed[key] = (count, now, count)
+        elif now - logged_at >= MALFORMED_LOG_INTERVAL:
+            log.warning(
+                "input: the decoder refused %d more undecodable payloads from %s/%s in the "
+                "last %.0f s",
+                count - logged,
+                key[0],
+                key[1],
+                now - logged_at,
+            )
+            self._malformed[key] = (count, now, count)
+        else:
+            self._malformed[key] = (count, logged_at, logged)
+
     # ------------------------------------------------------------------ readers
-    def attach_track(self, identity: str, track_sid: str, track: MediaStreamTrack) -> None:
-        """Add an input for ``track`` and start its reader (replaces one with the same key)."""
+    def attach_track(
+        self,
+        identity: str,
+        track_sid: str,
+        track: MediaStreamTrack,
+        source: EncodedSource | None = None,
+    ) -> None:
+        """Add an input for ``track`` (replaces one with the same key).
+
+        With ``source`` the input is fed its encoded payloads (no task); without, a
+        reader task pushes what ``track.recv()`` returns.
+        """
         key = (identity, track_sid)
         old = self._readers.pop(key, None)
         if old is not None:  # cancelled now, awaited by stop() if still running then
             old.cancel()
             self._retired.add(old)
             old.add_done_callback(self._retired.discard)
+        old_source = self._sources.pop(key, None)
+        if old_source is not None:
+            old_source.close()
+        self._malformed.pop(key, None)
         inp = self.mixer.add_input(identity, track_sid)
+        if source is not None:
+            push, arrival = inp.push_encoded, self.arrival
+
+            def sink(codec: Any, seq: int, timestamp: int, payload: bytes) -> None:
+                push(codec, seq, timestamp, payload, arrival())
+
+            source.connect(sink)
+            self._sources[key] = source
+            return
         self._readers[key] = asyncio.create_task(
             self._read(identity, track_sid, track, inp.push),
             name=f"mixer-input:{identity}:{track_sid}",
@@ -177,12 +248,17 @@ class MixerClock:
     async def detach_track(self, identity: str, track_sid: str) -> None:
         """Stop the reader and fade the input out of the mix."""
         task = self._readers.pop((identity, track_sid), None)
+        source = self._sources.pop((identity, track_sid), None)
+        if source is not None:
+            source.close()
         self.mixer.remove_input(identity, track_sid)
         if task is not None:
             await _cancel(task)
 
     async def remove_participant(self, identity: str) -> None:
         """Stop every reader of ``identity`` and take it out of the mix (idempotent)."""
+        for key in [k for k in self._sources if k[0] == identity]:
+            self._sources.pop(key).close()
         for key in [k for k in self._readers if k[0] == identity]:
             await _cancel(self._readers.pop(key))
         self.mixer.remove_participant(identity)
@@ -225,6 +301,9 @@ class MixerClock:
     # ------------------------------------------------------------------ stop
     async def stop(self) -> None:
         """Cancel every reader and the tick task; wait (bounded) for them to exit."""
+        for source in self._sources.values():
+            source.close()
+        self._sources.clear()
         tasks = list(self._readers.values()) + list(self._retired)
         self._readers.clear()
         self._retired.clear()

@@ -7,9 +7,10 @@ metadata payload covers 25 ticks = 500 ms.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -70,3 +71,20 @@ class MixSink(Protocol):
     def on_mix(self, frame: MixedFrame) -> None: ...
 
     def on_payload(self, payload: MetadataPayload) -> None: ...
+
+
+#: ``sink(codec, sequence_number, rtp_timestamp, payload)``: one received RTP payload
+#: (``codec`` is aiortc's ``RTCRtpCodecParameters``: ``.name``, ``.clockRate``)
+PacketSink = Callable[[Any, int, int, bytes], None]
+
+
+class EncodedSource(Protocol):
+    """A subscribed track's encoded frames (``mixer_ext.connectors.rtptap.EncodedFeed``).
+
+    The mixer clock ``connect``\\ s its input's sink; ``close`` stops delivery.  Calls
+    come on the event loop, one per RTP packet, and must return at once.
+    """
+
+    def connect(self, sink: PacketSink) -> None: ...
+
+    def close(self) -> None: ...

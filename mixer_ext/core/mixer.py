@@ -1,8 +1,10 @@
 """The mix: every tick, one block from every input, summed and limited.
 
 ``Mixer`` is synchronous and does no I/O; ``MixerClock`` calls ``tick()``
-every 20 ms.  Per tick the work is a handful of numpy operations over a
-stacked ``(inputs, 960, 2)`` array, plus one ``pull()`` per input.
+every 20 ms.  Per tick the work is one ``decode_pending()`` per input (the
+Opus payloads that arrived since the last tick, decoded in one place), a
+handful of numpy operations over a stacked ``(inputs, 960, 2)`` array, plus
+one ``pull()`` per input.
 """
 
 from __future__ import annotations
@@ -238,6 +240,9 @@ class Mixer:
         metered: list[tuple[int, LevelMeter]] = []
         ramps: list[tuple[int, bool]] = []
         for slot in slots:
+            # the one place inputs decode: what arrived since the last tick (a muted input's
+            # payloads are dropped undecoded, so its silence costs next to nothing)
+            slot.input.decode_pending(slot.enabled or slot.gain > 0.0)
             if slot.enabled:
                 slot.input.pull(stack[rows])
                 metered.append((rows, self._participants[slot.identity].meter))
@@ -253,6 +258,7 @@ class Mixer:
             else:  # muted: pulled all the same, so its timeline keeps going
                 slot.input.pull(self._scratch)
         for slot in leaving:
+            slot.input.decode_pending(True)
             slot.input.pull(stack[rows])
             ramps.append((rows, False))
             slot.gain = 0.0

@@ -50,6 +50,8 @@ class Attach:
     track_sid: str
     track: Any
     enabled: bool
+    #: the track's encoded frames, when the connector taps them (``EncodedSource``)
+    source: Any = None
 
 
 @dataclass(frozen=True)
@@ -95,11 +97,13 @@ class Roster:
                 return self._join(who)
             case ParticipantLeft(identity=who, reason=reason):
                 return self._leave(who, reason)
-            case TrackSubscribed(identity=who, track_sid=sid, track=track, enabled=enabled):
+            case TrackSubscribed(
+                identity=who, track_sid=sid, track=track, enabled=enabled, source=source
+            ):
                 changes = self._join(who)
                 enabled = self._early.pop((who, sid), enabled)
                 self._tracks[who][sid] = enabled
-                return [*changes, Attach(who, sid, track, enabled)]
+                return [*changes, Attach(who, sid, track, enabled, source)]
             case TrackUnsubscribed(identity=who, track_sid=sid):
                 self._early.pop((who, sid), None)
                 if self._tracks.get(who, {}).pop(sid, None) is None:

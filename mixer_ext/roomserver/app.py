@@ -286,7 +286,10 @@ class RoomServer:
         if publisher.track_sid is None:  # called once the track has its sid
             return
         log.info("room server: %s published %s", publisher.label, publisher.track_sid)
-        info = p.TrackInfo(sid=publisher.track_sid)
+        info = p.TrackInfo(
+            sid=publisher.track_sid,
+            enabled=self._enabled(publisher.identity, publisher.track_sid),
+        )
         for other in self._room_sessions(publisher.room.name):
             if other is publisher:
                 continue
@@ -575,6 +578,9 @@ class RoomServer:
         return TokenBucket(self.message_rate, self.message_burst, now=time.monotonic())
 
     def _set_enabled(self, session: Session, enabled: bool) -> None:
+        if session.track_sid is None and session.publish_transceiver is not None:
+            session.publish_enabled = enabled  # its track is on its way: it starts so
+            return
         state = session.room.participants.get(session.identity)
         if session.track_sid is None or state is None or session.track_sid not in state.tracks:
             session.send(p.ErrorMsg(code="unexpected", message="no published track to enable"))
@@ -583,6 +589,9 @@ class RoomServer:
         if track.enabled == enabled:
             return
         track.enabled = enabled
+        session.publish_enabled = enabled
+        if session.fanout is not None:  # muted: forward nothing (subscribers keep their timeline)
+            session.fanout.enabled = enabled
         log.info("room server: %s track %s", session.label, "enabled" if enabled else "disabled")
         update = p.TrackEnabledMsg(
             identity=session.identity, track_sid=session.track_sid, enabled=enabled

@@ -98,6 +98,9 @@ class Session:
         self.publish_transceiver: RTCRtpTransceiver | None = None
         self.track_sid: str | None = None
         self.fanout: PacketFanout | None = None
+        #: the client's last set-enabled (kept from before its track arrives: a client
+        #: may mute right after joining)
+        self.publish_enabled = True
         #: publisher's track sid -> (transceiver, relayed track, publisher identity)
         self.subscriptions: dict[str, tuple[RTCRtpTransceiver, Any, str]] = {}
         #: what this connection may still send (checked by the server's read loop)
@@ -183,9 +186,12 @@ class Session:
             return
         # forwarded as received: Opus is never decoded or re-encoded (mixer_ext.room.forward)
         self.fanout = PacketFanout(receiver, f"{self.label}/{self.track_sid}")
+        self.fanout.enabled = self.publish_enabled  # muted: nothing is forwarded
         state = self.room.participants.get(self.identity)
         if state is not None:
-            state.tracks[self.track_sid] = TrackState(sid=self.track_sid)
+            state.tracks[self.track_sid] = TrackState(
+                sid=self.track_sid, enabled=self.publish_enabled
+            )
         self.server._on_published(self)
 
     def _on_connection_state(self) -> None:

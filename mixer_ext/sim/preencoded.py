@@ -9,9 +9,13 @@ which aiortc's ``RTCRtpSender`` only packetizes (``OpusEncoder.pack``), never
 encodes. Frames are paced from a fixed monotonic start (``start + n * 20 ms``)
 so scheduling error never accumulates, and many tracks share one encoded loop.
 
-``PreEncodedOpusTrack(loop, silent=True)`` sends the 1-byte-payload DTX frame
-libopus emits for digital silence instead of the tone (what a muted browser
-with DTX sends), for the "silent participants cost next to nothing" checks.
+``PreEncodedOpusTrack(loop, silent=True)`` sends the tiny DTX frame libopus
+emits for digital silence instead of the tone, for the "silent participants cost
+next to nothing" checks, as a WebRTC sender with DTX does: libopus marks a payload
+of 2 bytes or less "need not be transmitted", and libwebrtc sends one packet every
+400 ms while silent (``dtx_every=20`` frames, the timestamps jumping over the
+gap).  ``dtx_every=1`` sends it every 20 ms (the worst case: a sender that
+transmits everything, as aiortc's would).
 """
 
 from __future__ import annotations
@@ -108,10 +112,15 @@ class PreEncodedOpusTrack(MediaStreamTrack):
 
     kind = "audio"
 
-    def __init__(self, loop: OpusLoop, *, silent: bool = False, offset: int = 0) -> None:
+    def __init__(
+        self, loop: OpusLoop, *, silent: bool = False, offset: int = 0, dtx_every: int = 20
+    ) -> None:
         super().__init__()
+        if dtx_every < 1:
+            raise ValueError(f"dtx_every must be >= 1 frame, got {dtx_every}")
         self.loop = loop
         self.silent = silent
+        self.dtx_every = dtx_every
         self._offset = offset
         self._start: float | None = None
         self._n = 0
@@ -133,5 +142,5 @@ class PreEncodedOpusTrack(MediaStreamTrack):
         packet = av.Packet(payload)
         packet.pts = self._n * FRAME_SAMPLES
         packet.time_base = TIME_BASE
-        self._n += 1
+        self._n += self.dtx_every if self.silent else 1
         return packet

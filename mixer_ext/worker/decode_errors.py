@@ -30,6 +30,8 @@ from mixer_ext import metrics
 
 #: the logger aiortc's decoder threads report decode failures on
 AIORTC_RECEIVER_LOGGER = "aiortc.rtcrtpreceiver"
+#: the logger PyAV forwards libopus' own messages to
+LIBOPUS_LOGGER = "libav.libopus"
 #: seconds between two summary lines for one track
 SUMMARY_INTERVAL = 10.0
 _MARKER = "failed to decode"
@@ -79,8 +81,26 @@ class DecodeErrorFilter(logging.Filter):
         return True
 
 
+class LibopusNoise(logging.Filter):
+    """Drops libopus' own "Decoding error" line, which FFmpeg logs once per bad payload.
+
+    The mixer's inputs decode in the tick (``mixer_ext.core.input``): they count each
+    refused payload, and the clock logs it once per input, then periodically; a
+    hostile peer must not turn into one log line per packet.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Decoding error" not in str(record.msg)
+
+
 def install(interval: float = SUMMARY_INTERVAL) -> DecodeErrorFilter:
-    """Put one ``DecodeErrorFilter`` on aiortc's receiver logger (idempotent); return it."""
+    """Put one ``DecodeErrorFilter`` on aiortc's receiver logger (idempotent); return it.
+
+    Also silences libopus' per-payload error line (``LibopusNoise``).
+    """
+    libopus = logging.getLogger(LIBOPUS_LOGGER)
+    if not any(isinstance(f, LibopusNoise) for f in libopus.filters):
+        libopus.addFilter(LibopusNoise())
     logger = logging.getLogger(AIORTC_RECEIVER_LOGGER)
     for existing in logger.filters:
         if isinstance(existing, DecodeErrorFilter):

@@ -368,8 +368,10 @@ class Worker:
                 case Left(identity=ident, reason=reason):
                     await clock.remove_participant(ident)
                     log_event(log, "participant-left", identity=ident, reason=reason)
-                case Attach(identity=ident, track_sid=sid, track=track, enabled=enabled):
-                    clock.attach_track(ident, sid, track)  # replaces a reader of the same sid
+                case Attach(
+                    identity=ident, track_sid=sid, track=track, enabled=enabled, source=source
+                ):
+                    clock.attach_track(ident, sid, track, source)  # replaces one of the same sid
                     mixer.set_enabled(ident, sid, enabled)
                     log_event(log, "track-subscribed", identity=ident, track=sid, enabled=enabled)
                 case Detach(identity=ident, track_sid=sid):
