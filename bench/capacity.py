@@ -1,37 +1,35 @@
-"""Capacity: the most talkers whose mix stays real time, and the mixer's CPU per participant.
+"""Capacity: the mixer's CPU for N participants, side by side with the alternatives, in one run.
 
-Method, per N (a fresh set of processes for each N):
+Method, per N (default 20, 50, 100) and per receiver, a fresh set of processes:
 
-* a room: ``mixer-ext room-server`` on 127.0.0.1 (``--backend embedded``),
-  or Debian's Janus started from a generated config on the machine's
-  interface address, as ``tests/janus_util.py`` does (``--backend janus``);
-* ``mixer-ext run`` (the worker, one HLS output, ``MIXER_METRICS_PORT`` set);
-* N talkers, real aiortc peers sending a distinct 0.1-full-scale tone each
-  (Opus), ``--per-process`` of them in each of ceil(N / per-process) Python
-  processes (this script with ``--talkers``), so their CPU is counted apart.
+* a room: ``mixer-ext room-server`` on 127.0.0.1 (``--backend embedded``; it forwards
+  the encoded Opus), or Debian's Janus from a generated config on the machine's
+  interface address (``--backend janus``);
+* the receiver, one of
+  - ``mixer``: ``mixer-ext run`` of this checkout (one HLS output, ``/metrics``);
+  - ``before``: the same command run from a checkout of ``--before REV`` (default
+    5a50186, the main before issue 13.1: stock aiortc receive path, per-track decoder
+    threads and reader tasks), extracted with ``git archive`` into ``.cache/`` and run
+    with the same interpreter (``PYTHONPATH``);
+  - ``floor``: a stock aiortc receiver of the same streams (this script with
+    ``--floor``: the connector without the RTP tap, ``recv()`` on every track, i.e.
+    aiortc's jitter buffer, decoder thread and queue; no mixing, no encoding, no
+    outputs);
+* N talkers that send pre-encoded Opus (``mixer_ext.sim.preencoded``: a distinct tone
+  each, encoded once, replayed; a few tenths of a % of a core each), ``--per-process``
+  of them per Python process, so the load generator is not the bottleneck.
 
-Once the worker reports N participants and 5 s have passed, the run is
-measured for ``--seconds`` (60): CPU seconds of each process from
-``/proc/<pid>/stat`` (utime + stime, all threads), and the worker's
-``/metrics`` scraped at both ends.  N *holds* when, over the window,
-(1) at most 1 % of the ticks ran more than 10 ms late (``tick lateness
-p99 < 10 ms``, read exactly at the 10 ms bucket bound) and (2) no input was
-starved because of the mixer: frames that arrived too late to be mixed
-(``mixer_input_late_frames_total``) are at most 1 % of the frames expected.
-On a punctual loop (condition 1: the readers share the tick's event loop)
-a late frame was held up upstream: talker processes and the room share the
-two cores; 1 % is the tolerance for that.  Concealed and lost frames are
-printed too: those come from senders that did not send in time.
-The search runs N = 5, 10, 20, 30, ... and stops at the first N that fails.
+Once the receiver has all N inputs and ``settle`` seconds have passed, the run is
+measured for ``--seconds``: CPU seconds of each process from ``/proc/<pid>/stat``
+(utime + stime, all threads) and the worker's ``/metrics`` at both ends.  A mixer
+row *holds* when over the window at most 1 % of the ticks ran more than 10 ms late
+(tick p99 < 10 ms, read at the 10 ms bucket bound), late frames are under 0.5 % of
+the frames expected, and the worker used under one core.  The room server's CPU is
+printed per forwarded stream (N publishers, each forwarded to the one receiver).
 
-The floor row: at the last N that held (the first N tried if none did),
-the worker is replaced by a stock aiortc receiver (this script with
-``--floor``): the same connector joins, every subscribed track's ``recv()``
-is called (Opus decode, jitter buffer of aiortc) and the frame dropped: no
-mixing, no encoding, no outputs.
-
-    .venv/bin/python bench/capacity.py [--backend embedded|janus] [--seconds 60]
-    .venv/bin/python bench/capacity.py --quick        # 3 talkers, 5 s, no search
+    .venv/bin/python bench/capacity.py [--steps 20,50,100,250] [--seconds 30]
+    .venv/bin/python bench/capacity.py --backend janus --steps 20,50
+    .venv/bin/python bench/capacity.py --quick        # 3 talkers, 5 s, mixer + floor
 """
 
 from __future__ import annotations
@@ -71,30 +69,34 @@ async def run_talkers(args: argparse.Namespace) -> None:
         loop.add_signal_handler(sig, stop.set)
     tasks: list[asyncio.Task[Any]] = []
     leave: list[Any] = []
+    from mixer_ext.sim.preencoded import PreEncodedOpusTrack, encode_tone
+
     for i in range(args.first, args.first + args.count):
         identity = f"talker{i:03d}"
-        freq = 200.0 + 10.0 * i
+        track = PreEncodedOpusTrack(encode_tone(200.0 + 10.0 * i, 0.1))
         if args.backend == "janus":
             from mixer_ext.sim.janus_publisher import JanusPublisher
 
-            pub = JanusPublisher(args.url, ROOM, identity, freq)
+            pub = JanusPublisher(args.url, ROOM, identity, 0.0, track=track)
             await pub.join()
             await pub.publish()
             leave.append(pub.leave)
         else:
+            from mixer_ext.connectors.embedded import RoomClient
             from mixer_ext.roomserver.tokens import mint_token
-            from mixer_ext.sim.talker import Talker
-            from mixer_ext.sim.tracks import ToneTrack
 
-            talker = Talker(
+            client = RoomClient(
                 args.url,
                 ROOM,
                 identity,
                 mint_token(SECRET, ROOM, identity, 3600),
-                ToneTrack(freq, 0.1),
+                auto_subscribe=False,
             )
-            tasks.append(asyncio.create_task(talker.run(), name=f"talker:{identity}"))
-            await talker.joined.wait()
+            # pre-encoded packets go straight to aiortc's sender (which only packetizes);
+            # RoomClient's MutingTrack wrapper passes decoded frames only
+            client._publish = track  # type: ignore[assignment]
+            await client.connect()
+            leave.append(client.disconnect)
     print("JOINED", flush=True)
     await stop.wait()
     for t in tasks:
@@ -119,7 +121,7 @@ async def run_floor(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    connector = make_connector(load_settings(), ROOM, BOT)
+    connector = make_connector(load_settings(), ROOM, BOT, tap=False)  # stock aiortc
     frames = 0
     readers: list[asyncio.Task[None]] = []
 
@@ -155,7 +157,7 @@ async def run_floor(args: argparse.Namespace) -> None:
 @dataclass
 class Row:
     backend: str
-    receiver: str  # "mixer" or "floor"
+    receiver: str  # "mixer", "before" or "floor"
     n: int
     seconds: float
     cpu: float  # receiver CPU seconds over the window
@@ -182,7 +184,9 @@ class Row:
             return self.frames >= 0.99 * self.expected_frames
         assert self.lateness is not None
         return (
-            self.lateness.fraction_above(0.01) <= 0.01 and self.late <= 0.01 * self.expected_frames
+            self.lateness.fraction_above(0.01) <= 0.01
+            and self.late < 0.005 * self.expected_frames
+            and self.cpu < self.seconds  # under one core
         )
 
     def line(self) -> str:
@@ -193,7 +197,7 @@ class Row:
         head = f"{self.backend:>8} {self.receiver:>6} {self.n:>4}"
         if self.error:
             return f"{head}  FAILED: {self.error}"
-        cpu = f"{pct:>7.1f}% {per:>6.2f}% {tal:>8.1f}% {room:>7.1f}%"
+        cpu = f"{pct:>7.1f}% {per:>6.2f}% {tal:>8.1f}% {room:>7.1f}% {room / self.n:>6.2f}%"
         load = f"{self.load_before:>5.2f}->{self.load_after:<5.2f}"
         if self.receiver == "floor":
             got = self.frames / self.expected_frames
@@ -209,6 +213,7 @@ class Row:
 
 HEADER = (
     f"{'backend':>8} {'recv':>6} {'N':>4} {'CPU':>8} {'per N':>7} {'talkers':>9} {'room':>8} "
+    f"{'room/N':>7} "
     f"{'tick p50':>8} {'tick p99':>8} {'late':>6} {'concl':>6} {'lost':>6} {'load':>11}  verdict"
 )
 
@@ -239,8 +244,28 @@ def _spawn(cmd: list[str], env: dict[str, str], log: Path | None) -> subprocess.
     )
 
 
+def before_checkout(rev: str) -> Path:
+    """This repository at ``rev``, extracted once into ``.cache/before-<rev>`` (git archive)."""
+    dest = benchlib.ROOT / ".cache" / f"before-{rev}"
+    if not (dest / "mixer_ext" / "__init__.py").exists():
+        dest.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(
+            ["git", "-C", str(benchlib.ROOT), "archive", rev, "mixer_ext"],
+            check=True,
+            capture_output=True,
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    return dest
+
+
 def measure(
-    backend: str, receiver: str, n: int, seconds: float, per_process: int, settle: float = 5.0
+    backend: str,
+    receiver: str,
+    n: int,
+    seconds: float,
+    per_process: int,
+    settle: float = 5.0,
+    before: Path | None = None,
 ) -> Row:
     """One fresh room + receiver + N talkers; the window starts once all N are in."""
     with tempfile.TemporaryDirectory(prefix="bench-capacity-") as tmpdir:
@@ -277,16 +302,23 @@ def measure(
                 room_pid = server.pid
             metrics_port = free_port()
             floor_out: LineReader | None = None
-            if receiver == "mixer":
+            if receiver in ("mixer", "before"):
                 context = {
                     "room": {"name": ROOM},
                     "outputs": ["hls:bench"],
                     "maxParticipantDuration": 3600,
                 }
+                worker_env = env | {
+                    "MIXER_METRICS_PORT": str(metrics_port),
+                    "MIXER_HLS_DIR": str(tmp / "hls"),
+                }
+                if receiver == "before":
+                    if before is None:
+                        raise RuntimeError("the before row needs --before")
+                    worker_env["PYTHONPATH"] = str(before)  # its mixer_ext shadows this one
                 worker = _spawn(
                     [*benchlib.mixer_cmd(), "run", "--context", json.dumps(context)],
-                    env
-                    | {"MIXER_METRICS_PORT": str(metrics_port), "MIXER_HLS_DIR": str(tmp / "hls")},
+                    worker_env,
                     tmp / "worker.log",
                 )
                 procs.append(worker)
@@ -311,7 +343,7 @@ def measure(
             deadline = time.monotonic() + 60 + 3 * n
 
             def ready() -> bool:
-                if receiver == "mixer":
+                if receiver != "floor":
                     return (
                         scrape(f"http://127.0.0.1:{metrics_port}/metrics").value("mixer_inputs")
                         >= n
@@ -331,7 +363,7 @@ def measure(
             load0 = os.getloadavg()[0]
             s0: Scrape | None = None
             f0 = _floor_frames(floor_out)
-            if receiver == "mixer":
+            if receiver != "floor":
                 s0 = scrape(f"http://127.0.0.1:{metrics_port}/metrics")
             c0 = (cpu_seconds(worker.pid), sum(map(cpu_seconds, pids)), cpu_seconds(room_pid))
             t0 = time.monotonic()
@@ -350,7 +382,7 @@ def measure(
                 load_before=load0,
                 load_after=os.getloadavg()[0],
             )
-            if receiver == "mixer":
+            if receiver != "floor":
                 assert s0 is not None
                 s1 = scrape(f"http://127.0.0.1:{metrics_port}/metrics")
                 row.lateness = Histogram.between(s0, s1, "mixer_tick_lateness_seconds")
@@ -384,11 +416,12 @@ def _floor_frames(out: LineReader | None) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backend", choices=("embedded", "janus"), default="embedded")
-    parser.add_argument("--quick", action="store_true", help="3 talkers for 5 s, no search")
-    parser.add_argument("--seconds", type=float, default=60.0, help="measured window per N")
-    parser.add_argument("--steps", default="5,10,20,30,40,50,60,80,100", help="N to try, in order")
-    parser.add_argument("--per-process", type=int, default=5, help="talkers per process")
-    parser.add_argument("--no-floor", action="store_true", help="skip the stock-aiortc row")
+    parser.add_argument("--quick", action="store_true", help="3 talkers for 5 s, mixer + floor")
+    parser.add_argument("--seconds", type=float, default=30.0, help="measured window per row")
+    parser.add_argument("--steps", default="20,50,100", help="N to measure (20,50,100)")
+    parser.add_argument("--receivers", default="mixer,before,floor", help="rows per N, in order")
+    parser.add_argument("--before", default="5a50186", help="revision of the 'before' row")
+    parser.add_argument("--per-process", type=int, default=25, help="talkers per process (25)")
     # child roles
     parser.add_argument("--talkers", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--floor", action="store_true", help=argparse.SUPPRESS)
@@ -404,46 +437,55 @@ def main() -> int:
         return 0
 
     steps = [3] if args.quick else [int(s) for s in args.steps.split(",")]
+    receivers = ["mixer", "floor"] if args.quick else args.receivers.split(",")
+    if any(r not in ("mixer", "before", "floor") for r in receivers) or "mixer" not in receivers:
+        parser.error("--receivers: mixer plus any of before, floor")
     seconds = 5.0 if args.quick else args.seconds
     settle = 2.0 if args.quick else 5.0
+    before = before_checkout(args.before) if "before" in receivers else None
     print(f"machine: {benchlib.machine()}")
     print(f"start: {benchlib.load()}")
     method = [
-        f"method: backend={args.backend}; per N a fresh room, worker (1 HLS output) and N aiortc",
-        f"talkers ({args.per_process} per process); window {seconds:.0f} s after all N are mixed "
-        f"+ {settle:.0f} s;",
-        "CPU = utime+stime from /proc over the window, % of one core; 'per N' = mixer CPU / N;",
-        "talkers and room server counted apart; tick lateness from the worker's",
-        "mixer_tick_lateness_seconds histogram; late/concl/lost = input frame counters / frames",
-        "expected; N holds when <= 1 % of ticks are > 10 ms late and late frames <= 1 %;",
-        "the floor row is stock aiortc recv() on every track at the last N that held",
-        "(no mixing, no encoding), same talkers, same window",
+        f"method: backend={args.backend}; per N and receiver a fresh room, receiver and N",
+        f"pre-encoded Opus talkers ({args.per_process} per process); window {seconds:.0f} s",
+        f"after all N are in + {settle:.0f} s; CPU = utime+stime from /proc over the window,",
+        "% of one core; 'per N' = receiver CPU / N; talkers and room server apart, 'room/N' =",
+        "room CPU per forwarded stream; tick lateness from mixer_tick_lateness_seconds;",
+        "late/concl/lost = input frame counters / frames expected; a mixer row holds when",
+        "<= 1 % of ticks are > 10 ms late, late frames < 0.5 % and CPU < 1 core.",
+        f"receivers: mixer = this checkout; before = {args.before} (stock aiortc receive,",
+        "decoder threads, reader tasks); floor = stock aiortc recv() of every track, no mix",
     ]
     print("\n        ".join(method))
     print(HEADER, flush=True)
-    last_held: Row | None = None
+    held: list[int] = []
+    ratios: list[str] = []
     for n in steps:
-        row = measure(args.backend, "mixer", n, seconds, args.per_process, settle)
-        print(row.line(), flush=True)
-        if not row.held:
-            break
-        last_held = row
-    if not args.no_floor:
-        # at the last N that held; when none did, at the first N tried (still a floor)
-        ref = last_held or row
-        floor = measure(args.backend, "floor", ref.n, seconds, args.per_process, settle)
-        print(floor.line(), flush=True)
-        if floor.cpu > 0 and not floor.error and not ref.error:
-            print(f"mixer / floor CPU at N={ref.n}: {ref.cpu / floor.cpu:.2f}x")
-    if last_held is None:
-        print(f"result: backend={args.backend}: no N held")
-    else:
-        per = 100 * last_held.cpu / last_held.seconds / last_held.n
-        print(
-            f"result: backend={args.backend}: last N that held = {last_held.n}"
-            f"{' (the largest N tried)' if last_held.n == steps[-1] else ''}; "
-            f"mixer CPU {per:.2f}% of a core per participant"
-        )
+        rows: dict[str, Row] = {}
+        for receiver in receivers:
+            rows[receiver] = measure(
+                args.backend, receiver, n, seconds, args.per_process, settle, before
+            )
+            print(rows[receiver].line(), flush=True)
+        mixer = rows["mixer"]
+        if mixer.held:
+            held.append(n)
+        for other in ("floor", "before"):
+            row = rows.get(other)
+            if row is not None and row.cpu > 0 and not row.error and not mixer.error:
+                line = f"N={n}: mixer / {other} CPU = {mixer.cpu / mixer.seconds:.3f} / "
+                line += f"{row.cpu / row.seconds:.3f} core = {mixer.cpu / row.cpu:.2f}x"
+                ratios.append(line)
+                print(line, flush=True)
+    print("ratios (CPU of the receiver process, same streams, same window):")
+    for line in ratios:
+        print("  " + line)
+    largest = max(held) if held else None
+    print(
+        f"result: backend={args.backend}: "
+        + (f"largest N that held = {largest}" if largest is not None else "no N held")
+        + (" (the largest N tried)" if largest == max(steps) else "")
+    )
     print(f"end: {benchlib.load()}")
     return 0
 

@@ -13,7 +13,8 @@ up to 20 ms earlier than this stamp: the figures are that much optimistic).
 
 (a) Inside the mixer.  Wrapped in this process (no product code changed;
 the wrappers cost one ``max(abs())`` over 960 samples per frame):
-``Input.push`` records when a frame holding a click onset arrives,
+``Input.push_encoded`` records when each payload arrives and ``Input.push_samples``
+whether its decoded samples hold a click onset (so arrival = the payload's),
 ``OutputPipeline.on_mix`` where the onset lands in the mix (sample P), and
 ``Output.offer`` when each AAC packet is handed to the outputs.  Latency =
 hand-off of the packet whose [pts, pts + duration) holds P, minus the
@@ -206,21 +207,35 @@ class Observed:
 
 
 def instrument(obs: Observed) -> None:
-    """Wrap Input.push, OutputPipeline.on_mix and Output.offer (class attributes, this process)."""
+    """Wrap the input, OutputPipeline.on_mix and Output.offer (class attributes, this process).
+
+    The input decodes in the tick: a payload's arrival is when ``push_encoded`` got it,
+    and the click onset is seen when its samples reach the jitter buffer
+    (``push_samples``, stamped with the payload's RTP timestamp as pts).
+    """
     from mixer_ext.core.input import Input
     from mixer_ext.encode.encoder import EncodedPacket
     from mixer_ext.encode.fanout import OutputPipeline
     from mixer_ext.outputs.base import Output
 
-    push, on_mix, offer = Input.push, OutputPipeline.on_mix, Output.offer
+    push_encoded, push_samples = Input.push_encoded, Input.push_samples
+    on_mix, offer = OutputPipeline.on_mix, Output.offer
     last = {"in": -1.0, "mix": -1.0}
+    arrived: dict[tuple[int, int], float] = {}  # (input, pts) -> when its payload arrived
 
-    def push_w(self: Any, frame: Any, arrival: float | None = None) -> None:
+    def push_encoded_w(self: Any, *args: Any, **kwargs: Any) -> None:
         t = time.perf_counter()
-        if t - last["in"] > 0.5 and int(np.abs(frame.to_ndarray()).max()) > ONSET:
+        push_encoded(self, *args, **kwargs)
+        arrived[(id(self), self._ts_ext)] = t
+        if len(arrived) > 10_000:
+            arrived.clear()
+
+    def push_samples_w(self: Any, pts: int, samples: Any, arrival: float | None = None) -> None:
+        t = arrived.pop((id(self), pts), time.perf_counter())
+        if t - last["in"] > 0.5 and int(np.abs(samples).max()) > ONSET:
             last["in"] = t
             obs.arrivals.append(t)
-        push(self, frame, arrival)
+        push_samples(self, pts, samples, arrival)
 
     def on_mix_w(self: Any, frame: Any) -> None:
         t = time.perf_counter()
@@ -235,7 +250,8 @@ def instrument(obs: Observed) -> None:
             obs.packets.append((item.pts, item.duration, time.perf_counter()))
         offer(self, item)
 
-    Input.push = push_w  # type: ignore[method-assign]
+    Input.push_encoded = push_encoded_w  # type: ignore[method-assign]
+    Input.push_samples = push_samples_w  # type: ignore[method-assign]
     OutputPipeline.on_mix = on_mix_w  # type: ignore[method-assign]
     Output.offer = offer_w  # type: ignore[method-assign]
 
@@ -412,7 +428,7 @@ def main() -> int:
         f"{defaults.hls_segment_duration:g} s segments, list size {defaults.hls_list_size})",
         f"-> HTTP -> Python player polling every {POLL} s; {seconds:.0f} s, a click every "
         f"{CLICK_EVERY * 0.02:.2f} s;",
-        "(a) Input.push arrival -> Output.offer of the AAC packet holding the click",
+        "(a) Input.push_encoded arrival -> Output.offer of the AAC packet holding the click",
         "(wrappers in this process);",
         "(b) emission (time.time() when the frame enters the talker's encoder) ->",
         "segment downloaded ('available') / heard by a player that joins at the live edge",

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import itertools
 from typing import Any
 
 import aiortc
@@ -106,7 +107,7 @@ def test_the_tap_gets_every_payload_stats_still_count_and_the_decoder_gets_none(
             assert len(got) >= 40, f"the tap got {len(got)} payloads in 1.5 s"
             assert {name.lower() for name, *_ in got} == {"opus"}
             seqs = [seq for _, seq, _, _ in got]
-            assert all((b - a) & 0xFFFF == 1 for a, b in zip(seqs, seqs[1:], strict=False))
+            assert all((b - a) & 0xFFFF == 1 for a, b in itertools.pairwise(seqs))
             assert all(len(payload) > 10 for *_, payload in got)
             stats = await transceiver.receiver.getStats()
             inbound = [s for s in stats.values() if s.type == "inbound-rtp"]

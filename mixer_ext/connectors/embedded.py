@@ -378,10 +378,10 @@ class EmbeddedRoomConnector(RoomConnector):
     (``TrackSubscribed.source``): no decoder thread, no reader task per track.
     """
 
-    def __init__(self, url: str, room: str, identity: str, token: str) -> None:
+    def __init__(self, url: str, room: str, identity: str, token: str, *, tap: bool = True) -> None:
         super().__init__(room, identity)
         self._client = RoomClient(
-            url, room, identity, token, publish=None, auto_subscribe=True, tap=True
+            url, room, identity, token, publish=None, auto_subscribe=True, tap=tap
         )
 
     async def connect(self) -> None:

@@ -27,8 +27,14 @@ def check_room_settings(settings: Settings) -> None:
         )
 
 
-def make_connector(settings: Settings, room: str, identity: str) -> RoomConnector:
-    """A fresh, unconnected connector for ``room`` as ``identity``."""
+def make_connector(
+    settings: Settings, room: str, identity: str, *, tap: bool = True
+) -> RoomConnector:
+    """A fresh, unconnected connector for ``room`` as ``identity``.
+
+    ``tap`` False: tracks deliver decoded frames through stock aiortc (``track.recv()``)
+    instead of encoded payloads (``TrackSubscribed.source``); benchmarks compare the two.
+    """
     if settings.room_backend is RoomBackend.JANUS:
         from mixer_ext.connectors.janus import JanusRoomConnector
 
@@ -40,6 +46,7 @@ def make_connector(settings: Settings, room: str, identity: str) -> RoomConnecto
             if settings.janus_api_secret
             else None,
             token=settings.janus_token.get_secret_value() if settings.janus_token else None,
+            tap=tap,
         )
     from mixer_ext.connectors.embedded import EmbeddedRoomConnector
     from mixer_ext.roomserver.limits import ROLE_MIXER
@@ -53,4 +60,4 @@ def make_connector(settings: Settings, room: str, identity: str) -> RoomConnecto
         token = mint_token(
             settings.room_secret.get_secret_value(), room, identity, BOT_TOKEN_TTL, role=ROLE_MIXER
         )
-    return EmbeddedRoomConnector(settings.room_url, room, identity, token)
+    return EmbeddedRoomConnector(settings.room_url, room, identity, token, tap=tap)

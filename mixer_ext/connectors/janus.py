@@ -52,7 +52,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeGuard
 
 import av
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpTransceiver, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.sdp import SessionDescription
 from websockets.exceptions import InvalidHandshake
@@ -202,6 +202,7 @@ class JanusRoomConnector(RoomConnector):
         *,
         api_secret: str | None = None,
         token: str | None = None,
+        tap: bool = True,
     ) -> None:
         super().__init__(room, identity)
         self.url = url
@@ -216,6 +217,8 @@ class JanusRoomConnector(RoomConnector):
         self._participants: dict[FeedId, str] = {}  # janus id -> identity
         self._publishers: dict[FeedId, _Publisher] = {}
         self._subs: dict[str, _Subscription] = {}  # subscriber mid -> subscription
+        self.tap = tap  # False: stock aiortc, one pump task per m-line reads decoded frames
+        self._pumps: dict[str, asyncio.Task[None]] = {}  # subscriber mid -> pump (tap False)
         self._tapped: set[str] = set()  # subscriber mids whose receiver is tapped
         self._events: asyncio.Queue[RoomEvent] = asyncio.Queue(EVENT_QUEUE_SIZE)
         self._room_task: asyncio.Task[None] | None = None
@@ -508,9 +511,15 @@ class JanusRoomConnector(RoomConnector):
         _route_offer_ssrcs(pc, sdp)
         for transceiver in pc.getTransceivers():
             mid = transceiver.mid
-            if transceiver.kind == "audio" and mid and mid not in self._tapped:
+            if transceiver.kind != "audio" or not mid:
+                continue
+            if self.tap and mid not in self._tapped:
                 tap_receiver(transceiver.receiver, functools.partial(self._deliver, mid))
                 self._tapped.add(mid)
+            elif not self.tap and mid not in self._pumps:
+                self._pumps[mid] = asyncio.create_task(
+                    self._pump(mid, transceiver), name=f"janus-pump-{mid}"
+                )
         await pc.setLocalDescription(await pc.createAnswer())
         answer = pc.localDescription
         await self._session.message(
@@ -545,9 +554,8 @@ class JanusRoomConnector(RoomConnector):
             self._subs[mid] = sub
             moderated = pub.audio_mids.get(feed_mid, False)
             log_event(log, "janus subscribed", identity=sub.identity, track=sub.track_sid, mid=mid)
-            self._emit(
-                TrackSubscribed(sub.identity, sub.track_sid, sub.track, not moderated, sub.feed)
-            )
+            feed = sub.feed if self.tap else None
+            self._emit(TrackSubscribed(sub.identity, sub.track_sid, sub.track, not moderated, feed))
 
     def _end_subscription(self, sub: _Subscription) -> None:
         if self._subs.get(sub.sub_mid) is sub:
@@ -565,6 +573,22 @@ class JanusRoomConnector(RoomConnector):
             if sub.feed_id == feed_id and sub.feed_mid == feed_mid:
                 return sub
         return None
+
+    async def _pump(self, mid: str, transceiver: RTCRtpTransceiver) -> None:
+        """(``tap`` False) Decoded frames of one m-line to whichever subscription holds it."""
+        track = transceiver.receiver.track
+        try:
+            while True:
+                frame = await track.recv()
+                sub = self._subs.get(mid)
+                if sub is not None and isinstance(frame, av.AudioFrame):
+                    sub.track.push(frame)
+        except MediaStreamError:
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("janus: pump for mid %s failed", mid)
 
     def _deliver(self, mid: str, codec: Any, seq: int, timestamp: int, payload: bytes) -> None:
         """One RTP payload of m-line ``mid``: to whichever subscription holds it now."""
@@ -598,6 +622,8 @@ class JanusRoomConnector(RoomConnector):
             with contextlib.suppress(JanusSessionClosed):  # queue full: Disconnected says it all
                 self._end_subscription(sub)
         self._tapped.clear()
+        await stop_tasks(list(self._pumps.values()))
+        self._pumps.clear()
         if self._pc is not None:
             with contextlib.suppress(Exception):
                 await self._pc.close()

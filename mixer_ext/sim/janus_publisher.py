@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamTrack
 
 from mixer_ext.connectors.janus import FeedId, is_feed_id, parse_room_id
 from mixer_ext.connectors.janus_session import JanusSession
@@ -33,8 +34,11 @@ class JanusPublisher:
         *,
         api_secret: str | None = None,
         token: str | None = None,
+        track: MediaStreamTrack | None = None,
     ) -> None:
+        """``track``: what to send (default a ``ToneTrack`` of ``freq``; e.g. pre-encoded)."""
         self.room = parse_room_id(str(room))
+        self.track = track
         self.display = display
         self.freq = freq
         self.session = JanusSession(url, api_secret=api_secret, token=token, name=f"pub-{display}")
@@ -66,7 +70,8 @@ class JanusPublisher:
             await self._pc.close()
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self._pc = pc
-        pc.addTransceiver(ToneTrack(self.freq), direction="sendonly")
+        track = self.track if self.track is not None else ToneTrack(self.freq)
+        pc.addTransceiver(track, direction="sendonly")
         await pc.setLocalDescription(await pc.createOffer())
         local = pc.localDescription
         data, jsep = await self.session.message(
