@@ -26,7 +26,7 @@ SCRIPTS = {
         rf"embedded +mixer +3 +{FIGURE}.*(held|FAILED)$",
         rf"embedded +floor +3 +{FIGURE}",
         r"result: backend=embedded: (largest N that held = 3|no N held)",
-        rf"N=3: mixer / floor CPU = .* = \d+\.\d+x",
+        r"N=3: mixer / floor CPU = .* = \d+\.\d+x",
     ],
     "latency.py": [
         rf"\(a\) in mixer, arrival -> packet to outputs: p50 +{FIGURE} +p99 +{FIGURE}",
