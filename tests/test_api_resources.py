@@ -276,3 +276,25 @@ def test_playback_tokens() -> None:
         signing.check_playback_token(key, forged, sid, (signing.GRANT,), now)
     with pytest.raises(signing.TokenRefused, match="no playback token"):
         signing.check_playback_token(key, None, sid, (signing.GRANT,), now)
+
+
+def test_a_local_worker_inherits_no_api_secret() -> None:
+    """The API's credentials, the room admin token and its ports stay with the API."""
+    from mixer_ext.api.launcher import worker_environment
+
+    env = worker_environment(
+        {
+            "MIXER_AUTH_TOKEN": "t",
+            "MIXER_API_KEYS": "SK1:s",
+            "MIXER_ROOM_ADMIN_TOKEN": "admin-0123456789abcdef",
+            "MIXER_HTTP_PORT": "8080",
+            "MIXER_ROOM_URL": "ws://room",
+            "MIXER_ROOM_SECRET": "room-secret",
+            "PATH": "/usr/bin",
+        }
+    )
+    assert env == {
+        "MIXER_ROOM_URL": "ws://room",
+        "MIXER_ROOM_SECRET": "room-secret",
+        "PATH": "/usr/bin",
+    }

@@ -17,17 +17,24 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
 #: the API's settings a worker must not see (secrets) or share (listening ports)
 _NOT_INHERITED = {
     "MIXER_AUTH_TOKEN",
+    "MIXER_ROOM_ADMIN_TOKEN",  # ends rooms: a worker never needs it
     "MIXER_API_KEYS",
     "MIXER_HTTP_PORT",
     "MIXER_METRICS_PORT",
     "MIXER_API_DATABASE",
 }
+
+
+def worker_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """What a local worker inherits: the API's environment minus its own secrets and ports."""
+    return {k: v for k, v in environ.items() if k.upper() not in _NOT_INHERITED}
 
 
 class Launcher(Protocol):
@@ -105,8 +112,7 @@ class LocalLauncher:
         workdir = self.work / sid
         workdir.mkdir(exist_ok=True)
         log_path = self.logs / f"{sid}.log"
-        # the API's own secrets and ports stay with the API
-        inherited = {k: v for k, v in os.environ.items() if k.upper() not in _NOT_INHERITED}
+        inherited = worker_environment(os.environ)
         with open(log_path, "ab") as log:
             child = subprocess.Popen(
                 [sys.executable, "-m", "mixer_ext", "run", "--context", str(path)],
