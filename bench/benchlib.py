@@ -10,6 +10,7 @@ as the buckets of ``mixer_ext.metrics``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import statistics
@@ -85,6 +86,23 @@ def rss_bytes(pid: int) -> int:
         return 0
 
 
+def children(pid: int) -> list[int]:
+    """Direct child processes of ``pid`` (every thread's ``children`` list)."""
+    out: list[int] = []
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(OSError):
+                out += [int(c) for c in (task / "children").read_text().split()]
+    except OSError:
+        pass
+    return out
+
+
+def tree_rss_bytes(pid: int) -> int:
+    """RSS of ``pid`` and its children (the worker and its RTMP child, for example)."""
+    return rss_bytes(pid) + sum(rss_bytes(c) for c in children(pid))
+
+
 def percentile(values: Sequence[float], q: float) -> float:
     """The ``q`` (0..100) percentile, linear between closest ranks; nan when empty."""
     if not values:
@@ -128,6 +146,9 @@ def scrape(url: str, timeout: float = 5.0) -> Scrape:
                 out.buckets.setdefault(base, []).append((float(s.labels["le"]), s.value))
             elif not s.labels:
                 out.values[s.name] = s.value
+            else:  # e.g. mixer_output_bytes_total{kind=rtmp}
+                labels = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()))
+                out.values[f"{s.name}{{{labels}}}"] = s.value
     for b in out.buckets.values():
         b.sort()
     return out

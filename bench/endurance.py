@@ -13,13 +13,18 @@ Method.
   1 h and at 24 h (after ``gc.collect()``).
 * Real run (default 600 s): ``mixer-ext room-server``, three
   ``mixer-ext talker --tone`` processes and ``mixer-ext run`` (one HLS
-  output, ``MIXER_METRICS_PORT``).  The worker's RSS (``/proc/<pid>/statm``)
-  and its ``/metrics`` are read every 10 s; the first and the last minute are
-  compared: buffered latency (``mixer_input_buffered_latency_seconds``, mean
-  and p50 of that minute's observations), tick lateness p99, RSS at the
+  output, ``MIXER_METRICS_PORT``).  The worker's RSS (``/proc/<pid>/statm``,
+  with its RTMP child's, if any) and its ``/metrics`` are read every 10 s; the
+  first and the last minute are compared: buffered latency
+  (``mixer_input_buffered_latency_seconds``, mean and p50 of that minute's
+  observations), tick lateness p99, RSS at the
   window's end, and the late/concealed/lost counters over the whole run.
+  ``--all-outputs``: the worker writes every output kind at once (event HLS,
+  ``.ts`` and ``.m4a`` recordings, RTMP to ``ffmpeg -listen 1``), the issue-16
+  memory check; RSS is printed about every 10 minutes of a long run.
 
     .venv/bin/python bench/endurance.py [--real-seconds 600]
+    .venv/bin/python bench/endurance.py --skip-virtual --all-outputs --real-seconds 3600
     .venv/bin/python bench/endurance.py --quick     # 1 virtual hour, 10 s real
 """
 
@@ -35,7 +40,15 @@ import time
 from pathlib import Path
 
 import benchlib
-from benchlib import Histogram, Scrape, free_port, rss_bytes, scrape, stop_process
+from benchlib import (
+    Histogram,
+    Scrape,
+    free_port,
+    rss_bytes,
+    scrape,
+    stop_process,
+    tree_rss_bytes,
+)
 
 from mixer_ext.core.frames import SAMPLE_RATE, MixedFrame
 from mixer_ext.core.mixer import Mixer
@@ -99,7 +112,7 @@ def _ms(values: list[float]) -> str:
     return f"{sum(values) / len(values) * 1e3:.1f} ms" if values else "-"
 
 
-def real(seconds: float, window: float) -> None:
+def real(seconds: float, window: float, all_outputs: bool = False) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-endurance-") as tmpdir:
         tmp = Path(tmpdir)
         port, metrics_port = free_port(), free_port()
@@ -129,11 +142,36 @@ def real(seconds: float, window: float) -> None:
         try:
             spawn(["room-server", "--host", "127.0.0.1", "--port", str(port)], "room")
             benchlib.wait_for_port(port)
-            context = {"room": {"name": "endurance"}, "outputs": ["hls:bench"]}
+            outputs = ["hls:bench"]
+            if all_outputs:
+                # every output kind at once: event HLS, both recordings, RTMP to a real
+                # receiver (FFmpeg listening, decoding and discarding)
+                rtmp_port = free_port()
+                rtmp_url = f"rtmp://127.0.0.1:{rtmp_port}/live/endurance"
+                log = open(tmp / "rtmp.log", "wb")  # noqa: SIM115 - closed at the end
+                logs.append(log)
+                procs.append(
+                    subprocess.Popen(
+                        ["ffmpeg", "-nostdin", "-loglevel", "error", "-listen", "1",
+                         "-i", rtmp_url, "-f", "null", "-"],
+                        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                    )
+                )  # fmt: skip
+                time.sleep(1.0)  # no probe: FFmpeg's one -listen would take it as the client
+                outputs += [f"file:{tmp / 'rec.ts'}", f"file:{tmp / 'rec.m4a'}", rtmp_url]
+            context = {
+                "room": {"name": "endurance"},
+                "outputs": outputs,
+                "maxParticipantDuration": int(seconds) + 600,
+            }
             worker = spawn(
                 ["run", "--context", json.dumps(context)],
                 "worker",
-                {"MIXER_METRICS_PORT": str(metrics_port), "MIXER_HLS_DIR": str(tmp / "hls")},
+                {
+                    "MIXER_METRICS_PORT": str(metrics_port),
+                    "MIXER_HLS_DIR": str(tmp / "hls"),
+                    **({"MIXER_HLS_PLAYLIST_TYPE": "event"} if all_outputs else {}),
+                },
             )
             benchlib.wait_for_port(metrics_port)
             for i, hz in enumerate((330, 550, 770)):
@@ -153,7 +191,7 @@ def real(seconds: float, window: float) -> None:
             samples: list[tuple[float, int, Scrape]] = []
             while True:
                 now = time.monotonic() - start
-                samples.append((now, rss_bytes(worker), scrape(url)))
+                samples.append((now, tree_rss_bytes(worker), scrape(url)))
                 if now >= seconds:
                     break
                 time.sleep(min(10.0, window / 2, seconds - now))
@@ -162,14 +200,20 @@ def real(seconds: float, window: float) -> None:
                 stop_process(p)
             for log in logs:
                 log.close()
+            if os.environ.get("ENDURANCE_KEEP"):
+                import shutil
+
+                shutil.copytree(tmp, os.environ["ENDURANCE_KEEP"], dirs_exist_ok=True)
 
     def at(t: float) -> tuple[float, int, Scrape]:
         return min(samples, key=lambda s: abs(s[0] - t))
 
     first = (samples[0], at(window))
     last = (at(seconds - window), samples[-1])
+    what = "event HLS + .ts + .m4a + RTMP" if all_outputs else "one live HLS output"
     print(
-        f"real run: {seconds:.0f} s of room server + 3 talkers + worker, windows of {window:.0f} s"
+        f"real run: {seconds:.0f} s of room server + 3 talkers + worker ({what}), "
+        f"windows of {window:.0f} s"
     )
     for name, (a, b) in (("start", first), ("end", last)):
         buf = Histogram.between(a[2], b[2], "mixer_input_buffered_latency_seconds")
@@ -179,7 +223,8 @@ def real(seconds: float, window: float) -> None:
             f"latency mean {buf.mean * 1e3:.1f} ms, p50 {buf.quantile(0.5) * 1e3:.1f} ms "
             f"(n={buf.count:.0f}); tick lateness p99 {tick.quantile(0.99) * 1e3:.2f} ms"
         )
-    step = max(1, round(window / 10))  # about one sample per window (60 s) along the run
+    # about one sample per window (60 s) along the run, every 10 min for a long one
+    step = max(1, round((600 if seconds >= 1800 else window) / 10))
     trend = ", ".join(f"{t:.0f}s {r / MIB:.1f}" for t, r, _ in samples[::step])
     print(f"  worker RSS along the run (MiB): {trend}")
     s0, s1 = samples[0][2], samples[-1][2]
@@ -187,6 +232,14 @@ def real(seconds: float, window: float) -> None:
         k: s1.value(f"mixer_input_{k}_frames_total") - s0.value(f"mixer_input_{k}_frames_total")
         for k in ("late", "concealed", "lost")
     }
+    written = {
+        k.split("kind=", 1)[1].rstrip("}"): v
+        for k, v in s1.values.items()
+        if k.startswith("mixer_output_bytes_total{")
+    }
+    print("  bytes written per output kind: " + ", ".join(
+        f"{kind} {v / MIB:.1f} MiB" for kind, v in sorted(written.items())
+    ))  # fmt: skip
     expected = 3 * 50 * samples[-1][0]
     print(
         f"  RSS growth {(samples[-1][1] - samples[0][1]) / MIB:+.2f} MiB over the run; frames "
@@ -199,6 +252,12 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="1 virtual hour, 10 s real run")
     parser.add_argument("--virtual-hours", type=float, default=24.0)
     parser.add_argument("--real-seconds", type=float, default=600.0)
+    parser.add_argument(
+        "--all-outputs",
+        action="store_true",
+        help="the real run writes every output kind (event HLS, .ts, .m4a, RTMP to FFmpeg)",
+    )
+    parser.add_argument("--skip-virtual", action="store_true", help="only the real run")
     args = parser.parse_args()
     hours = 1.0 if args.quick else args.virtual_hours
     seconds = 10.0 if args.quick else args.real_seconds
@@ -210,8 +269,9 @@ def main() -> int:
         f"        (2) real processes for {seconds:.0f} s, worker RSS from /proc and its /metrics, "
         f"first vs last {window:.0f} s"
     )
-    virtual(hours)
-    real(seconds, window)
+    if not args.skip_virtual:
+        virtual(hours)
+    real(seconds, window, args.all_outputs)
     print(f"end: {benchlib.load()}")
     return 0
 
