@@ -115,7 +115,9 @@ async def test_a_stalled_segment_write_does_not_make_ticks_late(
     stalled_from = start + 2.0  # segment 2 is complete (at the latest) and being written
     late = [t - (start + n * TICK_SECONDS) for n, t in sink.calls if stalled_from <= t <= answered]
     assert len(late) >= 0.8 * (answered - stalled_from) / TICK_SECONDS, "no ticks in the stall"
-    # a shared 2-core machine adds its own jitter: most ticks within 10 ms, none near the stall
+    # a shared, loaded 2-core machine adds its own jitter, so: the typical tick within
+    # 10 ms, three in four within 10 ms, and none anywhere near the stall (a GIL held by
+    # the write froze every tick for the whole ~600 ms, or resynced the clock)
     assert statistics.median(late) < 0.010, late
-    assert sum(x < 0.010 for x in late) >= 0.9 * len(late), sorted(late)[-5:]
-    assert max(late) < 0.100, f"a tick was {max(late) * 1000:.0f} ms late while the disk stalled"
+    assert sum(x < 0.010 for x in late) >= 0.75 * len(late), sorted(late)[-5:]
+    assert max(late) < 0.250, f"a tick was {max(late) * 1000:.0f} ms late while the disk stalled"

@@ -32,7 +32,7 @@ DRIVER = ROOT / "tests" / "browser" / "llhls_check.mjs"
 HLS_JS = ROOT / "player_demo" / "vendor" / "hls.min.js"
 PAGE = '<!doctype html><script src="/hls.min.js"></script><audio id="media"></audio>'
 SECRET = "restart-browser-secret-not-for-production-0123"
-MAX_DURATION = 18
+MAX_DURATION = 22
 
 
 async def _page_server() -> tuple[web.AppRunner, str]:

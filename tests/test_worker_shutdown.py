@@ -35,8 +35,9 @@ pytestmark = pytest.mark.slow
 
 SECRET = "shutdown-secret-not-for-production-0123456789"
 BUDGET = 8.0
-#: interpreter start-up is not in the budget, its exit is: allow a little for that
-SLACK = 1.0
+#: the budget ends at the last stage; the interpreter's exit after it (threads, a loaded
+#: machine) is not in it: allow a little for that
+SLACK = 2.0
 
 
 def test_the_shares_add_up_to_the_budget() -> None:
