@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     room_secret: SecretStr | None = None
     #: a ready-made access token for the bot (else minted from room_secret)
     room_token: SecretStr | None = None
+    #: a file holding that token (the chart's init container writes one); read once at
+    #: start, never logged; instead of room_token
+    room_token_file: Path | None = None
     janus_url: str = "ws://127.0.0.1:8188"
     janus_api_secret: SecretStr | None = None
     janus_token: SecretStr | None = None

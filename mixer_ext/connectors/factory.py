@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pydantic import SecretStr
+
 from mixer_ext.connectors.base import RoomConnector
 from mixer_ext.errors import ConfigError
 from mixer_ext.settings import RoomBackend, Settings
@@ -10,12 +12,44 @@ from mixer_ext.settings import RoomBackend, Settings
 BOT_TOKEN_TTL = 86_400 + 3_600
 
 
+def read_room_token_file(settings: Settings) -> Settings:
+    """``settings`` with ``room_token`` read from ``MIXER_ROOM_TOKEN_FILE``, if that is set.
+
+    Read once, at start: a restarted container reads the same file again (the chart's
+    in-memory volume outlives a container restart), so it re-joins with the same token.
+    The token itself is never in an error message or a log line.
+    """
+    path = settings.room_token_file
+    if path is None:
+        return settings
+    if settings.room_token is not None:
+        raise ConfigError("set MIXER_ROOM_TOKEN or MIXER_ROOM_TOKEN_FILE, not both")
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(
+            f"MIXER_ROOM_TOKEN_FILE: cannot read {str(path)[:200]!r}: {exc.strerror or exc}"
+        ) from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"MIXER_ROOM_TOKEN_FILE: {str(path)[:200]!r} is not text") from None
+    if not token:
+        raise ConfigError(f"MIXER_ROOM_TOKEN_FILE: {str(path)[:200]!r} is empty")
+    if any(c.isspace() for c in token):
+        raise ConfigError(f"MIXER_ROOM_TOKEN_FILE: {str(path)[:200]!r} holds more than one token")
+    return settings.model_copy(update={"room_token": SecretStr(token), "room_token_file": None})
+
+
 def check_room_settings(settings: Settings) -> None:
     """Refuse, before connecting, settings that cannot work (one line each)."""
     if settings.room_backend is RoomBackend.EMBEDDED:
-        if settings.room_token is None and settings.room_secret is None:
+        if (
+            settings.room_token is None
+            and settings.room_token_file is None
+            and settings.room_secret is None
+        ):
             raise ConfigError(
-                "MIXER_ROOM_TOKEN or MIXER_ROOM_SECRET must be set to join the embedded room server"
+                "MIXER_ROOM_TOKEN, MIXER_ROOM_TOKEN_FILE or MIXER_ROOM_SECRET must be set "
+                "to join the embedded room server"
             )
         if not settings.room_url.startswith(("ws://", "wss://")):
             raise ConfigError(
@@ -52,6 +86,7 @@ def make_connector(
     from mixer_ext.roomserver.limits import ROLE_MIXER
     from mixer_ext.roomserver.tokens import mint_token
 
+    settings = read_room_token_file(settings)  # a no-op once the runner's main() read it
     if settings.room_token is not None:
         token = settings.room_token.get_secret_value()
     else:

@@ -6,16 +6,19 @@ that is missing, forged (bad signature or algorithm), expired, malformed or
 for another room; ``TokenError.args[0]`` says which, in one line that never
 contains the token itself.
 
-``mixer-ext token --room R --identity I [--ttl S]`` prints one.
+``mixer-ext token --room R --identity I [--ttl S] [--output FILE]`` prints one (or
+writes it to ``FILE``: the chart's init container hands the worker its token that way).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import jwt
 
@@ -157,6 +160,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="participant (default), or mixer: only a mixer-role token may join under a "
         "mixer identity (MIXER_ROOM_MIXER_IDENTITIES); give those to mixer workers only",
     )
+    parser.add_argument(
+        "--output",
+        metavar="FILE",
+        help="write the token to FILE (mode 0600, replaced atomically) instead of stdout, "
+        "e.g. for MIXER_ROOM_TOKEN_FILE",
+    )
 
 
 def main(args: argparse.Namespace, settings: Settings) -> int:
@@ -165,5 +174,16 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
         token = mint_token(secret, args.room, args.identity, args.ttl, args.role)
     except (ValueError, TokenError) as exc:
         raise ConfigError(str(exc)) from None
-    sys.stdout.write(token + "\n")
+    if args.output is None:
+        sys.stdout.write(token + "\n")
+        return 0
+    target = Path(args.output)
+    partial = target.with_name(f".{target.name}.partial")
+    try:
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(token + "\n")
+        os.replace(partial, target)
+    except OSError as exc:
+        raise ConfigError(f"--output: cannot write {args.output[:200]!r}: {exc.strerror}") from None
     return 0

@@ -43,7 +43,7 @@ from mixer_ext.connectors.base import (
     RoomConnector,
     RoomEvent,
 )
-from mixer_ext.connectors.factory import check_room_settings, make_connector
+from mixer_ext.connectors.factory import check_room_settings, make_connector, read_room_token_file
 from mixer_ext.context import ExtensionContext, HlsOutputSpec, load_context
 from mixer_ext.core.clock import MixerClock
 from mixer_ext.core.mixer import Mixer
@@ -423,6 +423,7 @@ def _on_signal(loop: asyncio.AbstractEventLoop, worker: Worker, sig: signal.Sign
 
 def main(args: argparse.Namespace, settings: Settings) -> int:
     context = load_context(args.context)  # ConfigError -> one line, exit 2, nothing connected
+    settings = read_room_token_file(settings)
     check_room_settings(settings)
     decode_errors.install()  # undecodable payloads: counted, logged once per track then every 10 s
     worker = Worker(context, settings)
