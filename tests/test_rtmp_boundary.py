@@ -26,9 +26,10 @@ from mixer_ext.outputs.carriers import parse_amf0_on_text_data
 from mixer_ext.settings import Settings
 from mixer_ext.testing.feed import feed, flv_tags
 from tests.conftest import free_port, require_program
-from tests.test_output_rtmp import KEY, FfmpegListener, wait_connected
+from tests.test_output_rtmp import KEY, FfmpegListener, nginx_rtmp, wait_connected
 
 pytestmark = pytest.mark.rtmp
+__all__ = ["nginx_rtmp"]  # the fixture, shared with test_output_rtmp
 
 BOUNDARY_MS = 1 << 24
 START_MS = BOUNDARY_MS - 3000
@@ -95,3 +96,35 @@ async def test_audio_and_payloads_cross_the_extended_timestamp_boundary(tmp_path
     # each payload sits with the audio it describes: its stamp follows the audio's clock
     stamps = [ts for ts, _p in texts]
     assert all(480 <= b - a <= 520 for a, b in itertools.pairwise(stamps)), stamps
+
+
+async def test_nginx_rtmp_records_audio_across_the_boundary(
+    tmp_path: Path, nginx_rtmp: tuple[int, Path]
+) -> None:
+    """Debian's nginx-rtmp (the common self-hosted ingest) keeps receiving audio across it.
+
+    It records what it received with the timestamps it read (AMF data is dropped by
+    this module, so audio only): they cross 2^24 ms, rise smoothly, and no audio went
+    missing at the boundary.
+    """
+    port, rec = nginx_rtmp
+    pipeline = OutputPipeline(
+        [parse_output(f"rtmp://127.0.0.1:{port}/live/{KEY}")],
+        96,
+        Settings(rtmp_reconnect_max_delay=1.0),
+        rtmp_first_delay=0.2,
+        rtmp_start_ms=START_MS,
+    )
+    await pipeline.start()
+    try:
+        tick = await wait_connected(pipeline, 0)
+        await feed(pipeline, 6.0, first_tick=tick, wait_rtmp=True)
+    finally:
+        await pipeline.close()
+    assert pipeline.outputs[0].reconnects == 0
+    tags = flv_tags((rec / f"{KEY}.flv").read_bytes())
+    audio = [ts for kind, ts, body in tags if kind == 8 and body[1:2] == b"\x01"]
+    assert audio[0] < BOUNDARY_MS - 1000 and audio[-1] > BOUNDARY_MS + 2000, (audio[0], audio[-1])
+    steps = [b - a for a, b in itertools.pairwise(audio)]
+    assert min(steps) >= 0 and max(steps) <= 50, (min(steps), max(steps), audio[:3], audio[-3:])
+    assert len(audio) >= 0.95 * (audio[-1] - audio[0]) / (1024 / 48)
