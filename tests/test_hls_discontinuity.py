@@ -130,3 +130,28 @@ async def test_a_clock_resync_marks_a_discontinuity(tmp_path: Path, low_latency:
         await pipeline.close()
     assert clock.resyncs == 1
     check_run(versions, expected_gaps=1)
+
+
+async def test_a_full_output_queue_marks_every_gap(tmp_path: Path) -> None:
+    """The HLS output's own queue (made small here) overflows: its drops are marked too."""
+    import queue
+
+    from mixer_ext.encode.encoder import AacEncoder
+
+    encoder = AacEncoder(64)
+    out = HlsOutput("a", encoder.params, settings(tmp_path, True))
+    out._queue = queue.Queue(maxsize=8)
+    versions: list[str] = []
+    out.on_change = lambda: versions.append(out.playlist_path.read_text())
+    await asyncio.to_thread(out.open)
+    for tick in range(500):  # 10 s of packets offered at once, as an encoder far ahead would
+        for packet in encoder.encode(sine_frame(tick)):
+            out.offer(packet)
+    for packet in encoder.flush():
+        out.offer(packet)
+    await asyncio.to_thread(out.close, True)
+    assert out.dropped > 0
+    final = parse_media_playlist(versions[-1])
+    gaps = sum(s.discontinuity for s in final.segments)
+    assert gaps >= 1
+    check_run(versions, expected_gaps=gaps)
