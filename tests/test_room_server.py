@@ -274,7 +274,8 @@ async def test_max_participants_enforced() -> None:
 
 
 async def test_malformed_and_oversized_messages_refused() -> None:
-    async with room_server(max_message_bytes=2048) as server:
+    # the socket's cut-off also leaves room for the SDP of the largest room (4 KiB a head)
+    async with room_server(max_message_bytes=2048, max_participants=3) as server:
         alice = client(server, "r7", "alice", publish=ToneTrack(440.0), auto_subscribe=False)
         listener = client(server, "r7", "listener")
         await alice.connect()
@@ -288,7 +289,8 @@ async def test_malformed_and_oversized_messages_refused() -> None:
         await alice.send_raw('{"v": 1, "type": "set-enabled", "enabled": "maybe"}')
         await alice.send_raw('{"v": 7, "type": "leave"}')
         await alice.send_raw(p.encode(p.Join(room="r7", token="x")))
-        await alice.send_raw('{"v": 1, "type": "answer", "sdp": "' + "a" * 3000 + '"}')
+        # over the cap plus the 4 KiB her one m-line may add
+        await alice.send_raw('{"v": 1, "type": "answer", "sdp": "' + "a" * 7000 + '"}')
         await until(lambda: len(alice.errors) >= 6, what="six error replies")
         assert [e.code for e in alice.errors] == [
             "malformed",
@@ -308,7 +310,7 @@ async def test_malformed_and_oversized_messages_refused() -> None:
         await assert_hears(sub.track, 440.0, 1.0)
 
         # far beyond the cap the socket itself is cut: only alice goes
-        await alice.send_raw("x" * 2048 * 8)
+        await alice.send_raw("x" * 2048 * 16)
         assert (await next_event(events, ParticipantLeft, identity="alice")).reason == (
             "connection-lost"
         )

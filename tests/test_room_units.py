@@ -190,3 +190,27 @@ async def test_tone_track_frames_pts_and_spectrum() -> None:
     assert np.abs(np.diff(pcm)).max() < 2 * np.pi * 750 / 48000 * 0.5 * 1.01
     with pytest.raises(ValueError, match="frequency"):
         ToneTrack(5.0)
+
+
+def test_an_offer_for_a_mixer_subscribed_to_250_publishers_is_a_valid_message() -> None:
+    # aiortc's SDP takes ~1.7 KB per audio m-line: the 60 000-character cap this replaced
+    # broke the mixer's signaling at 35 subscriptions (seen in bench/capacity.py at N = 50)
+    from aiortc import RTCConfiguration, RTCPeerConnection
+
+    async def sdp_of(m_lines: int) -> str:
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        try:
+            for _ in range(m_lines):
+                pc.addTransceiver("audio", direction="sendonly")
+            await pc.setLocalDescription(await pc.createOffer())
+            return str(pc.localDescription.sdp)
+        finally:
+            await pc.close()
+
+    import asyncio
+
+    sdp = asyncio.run(sdp_of(60))
+    assert len(sdp) > 60_000
+    big = sdp + "a=x\r\n" * ((250 - 60) * 1700 // 5)
+    offer = p.parse_server_message(p.encode(p.Offer(sdp=big)))
+    assert isinstance(offer, p.Offer) and offer.sdp == big

@@ -88,6 +88,10 @@ STATIC_DIR = Path(__file__).resolve().parent / "static"
 HOUSEKEEPING_PERIOD = 0.25
 #: frames above this many times the cap are cut by aiohttp itself (connection closed)
 HARD_LIMIT_FACTOR = 4
+#: a joined connection's messages may be this much longer per m-line it has (its
+#: subscriptions and its published track: ~1.7 KB each in aiortc's SDP); the socket's own
+#: cut-off leaves that room for the largest room the server allows
+SDP_BYTES_PER_PARTICIPANT = 4096
 #: warnings of one kind (a refusal code) written per ``LOG_PERIOD`` seconds; the rest counted
 LOG_LINES_PER_KIND = 5
 LOG_PERIOD = 10.0
@@ -366,7 +370,12 @@ class RoomServer:
         joined = False
         try:
             ws = web.WebSocketResponse(
-                max_msg_size=self.max_message_bytes * HARD_LIMIT_FACTOR, heartbeat=20.0
+                max_msg_size=max(
+                    self.max_message_bytes * HARD_LIMIT_FACTOR,
+                    self.max_message_bytes
+                    + SDP_BYTES_PER_PARTICIPANT * (self.max_participants + 1),
+                ),
+                heartbeat=20.0,
             )
             await ws.prepare(request)
             session = await self._await_join(ws, peer)
@@ -389,7 +398,12 @@ class RoomServer:
                 if msg.type == WSMsgType.TEXT or msg.type == WSMsgType.BINARY:
                     message: p.ClientMessage | p.ProtocolError
                     try:
-                        message = p.parse_client_message(msg.data, self.max_message_bytes)
+                        # an answer holds one m-line per subscription (and the publish one):
+                        # a mixer in a room of 50 answers with ~90 KB
+                        limit = self.max_message_bytes + SDP_BYTES_PER_PARTICIPANT * (
+                            len(session.subscriptions) + 1
+                        )
+                        message = p.parse_client_message(msg.data, limit)
                     except p.ProtocolError as exc:
                         message = exc
                     # the answer to the server's own pending offer is solicited: it costs

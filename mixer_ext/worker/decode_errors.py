@@ -1,5 +1,10 @@
 """Undecodable input payloads: counted, and logged once per track then periodically.
 
+Since issue 13.1 the mixer's inputs decode in the tick themselves (``mixer_ext.core.input``,
+counted there and logged by the clock); what follows covers tracks received the stock
+aiortc way (``make_connector(tap=False)``), and ``LibopusNoise`` keeps libopus' own
+per-payload error line out of the log for both.
+
 aiortc decodes each received track in its own decoder thread
 (``aiortc.rtcrtpreceiver.decoder_worker``).  When a payload does not decode
 (PyAV raises ``av.FFmpegError``, e.g. ``InvalidDataError`` for a malformed
