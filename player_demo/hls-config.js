@@ -22,9 +22,3 @@ export const LOW_LATENCY_CONFIG = Object.freeze({
   // between the target and the max latency.
   maxLiveSyncPlaybackRate: 1.2,
 });
-
-// The first play() waits for this much audio (two parts): started on the first
-// part alone, playback stalls as soon as the next part is a moment late.
-export const START_BUFFER_SECONDS = 0.4;
-// ... or this long after the playlist loaded, then plays whatever it has.
-export const START_WAIT_MS = 3000;

@@ -30,7 +30,7 @@ import {
   payloadTextsFromCue,
   rosterChanges,
 } from './payload.js';
-import { LOW_LATENCY_CONFIG, START_BUFFER_SECONDS, START_WAIT_MS } from './hls-config.js';
+import { LOW_LATENCY_CONFIG } from './hls-config.js';
 import { chooseSource } from './source.js';
 
 const LATENCY_REFRESH_MS = 500;
@@ -212,8 +212,6 @@ class Player {
     this.endlist = false; // a live playlist got its ENDLIST
     this.waiting = true;
     this.mediaRecovered = false;
-    this.autoStarted = false; // the first play() was made (or refused) for this load
-    clearTimeout(this.startTimer);
   }
 
   async start() {
@@ -296,20 +294,7 @@ class Player {
     hls.on(Hls.Events.FRAG_PARSING_METADATA, (_event, data) => {
       if (hls === this.hls) this.addCues(data.samples);
     });
-    if (this.lowLatency) {
-      // LL-HLS starts ~0.6 s behind live, so hls.js would start playback on the
-      // first part (0.19 s) and stall when the next one is a moment late: wait for
-      // START_BUFFER_SECONDS of audio first (or START_WAIT_MS, then play anyway).
-      hls.on(Hls.Events.FRAG_BUFFERED, () => {
-        if (hls === this.hls && this.bufferedAhead() >= START_BUFFER_SECONDS) this.autoStart();
-      });
-      hls.on(Hls.Events.MANIFEST_PARSED, () => {
-        clearTimeout(this.startTimer);
-        this.startTimer = setTimeout(() => this.autoStart(), START_WAIT_MS);
-      });
-    } else {
-      hls.on(Hls.Events.MANIFEST_PARSED, () => this.autoStart());
-    }
+    hls.on(Hls.Events.MANIFEST_PARSED, () => this.tryPlay());
     hls.on(Hls.Events.LEVEL_UPDATED, (_event, data) => this.onPlaylist(data.details.live));
     hls.on(Hls.Events.LEVEL_LOADED, (_event, data) => this.onPlaylist(data.details.live));
     hls.on(Hls.Events.ERROR, (_event, data) => {
@@ -379,22 +364,6 @@ class Player {
     retry.addEventListener('click', () => {
       if (this.src) this.load();
     });
-  }
-
-  /** The first play() of a load, once (later ones come from the Play button). */
-  autoStart() {
-    if (this.autoStarted) return;
-    this.autoStarted = true;
-    clearTimeout(this.startTimer);
-    this.tryPlay();
-  }
-
-  /** Seconds of audio buffered from the playhead on (the start position before playback). */
-  bufferedAhead() {
-    const b = this.media.buffered;
-    if (b.length === 0) return 0;
-    const end = b.end(b.length - 1);
-    return end - Math.max(b.start(b.length - 1), this.media.currentTime);
   }
 
   tryPlay() {

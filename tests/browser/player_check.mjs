@@ -36,6 +36,7 @@ const report = {
   samples: [], // {t, state, ct, latency, endlist, seq}
   states: [], // distinct states in order
   shown: [], // mixer:payload events: {s, levels, mediaTime, cueStart}
+  seeks: [], // currentTime after each seek of the media element
   console: [], // warnings and errors from the page
   pageErrors: [],
   meters: null, // the meters when all identities were first on screen (plus 1 s)
@@ -179,15 +180,23 @@ try {
   });
   page.on('pageerror', (err) => report.pageErrors.push(String(err)));
   // Every payload the page shows, with the playhead at that moment.
+  // And every seek (hls.js jumps to its live target when it falls too far behind):
+  // the audio skipped there is never heard, so its payloads are rightly not shown.
   await page.addInitScript(() => {
     window.__shown = [];
+    window.__seeks = [];
     document.addEventListener('mixer:payload', (e) => window.__shown.push(e.detail));
+    document.addEventListener('DOMContentLoaded', () => {
+      const media = document.getElementById('media');
+      media.addEventListener('seeked', () => window.__seeks.push(media.currentTime));
+    });
   });
   await page.goto(spec.url, { waitUntil: 'load' });
   const scenarios = { play: playScenario, retry: retryScenario, nosource: noSourceScenario };
   await scenarios[spec.scenario](page);
   await sample(page);
   report.shown = await page.evaluate(() => window.__shown);
+  report.seeks = await page.evaluate(() => window.__seeks);
 } finally {
   await browser.close();
 }
