@@ -9,6 +9,7 @@ used (create, read, delete, list by label). Nothing here ran on a real cluster.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 import uuid
@@ -27,11 +28,12 @@ from mixer_ext.api.kube import (  # noqa: E402
     SID_LABEL,
     JobTemplate,
     KubernetesLauncher,
+    RoomTokenRequest,
     build_job,
     build_secret,
     job_name,
 )
-from mixer_ext.api.resources import new_sid  # noqa: E402
+from mixer_ext.api.resources import MAX_MAX_DURATION, new_sid  # noqa: E402
 
 TEMPLATE = JobTemplate(namespace="live", image="mixer-ext:0.1.0", room_secret_name="mixer-room")
 ENV = {
@@ -43,7 +45,7 @@ ENV = {
 @pytest.mark.parametrize("version", ["1.25.0", kubernetes_validate.latest_version()])
 def test_manifests_validate_strict(version: str) -> None:
     sid = new_sid("ZX")
-    job = build_job(TEMPLATE, sid, ENV)
+    job = build_job(TEMPLATE, sid, ENV, RoomTokenRequest("r", "audio-mixer-v1", 15000))
     secret = build_secret(
         TEMPLATE, sid, '{"room":{"name":"r"}}', ENV["MIXER_STATUS_CALLBACK_URL"], "u1"
     )
@@ -56,6 +58,20 @@ def test_manifests_validate_strict(version: str) -> None:
     assert job["metadata"]["labels"][SID_LABEL] == sid
     # no secret in the Job spec: the status URL (with its key) and the context are in the Secret
     assert "k3y-s3cret" not in json.dumps(job) and '"room"' not in json.dumps(job)
+    # a Job whose room token is the Secret's room-token key, or Janus: no init container
+    for template, env in (
+        (dataclasses.replace(TEMPLATE, room_token_source="secret"), ENV),
+        (TEMPLATE, ENV | {"MIXER_ROOM_BACKEND": "janus"}),
+    ):
+        other = build_job(template, sid, env)
+        kubernetes_validate.validate(other, version, strict=True)
+        pod = other["spec"]["template"]["spec"]
+        assert "initContainers" not in pod
+        names = {e["name"] for e in pod["containers"][0]["env"]}
+        assert "MIXER_ROOM_SECRET" not in names and "MIXER_ROOM_TOKEN_FILE" not in names
+        assert ("MIXER_ROOM_TOKEN" in names) == (template.room_token_source == "secret")
+    with pytest.raises(ValueError, match="room_token is required"):
+        build_job(TEMPLATE, sid, ENV)
 
 
 class _FakeKube(BaseHTTPRequestHandler):
@@ -276,7 +292,16 @@ async def test_api_with_the_kubernetes_launcher(
         job_env = fake.jobs[name]["spec"]["template"]["spec"]["containers"][0]["env"]
         env = {e["name"]: e for e in job_env}
         assert env["MIXER_ROOM_URL"]["value"] == "ws://room.live.svc:7880"
-        assert "valueFrom" in env["MIXER_ROOM_SECRET"]  # by Secret reference only
+        # least privilege: the worker reads a minted token; the init container alone
+        # gets the signing secret, by Secret reference
+        assert "MIXER_ROOM_SECRET" not in env and "MIXER_ROOM_TOKEN" not in env
+        assert env["MIXER_ROOM_TOKEN_FILE"]["value"] == "/run/mixer-token/token"
+        (init,) = fake.jobs[name]["spec"]["template"]["spec"]["initContainers"]
+        assert init["args"] == [
+            "token", "--role", "mixer", "--room", "r", "--identity", "audio-mixer-v1",
+            "--ttl", str(MAX_MAX_DURATION + 600), "--output", "/run/mixer-token/token",
+        ]  # fmt: skip
+        assert "valueFrom" in {e["name"]: e for e in init["env"]}["MIXER_ROOM_SECRET"]
         assert "room-secret-never" not in json.dumps(fake.jobs[name])
         status_url = fake.secrets[name]["stringData"]["status-callback-url"]
         assert status_url.startswith(f"http://mixer-ext-api.live.svc:8080/internal/workers/{zx}/")
@@ -468,9 +493,16 @@ def test_mixer_ext_api_runs_with_the_charts_settings(fake_kube: Any, tmp_path: P
         assert pod["terminationGracePeriodSeconds"] == int(settings["MIXER_API_KUBE_GRACE_SECONDS"])
         env_of_job = {e["name"]: e for e in mixer["env"]}
         assert env_of_job["MIXER_ROOM_URL"]["value"] == settings["MIXER_ROOM_URL"]
-        room = env_of_job["MIXER_ROOM_SECRET"]["valueFrom"]["secretKeyRef"]
-        assert room["name"] == settings["MIXER_API_KUBE_ROOM_SECRET"]
+        assert "MIXER_ROOM_SECRET" not in env_of_job
+        (init,) = pod["initContainers"]
+        room = {e["name"]: e for e in init["env"]}["MIXER_ROOM_SECRET"]["valueFrom"]
+        assert room["secretKeyRef"] == {
+            "name": settings["MIXER_API_KUBE_ROOM_SECRET"],
+            "key": "room-secret",
+        }
+        assert init["args"][init["args"].index("--room") + 1] == "RM1"
         assert "chart-auth-token" not in json.dumps(job)
+        until("the Secret is created", lambda: name in fake.secrets)  # after the Job
         status_url = fake.secrets[name]["stringData"]["status-callback-url"]
         assert status_url.startswith(settings["MIXER_API_INTERNAL_URL"] + "/internal/workers/")
         status, ended = call("POST", f"/v1/MediaProcessors/{zx['sid']}", {"Status": "ended"})

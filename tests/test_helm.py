@@ -436,6 +436,7 @@ def test_the_restricted_check_can_fail() -> None:
     pod["volumes"].append({"name": "host", "hostPath": {"path": "/"}})
     assert restricted_violations(pod) == [
         "volume host: hostPath",
+        "room-token: seccompProfile None",
         "context: seccompProfile None",
         "mixer: allowPrivilegeEscalation not false",
         "mixer: seccompProfile None",
@@ -823,7 +824,7 @@ def test_the_apis_jobs_have_the_charts_worker_pod(
     (restartPolicy Never, backoffLimit 0: the API reports a crash as failed) and gets its
     context from its own Secret instead of the init container."""
     from mixer_ext.api.config import load_api_settings
-    from mixer_ext.api.kube import JobTemplate, build_job, job_env
+    from mixer_ext.api.kube import JobTemplate, RoomTokenRequest, build_job, job_env
 
     values = coalesce(
         copy.deepcopy(BASE),
@@ -849,7 +850,11 @@ def test_the_apis_jobs_have_the_charts_worker_pod(
     for key, value in environ.items():
         monkeypatch.setenv(key, value)
     cfg = load_api_settings()  # the chart's settings load as the API would load them
-    api_job = build_job(JobTemplate.from_settings(cfg), "ZX" + "a" * 32, job_env())
+    # the processor's context is the chart's: the API mints the same token for it
+    request = RoomTokenRequest.from_context(
+        _one(docs, "ConfigMap", "-mixer-ext")["data"]["context.json"]
+    )
+    api_job = build_job(JobTemplate.from_settings(cfg), "ZX" + "a" * 32, job_env(), request)
     kubernetes_validate.validate(api_job, K8S_VERSIONS[-1], strict=True)
     assert restricted_violations(api_job["spec"]["template"]["spec"]) == []
     assert api_job["metadata"]["namespace"] == "default"
@@ -871,7 +876,13 @@ def test_the_apis_jobs_have_the_charts_worker_pod(
         m["mountPath"] for m in chart["volumeMounts"]
     ]
     volumes = {v["name"]: v for v in api_pod["volumes"]}
-    assert volumes["data"] == {v["name"]: v for v in chart_pod["volumes"]}["data"]
+    chart_volumes = {v["name"]: v for v in chart_pod["volumes"]}
+    for name in ("data", "room-token", "tmp"):
+        assert volumes[name] == chart_volumes[name], name
+    # the init container that mints the worker's room token: the same, field by field
+    (token_init,) = [c for c in chart_pod["initContainers"] if c["name"] == "room-token"]
+    assert api_pod["initContainers"] == [token_init]
+    assert "MIXER_ROOM_SECRET" not in {e["name"] for e in ours["env"]}
     # the same worker settings, and the same credentials by reference from the same Secret
     plain = {e["name"]: e["value"] for e in ours["env"] if "value" in e}
     assert plain == _one(docs, "ConfigMap", "-mixer-ext-env")["data"]
@@ -927,7 +938,9 @@ def test_init_container_appends_rtmp_urls_from_the_secret(tmp_path: Path) -> Non
     docs = _docs(next(p for p in EXAMPLES if p.name == "rtmp-existing-secret.yaml"))
     script, source = _configmap_script(tmp_path, docs)
     job = _one(docs, "Job")
-    (init,) = job["spec"]["template"]["spec"]["initContainers"]
+    (init,) = [
+        c for c in job["spec"]["template"]["spec"]["initContainers"] if c["name"] == "context"
+    ]
     env = {e["name"]: e for e in init["env"]}
     assert env["MIXER_CONTEXT_RTMP_COUNT"]["value"] == "2"
     # what the kubelet would inject from the Secret keys the chart references
@@ -973,3 +986,199 @@ def test_init_container_refuses_a_bad_url_without_showing_its_key(tmp_path: Path
     missing = _run_assembler(script, source, dest, {"MIXER_CONTEXT_RTMP_COUNT": "1"})
     assert missing.returncode == 2
     assert "MIXER_CONTEXT_RTMP_0 is empty or missing" in missing.stderr
+
+
+# --------------------------------------------------------------------------- least privilege
+def _env(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {e["name"]: e for e in container.get("env", [])}
+
+
+def _secret_data(docs: list[dict[str, Any]]) -> dict[str, dict[str, str]]:
+    return {
+        d["metadata"]["name"]: {k: base64.b64decode(v).decode() for k, v in d["data"].items()}
+        for d in docs
+        if d["kind"] == "Secret"
+    }
+
+
+def test_the_worker_gets_a_minted_token_never_the_signing_secret(helm: Helm) -> None:
+    """Issue 16.3: with job.roomToken mint (the default) the init container `room-token`
+    alone reads room-secret; the worker reads the token file from a memory volume."""
+    docs = _render(helm, BASE | {"secrets": {"roomSecret": "s" * 40}})
+    pod = _one(docs, "Job")["spec"]["template"]["spec"]
+    (worker,) = pod["containers"]
+    assert "MIXER_ROOM_SECRET" not in _env(worker) and "MIXER_ROOM_TOKEN" not in _env(worker)
+    env_cm = _one(docs, "ConfigMap", "-mixer-ext-env")["data"]
+    assert env_cm["MIXER_ROOM_TOKEN_FILE"] == "/run/mixer-token/token"
+    assert {"name": "room-token", "mountPath": "/run/mixer-token", "readOnly": True} in worker[
+        "volumeMounts"
+    ]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["room-token"] == {
+        "name": "room-token",
+        "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"},
+    }
+    init = {c["name"]: c for c in pod["initContainers"]}["room-token"]
+    assert init["command"] == ["mixer-ext"]
+    assert init["args"] == [
+        "token", "--role", "mixer", "--room", "RM1", "--identity", "audio-mixer-v1",
+        "--ttl", "15000", "--output", "/run/mixer-token/token",
+    ]  # fmt: skip
+    assert _env(init)["MIXER_ROOM_SECRET"]["valueFrom"]["secretKeyRef"] == {
+        "name": "room-test-mixer-ext",
+        "key": "room-secret",
+    }
+    assert init["securityContext"]["readOnlyRootFilesystem"] is True
+    # within the lifetime the room server accepts on verify
+    from mixer_ext.roomserver.tokens import MAX_TTL
+
+    worst = coalesce(
+        copy.deepcopy(BASE),
+        {"context": {"maxParticipantDuration": 86400}, "job": {"deadlineMarginSeconds": 86400}},
+    )
+    init = _one(_render(helm, worst), "Job")["spec"]["template"]["spec"]["initContainers"][0]
+    assert float(init["args"][init["args"].index("--ttl") + 1]) <= MAX_TTL
+
+
+def test_the_worker_can_take_its_token_from_the_secret_instead(helm: Helm) -> None:
+    docs = _render(helm, BASE | {"job": {"roomToken": "secret"}})
+    pod = _one(docs, "Job")["spec"]["template"]["spec"]
+    assert [c["name"] for c in pod["initContainers"]] == ["context"]
+    (worker,) = pod["containers"]
+    assert _env(worker)["MIXER_ROOM_TOKEN"]["valueFrom"]["secretKeyRef"]["key"] == "room-token"
+    assert "MIXER_ROOM_SECRET" not in _env(worker)
+    assert "MIXER_ROOM_TOKEN_FILE" not in _one(docs, "ConfigMap", "-mixer-ext-env")["data"]
+    # Janus: neither
+    janus = _render(
+        helm, BASE | {"settings": {"roomBackend": "janus", "janusUrl": "ws://janus:8188"}}
+    )
+    jpod = _one(janus, "Job")["spec"]["template"]["spec"]
+    assert [c["name"] for c in jpod["initContainers"]] == ["context"]
+    assert not {"MIXER_ROOM_SECRET", "MIXER_ROOM_TOKEN"} & set(_env(jpod["containers"][0]))
+
+
+def test_room_server_admin_token_and_limits(helm: Helm) -> None:
+    """MIXER_ROOM_ADMIN_TOKEN only by secretKeyRef (never a ConfigMap or argv); the
+    connection limits are values (maxConnectionsPerAddress: raise behind an ingress)."""
+    docs = _render(
+        helm,
+        BASE
+        | {
+            "secrets": {"roomSecret": "s" * 40, "roomAdminToken": "admin-t0ken-s3cret-xyz"},
+            "roomServer": {"enabled": True, "settings": {"maxConnectionsPerAddress": 1000}},
+        },
+    )
+    (server,) = _one(docs, "Deployment", "-room-server")["spec"]["template"]["spec"]["containers"]
+    env = _env(server)
+    assert env["MIXER_ROOM_ADMIN_TOKEN"]["valueFrom"]["secretKeyRef"] == {
+        "name": "room-test-mixer-ext",
+        "key": "room-admin-token",
+        "optional": True,
+    }
+    assert _secret_data(docs)["room-test-mixer-ext"]["room-admin-token"] == "admin-t0ken-s3cret-xyz"
+    blob = json.dumps([d for d in docs if d["kind"] != "Secret"])
+    assert "admin-t0ken-s3cret-xyz" not in blob
+    assert env["MIXER_ROOM_MAX_CONNECTIONS_PER_ADDRESS"]["value"] == "1000"
+    for var in (
+        "JOIN_TIMEOUT",
+        "MAX_ERRORS_BEFORE_JOIN",
+        "MAX_PENDING_CONNECTIONS",
+        "MESSAGE_RATE",
+        "MESSAGE_BURST",
+    ):
+        assert f"MIXER_ROOM_{var}" in env, var
+    # too short for the server: refused at install
+    assert _errors(_merged(coalesce(BASE, {"secrets": {"roomAdminToken": "short"}}))) != []
+
+
+async def test_the_init_containers_command_mints_a_token_the_real_server_accepts(
+    tmp_path: Path,
+) -> None:
+    """The `room-token` init container's exact command line and env (from the committed
+    rendering of helm/examples/room-server.yaml, Secret references resolved as the
+    kubelet would; only --output moved to a local path) run here; a real room server
+    with the rendered Deployment's settings accepts that token for the mixer identity
+    through the worker's MIXER_ROOM_TOKEN_FILE, refuses a participant-role one for it,
+    and the rendered admin token ends the room."""
+    import aiohttp
+
+    from mixer_ext.connectors.factory import make_connector, read_room_token_file
+    from mixer_ext.roomserver.app import RoomServer
+    from mixer_ext.settings import Settings
+    from mixer_ext.testing.net import mixer_ext_cmd
+
+    docs = _docs(next(p for p in EXAMPLES if p.name == "room-server.yaml"))
+    secrets = _secret_data(docs)
+
+    def resolved(container: dict[str, Any]) -> dict[str, str]:
+        out = {}
+        for name, var in _env(container).items():
+            if "value" in var:
+                out[name] = var["value"]
+                continue
+            ref = var["valueFrom"]["secretKeyRef"]
+            if ref["key"] in secrets[ref["name"]]:
+                out[name] = secrets[ref["name"]][ref["key"]]
+            else:
+                assert ref.get("optional"), f"{name}: key {ref['key']} missing"
+        return out
+
+    pod = _one(docs, "Job")["spec"]["template"]["spec"]
+    init = {c["name"]: c for c in pod["initContainers"]}["room-token"]
+    args = list(init["args"])
+    out = tmp_path / "run" / "token"
+    out.parent.mkdir()
+    args[args.index("--output") + 1] = str(out)
+    base_env = {k: v for k, v in os.environ.items() if not k.startswith("MIXER_")}
+
+    def mint(argv: list[str]) -> subprocess.CompletedProcess[str]:
+        assert init["command"] == ["mixer-ext"]
+        return subprocess.run(
+            [*mixer_ext_cmd(), *argv],
+            env=base_env | resolved(init),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    proc = mint(args)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "" and stat.S_IMODE(out.stat().st_mode) == 0o600
+    room = args[args.index("--room") + 1]
+    identity = args[args.index("--identity") + 1]
+
+    (server_container,) = _one(docs, "Deployment", "-room-server")["spec"]["template"]["spec"][
+        "containers"
+    ]
+    server_env = {
+        k.removeprefix("MIXER_").lower(): v for k, v in resolved(server_container).items()
+    }
+    server = RoomServer(Settings(**server_env), "127.0.0.1", 0)
+    await server.start()
+    try:
+        worker = read_room_token_file(Settings(room_url=server.url, room_token_file=Path(str(out))))
+        bot = make_connector(worker, room, identity)
+        await bot.connect()
+        assert identity in server.rooms[room].participants
+        await bot.disconnect()
+        # the same command without the mixer role: refused for the mixer's identity
+        participant = [a for a in args if a not in ("--role", "mixer")]
+        assert mint(participant).returncode == 0
+        intruder = make_connector(
+            read_room_token_file(Settings(room_url=server.url, room_token_file=out)),
+            room,
+            identity,
+        )
+        with pytest.raises(Exception, match=r"unauthorized|reserved|mixer"):
+            await intruder.connect()
+        await intruder.disconnect()
+        admin = server_env["room_admin_token"]
+        async with aiohttp.ClientSession() as http:
+            url = f"http://127.0.0.1:{server.port}/v1/rooms/{room}/end"
+            async with http.post(url) as resp:
+                assert resp.status == 401
+            async with http.post(url, headers={"Authorization": f"Bearer {admin}"}) as resp:
+                assert resp.status == 200, resp.status
+    finally:
+        await server.stop()

@@ -49,12 +49,17 @@ class ApiSettings(BaseSettings):
     #: the URL workers reach the API at, for their status reports (None: the listen address)
     api_internal_url: str | None = None
     #: kubernetes launcher: the namespace of the Jobs, their image, and the existing
-    #: Secret the room credentials come from (keys ``room-secret``, ``room-token``,
-    #: ``janus-api-secret``, ``janus-token``, each optional, as for the chart's Job)
+    #: Secret the room credentials come from (keys ``room-secret`` for the init container
+    #: that mints the worker's token, or ``room-token``; ``janus-api-secret``,
+    #: ``janus-token``, each optional, as for the chart's Job)
     api_kube_namespace: str = Field("default", pattern=_DNS_LABEL)
     api_kube_image: str | None = None
     api_kube_image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
     api_kube_room_secret: str = Field("mixer-ext-room", pattern=_DNS_SUBDOMAIN)
+    #: how a Job's worker gets its room token (embedded backend): ``mint`` = an init
+    #: container mints a mixer-role token for the processor's room from ``room-secret``
+    #: (the worker never sees the secret); ``secret`` = the ``room-token`` key as is
+    api_kube_room_token_source: Literal["mint", "secret"] = "mint"
     #: the Jobs' container resources, JSON (``{"requests": {...}, "limits": {...}}``);
     #: the Helm chart passes its ``resources`` value
     api_kube_resources: dict[Literal["requests", "limits"], dict[str, str | int | float]] = {

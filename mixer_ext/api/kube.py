@@ -1,17 +1,25 @@
 """The Kubernetes launcher: one Job per MediaProcessor, with the official ``kubernetes`` client.
 
-The Job has the chart's own worker pod (``helm/mixer-ext/templates/job.yaml``): non-root,
-read-only root filesystem, all capabilities dropped, no service-account token, no
+The Job has the chart's own worker pod (``helm/mixer-ext/templates/job.yaml``):
+non-root, read-only root filesystem, all capabilities dropped, no service-account token, no
 service links, the same probes, ports and mounts; the image, resources, grace period,
 ``/data`` size and placement come from the chart through ``MIXER_API_KUBE_*``
-(``JobTemplate.from_settings``; tests/test_helm.py compares the two pods field by
-field). By design it runs once, ``backoffLimit: 0`` and ``restartPolicy: Never`` (a
-finished mixer is never started into the room again; a crash is the processor's
-``failed``). The context (it may hold RTMP stream keys) and the worker's status URL (it
-holds the per-processor key) go into a Secret owned by the Job, so deleting the Job
-removes them; the room credentials come from an existing Secret by reference
-(``ROOM_SECRET_KEYS``, each optional, as in the chart). Nothing secret is in the Job
-spec or a ConfigMap.
+(``JobTemplate.from_settings``; tests/test_helm.py compares the two pods field by field,
+init containers included). By design it runs once, ``backoffLimit: 0`` and
+``restartPolicy: Never`` (a finished mixer is never started into the room again; a crash
+is the processor's ``failed``). The context (it may hold RTMP stream keys) and the
+worker's status URL (it holds the per-processor key) go into a Secret owned by the Job,
+so deleting the Job removes them; the room credentials come from an existing Secret by
+reference (``ROOM_SECRET_KEYS``, each optional, as in the chart). Nothing secret is in
+the Job spec or a ConfigMap.
+
+Least privilege (issue 16.3): the worker never gets the room server's signing secret.
+With ``room_token_source`` ``mint`` (the default, embedded backend) an init container
+``room-token`` runs ``mixer-ext token --role mixer --room R --identity I --ttl T
+--output /run/mixer-token/token`` with ``room-secret`` and the worker reads the file
+(``MIXER_ROOM_TOKEN_FILE``): a token for the processor's room and the mixer's identity
+only, valid for the processor's maximum duration plus ``TOKEN_MARGIN``; with ``secret``
+the worker gets the ``room-token`` key as ``MIXER_ROOM_TOKEN``.
 
 The calls to the cluster are few, and the chart's Role grants exactly them: create,
 list and delete Jobs, create Secrets, list pods (tests/test_api_kube.py checks the Role
@@ -62,6 +70,7 @@ _NOT_FOR_JOBS = {
     "MIXER_API_KEYS",
     "MIXER_ROOM_SECRET",
     "MIXER_ROOM_TOKEN",
+    "MIXER_ROOM_TOKEN_FILE",
     "MIXER_JANUS_API_SECRET",
     "MIXER_JANUS_TOKEN",
     "MIXER_HLS_DIR",
@@ -74,13 +83,30 @@ SID_LABEL = "mixer-ext.io/processor-sid"
 CONTEXT_PATH = "/run/mixer/context.json"
 
 
-#: the room credentials a Job reads from ``JobTemplate.room_secret_name``, each optional
-#: (the same keys as the chart's Job: templates/_helpers.tpl "mixer-ext.secretEnv")
+#: the credentials a Job's worker reads from ``JobTemplate.room_secret_name``, each
+#: optional (the same keys as the chart's Job: templates/_helpers.tpl "mixer-ext.secretEnv");
+#: ``room-token`` only with ``room_token_source`` ``secret``; never ``room-secret``
 ROOM_SECRET_KEYS = {
-    "room-secret": "MIXER_ROOM_SECRET",
     "room-token": "MIXER_ROOM_TOKEN",
     "janus-api-secret": "MIXER_JANUS_API_SECRET",
     "janus-token": "MIXER_JANUS_TOKEN",
+}
+#: the key the ``room-token`` init container mints from (``MIXER_ROOM_SECRET`` there only)
+SIGNING_SECRET_KEY = "room-secret"
+ROOM_TOKEN_DIR = "/run/mixer-token"
+ROOM_TOKEN_FILE = f"{ROOM_TOKEN_DIR}/token"
+#: a minted token is valid for the processor's maximum duration plus this (joining, the
+#: clean end); the chart's default job.deadlineMarginSeconds
+TOKEN_MARGIN = 600
+#: the init containers' resources (the chart's "mixer-ext.initResources")
+INIT_RESOURCES: dict[str, dict[str, str]] = {
+    "requests": {"cpu": "50m", "memory": "64Mi"},
+    "limits": {"memory": "128Mi"},
+}
+_CONTAINER_SECURITY = {
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "capabilities": {"drop": ["ALL"]},
 }
 
 
@@ -99,6 +125,9 @@ class JobTemplate:
     #: an existing Secret holding the room credentials (``ROOM_SECRET_KEYS``)
     room_secret_name: str
     image_pull_policy: str = "IfNotPresent"
+    #: ``mint`` (an init container mints the worker's token from ``room-secret``) or
+    #: ``secret`` (the ``room-token`` key as is)
+    room_token_source: str = "mint"
     termination_grace_seconds: int = 60
     ttl_after_finished: int = 3600
     resources: dict[str, dict[str, Any]] = field(default_factory=_default_resources)
@@ -114,6 +143,7 @@ class JobTemplate:
             namespace=cfg.api_kube_namespace,
             image=cfg.api_kube_image,
             room_secret_name=cfg.api_kube_room_secret,
+            room_token_source=cfg.api_kube_room_token_source,
             image_pull_policy=cfg.api_kube_image_pull_policy,
             termination_grace_seconds=cfg.api_kube_grace_seconds,
             ttl_after_finished=cfg.api_kube_ttl_seconds,
@@ -127,9 +157,72 @@ def job_name(sid: str) -> str:
     return f"mixer-{sid.lower()}"
 
 
-def build_job(t: JobTemplate, sid: str, env: dict[str, str]) -> dict[str, Any]:
-    """The Job manifest; ``env`` holds non-secret settings only (room URL, backend, ...)."""
+@dataclass(frozen=True, slots=True)
+class RoomTokenRequest:
+    """What the ``room-token`` init container mints: a mixer-role token for ``room`` and
+    ``identity``, valid ``ttl`` seconds (the processor's maximum duration plus margin)."""
+
+    room: str
+    identity: str
+    ttl: int
+
+    @classmethod
+    def from_context(cls, context_text: str) -> RoomTokenRequest:
+        from mixer_ext.context import parse_context
+
+        ctx = parse_context(context_text)
+        duration = ctx.max_participant_duration or MAX_MAX_DURATION
+        return cls(ctx.room.name, ctx.identity, duration + TOKEN_MARGIN)
+
+    def args(self) -> list[str]:
+        """``mixer-ext token`` arguments, as the chart's "mixer-ext.roomTokenArgs"."""
+        return [
+            "token", "--role", "mixer", "--room", self.room, "--identity", self.identity,
+            "--ttl", str(self.ttl), "--output", ROOM_TOKEN_FILE,
+        ]  # fmt: skip
+
+
+def mints_room_token(t: JobTemplate, env: Mapping[str, str]) -> bool:
+    """The Job's worker gets a minted token (embedded backend, ``room_token_source`` mint)."""
+    backend = env.get("MIXER_ROOM_BACKEND", "embedded").strip().lower()
+    return backend == "embedded" and t.room_token_source == "mint"
+
+
+def _room_token_container(t: JobTemplate, request: RoomTokenRequest) -> dict[str, Any]:
+    return {
+        "name": "room-token",
+        "image": t.image,
+        "imagePullPolicy": t.image_pull_policy,
+        "command": ["mixer-ext"],
+        "args": request.args(),
+        "env": [
+            {
+                "name": "MIXER_ROOM_SECRET",
+                "valueFrom": {
+                    "secretKeyRef": {"name": t.room_secret_name, "key": SIGNING_SECRET_KEY}
+                },
+            }
+        ],
+        "securityContext": _CONTAINER_SECURITY,
+        "resources": INIT_RESOURCES,
+        "volumeMounts": [
+            {"name": "room-token", "mountPath": ROOM_TOKEN_DIR},
+            {"name": "tmp", "mountPath": "/tmp"},
+        ],
+    }
+
+
+def build_job(
+    t: JobTemplate, sid: str, env: dict[str, str], room_token: RoomTokenRequest | None = None
+) -> dict[str, Any]:
+    """The Job manifest; ``env`` holds non-secret settings only (room URL, backend, ...).
+
+    ``room_token`` (required when ``mints_room_token``): what the init container mints.
+    """
     name = job_name(sid)
+    mint = mints_room_token(t, env)
+    if mint and room_token is None:
+        raise ValueError("build_job: room_token is required when the Job mints its room token")
     labels = {
         "app.kubernetes.io/name": "mixer-ext",
         "app.kubernetes.io/component": "mixer",
@@ -144,6 +237,7 @@ def build_job(t: JobTemplate, sid: str, env: dict[str, str]) -> dict[str, Any]:
         {"name": "MIXER_HTTP_HOST", "value": "0.0.0.0"},
         {"name": "MIXER_HTTP_PORT", "value": str(WORKER_PORT)},
         {"name": "MIXER_METRICS_PORT", "value": str(METRICS_PORT)},
+        *([{"name": "MIXER_ROOM_TOKEN_FILE", "value": ROOM_TOKEN_FILE}] if mint else []),
         {
             "name": "MIXER_STATUS_CALLBACK_URL",
             "valueFrom": {"secretKeyRef": {"name": name, "key": "status-callback-url"}},
@@ -157,7 +251,17 @@ def build_job(t: JobTemplate, sid: str, env: dict[str, str]) -> dict[str, Any]:
             },
         }
         for key, var in sorted(ROOM_SECRET_KEYS.items())
+        if key != "room-token" or _uses_room_token_key(t, env)
     ]
+    init_containers = [_room_token_container(t, room_token)] if mint and room_token else []
+    token_mounts = (
+        [{"name": "room-token", "mountPath": ROOM_TOKEN_DIR, "readOnly": True}] if mint else []
+    )
+    token_volumes = (
+        [{"name": "room-token", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}}]
+        if mint
+        else []
+    )
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -181,6 +285,7 @@ def build_job(t: JobTemplate, sid: str, env: dict[str, str]) -> dict[str, Any]:
                         "fsGroup": 10001,
                         "seccompProfile": {"type": "RuntimeDefault"},
                     },
+                    **({"initContainers": init_containers} if init_containers else {}),
                     "containers": [
                         {
                             "name": "mixer",
@@ -213,14 +318,11 @@ def build_job(t: JobTemplate, sid: str, env: dict[str, str]) -> dict[str, Any]:
                                 "timeoutSeconds": 3,
                                 "failureThreshold": 3,
                             },
-                            "securityContext": {
-                                "allowPrivilegeEscalation": False,
-                                "readOnlyRootFilesystem": True,
-                                "capabilities": {"drop": ["ALL"]},
-                            },
+                            "securityContext": _CONTAINER_SECURITY,
                             "resources": t.resources,
                             "volumeMounts": [
                                 {"name": "context", "mountPath": "/run/mixer", "readOnly": True},
+                                *token_mounts,
                                 {"name": "data", "mountPath": "/data"},
                                 {"name": "tmp", "mountPath": "/tmp"},
                             ],
@@ -235,6 +337,7 @@ def build_job(t: JobTemplate, sid: str, env: dict[str, str]) -> dict[str, Any]:
                                 "defaultMode": 0o400,
                             },
                         },
+                        *token_volumes,
                         {"name": "data", "emptyDir": {"sizeLimit": t.data_size_limit}},
                         {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
                     ],
@@ -242,6 +345,11 @@ def build_job(t: JobTemplate, sid: str, env: dict[str, str]) -> dict[str, Any]:
             },
         },
     }
+
+
+def _uses_room_token_key(t: JobTemplate, env: Mapping[str, str]) -> bool:
+    backend = env.get("MIXER_ROOM_BACKEND", "embedded").strip().lower()
+    return backend == "embedded" and t.room_token_source == "secret"
 
 
 def build_secret(
@@ -293,7 +401,12 @@ class KubernetesLauncher:
         return cls(template, client.BatchV1Api(), client.CoreV1Api())
 
     def start(self, sid: str, context_text: str, env: dict[str, str]) -> dict[str, Any]:
-        job = self.batch.create_namespaced_job(self.t.namespace, build_job(self.t, sid, env))
+        request = (
+            RoomTokenRequest.from_context(context_text) if mints_room_token(self.t, env) else None
+        )
+        job = self.batch.create_namespaced_job(
+            self.t.namespace, build_job(self.t, sid, env, request)
+        )
         uid = job.metadata.uid
         status_url = env.get("MIXER_STATUS_CALLBACK_URL", "")
         self.core.create_namespaced_secret(

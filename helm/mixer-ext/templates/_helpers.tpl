@@ -66,10 +66,47 @@ ws://{{ include "mixer-ext.roomServerName" . }}:{{ .Values.roomServer.port }}
 {{- end -}}
 {{- end -}}
 
-{{/* Credentials as env vars from the Secret; each key is optional. */}}
+{{/* The worker's room token is minted by the init container `room-token` (job.roomToken
+mint, the embedded backend): the worker then holds a token for its room only, never the
+signing secret. */}}
+{{- define "mixer-ext.mintsRoomToken" -}}
+{{- if and (eq .Values.settings.roomBackend "embedded") (eq .Values.job.roomToken "mint") -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{/* Where the init container writes the worker's token (MIXER_ROOM_TOKEN_FILE). */}}
+{{- define "mixer-ext.roomTokenFile" -}}
+/run/mixer-token/token
+{{- end -}}
+
+{{/* The init container's `mixer-ext token` arguments (the API's Jobs build the same,
+mixer_ext/api/kube.py): a mixer-role token for this room and the mixer's identity, valid
+as long as the Job may run (activeDeadlineSeconds), which covers every container
+restart inside it. */}}
+{{- define "mixer-ext.roomTokenArgs" -}}
+- token
+- --role
+- mixer
+- --room
+- {{ .Values.context.room.name | quote }}
+- --identity
+- {{ .Values.context.identity | quote }}
+- --ttl
+- {{ add .Values.context.maxParticipantDuration .Values.job.deadlineMarginSeconds | quote }}
+- --output
+- {{ include "mixer-ext.roomTokenFile" . }}
+{{- end -}}
+
+{{/* The worker's credentials as env vars from the Secret; each key is optional.  Never
+room-secret: with job.roomToken mint the init container alone reads it. */}}
 {{- define "mixer-ext.secretEnv" -}}
 {{- $secret := include "mixer-ext.secretName" . -}}
-{{- range $key, $env := dict "room-secret" "MIXER_ROOM_SECRET" "room-token" "MIXER_ROOM_TOKEN" "janus-api-secret" "MIXER_JANUS_API_SECRET" "janus-token" "MIXER_JANUS_TOKEN" "status-callback-url" "MIXER_STATUS_CALLBACK_URL" -}}
+{{- $keys := dict "janus-api-secret" "MIXER_JANUS_API_SECRET" "janus-token" "MIXER_JANUS_TOKEN" "status-callback-url" "MIXER_STATUS_CALLBACK_URL" -}}
+{{- if and (eq .Values.settings.roomBackend "embedded") (eq .Values.job.roomToken "secret") -}}
+{{- $_ := set $keys "room-token" "MIXER_ROOM_TOKEN" -}}
+{{- end -}}
+{{- range $key, $env := $keys -}}
 - name: {{ $env }}
   valueFrom:
     secretKeyRef:
@@ -96,4 +133,13 @@ MIXER_HLS_SEGMENT_DURATION: {{ .Values.settings.hlsSegmentDuration | quote }}
 MIXER_HLS_PLAYLIST_TYPE: {{ .Values.settings.hlsPlaylistType | quote }}
 MIXER_HLS_LIST_SIZE: {{ .Values.settings.hlsListSize | quote }}
 MIXER_RTMP_RECONNECT_MAX_DELAY: {{ .Values.settings.rtmpReconnectMaxDelay | quote }}
+{{- end -}}
+
+{{/* The init containers' resources (the API's Jobs use the same, mixer_ext/api/kube.py). */}}
+{{- define "mixer-ext.initResources" -}}
+requests:
+  cpu: 50m
+  memory: 64Mi
+limits:
+  memory: 128Mi
 {{- end -}}
