@@ -577,6 +577,8 @@ def test_grace_period_covers_the_workers_drain() -> None:
 
     grace = DEFAULTS["job"]["terminationGracePeriodSeconds"]
     budget = Settings.model_fields["shutdown_budget"].default
+    # the chart hands the worker its budget (MIXER_SHUTDOWN_BUDGET), the worker's default
+    assert DEFAULTS["settings"]["shutdownBudget"] == budget
     assert grace >= budget + 5, (grace, budget)
     # `mixer-ext api` outside the chart builds Jobs with the chart's defaults too
     api = ApiSettings.model_fields
@@ -649,6 +651,14 @@ REFUSED_RENDERS: dict[str, tuple[dict[str, Any], str]] = {
     "room server without its secret": (
         {"context": {"room": {"name": "R"}}, "roomServer": {"enabled": True}},
         "roomServer.enabled needs secrets.roomSecret",
+    ),
+    "grace period shorter than the shutdown budget": (
+        BASE
+        | {
+            "job": {"terminationGracePeriodSeconds": 40},
+            "settings": BASE["settings"] | {"shutdownBudget": 36},
+        },
+        "job.terminationGracePeriodSeconds must be at least settings.shutdownBudget + 5",
     ),
     "17 outputs in all": (
         BASE | {"rtmpOutputs": [{"url": f"rtmp://h/app/K{i}"} for i in range(16)]},

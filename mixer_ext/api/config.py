@@ -67,7 +67,7 @@ class ApiSettings(BaseSettings):
         "limits": {"memory": "512Mi"},
     }
     #: seconds a Job's pod gets after SIGTERM to finalize its outputs
-    api_kube_grace_seconds: int = Field(60, ge=5, le=600)
+    api_kube_grace_seconds: int = Field(30, ge=5, le=600)
     #: a finished Job (and its pod, its Secret) is deleted this long after it ends
     api_kube_ttl_seconds: int = Field(3600, ge=0, le=7 * 86400)
     #: the size limit of the Jobs' ``/data`` emptyDir (HLS, relative ``file:`` recordings)

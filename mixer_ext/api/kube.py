@@ -128,7 +128,7 @@ class JobTemplate:
     #: ``mint`` (an init container mints the worker's token from ``room-secret``) or
     #: ``secret`` (the ``room-token`` key as is)
     room_token_source: str = "mint"
-    termination_grace_seconds: int = 60
+    termination_grace_seconds: int = 30
     ttl_after_finished: int = 3600
     resources: dict[str, dict[str, Any]] = field(default_factory=_default_resources)
     data_size_limit: str = "2Gi"

@@ -133,6 +133,10 @@ MIXER_HLS_SEGMENT_DURATION: {{ .Values.settings.hlsSegmentDuration | quote }}
 MIXER_HLS_PLAYLIST_TYPE: {{ .Values.settings.hlsPlaylistType | quote }}
 MIXER_HLS_LIST_SIZE: {{ .Values.settings.hlsListSize | quote }}
 MIXER_RTMP_RECONNECT_MAX_DELAY: {{ .Values.settings.rtmpReconnectMaxDelay | quote }}
+{{- if lt (float64 .Values.job.terminationGracePeriodSeconds) (addf .Values.settings.shutdownBudget 5) }}
+{{- fail "job.terminationGracePeriodSeconds must be at least settings.shutdownBudget + 5 (the worker's shutdown after SIGTERM)" }}
+{{- end }}
+MIXER_SHUTDOWN_BUDGET: {{ .Values.settings.shutdownBudget | quote }}
 {{- end -}}
 
 {{/* The init containers' resources (the API's Jobs use the same, mixer_ext/api/kube.py). */}}
