@@ -799,11 +799,12 @@ settings (environment):
   MIXER_API_KUBE_NAMESPACE, MIXER_API_KUBE_IMAGE, MIXER_API_KUBE_ROOM_SECRET
                             kubernetes: the Jobs' namespace, image, room Secret
   MIXER_API_KUBE_RESOURCES, _GRACE_SECONDS, _TTL_SECONDS, _DATA_SIZE_LIMIT,
-  _IMAGE_PULL_POLICY, _POD_SPEC
+  _IMAGE_PULL_POLICY, _POD_SPEC, _ROOM_TOKEN_SOURCE
                             kubernetes: the rest of the Jobs' pod (the Helm chart
                             sets them from its worker values; README "Settings")
   workers inherit the room settings (MIXER_ROOM_URL, MIXER_ROOM_BACKEND,
-  MIXER_ROOM_SECRET, ...) from this environment.
+  MIXER_ROOM_SECRET, ...) from this environment (kubernetes: no credential as
+  plain env; a Job's worker gets a token minted for its room, not the secret).
 
 example:
   MIXER_AUTH_TOKEN=secret mixer-ext api --host 127.0.0.1 --port 8080
