@@ -284,7 +284,12 @@ def measure(
             else:
                 port = free_port()
                 url = f"ws://127.0.0.1:{port}"
-                env |= {"MIXER_ROOM_URL": url, "MIXER_ROOM_MAX_PARTICIPANTS": str(n + 10)}
+                env |= {
+                    "MIXER_ROOM_URL": url,
+                    "MIXER_ROOM_MAX_PARTICIPANTS": str(n + 10),
+                    # every talker connects from 127.0.0.1 (the default cap is 128)
+                    "MIXER_ROOM_MAX_CONNECTIONS_PER_ADDRESS": str(n + 10),
+                }
                 server = _spawn(
                     [
                         *benchlib.mixer_cmd(),
