@@ -1,11 +1,13 @@
 """Issue 16.7 in a browser: hls.js plays a live stream across a worker's SIGKILL and restart.
 
 A real ``mixer-ext run`` (room server, one talker, LL-HLS served by the worker's own
-HTTP endpoint) is being played by the player's vendored hls.js in headless Chromium
-(low-latency mode) when it is killed with SIGKILL and started again on the same
-directory and port.  The listener sees a stall while the worker is down (its origin
-is gone too), then hls.js goes on playing the continued playlist through the
-``#EXT-X-DISCONTINUITY`` to ``#EXT-X-ENDLIST``, with no fatal error.
+HTTP endpoint) is being played by the product's player page (its hls.js and its
+low-latency tuning) in headless Chromium when it is killed with SIGKILL and started
+again on the same directory and port.  The page comes from a server of its own, as a
+site embedding the player would serve it, so it outlives the worker.  The listener
+sees a stall while the worker is down (its origin is gone too), then hls.js goes on
+playing the continued playlist through the ``#EXT-X-DISCONTINUITY`` to
+``#EXT-X-ENDLIST``, with no fatal error.
 """
 
 from __future__ import annotations
@@ -29,22 +31,21 @@ pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent
 DRIVER = ROOT / "tests" / "browser" / "llhls_check.mjs"
-HLS_JS = ROOT / "player_demo" / "vendor" / "hls.min.js"
-PAGE = '<!doctype html><script src="/hls.min.js"></script><audio id="media"></audio>'
+PLAYER_DIR = ROOT / "player_demo"
+HLS_JS = PLAYER_DIR / "vendor" / "hls.min.js"
 SECRET = "restart-browser-secret-not-for-production-0123"
 MAX_DURATION = 22
 
 
 async def _page_server() -> tuple[web.AppRunner, str]:
-    async def page(_r: web.Request) -> web.Response:
-        return web.Response(text=PAGE, content_type="text/html")
+    """The player directory over HTTP (``/`` is its page), apart from the worker."""
 
-    async def hls_js(_r: web.Request) -> web.FileResponse:
-        return web.FileResponse(HLS_JS)
+    async def index(_r: web.Request) -> web.FileResponse:
+        return web.FileResponse(PLAYER_DIR / "index.html")
 
     app = web.Application()
-    app.router.add_get("/", page)
-    app.router.add_get("/hls.min.js", hls_js)
+    app.router.add_get("/", index)
+    app.router.add_static("/", PLAYER_DIR)
     runner = web.AppRunner(app, shutdown_timeout=0.5)
     await runner.setup()
     port = free_port()
@@ -105,10 +106,9 @@ async def test_hlsjs_plays_across_a_sigkill_and_restart(tmp_path: Path) -> None:
             ):
                 assert time.monotonic() < deadline, first.log()[-2000:]
                 await asyncio.sleep(0.2)
+            src = f"http://127.0.0.1:{http_port}/hls/ev/index.m3u8"
             spec = {
-                "url": page_base + "/",
-                "src": f"http://127.0.0.1:{http_port}/hls/ev/index.m3u8",
-                "lowLatency": True,
+                "url": f"{page_base}/?engine=hlsjs&lowLatency=1&src={src}",
                 "playMs": 45_000,
                 "untilEnded": True,
             }
