@@ -55,3 +55,11 @@ def processes() -> Iterator[list[Proc]]:
     finally:
         for p in reversed(procs):
             p.stop()
+
+
+def start_room_server(procs: list[Proc], port: int, env: dict[str, str], log: Path) -> Proc:
+    """``mixer-ext room-server`` on 127.0.0.1:``port``, appended to ``procs``, once it listens."""
+    server = Proc(["room-server", "--host", "127.0.0.1", "--port", str(port)], env, log)
+    procs.append(server)
+    wait_for_port(port)
+    return server

@@ -30,7 +30,7 @@ import pytest
 from mixer_ext.api.store import Store
 from tests.conftest import ROOT, free_port, mixer_ext_cmd
 from tests.hls_reader import playlist_segments, read_ts, tone_levels
-from tests.process_util import Proc, processes, wait_for_port
+from tests.process_util import Proc, processes, start_room_server, wait_for_port
 
 pytestmark = pytest.mark.slow
 
@@ -154,14 +154,7 @@ def test_backend_code_runs_unchanged(tmp_path: Path, hooks: Any) -> None:
     worker_pid = None
     try:
         with processes() as procs:
-            procs.append(
-                Proc(
-                    ["room-server", "--host", "127.0.0.1", "--port", str(room_port)],
-                    env,
-                    tmp_path / "room.log",
-                )
-            )
-            wait_for_port(room_port)
+            start_room_server(procs, room_port, env, tmp_path / "room.log")
             for name, hz in TONES.items():
                 procs.append(
                     Proc(

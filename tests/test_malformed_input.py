@@ -30,7 +30,7 @@ from mixer_ext.roomserver.tokens import mint_token
 from mixer_ext.sim.preencoded import FRAME_SAMPLES, PTIME, TIME_BASE
 from tests.conftest import free_port
 from tests.hls_reader import read_hls, tone_levels
-from tests.process_util import Proc, processes, wait_for_port
+from tests.process_util import Proc, processes, start_room_server
 
 pytestmark = pytest.mark.slow
 
@@ -124,13 +124,7 @@ async def test_malformed_opus_peer_is_dropped_counted_and_harmless(tmp_path: Pat
     track = GarbageOpusTrack(garbage_payloads(50))
     hostile: RoomClient | None = None
     with processes() as procs:
-        server = Proc(
-            ["room-server", "--host", "127.0.0.1", "--port", str(room_port)],
-            env,
-            tmp_path / "server.log",
-        )
-        procs.append(server)
-        wait_for_port(room_port)
+        start_room_server(procs, room_port, env, tmp_path / "server.log")
         talker = Proc(
             ["talker", "--room", ROOM, "--identity", "alice", "--tone", str(TONE)],
             env,

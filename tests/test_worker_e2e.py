@@ -22,7 +22,7 @@ from aiohttp import web
 
 from tests.conftest import free_port
 from tests.hls_reader import read_hls, read_ts, runs_where, tone_levels
-from tests.process_util import Proc, processes, wait_for_port
+from tests.process_util import Proc, processes, start_room_server
 
 pytestmark = pytest.mark.slow
 
@@ -92,13 +92,7 @@ async def test_run_until_max_duration(tmp_path: Path) -> None:
     }
     try:
         with processes() as procs:
-            server = Proc(
-                ["room-server", "--host", "127.0.0.1", "--port", str(room_port)],
-                env,
-                tmp_path / "server.log",
-            )
-            procs.append(server)
-            wait_for_port(room_port)
+            start_room_server(procs, room_port, env, tmp_path / "server.log")
             talker_args = {
                 "alice": ["--duration", "40"],
                 "bob": ["--duration", "40", "--mute-at", "6", "--unmute-at", "10"],

@@ -35,7 +35,7 @@ from aiohttp import web
 from mixer_ext.llhls.playlist import parse_media_playlist
 from tests.conftest import free_port, require_program
 from tests.hls_reader import read_hls, tone_levels
-from tests.process_util import Proc, processes, wait_for_port
+from tests.process_util import Proc, processes, start_room_server
 
 pytestmark = pytest.mark.slow
 
@@ -102,14 +102,7 @@ async def test_sigkill_then_restart_continues_the_run(tmp_path: Path) -> None:
     }
     try:
         with processes() as procs:
-            procs.append(
-                Proc(
-                    ["room-server", "--host", "127.0.0.1", "--port", str(room_port)],
-                    env,
-                    tmp_path / "server.log",
-                )
-            )
-            wait_for_port(room_port)
+            start_room_server(procs, room_port, env, tmp_path / "server.log")
             procs.append(
                 Proc(
                     [

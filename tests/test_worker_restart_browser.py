@@ -25,7 +25,7 @@ from aiohttp import web
 
 from mixer_ext.llhls.playlist import parse_media_playlist
 from tests.conftest import free_port, require_path, require_program
-from tests.process_util import Proc, processes, wait_for_port
+from tests.process_util import Proc, processes, start_room_server
 
 pytestmark = pytest.mark.slow
 
@@ -80,14 +80,7 @@ async def test_hlsjs_plays_across_a_sigkill_and_restart(tmp_path: Path) -> None:
     }
     try:
         with processes() as procs:
-            procs.append(
-                Proc(
-                    ["room-server", "--host", "127.0.0.1", "--port", str(room_port)],
-                    env,
-                    tmp_path / "server.log",
-                )
-            )
-            wait_for_port(room_port)
+            start_room_server(procs, room_port, env, tmp_path / "server.log")
             procs.append(
                 Proc(
                     [

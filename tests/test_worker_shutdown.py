@@ -28,7 +28,7 @@ from mixer_ext.settings import Settings
 from mixer_ext.worker import runner as worker_mod
 from mixer_ext.worker.budget import SHARES, ShutdownBudget
 from tests.conftest import free_port
-from tests.process_util import Proc, processes, wait_for_port
+from tests.process_util import Proc, processes, start_room_server
 from tests.test_worker_lifecycle import ScriptedConnector
 
 pytestmark = pytest.mark.slow
@@ -90,14 +90,7 @@ async def test_sigterm_finalizes_every_output_within_the_budget(tmp_path: Path) 
     }
     try:
         with processes() as procs:
-            procs.append(
-                Proc(
-                    ["room-server", "--host", "127.0.0.1", "--port", str(room_port)],
-                    env,
-                    tmp_path / "server.log",
-                )
-            )
-            wait_for_port(room_port)
+            start_room_server(procs, room_port, env, tmp_path / "server.log")
             worker = Proc(["run", "--context", json.dumps(context)], worker_env, tmp_path / "w.log")
             procs.append(worker)
             playlist = hls / "a" / "index.m3u8"
