@@ -265,10 +265,12 @@ def main() -> int:
     print(f"machine: {benchlib.machine()}")
     print(f"start: {benchlib.load()}")
     print(
-        "method: (1) tests/test_core_longrun.py's scenario in virtual time, first vs last hour;\n"
-        f"        (2) real processes for {seconds:.0f} s, worker RSS from /proc and its /metrics, "
-        f"first vs last {window:.0f} s"
-    )
+        ("method: (1) skipped (--skip-virtual);\n" if args.skip_virtual else
+         "method: (1) tests/test_core_longrun.py's scenario in virtual time, first vs last hour;\n")
+        + f"        (2) real processes for {seconds:.0f} s, worker RSS from /proc and its "
+        f"/metrics, first vs last {window:.0f} s"
+        + (" (every output kind)" if args.all_outputs else "")
+    )  # fmt: skip
     if not args.skip_virtual:
         virtual(hours)
     real(seconds, window, args.all_outputs)
