@@ -15,13 +15,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from twilio.request_validator import RequestValidator
 
 from mixer_ext.api.app import ControlPlane, build_app
 from mixer_ext.api.callbacks import CallbackDispatcher
+from mixer_ext.api.client import basic_authorization
 from mixer_ext.api.config import ApiSettings
 from mixer_ext.api.launcher import LocalLauncher
 from mixer_ext.api.store import Store
@@ -72,7 +72,8 @@ async def _client(tmp_path: Path, **cfg: Any) -> tuple[TestClient[Any, Any], Con
     return client, plane
 
 
-AUTH = aiohttp.BasicAuth(ACCOUNT, TOKEN)  # what the twilio client sends
+#: HTTP Basic with the account SID and auth token, what the twilio client sends
+AUTH = {"Authorization": basic_authorization(ACCOUNT, TOKEN)}
 
 
 async def test_errors_are_twilio_shaped(tmp_path: Path) -> None:
@@ -80,45 +81,49 @@ async def test_errors_are_twilio_shaped(tmp_path: Path) -> None:
     try:
         resp = await client.get("/v1/PlayerStreamers")
         assert resp.status == 401 and (await resp.json())["code"] == 20003
-        resp = await client.get("/v1/PlayerStreamers", auth=aiohttp.BasicAuth(ACCOUNT, "no"))
+        resp = await client.get(
+            "/v1/PlayerStreamers",
+            headers={"Authorization": basic_authorization(ACCOUNT, "no")},
+        )
         assert resp.status == 401
         resp = await client.get(
-            "/v1/PlayerStreamers", auth=aiohttp.BasicAuth(KEY_SID, "key-secret")
+            "/v1/PlayerStreamers",
+            headers={"Authorization": basic_authorization(KEY_SID, "key-secret")},
         )
         assert resp.status == 200
-        body = await (await client.get("/v1/PlayerStreamers/VJ" + "0" * 32, auth=AUTH)).json()
+        body = await (await client.get("/v1/PlayerStreamers/VJ" + "0" * 32, headers=AUTH)).json()
         assert body == {
             "code": 20404,
             "message": f"The requested resource /PlayerStreamers/VJ{'0' * 32} was not found",
             "more_info": "https://www.twilio.com/docs/errors/20404",
             "status": 404,
         }
-        vj = (await (await client.post("/v1/PlayerStreamers", auth=AUTH)).json())["sid"]
+        vj = (await (await client.post("/v1/PlayerStreamers", headers=AUTH)).json())["sid"]
         resp = await client.post(
-            f"/v1/PlayerStreamers/{vj}/PlaybackGrant", data={"Ttl": "61"}, auth=AUTH
+            f"/v1/PlayerStreamers/{vj}/PlaybackGrant", data={"Ttl": "61"}, headers=AUTH
         )
         assert resp.status == 400 and "Ttl" in (await resp.json())["message"]
-        resp = await client.get("/v1/PlayerStreamers", params={"PageSize": "1001"}, auth=AUTH)
+        resp = await client.get("/v1/PlayerStreamers", params={"PageSize": "1001"}, headers=AUTH)
         assert resp.status == 400
-        page = await (await client.get("/v1/PlayerStreamers", auth=AUTH)).json()
+        page = await (await client.get("/v1/PlayerStreamers", headers=AUTH)).json()
         assert page["meta"]["url"].startswith("https://media.example.com/v1/PlayerStreamers?")
         # an ended streamer cannot be an output
-        await client.post(f"/v1/PlayerStreamers/{vj}", data={"Status": "ended"}, auth=AUTH)
+        await client.post(f"/v1/PlayerStreamers/{vj}", data={"Status": "ended"}, headers=AUTH)
         ctx = json.dumps({"room": {"name": "r"}, "outputs": [vj]})
         resp = await client.post(
             "/v1/MediaProcessors",
             data={"Extension": "audio-mixer-v1", "ExtensionContext": ctx},
-            auth=AUTH,
+            headers=AUTH,
         )
         assert resp.status == 400 and "is ended" in (await resp.json())["message"]
         # one source per PlayerStreamer
-        vj2 = (await (await client.post("/v1/PlayerStreamers", auth=AUTH)).json())["sid"]
+        vj2 = (await (await client.post("/v1/PlayerStreamers", headers=AUTH)).json())["sid"]
         form = {
             "Extension": "audio-mixer-v1",
             "ExtensionContext": json.dumps({"room": {"name": "r"}, "outputs": [vj2]}),
         }
-        assert (await client.post("/v1/MediaProcessors", data=form, auth=AUTH)).status == 201
-        resp = await client.post("/v1/MediaProcessors", data=form, auth=AUTH)
+        assert (await client.post("/v1/MediaProcessors", data=form, headers=AUTH)).status == 201
+        resp = await client.post("/v1/MediaProcessors", data=form, headers=AUTH)
         assert resp.status == 400 and "already has an active" in (await resp.json())["message"]
     finally:
         await client.close()
@@ -132,19 +137,19 @@ async def test_processor_cap_and_recordings(tmp_path: Path) -> None:
     try:
         ctx = json.dumps({"room": {"name": "r"}, "outputs": ["file:mix.m4a"]})
         form = {"Extension": "audio-mixer-v2", "ExtensionContext": ctx}
-        resp = await client.post("/v1/MediaProcessors", data=form, auth=AUTH)
+        resp = await client.post("/v1/MediaProcessors", data=form, headers=AUTH)
         assert resp.status == 201
         zx = (await resp.json())["sid"]
-        resp = await client.post("/v1/MediaProcessors", data=form, auth=AUTH)
+        resp = await client.post("/v1/MediaProcessors", data=form, headers=AUTH)
         assert resp.status == 429 and (await resp.json())["code"] == 20429
         assert launcher.started == [zx]
 
         recs = await (
-            await client.get("/v1/MediaRecordings", params={"ProcessorSid": zx}, auth=AUTH)
+            await client.get("/v1/MediaRecordings", params={"ProcessorSid": zx}, headers=AUTH)
         ).json()
         (rec,) = recs["media_recordings"]
         assert rec["status"] == "processing" and rec["processor_sid"] == zx
-        resp = await client.delete(f"/v1/MediaRecordings/{rec['sid']}", auth=AUTH)
+        resp = await client.delete(f"/v1/MediaRecordings/{rec['sid']}", headers=AUTH)
         assert resp.status == 409  # still being written
 
         # the worker reports through its keyed URL; a wrong key is refused
@@ -156,18 +161,18 @@ async def test_processor_cap_and_recordings(tmp_path: Path) -> None:
         assert (await client.post(url, json={"state": "started"})).status == 204
         launcher.running.clear()  # the worker exits after its report
         await client.post(url, json={"state": "ended", "reason": "max-participant-duration"})
-        mp = await (await client.get(f"/v1/MediaProcessors/{zx}", auth=AUTH)).json()
+        mp = await (await client.get(f"/v1/MediaProcessors/{zx}", headers=AUTH)).json()
         assert (mp["status"], mp["ended_reason"]) == ("ended", "max-participant-duration")
 
-        rec = await (await client.get(f"/v1/MediaRecordings/{rec['sid']}", auth=AUTH)).json()
+        rec = await (await client.get(f"/v1/MediaRecordings/{rec['sid']}", headers=AUTH)).json()
         assert rec["status"] == "completed" and rec["media_size"] == 1000
-        media = await client.get(f"/v1/MediaRecordings/{rec['sid']}/Media", auth=AUTH)
+        media = await client.get(f"/v1/MediaRecordings/{rec['sid']}/Media", headers=AUTH)
         assert media.status == 200 and len(await media.read()) == 1000
-        resp = await client.delete(f"/v1/MediaRecordings/{rec['sid']}", auth=AUTH)
+        resp = await client.delete(f"/v1/MediaRecordings/{rec['sid']}", headers=AUTH)
         assert resp.status == 204
         assert not (launcher.work / zx / "mix.m4a").exists()
         # the slot is free again
-        assert (await client.post("/v1/MediaProcessors", data=form, auth=AUTH)).status == 201
+        assert (await client.post("/v1/MediaProcessors", data=form, headers=AUTH)).status == 201
     finally:
         await client.close()
         plane.store.close()
@@ -233,10 +238,10 @@ async def test_a_worker_that_died_while_the_api_was_down_is_failed(tmp_path: Pat
     ctx = json.dumps({"room": {"name": "r"}, "outputs": ["hls:a"]})
     form = {"Extension": "audio-mixer-v1", "ExtensionContext": ctx}
     try:
-        kept = (await (await client.post("/v1/MediaProcessors", data=form, auth=AUTH)).json())[
+        kept = (await (await client.post("/v1/MediaProcessors", data=form, headers=AUTH)).json())[
             "sid"
         ]
-        died = (await (await client.post("/v1/MediaProcessors", data=form, auth=AUTH)).json())[
+        died = (await (await client.post("/v1/MediaProcessors", data=form, headers=AUTH)).json())[
             "sid"
         ]
     finally:
@@ -267,11 +272,11 @@ async def test_a_worker_that_died_while_the_api_was_down_is_failed(tmp_path: Pat
 async def test_grant_origin_becomes_cors_origin(tmp_path: Path) -> None:
     client, plane = await _client(tmp_path)
     try:
-        vj = (await (await client.post("/v1/PlayerStreamers", auth=AUTH)).json())["sid"]
+        vj = (await (await client.post("/v1/PlayerStreamers", headers=AUTH)).json())["sid"]
         resp = await client.post(
             f"/v1/PlayerStreamers/{vj}/PlaybackGrant",
             data={"AccessControlAllowOrigin": "https://listen.example.com"},
-            auth=AUTH,
+            headers=AUTH,
         )
         assert resp.status == 201
         url = (await resp.json())["grant"]["playbackUrl"]
@@ -285,7 +290,7 @@ async def test_grant_origin_becomes_cors_origin(tmp_path: Path) -> None:
         assert media.status == 404  # no stream written yet, but the session was accepted
         assert media.headers["Access-Control-Allow-Origin"] == "https://listen.example.com"
         # a grant without an origin: any origin
-        resp = await client.post(f"/v1/PlayerStreamers/{vj}/PlaybackGrant", auth=AUTH)
+        resp = await client.post(f"/v1/PlayerStreamers/{vj}/PlaybackGrant", headers=AUTH)
         url = (await resp.json())["grant"]["playbackUrl"]
         master = await client.get(url.removeprefix("https://media.example.com"))
         assert master.headers["Access-Control-Allow-Origin"] == "*"

@@ -24,6 +24,7 @@ import pytest
 kubernetes = pytest.importorskip("kubernetes")
 import kubernetes_validate  # noqa: E402
 
+from mixer_ext.api.client import basic_authorization  # noqa: E402
 from mixer_ext.api.kube import (  # noqa: E402
     SID_LABEL,
     JobTemplate,
@@ -226,7 +227,6 @@ async def test_api_with_the_kubernetes_launcher(
     fails a processor whose Job vanished, and ending deletes the Job."""
     import asyncio
 
-    import aiohttp
     from aiohttp import web
     from aiohttp.test_utils import TestClient, TestServer
 
@@ -261,7 +261,7 @@ async def test_api_with_the_kubernetes_launcher(
         api_kube_image="mixer-ext:0.1.0",
         api_internal_url="http://mixer-ext-api.live.svc:8080",
     )
-    auth = aiohttp.BasicAuth("AC" + "5" * 32, "kube-auth-token")
+    auth = {"Authorization": basic_authorization("AC" + "5" * 32, "kube-auth-token")}
 
     async def api() -> tuple[TestClient[Any, Any], ControlPlane, KubeJobs]:
         jobs = KubeJobs(launcher, tmp_path)
@@ -281,10 +281,10 @@ async def test_api_with_the_kubernetes_launcher(
 
     client, plane, _ = await api()
     try:
-        vj = (await (await client.post("/v1/PlayerStreamers", auth=auth)).json())["sid"]
+        vj = (await (await client.post("/v1/PlayerStreamers", headers=auth)).json())["sid"]
         ctx = json.dumps({"room": {"name": "r"}, "outputs": [vj]})
         form = {"Extension": "audio-mixer-v1", "ExtensionContext": ctx}
-        resp = await client.post("/v1/MediaProcessors", data=form, auth=auth)
+        resp = await client.post("/v1/MediaProcessors", data=form, headers=auth)
         assert resp.status == 201, await resp.text()
         zx = (await resp.json())["sid"]
         name = job_name(zx)
@@ -309,7 +309,7 @@ async def test_api_with_the_kubernetes_launcher(
 
         # listeners: the grant's URL, proxied from the pod (once a listing has seen it)
         await until("the pod is listed", lambda: plane.stream_base(vj) is not None)
-        grant = await client.post(f"/v1/PlayerStreamers/{vj}/PlaybackGrant", auth=auth)
+        grant = await client.post(f"/v1/PlayerStreamers/{vj}/PlaybackGrant", headers=auth)
         url = urlsplit((await grant.json())["grant"]["playbackUrl"])
         master = await (await client.get(f"{url.path}?{url.query}")).text()
         media = master.strip().splitlines()[-1]
@@ -326,16 +326,20 @@ async def test_api_with_the_kubernetes_launcher(
 
     client, plane, _ = await api()
     try:
-        got = await (await client.get(f"/v1/MediaProcessors/{zx}", auth=auth)).json()
+        got = await (await client.get(f"/v1/MediaProcessors/{zx}", headers=auth)).json()
         assert got["status"] == "started", got  # re-adopted from the cluster's Job list
-        resp = await client.post(f"/v1/MediaProcessors/{zx}", data={"Status": "ended"}, auth=auth)
+        resp = await client.post(
+            f"/v1/MediaProcessors/{zx}", data={"Status": "ended"}, headers=auth
+        )
         assert (await resp.json())["ended_reason"] == "ended-via-api"
         await until("the Job is deleted", lambda: name not in fake.jobs)
         assert name not in fake.secrets
         # another processor, whose Job then vanishes while the API is down
-        vj2 = (await (await client.post("/v1/PlayerStreamers", auth=auth)).json())["sid"]
+        vj2 = (await (await client.post("/v1/PlayerStreamers", headers=auth)).json())["sid"]
         form["ExtensionContext"] = json.dumps({"room": {"name": "r"}, "outputs": [vj2]})
-        zx2 = (await (await client.post("/v1/MediaProcessors", data=form, auth=auth)).json())["sid"]
+        zx2 = (await (await client.post("/v1/MediaProcessors", data=form, headers=auth)).json())[
+            "sid"
+        ]
         await until("the second Job is created", lambda: job_name(zx2) in fake.jobs)
     finally:
         await client.close()
@@ -343,7 +347,7 @@ async def test_api_with_the_kubernetes_launcher(
     del fake.jobs[job_name(zx2)]
     client, plane, _ = await api()
     try:
-        got = await (await client.get(f"/v1/MediaProcessors/{zx2}", auth=auth)).json()
+        got = await (await client.get(f"/v1/MediaProcessors/{zx2}", headers=auth)).json()
         assert got["status"] == "failed", got  # its Job is gone from the cluster
     finally:
         await client.close()

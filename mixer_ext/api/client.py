@@ -5,6 +5,7 @@ take the users' path without depending on the twilio library.
 
 from __future__ import annotations
 
+import base64
 import json
 from types import TracebackType
 from typing import Any
@@ -19,15 +20,26 @@ class MediaApiError(Exception):
         self.body = body
 
 
+def basic_authorization(username: str, password: str) -> str:
+    """An HTTP Basic ``Authorization`` value (RFC 7617, UTF-8), as the twilio client sends.
+
+    aiohttp 3.14 deprecates its ``BasicAuth`` and the ``auth=`` parameter (gone in 4.0),
+    and its replacement does not exist in older 3.x; the header is one line of base64.
+    """
+    token = base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
+    return f"Basic {token}"
+
+
 class MediaApiClient:
     def __init__(self, base_url: str, username: str, password: str) -> None:
         self.base_url = base_url.rstrip("/")
-        self._auth = aiohttp.BasicAuth(username, password)
+        self._authorization = basic_authorization(username, password)
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> MediaApiClient:
         self._session = aiohttp.ClientSession(
-            auth=self._auth, timeout=aiohttp.ClientTimeout(total=15)
+            headers={"Authorization": self._authorization},
+            timeout=aiohttp.ClientTimeout(total=15),
         )
         return self
 
