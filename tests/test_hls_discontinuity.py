@@ -144,11 +144,17 @@ async def test_a_full_output_queue_marks_every_gap(tmp_path: Path) -> None:
     versions: list[str] = []
     out.on_change = lambda: versions.append(out.playlist_path.read_text())
     await asyncio.to_thread(out.open)
-    for tick in range(500):  # 10 s of packets offered at once, as an encoder far ahead would
-        for packet in encoder.encode(sine_frame(tick)):
+    # 10 s of packets, encoded first, then offered in bursts of 50 (far more than the
+    # queue holds) with a pause for the output to drain between them, as an encoder
+    # that runs ahead in spurts would: every burst overflows, and the packets of the
+    # next one get in after the gap.  (Encoding between offers gave the output thread
+    # time to keep up on an idle machine, and then nothing was dropped.)
+    packets = [p for tick in range(500) for p in encoder.encode(sine_frame(tick))]
+    packets += encoder.flush()
+    for i in range(0, len(packets), 50):
+        for packet in packets[i : i + 50]:
             out.offer(packet)
-    for packet in encoder.flush():
-        out.offer(packet)
+        await asyncio.sleep(0.1)
     await asyncio.to_thread(out.close, True)
     assert out.dropped > 0
     final = parse_media_playlist(versions[-1])
