@@ -105,3 +105,62 @@ async def test_ffmpeg_hls_demuxer_plays_the_ll_playlist_to_its_end(
     assert proc.returncode == 0, err.decode()[-500:]
     seconds = len(out) / 2 / 48000
     assert 1.8 < seconds < 2.2, seconds  # the whole 2 s, through ENDLIST
+
+
+@pytest.mark.parametrize("tail_frames", [4, 0], ids=["short-tail", "on-a-part-boundary"])
+def test_end_of_stream_publishes_the_last_part_before_endlist(
+    tmp_path: Path, aac: AacFixture, tail_frames: int
+) -> None:
+    """hls.js 1.7.4 mis-tracks a live playlist that ends in the same update that brings
+    the open segment's last part (it replays a part, or never loads the last one: the
+    writer module's doc).  So at the end every part must first be listed in a live
+    playlist, the ENDLIST playlist must change nothing else, and each of the last two
+    publications must come a part's time after the one before (a player at the live
+    edge has then loaded the part).  Fake clock: the pacing is not slept for real."""
+    packets, extradata, rate = aac
+    packets = packets[: 9 * 7 + tail_frames]  # 7 whole parts, then the short last one
+    clock = [1000.0]
+    published: list[tuple[float, str]] = []
+
+    def sleep(seconds: float) -> None:
+        assert seconds > 0
+        clock[0] += seconds
+
+    w = PartedStreamWriter(
+        tmp_path,
+        extradata=extradata,
+        bit_rate=rate,
+        window=6,
+        monotonic=lambda: clock[0],
+        sleep=sleep,
+        on_change=lambda: published.append((clock[0], w.playlist_path.read_text())),
+    )
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    w.open()
+    for p in packets:
+        w.audio(p)
+        clock[0] += 0.001  # a burst: faster than real time, as a flush is
+    w.close(end_of_stream=True)
+
+    (t_end, ended), (t_last, before) = published[-1], published[-2]
+    assert ended.endswith("#EXT-X-ENDLIST\n") and "#EXT-X-ENDLIST" not in before
+    final, live = parse_media_playlist(ended), parse_media_playlist(before)
+    # the ENDLIST playlist lists exactly what the live one before it listed, all complete
+    assert final.segments == live.segments and live.open_parts == []
+    assert "PRELOAD-HINT" not in ended
+    # and each part was first listed while the playlist was live
+    seen_live = {
+        p.uri for _t, text in published[:-1] for p in parse_media_playlist(text).open_parts
+    } | {p.uri for s in live.segments for p in s.parts}
+    assert {p.uri for s in final.segments for p in s.parts} <= seen_live
+    # the last segment's EXTINF is its parts' sum, and holds every packet's samples
+    last = final.segments[-1]
+    assert last.duration == pytest.approx(sum(p.duration for p in last.parts), abs=1e-5)
+    total = sum(s.duration for s in final.segments)
+    assert total == pytest.approx((packets[-1].pts + packets[-1].duration - packets[0].pts) / 48000)
+    # paced: ENDLIST a part after the last live playlist, which came a part after the
+    # one before it (with no short tail, the last part was already published on time)
+    part = 9 * 1024 / 48000
+    assert t_end - t_last >= part - 1e-9
+    if tail_frames:
+        assert t_last - published[-3][0] >= part - 1e-9

@@ -37,6 +37,23 @@ own, media sequence numbers go on rising (so a file name never comes back with
 other bytes), and the new run's first segment follows ``#EXT-X-DISCONTINUITY``.
 A finished playlist (ENDLIST) is not continued: its files go, but numbering
 still goes on from it.
+
+The end of a low-latency stream is paced (``close(end_of_stream=True)``): the
+last, short part and the completed last segment are published as a live
+playlist like any segment boundary, no sooner than one part after the part
+before them, and ``#EXT-X-ENDLIST`` follows one part later in a playlist that
+changes nothing else.  Why: hls.js 1.7.4 handles a live playlist that ends
+(``stream-controller`` ``checkLiveUpdate``) badly when the same update also
+completes the open segment with a new part: its fragment tracker treats up to
+0.2 s missing at a fragment's end as buffered (``bufferPadding``; every part
+here is 0.192 s), so it either forgets the segment's loaded parts and reloads
+one, which its AAC remuxer then appends *after* the buffer as if contiguous
+(0.19 s of audio played twice), or, with a part still in flight, marks the
+segment complete without its last part and never loads it (playback stops
+short of the end and never ends).  Published in this order, the player has
+loaded every part as a part of a complete segment before it sees ENDLIST, and
+ends on its own rule (the last part is buffered).  It costs at most two parts
+(0.4 s) at shutdown, on the output thread.
 """
 
 from __future__ import annotations
@@ -45,6 +62,7 @@ import contextlib
 import logging
 import os
 import re
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -96,6 +114,9 @@ class PartedStreamWriter:
         sample_rate: int = 48000,
         on_change: Callable[[], None] | None = None,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        end_pacing: float | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.directory = Path(directory)
         self.rate = sample_rate
@@ -125,6 +146,12 @@ class PartedStreamWriter:
             self.playlist.preload_hint = part_uri(1, 0)
         self._on_change = on_change
         self._now = now
+        #: seconds between the last publications of a low-latency stream (module doc);
+        #: None = one part
+        self.end_pacing = self.part_samples / sample_rate if end_pacing is None else end_pacing
+        self._monotonic, self._sleep = monotonic, sleep
+        #: monotonic time of the last playlist write, None before the first
+        self._published: float | None = None
         self._counters = ContinuityCounters()
         self._audio: list[AudioPacket] = []
         self._id3: list[Id3Packet] = []
@@ -285,7 +312,17 @@ class PartedStreamWriter:
             del self._id3[:-16]  # bounded: tags only pile up before the first audio
 
     def close(self, end_of_stream: bool) -> None:
-        """Write what is buffered; with ``end_of_stream`` end the playlist (ENDLIST)."""
+        """Write what is buffered; with ``end_of_stream`` end the playlist (ENDLIST).
+
+        Low-latency end of stream: paced, in two publications (module doc).
+        """
+        if self.low_latency and end_of_stream and self._published is not None:
+            if self._audio or self._seg_parts:
+                self._pace()
+                self._flush()  # the last part, and its segment complete
+                self.playlist.preload_hint = part_uri(self._msn, 0)
+                self._write_playlist()
+            self._pace()
         self._flush()
         self.playlist.ended = end_of_stream
         if end_of_stream:
@@ -376,8 +413,17 @@ class PartedStreamWriter:
                 with contextlib.suppress(FileNotFoundError):
                     (self.directory / name).unlink()
 
+    def _pace(self) -> None:
+        """Wait until ``end_pacing`` has passed since the last playlist write."""
+        if self._published is None:
+            return
+        wait = self._published + self.end_pacing - self._monotonic()
+        if wait > 0:
+            self._sleep(wait)
+
     def _write_playlist(self) -> None:
         self._write(self.playlist_path, self.playlist.render().encode())
+        self._published = self._monotonic()
         if self._on_change is not None:
             self._on_change()
 
