@@ -369,6 +369,36 @@ def check_played_live_stream(
     assert warnings == [], warnings
 
 
+def check_ended_at_the_streams_end(report: PlayerReport) -> None:
+    """hls.js played a live LL-HLS stream that ended (ENDLIST) to its very end, once.
+
+    What went wrong before the writer paced its end (``llhls/writer.py``): after
+    ENDLIST hls.js 1.7.4 reloaded a part it had already appended and its AAC remuxer
+    put it after the buffer (0.19 s heard twice, the media 0.19 s longer than the
+    playlist), or it never loaded the last part (never Ended).  So: hls.js called
+    endOfStream, loaded no part twice once the playlist had ended, the media is as
+    long as the playlist (within two AAC frames: the last frame is whole in the TS),
+    and the playhead reached the end.
+    """
+    why = report.summary()
+    trace = report.raw.get("hlsTrace") or []
+    final = report.raw.get("hlsFinal")
+    assert final is not None and trace, f"no hls.js trace: {why}"
+    events = [e["ev"] for e in trace]
+    assert "LEVEL_UPDATED_ENDED" in events, f"hls.js never saw ENDLIST: {why}"
+    assert "BUFFER_EOS" in events, f"hls.js never ended the stream: {final}"
+    ended_at = events.index("LEVEL_UPDATED_ENDED")
+    before = {(e["sn"], e["part"]) for e in trace[:ended_at] if e["ev"] == "FRAG_LOADED"}
+    again = [
+        (e["sn"], e["part"])
+        for e in trace[ended_at:]
+        if e["ev"] == "FRAG_LOADED" and (e["sn"], e["part"]) in before
+    ]
+    assert again == [], f"hls.js loaded (sn, part) {again} again after ENDLIST: {final}"
+    assert abs(final["duration"] - final["edge"]) < 2 * 1024 / SAMPLE_RATE, final
+    assert final["ended"] and final["ct"] >= final["duration"] - 0.05, final
+
+
 def check_meters_in_sync(report: PlayerReport) -> None:
     """Each payload is shown when the playhead reaches the audio it describes.
 

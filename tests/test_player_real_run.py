@@ -21,7 +21,11 @@ import aiohttp
 import pytest
 
 from tests.conftest import ROOT, free_port, require_path, require_program
-from tests.player_util import check_played_live_stream, drive_player
+from tests.player_util import (
+    check_ended_at_the_streams_end,
+    check_played_live_stream,
+    drive_player,
+)
 from tests.process_util import Proc, processes, wait_for_port
 from tests.test_llhls_product import check_blocking_reload, decoded_samples
 
@@ -116,6 +120,8 @@ async def test_player_plays_a_real_worker_run(tmp_path: Path, artifacts_dir: Pat
         report, identities={"alice": False, "bob": False, "carol": True}, min_played_s=6.0
     )
     assert any(s["endlist"] for s in report.samples), report.summary()
+    # it reached Ended (check_played_live_stream) at the stream's end, with its last part
+    check_ended_at_the_streams_end(report)
     # every payload shown carries a level for the talkers that are heard
     loud = [p for p in report.shown if p["levels"].get("alice", 0) > 1000]
     assert len(loud) >= 8, report.summary()

@@ -22,6 +22,7 @@ from mixer_ext.core.frames import PAYLOAD_SECONDS
 from tests.conftest import ROOT, require_path, require_program
 from tests.player_util import (
     THREE_TALKERS,
+    check_ended_at_the_streams_end,
     check_meters_in_sync,
     check_played_live_stream,
     drive_player,
@@ -93,12 +94,16 @@ async def test_player_meters_follow_the_products_stream(
     sent = {p.seq: dict(p.levels) for p in stream.payloads}
     for p in report.shown:
         assert p["levels"] == sent[p["s"]], p
-    # KNOWN DEFECT (open, see the README "The player"): hls.js often stops short of the
-    # stream's last short segment after ENDLIST, so the last payload's cue (its final
-    # 0.5 s) may not be reached; until that is fixed this allows the very last one
-    # missing, and no more.
+    # to the end: hls.js played the stream's last (short) part once and ended, and the
+    # last payload was shown.  (Its cue is excused only if it starts after the media's
+    # end: hls.js re-anchored its timeline off the audio's pts after a stall and a seek,
+    # the start-up hiccup of the README's "Low latency", so that cue is never reached.)
+    check_ended_at_the_streams_end(report)
     last = stream.payloads[-1].seq
-    assert report.shown[-1]["s"] >= last - 1, f"payloads up to {last} not shown"
+    media_end = report.raw["hlsFinal"]["duration"]
+    last_cue = report.shown[-1]["cueStart"] + PAYLOAD_SECONDS * (last - report.shown[-1]["s"])
+    if last_cue < media_end:
+        assert report.shown[-1]["s"] == last, f"payloads up to {last} not shown"
     assert any(s["endlist"] for s in report.samples), report.summary()
     # and each cue sits on the audio it describes: payload s's cue starts 0.5 s * s after
     # the audio of stream time 0 (within an AAC frame).  The buffered audio starts at the

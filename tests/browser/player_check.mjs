@@ -44,6 +44,10 @@ const report = {
   pressedRetry: false,
   retryHadFocus: null,
   problem: null,
+  // hls.js (when it plays): its events around the end, {t, ev, ct, ...}, the last 400
+  hlsTrace: [],
+  // hls.js at the end: media duration/buffered/currentTime, the playlist's end (edge)
+  hlsFinal: null,
   timedOut: null,
   engine: null,
   screenshot: null,
@@ -185,7 +189,70 @@ try {
   await page.addInitScript(() => {
     window.__shown = [];
     window.__seeks = [];
+    window.__hlsTrace = [];
     document.addEventListener('mixer:payload', (e) => window.__shown.push(e.detail));
+    // hls.js' own view of the stream's end (what it loaded, appended, and whether it
+    // called endOfStream), for diagnosing a run that does not reach Ended.
+    document.addEventListener('mixer:hls', (e) => {
+      const hls = e.detail.hls;
+      const E = window.Hls.Events;
+      const media = () => document.getElementById('media');
+      const ranges = () => {
+        const b = media().buffered;
+        const out = [];
+        for (let i = 0; i < b.length; i++) out.push([+b.start(i).toFixed(4), +b.end(i).toFixed(4)]);
+        return out;
+      };
+      const log = (ev, extra) => {
+        const tr = window.__hlsTrace;
+        tr.push({ t: +(performance.now() / 1000).toFixed(3), ev, ct: +media().currentTime.toFixed(4), ...extra });
+        if (tr.length > 400) tr.splice(0, tr.length - 400);
+      };
+      hls.on(E.FRAG_LOADED, (_ev, d) =>
+        log('FRAG_LOADED', {
+          sn: d.frag.sn,
+          part: d.part ? d.part.index : null,
+          start: +(d.part ?? d.frag).start.toFixed(4),
+          dur: +(d.part ?? d.frag).duration.toFixed(5),
+        }),
+      );
+      hls.on(E.BUFFER_APPENDED, (_ev, d) =>
+        log('BUFFER_APPENDED', { sn: d.frag?.sn, part: d.part ? d.part.index : null, buffered: ranges() }),
+      );
+      hls.on(E.BUFFER_EOS, () => log('BUFFER_EOS', { buffered: ranges(), duration: media().duration }));
+      const partsInfo = (det) =>
+        (det?.partList ?? []).slice(-3).map((p) => `${p.fragment.sn}.${p.index}@${p.start.toFixed(3)}:${p.loaded ? 'L' : '-'}`);
+      hls.on(E.LEVEL_UPDATED, (_ev, d) => {
+        if (!d.details.live) {
+          log('LEVEL_UPDATED_ENDED', { edge: d.details.edge, parts: partsInfo(d.details) });
+        }
+      });
+      hls.on(E.ERROR, (_ev, d) => log('ERROR', { details: d.details, fatal: d.fatal }));
+      document.addEventListener('DOMContentLoaded', () => {
+        for (const type of ['ended', 'waiting', 'stalled', 'durationchange']) {
+          media().addEventListener(type, () => log(type, { duration: media().duration, buffered: ranges() }));
+        }
+      });
+      window.__hlsFinal = () => {
+        const details = hls.levels?.[0]?.details;
+        const frags = details ? details.fragments.slice(-3) : [];
+        return {
+          duration: media().duration,
+          ct: media().currentTime,
+          ended: media().ended,
+          readyState: media().readyState,
+          buffered: ranges(),
+          live: details?.live,
+          totalduration: details?.totalduration,
+          edge: details?.edge,
+          fragments: frags.map((f) => ({ sn: f.sn, start: +f.start.toFixed(4), duration: +f.duration.toFixed(5) })),
+          partList: (details?.partList ?? []).slice(-4).map((p) => ({
+            sn: p.fragment.sn, index: p.index, start: +p.start.toFixed(4), duration: +p.duration.toFixed(5),
+          })),
+          mediaSourceState: hls.bufferController?.mediaSource?.readyState ?? null,
+        };
+      };
+    });
     document.addEventListener('DOMContentLoaded', () => {
       const media = document.getElementById('media');
       media.addEventListener('seeked', () => window.__seeks.push(media.currentTime));
@@ -197,6 +264,8 @@ try {
   await sample(page);
   report.shown = await page.evaluate(() => window.__shown);
   report.seeks = await page.evaluate(() => window.__seeks);
+  report.hlsTrace = await page.evaluate(() => window.__hlsTrace);
+  report.hlsFinal = await page.evaluate(() => (window.__hlsFinal ? window.__hlsFinal() : null));
 } finally {
   await browser.close();
 }
