@@ -34,8 +34,6 @@ import { LOW_LATENCY_CONFIG } from './hls-config.js';
 import { chooseSource } from './source.js';
 
 const LATENCY_REFRESH_MS = 500;
-/** Stuck this long at one playhead after ENDLIST: reload the stream's tail (see watchEndStall). */
-const END_STALL_MS = 1500;
 /** Cues this far behind the playhead are removed (hours of stream, 2 cues a second). */
 const CUE_KEEP_SECONDS = 60;
 const PRUNE_EVERY_PAYLOADS = 40;
@@ -214,9 +212,6 @@ class Player {
     this.endlist = false; // a live playlist got its ENDLIST
     this.waiting = true;
     this.mediaRecovered = false;
-    this.endReloaded = false; // the tail was reloaded once after ENDLIST
-    clearTimeout(this.endStallTimer);
-    this.endStallTimer = null;
   }
 
   async start() {
@@ -320,27 +315,6 @@ class Player {
     if (this.isLive === null) this.isLive = live;
     else if (this.isLive && !live) this.endlist = true;
     this.render();
-    if (this.endlist) this.watchEndStall();
-  }
-
-  /**
-   * After ENDLIST, hls.js sometimes stops short of the stream's last part (the
-   * worker closes its open parts into a last, short segment) and waits there for
-   * ever, never ending. If playback has not moved for END_STALL_MS after the
-   * playlist ended, restart loading at the playhead once, so the tail is fetched.
-   */
-  watchEndStall() {
-    if (!this.endlist || !this.hls || this.endStallTimer) return;
-    const at = this.media.currentTime;
-    this.endStallTimer = setTimeout(() => {
-      this.endStallTimer = null;
-      const m = this.media;
-      if (!this.hls || m.ended || m.paused || m.currentTime !== at) return;
-      if (this.endReloaded) return;
-      this.endReloaded = true;
-      console.info(`[mixer-player] stalled at ${at.toFixed(3)} s after ENDLIST: reloading the tail`);
-      this.hls.startLoad(at);
-    }, END_STALL_MS);
   }
 
   bindMedia() {
@@ -354,7 +328,6 @@ class Player {
     m.addEventListener('waiting', () => {
       this.waiting = true;
       this.render();
-      this.watchEndStall();
     });
     for (const type of ['pause', 'play', 'ended', 'volumechange']) m.addEventListener(type, rerender);
     // A seek moves the listener to other audio: the next cue reached is the
