@@ -7,6 +7,7 @@ Method, per N (default 20, 50, 100) and per receiver, a fresh set of processes:
   interface address (``--backend janus``);
 * the receiver, one of
   - ``mixer``: ``mixer-ext run`` of this checkout (one HLS output, ``/metrics``);
+  - ``uvloop``: the same on uvloop (``MIXER_EVENT_LOOP=uvloop``, issue 13.2);
   - ``before``: the same command run from a checkout of ``--before REV`` (default
     5a50186, the main before issue 13.1: stock aiortc receive path, per-track decoder
     threads and reader tasks), extracted with ``git archive`` into ``.cache/`` and run
@@ -56,6 +57,7 @@ SECRET = "bench-secret-not-for-production-0123456789"
 ROOM = "1234"  # numeric: a Janus VideoRoom id, and a valid embedded room name
 BOT = "audio-mixer-v1"
 TICKS_PER_S = 50
+RECEIVERS = ("mixer", "uvloop", "before", "floor")
 
 
 # --- child roles --------------------------------------------------------------------
@@ -157,7 +159,7 @@ async def run_floor(args: argparse.Namespace) -> None:
 @dataclass
 class Row:
     backend: str
-    receiver: str  # "mixer", "before" or "floor"
+    receiver: str  # "mixer", "uvloop", "before" or "floor"
     n: int
     seconds: float
     cpu: float  # receiver CPU seconds over the window
@@ -266,6 +268,7 @@ def measure(
     per_process: int,
     settle: float = 5.0,
     before: Path | None = None,
+    profile: Path | None = None,
 ) -> Row:
     """One fresh room + receiver + N talkers; the window starts once all N are in."""
     with tempfile.TemporaryDirectory(prefix="bench-capacity-") as tmpdir:
@@ -307,7 +310,7 @@ def measure(
                 room_pid = server.pid
             metrics_port = free_port()
             floor_out: LineReader | None = None
-            if receiver in ("mixer", "before"):
+            if receiver != "floor":
                 context = {
                     "room": {"name": ROOM},
                     "outputs": ["hls:bench"],
@@ -317,6 +320,8 @@ def measure(
                     "MIXER_METRICS_PORT": str(metrics_port),
                     "MIXER_HLS_DIR": str(tmp / "hls"),
                 }
+                if receiver == "uvloop":
+                    worker_env["MIXER_EVENT_LOOP"] = "uvloop"
                 if receiver == "before":
                     if before is None:
                         raise RuntimeError("the before row needs --before")
@@ -372,9 +377,16 @@ def measure(
                 s0 = scrape(f"http://127.0.0.1:{metrics_port}/metrics")
             c0 = (cpu_seconds(worker.pid), sum(map(cpu_seconds, pids)), cpu_seconds(room_pid))
             t0 = time.monotonic()
+            spy = (
+                _profile(worker.pid, seconds, profile / f"{backend}-{receiver}-{n}.txt")
+                if profile
+                else None
+            )
             time.sleep(seconds)
             c1 = (cpu_seconds(worker.pid), sum(map(cpu_seconds, pids)), cpu_seconds(room_pid))
             f1 = _floor_frames(floor_out)
+            if spy is not None:
+                spy.wait(30)
             elapsed = time.monotonic() - t0
             row = Row(
                 backend,
@@ -408,6 +420,15 @@ def measure(
                 stop_janus(janus)
 
 
+def _profile(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes]:
+    """``--profile``: py-spy samples the receiver (all threads, idle excluded) over the window."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    spy = Path(sys.executable).with_name("py-spy")
+    cmd = [str(spy), "record", "-p", str(pid), "-d", str(int(seconds)), "-r", "100", "--gil"]
+    cmd += ["-f", "raw", "-t", "-o", str(out)]  # collapsed stacks: sort by leaf or prefix
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def _floor_frames(out: LineReader | None) -> float:
     """The floor receiver's latest frame count (0 for the mixer rows)."""
     if out is None:
@@ -427,6 +448,9 @@ def main() -> int:
     parser.add_argument("--receivers", default="mixer,before,floor", help="rows per N, in order")
     parser.add_argument("--before", default="5a50186", help="revision of the 'before' row")
     parser.add_argument("--per-process", type=int, default=25, help="talkers per process (25)")
+    parser.add_argument(
+        "--profile", type=Path, help="py-spy each receiver over its window (pip install py-spy)"
+    )
     # child roles
     parser.add_argument("--talkers", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--floor", action="store_true", help=argparse.SUPPRESS)
@@ -443,8 +467,8 @@ def main() -> int:
 
     steps = [3] if args.quick else [int(s) for s in args.steps.split(",")]
     receivers = ["mixer", "floor"] if args.quick else args.receivers.split(",")
-    if any(r not in ("mixer", "before", "floor") for r in receivers) or "mixer" not in receivers:
-        parser.error("--receivers: mixer plus any of before, floor")
+    if any(r not in RECEIVERS for r in receivers) or "mixer" not in receivers:
+        parser.error("--receivers: mixer plus any of uvloop, before, floor")
     seconds = 5.0 if args.quick else args.seconds
     settle = 2.0 if args.quick else 5.0
     before = before_checkout(args.before) if "before" in receivers else None
@@ -458,8 +482,9 @@ def main() -> int:
         "room CPU per forwarded stream; tick lateness from mixer_tick_lateness_seconds;",
         "late/concl/lost = input frame counters / frames expected; a mixer row holds when",
         "<= 1 % of ticks are > 10 ms late, late frames < 0.5 % and CPU < 1 core.",
-        f"receivers: mixer = this checkout; before = {args.before} (stock aiortc receive,",
-        "decoder threads, reader tasks); floor = stock aiortc recv() of every track, no mix",
+        "receivers: mixer = this checkout; uvloop = the same on uvloop;",
+        f"before = {args.before} (stock aiortc receive, decoder threads, reader tasks);",
+        "floor = stock aiortc recv() of every track, no mix",
     ]
     print("\n        ".join(method))
     print(HEADER, flush=True)
@@ -469,13 +494,13 @@ def main() -> int:
         rows: dict[str, Row] = {}
         for receiver in receivers:
             rows[receiver] = measure(
-                args.backend, receiver, n, seconds, args.per_process, settle, before
+                args.backend, receiver, n, seconds, args.per_process, settle, before, args.profile
             )
             print(rows[receiver].line(), flush=True)
         mixer = rows["mixer"]
         if mixer.held:
             held.append(n)
-        for other in ("floor", "before"):
+        for other in ("floor", "before", "uvloop"):
             row = rows.get(other)
             if row is not None and row.cpu > 0 and not row.error and not mixer.error:
                 line = f"N={n}: mixer / {other} CPU = {mixer.cpu / mixer.seconds:.3f} / "

@@ -51,6 +51,14 @@ class LogFormat(StrEnum):
     TEXT = "text"
 
 
+class EventLoop(StrEnum):
+    """The asyncio event loop the long-running commands run on (``mixer_ext.eventloop``)."""
+
+    ASYNCIO = "asyncio"
+    #: libuv's loop, from the optional ``uvloop`` extra (measured: no faster here)
+    UVLOOP = "uvloop"
+
+
 class Settings(BaseSettings):
     """All ``MIXER_*`` settings.  Field ``foo_bar`` is ``MIXER_FOO_BAR``."""
 
@@ -61,6 +69,8 @@ class Settings(BaseSettings):
     # --- logging -----------------------------------------------------------
     log_level: str = Field("INFO", pattern=r"(?i)^(DEBUG|INFO|WARNING|ERROR|CRITICAL)$")
     log_format: LogFormat = LogFormat.TEXT
+    #: the event loop of ``run``, ``room-server`` and ``api``
+    event_loop: EventLoop = EventLoop.ASYNCIO
 
     # --- room connection (worker, talker) ----------------------------------
     room_backend: RoomBackend = RoomBackend.EMBEDDED

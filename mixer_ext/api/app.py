@@ -41,6 +41,7 @@ from urllib.parse import quote
 import aiohttp
 from aiohttp import web
 
+from mixer_ext import eventloop
 from mixer_ext.api import resources as r
 from mixer_ext.api.callbacks import CallbackDispatcher
 from mixer_ext.api.config import ApiSettings, LauncherKind, load_api_settings
@@ -852,5 +853,5 @@ async def serve(cfg: ApiSettings, host: str, port: int, player_dir: Path | None 
 
 def main(args: argparse.Namespace, settings: Settings) -> int:
     cfg = load_api_settings()
-    asyncio.run(serve(cfg, args.host, args.port, settings.player_dir))
+    eventloop.run(serve(cfg, args.host, args.port, settings.player_dir), settings.event_loop)
     return 0

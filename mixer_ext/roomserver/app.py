@@ -55,7 +55,7 @@ from typing import Any
 from aiohttp import WSCloseCode, WSMsgType, web
 from pydantic import ValidationError
 
-from mixer_ext import metrics
+from mixer_ext import eventloop, metrics
 from mixer_ext.connectors.base import Reason
 from mixer_ext.errors import ConfigError
 from mixer_ext.redact import add_secret
@@ -780,7 +780,7 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
         )
     except ValidationError as exc:  # pragma: no cover - settings already validated
         raise ConfigError(str(exc).splitlines()[0]) from None
-    return asyncio.run(_serve(server))
+    return eventloop.run(_serve(server), settings.event_loop)
 
 
 async def _serve(server: RoomServer) -> int:

@@ -36,6 +36,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from mixer_ext import eventloop
 from mixer_ext.connectors.base import (
     Disconnected,
     Reason,
@@ -427,4 +428,4 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
     check_room_settings(settings)
     decode_errors.install()  # undecodable payloads: counted, logged once per track then every 10 s
     worker = Worker(context, settings)
-    return asyncio.run(_main_async(worker))
+    return eventloop.run(_main_async(worker), settings.event_loop)
