@@ -25,6 +25,9 @@ from typing import Any
 import aiortc
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpReceiver
 from aiortc.mediastreams import MediaStreamTrack
+from aiortc.rtp import RtpPacket
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mixer_ext.connectors import rtptap
 from mixer_ext.sim.preencoded import PreEncodedOpusTrack, encode_tone
@@ -109,12 +112,52 @@ def test_the_tap_gets_every_payload_stats_still_count_and_the_decoder_gets_none(
             seqs = [seq for _, seq, _, _ in got]
             assert all((b - a) & 0xFFFF == 1 for a, b in itertools.pairwise(seqs))
             assert all(len(payload) > 10 for *_, payload in got)
+            sent = set(encode_tone(440.0).payloads)
+            assert all(payload in sent for *_, payload in got), "a payload was cut wrong"
             stats = await transceiver.receiver.getStats()
             inbound = [s for s in stats.values() if s.type == "inbound-rtp"]
             assert inbound and inbound[0].packetsReceived >= len(got) - 2, inbound
             assert track._queue.empty(), "aiortc's decoder produced frames despite the tap"
+            # the fast lane took all but the first packet, and kept aiortc's books
+            lane = rtptap.install_fast_lane(transceiver.receiver.transport)
+            assert lane.fast_packets >= len(got) - 2 and lane.dropped_packets == 0
+            transport = next(s for s in stats.values() if s.type == "transport")
+            assert transport.packetsReceived >= len(got), transport
+            sources = transceiver.receiver.getSynchronizationSources()
+            assert len(sources) == 1, sources
         finally:
             await sender.close()
             await receiver_pc.close()
 
     asyncio.run(main())
+
+
+@st.composite
+def _rtp_like(draw: st.DrawFn) -> bytes:
+    """RTP packets near the edges: CSRCs, an extension, padding, each maybe truncated or wrong."""
+    cc = draw(st.integers(0, 3))
+    ext_words = draw(st.none() | st.integers(0, 3))
+    first = 0x80 | cc | (0x10 if ext_words is not None else 0)
+    body = bytes(11) + bytes(4 * cc)
+    if ext_words is not None:
+        body += b"\xbe\xde" + ext_words.to_bytes(2, "big") + bytes(4 * ext_words)
+    body += draw(st.binary(max_size=8))
+    padding = draw(st.none() | st.integers(0, 12))
+    if padding is not None:
+        first |= 0x20
+        body += bytes(max(padding - 1, 0)) + bytes([padding])
+    data = bytes([first]) + body
+    return data[: draw(st.integers(0, len(data)))] if draw(st.booleans()) else data
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.binary(max_size=80) | _rtp_like())
+def test_the_fast_lanes_header_parse_agrees_with_aiortcs(data: bytes) -> None:
+    """``payload_bounds`` refuses what ``RtpPacket.parse`` refuses and finds the same payload."""
+    try:
+        expected: bytes | None = RtpPacket.parse(data).payload
+    except ValueError:
+        expected = None
+    bounds = rtptap.payload_bounds(data)
+    got = None if bounds is None else data[bounds[0] : bounds[1]]
+    assert got == expected
