@@ -17,8 +17,12 @@ Method, per N (default 20, 50, 100) and per receiver, a fresh set of processes:
     aiortc's jitter buffer, decoder thread and queue; no mixing, no encoding, no
     outputs);
 * N talkers that send pre-encoded Opus (``mixer_ext.sim.preencoded``: a distinct tone
-  each, encoded once, replayed; a few tenths of a % of a core each), ``--per-process``
-  of them per Python process, so the load generator is not the bottleneck.
+  each, encoded once, replayed), ``--per-process`` of them per Python process, so the
+  load generator is not the bottleneck: on the embedded room each is an aiortc
+  WebRTC publisher (under 1 % of a core each); on Janus each is by default a Janus
+  *remote publisher* fed plain RTP from one socket per process
+  (``mixer_ext.sim.janus_remote``; ``--janus-talkers webrtc`` for WebRTC publishers),
+  which Janus announces and forwards over WebRTC like any other publisher.
 
 Once the receiver has all N inputs and ``settle`` seconds have passed, the run is
 measured for ``--seconds``: CPU seconds of each process from ``/proc/<pid>/stat``
@@ -73,7 +77,22 @@ async def run_talkers(args: argparse.Namespace) -> None:
     leave: list[Any] = []
     from mixer_ext.sim.preencoded import PreEncodedOpusTrack, encode_tone
 
+    if args.backend == "janus" and args.janus_talkers == "rtp":
+        from urllib.parse import urlsplit
+
+        from mixer_ext.sim.janus_remote import RemotePublishers
+        from mixer_ext.testing.janus import ROOM_SECRET
+
+        remote = RemotePublishers(args.url, ROOM, ROOM_SECRET)
+        await remote.open()
+        host = urlsplit(args.url).hostname or "127.0.0.1"
+        for i in range(args.first, args.first + args.count):
+            await remote.add(f"talker{i:03d}", encode_tone(200.0 + 10.0 * i, 0.1), host)
+        remote.start()
+        leave.append(remote.close)
     for i in range(args.first, args.first + args.count):
+        if args.backend == "janus" and args.janus_talkers == "rtp":
+            break
         identity = f"talker{i:03d}"
         track = PreEncodedOpusTrack(encode_tone(200.0 + 10.0 * i, 0.1))
         if args.backend == "janus":
@@ -234,16 +253,26 @@ class LineReader:
             self.lines.append(raw.decode(errors="replace").strip())
 
 
-def _spawn(cmd: list[str], env: dict[str, str], log: Path | None) -> subprocess.Popen[bytes]:
+def _spawn(
+    cmd: list[str], env: dict[str, str], log: Path | None, errors: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """``log``: stdout and stderr to a file; else stdout piped, stderr to ``errors`` or nowhere."""
     out: Any = open(log, "wb") if log else subprocess.PIPE  # noqa: SIM115 - the child owns it
+    err: Any = subprocess.STDOUT if log else open(errors, "wb") if errors else subprocess.DEVNULL  # noqa: SIM115
     return subprocess.Popen(
-        cmd,
-        env={**os.environ, **env},
-        cwd=benchlib.ROOT,
-        stdout=out,
-        stderr=subprocess.STDOUT if log else subprocess.DEVNULL,
+        cmd, env={**os.environ, **env}, cwd=benchlib.ROOT, stdout=out, stderr=err,
         stdin=subprocess.DEVNULL,
-    )
+    )  # fmt: skip
+
+
+def _last_error(path: Path) -> str:
+    """The last traceback line (or last line) of a child's log, for a failed row."""
+    try:
+        lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    errors = [ln for ln in lines if "Error" in ln or "Exception" in ln]
+    return (errors or lines or [""])[-1].strip()[:160]
 
 
 def before_checkout(rev: str) -> Path:
@@ -269,6 +298,7 @@ def measure(
     settle: float = 5.0,
     before: Path | None = None,
     profile: Path | None = None,
+    janus_talkers: str = "rtp",
 ) -> Row:
     """One fresh room + receiver + N talkers; the window starts once all N are in."""
     with tempfile.TemporaryDirectory(prefix="bench-capacity-") as tmpdir:
@@ -280,7 +310,9 @@ def measure(
             if backend == "janus":
                 from mixer_ext.testing.janus import room_config, start_janus
 
-                janus = start_janus(tmp, rooms=room_config(int(ROOM), publishers=n + 10))
+                janus = start_janus(
+                    tmp, rooms=room_config(int(ROOM), publishers=n + 10), rtp_ports=2 * n + 100
+                )
                 url = janus.url
                 room_pid = janus.process.pid
                 env |= {"MIXER_ROOM_BACKEND": "janus", "MIXER_JANUS_URL": url}
@@ -343,9 +375,11 @@ def measure(
                 count = min(per_process, n - first)
                 p = _spawn(
                     [sys.executable, __file__, "--talkers", "--backend", backend, "--url", url,
-                     "--first", str(first), "--count", str(count)],
+                     "--first", str(first), "--count", str(count),
+                     "--janus-talkers", janus_talkers],
                     env,
                     None,
+                    tmp / f"talkers-{first}.log",
                 )  # fmt: skip
                 procs.append(p)
                 talkers.append(p)
@@ -364,7 +398,10 @@ def measure(
             while not (all("JOINED" in r.lines for r in readers) and ready()):
                 dead = [p for p in procs if p.poll() is not None]
                 if dead:
-                    raise RuntimeError(f"a process exited early ({dead[0].args[:4]})")
+                    what = " ".join(map(str, dead[0].args[2:4]))
+                    logs = [*tmp.glob("talkers-*.log"), tmp / "room.log", tmp / "worker.log"]
+                    why = next((e for e in map(_last_error, logs) if e), "")
+                    raise RuntimeError(f"a process exited early ({what}): {why}")
                 if time.monotonic() > deadline:
                     raise RuntimeError("not every talker was in the mix in time")
                 time.sleep(0.5)
@@ -449,6 +486,12 @@ def main() -> int:
     parser.add_argument("--before", default="5a50186", help="revision of the 'before' row")
     parser.add_argument("--per-process", type=int, default=25, help="talkers per process (25)")
     parser.add_argument(
+        "--janus-talkers",
+        choices=("rtp", "webrtc"),
+        default="rtp",
+        help="janus: remote publishers fed plain RTP (rtp), or WebRTC publishers",
+    )
+    parser.add_argument(
         "--profile", type=Path, help="py-spy each receiver over its window (pip install py-spy)"
     )
     # child roles
@@ -475,7 +518,9 @@ def main() -> int:
     print(f"machine: {benchlib.machine()}")
     print(f"start: {benchlib.load()}")
     method = [
-        f"method: backend={args.backend}; per N and receiver a fresh room, receiver and N",
+        f"method: backend={args.backend}"
+        + (f" ({args.janus_talkers} talkers)" if args.backend == "janus" else "")
+        + "; per N and receiver a fresh room, receiver and N",
         f"pre-encoded Opus talkers ({args.per_process} per process); window {seconds:.0f} s",
         f"after all N are in + {settle:.0f} s; CPU = utime+stime from /proc over the window,",
         "% of one core; 'per N' = receiver CPU / N; talkers and room server apart, 'room/N' =",
@@ -494,7 +539,15 @@ def main() -> int:
         rows: dict[str, Row] = {}
         for receiver in receivers:
             rows[receiver] = measure(
-                args.backend, receiver, n, seconds, args.per_process, settle, before, args.profile
+                args.backend,
+                receiver,
+                n,
+                seconds,
+                args.per_process,
+                settle,
+                before,
+                args.profile,
+                args.janus_talkers,
             )
             print(rows[receiver].line(), flush=True)
         mixer = rows["mixer"]

@@ -136,6 +136,7 @@ def start_janus(
     session_timeout: int = 60,
     string_ids: bool = False,
     timeout: float = 20.0,
+    rtp_ports: int = 100,
 ) -> JanusServer:
     """Start Janus with a config in ``workdir``; returns once its websocket accepts."""
     janus = shutil.which("janus")
@@ -145,11 +146,10 @@ def start_janus(
         raise RuntimeError("the janus VideoRoom plugin is missing")
     host = interface_address()
     port = free_port(host)
-    rtp_lo = random.randrange(40000, 59000, 100)
+    rtp_lo = random.randrange(40000, 60000 - rtp_ports, 100)  # one port per PeerConnection
     cfg = workdir / "janus-config"
-    _write_config(
-        cfg, host, port, f"{rtp_lo}-{rtp_lo + 99}", api_secret, rooms, session_timeout, string_ids
-    )
+    rtp_range = f"{rtp_lo}-{rtp_lo + rtp_ports - 1}"
+    _write_config(cfg, host, port, rtp_range, api_secret, rooms, session_timeout, string_ids)
     log_path = workdir / "janus.log"
     log_file = log_path.open("wb")
     proc = subprocess.Popen(

@@ -1,0 +1,151 @@
+"""Many talkers in a Janus VideoRoom for the price of a UDP socket: remote publishers.
+
+Janus' VideoRoom (1.1 and later) can host *remote publishers*: ``add_remote_publisher``
+registers a publisher whose media arrives as plain RTP on a port Janus opens, the
+way a second Janus relays a room to it (``publish_remotely``).  To everyone in the
+room it is a publisher like any other: it is announced, it can be subscribed to
+over WebRTC, and Janus forwards its packets (SRTP towards each subscriber).  This
+is real Janus behaviour, documented with the VideoRoom plugin.
+
+For a benchmark it means N talkers cost one socket and one pacing task: no ICE,
+no DTLS, no SRTP and no aiortc sender per talker, so the load generator is not
+what limits how many participants a receiver is measured with.  Each talker
+replays an ``OpusLoop`` (``mixer_ext.sim.preencoded``: encoded once), 20 ms a
+packet, paced from one fixed start and spread over the 20 ms so the packets do
+not arrive in one burst.
+
+Janus tells the streams of a remote publisher apart by SSRC: stream ``mindex``
+is ``1000 + 10 * mindex`` (its ``REMOTE_PUBLISHER_BASE_SSRC`` and ``_STEP``), so
+the one audio stream of a talker (mindex 0) is sent with SSRC 1000.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import struct
+import time
+from dataclasses import dataclass
+
+from mixer_ext.connectors.janus import parse_room_id
+from mixer_ext.connectors.janus_session import JanusSession
+from mixer_ext.sim.preencoded import FRAME_SAMPLES, PTIME, OpusLoop
+
+log = logging.getLogger(__name__)
+
+#: the SSRC Janus expects for a remote publisher's stream with mindex 0
+REMOTE_AUDIO_SSRC = 1000
+#: the payload type Janus' VideoRoom uses for Opus
+OPUS_PT = 111
+_HEADER = struct.Struct("!BBHII")
+
+
+@dataclass
+class _Talker:
+    display: str
+    feed_id: int
+    address: tuple[str, int]
+    loop: OpusLoop
+    seq: int = 0
+    n: int = 0
+
+
+class RemotePublishers:
+    """Remote publishers in one room, added through one Janus session, fed from one socket."""
+
+    def __init__(
+        self, url: str, room: str | int, secret: str, *, api_secret: str | None = None
+    ) -> None:
+        self.room = parse_room_id(str(room))
+        self.secret = secret
+        self.session = JanusSession(url, api_secret=api_secret, name="remote-publishers")
+        self.handle: int | None = None
+        self.talkers: list[_Talker] = []
+        self.sent_packets = 0
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self._sock.setblocking(False)
+        self._pacer: asyncio.Task[None] | None = None
+
+    async def open(self) -> None:
+        await self.session.open()
+        self.handle = await self.session.attach("janus.plugin.videoroom")
+
+    async def add(self, display: str, loop: OpusLoop, iface: str) -> int:
+        """Announce a remote publisher ``display`` in the room; its media starts with ``start``."""
+        if self.handle is None:
+            raise RuntimeError("remote publishers: open() first")
+        stream = {"type": "audio", "mindex": 0, "mid": "0", "codec": "opus"}
+        if loop.channels == 2:
+            stream["stereo"] = True
+        data, _ = await self.session.message(
+            self.handle,
+            {
+                "request": "add_remote_publisher",
+                "room": self.room,
+                "secret": self.secret,
+                "display": display,
+                "iface": iface,
+                "streams": [stream],
+            },
+        )
+        feed, ip, port = data.get("id"), data.get("ip"), data.get("port")
+        if not isinstance(feed, int) or not isinstance(port, int):
+            raise RuntimeError(f"janus: add_remote_publisher answered {data}")
+        self.talkers.append(_Talker(display, feed, (str(ip or iface), port), loop))
+        return feed
+
+    def start(self) -> None:
+        """Start sending every talker's packets (one task)."""
+        if self._pacer is None:
+            self._pacer = asyncio.create_task(self._pace(), name="remote-publishers-pacer")
+
+    async def _pace(self) -> None:
+        slots = 4  # the talkers are spread over 4 slots of 5 ms
+        start = time.monotonic()
+        tick = 0
+        while True:
+            for slot in range(slots):
+                due = start + tick * PTIME + slot * PTIME / slots
+                delay = due - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                for talker in self.talkers[slot::slots]:
+                    self._send(talker)
+            tick += 1
+
+    def _send(self, talker: _Talker) -> None:
+        payloads = talker.loop.payloads
+        payload = payloads[talker.n % len(payloads)]
+        header = _HEADER.pack(
+            0x80, OPUS_PT, talker.seq, talker.n * FRAME_SAMPLES, REMOTE_AUDIO_SSRC
+        )
+        talker.seq = (talker.seq + 1) & 0xFFFF
+        talker.n += 1
+        with contextlib.suppress(BlockingIOError):  # a full socket buffer: that packet is lost
+            self._sock.sendto(header + payload, talker.address)
+            self.sent_packets += 1
+
+    async def close(self) -> None:
+        """Stop sending, remove every remote publisher, close the session."""
+        if self._pacer is not None:
+            self._pacer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._pacer
+            self._pacer = None
+        if self.handle is not None and not self.session.closed.is_set():
+            for talker in self.talkers:
+                with contextlib.suppress(Exception):
+                    await self.session.message(
+                        self.handle,
+                        {
+                            "request": "remove_remote_publisher",
+                            "room": self.room,
+                            "secret": self.secret,
+                            "id": talker.feed_id,
+                        },
+                        within=5,
+                    )
+        self._sock.close()
+        await self.session.close()
