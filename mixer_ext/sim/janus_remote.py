@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from mixer_ext.connectors.janus import parse_room_id
 from mixer_ext.connectors.janus_session import JanusSession
 from mixer_ext.sim.preencoded import FRAME_SAMPLES, PTIME, OpusLoop
+from mixer_ext.tasks import stop_tasks
 
 log = logging.getLogger(__name__)
 
@@ -67,10 +68,17 @@ class RemotePublishers:
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self._sock.setblocking(False)
         self._pacer: asyncio.Task[None] | None = None
+        self._drain: asyncio.Task[None] | None = None
 
     async def open(self) -> None:
         await self.session.open()
         self.handle = await self.session.attach("janus.plugin.videoroom")
+        # events are of no interest, but a full event queue closes the session: drain it
+        self._drain = asyncio.create_task(self._drain_events(), name="remote-publishers-events")
+
+    async def _drain_events(self) -> None:
+        while await self.session.next_event() is not None:
+            pass
 
     async def add(self, display: str, loop: OpusLoop, iface: str) -> int:
         """Announce a remote publisher ``display`` in the room; its media starts with ``start``."""
@@ -147,5 +155,10 @@ class RemotePublishers:
                         },
                         within=5,
                     )
+            self.handle = None
+        self.talkers.clear()
         self._sock.close()
         await self.session.close()
+        if self._drain is not None:
+            await stop_tasks([self._drain])
+            self._drain = None
