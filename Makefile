@@ -57,10 +57,11 @@ bench: setup
 	$(PY) bench/core_tick.py
 	$(PY) bench/encode_fanout.py
 	$(PY) bench/capacity.py --backend embedded --steps 20,50,100
-	$(PY) bench/capacity.py --backend janus --steps 20,50
+	$(PY) bench/capacity.py --backend janus --steps 20,50,100
 	$(PY) bench/silent.py
 	$(PY) bench/talkers.py
 	$(PY) bench/opus_decode.py
+	$(PY) bench/mono_buffer.py
 	$(PY) bench/latency.py
 	$(PY) bench/glass_to_ear.py --seconds 60
 	$(PY) bench/endurance.py

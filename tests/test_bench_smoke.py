@@ -28,6 +28,7 @@ SCRIPTS = {
         r"result: backend=embedded: (largest N that held = 3|no N held)",
         r"N=3: mixer / floor CPU = .* = \d+\.\d+x",
     ],
+    "mono_buffer.py": [rf"buffered mono \(upmixed in the mix\): +{FIGURE} +\(\d+\.\d+x\)"],
     "latency.py": [
         rf"\(a\) in mixer, arrival -> packet to outputs: p50 +{FIGURE} +p99 +{FIGURE}",
         rf"glass -> segment available at the player: +p50 +{FIGURE}",

@@ -73,11 +73,34 @@ def test_opus_payloads_decode_in_the_tick_to_the_tone_mono_decoder() -> None:
     assert inp.frames_received == 100
 
 
+def test_a_mono_sender_is_buffered_mono_and_upmixed_only_in_the_mix() -> None:
+    """Issue 13.1: the jitter buffer holds one channel; the mix hears it in both ears."""
+    loop = encode_tone(TONE, 0.3, channels=1)
+    inp = Input(JitterBufferSize.MEDIUM)
+    mono = run(inp, loop.payloads, 30)
+    assert inp.channels == 1 and inp._ring.shape[1] == 1  # half the buffer work
+    assert inp.pull().shape == (TICK_SAMPLES, 1)
+    mixer = Mixer(JitterBufferSize.MEDIUM)
+    mixer.add_participant("alice")
+    mixed = mixer.add_input("alice", "MT1")
+    ticks = []
+    for k in range(60):
+        mixed.push_encoded(OPUS, 1000 + k, 960 * k, loop.payloads[k % len(loop.payloads)], k * 0.02)
+        frame, _ = mixer.tick()
+        ticks.append(frame.samples)
+    assert mixed.channels == 1
+    out = np.concatenate(ticks)[SAMPLE_RATE // 2 :].astype(np.int32)
+    assert np.array_equal(out[:, 0], out[:, 1]), "a mono participant is the same in both ears"
+    assert abs(peak_hz(out[:, 0].astype(np.float64)) - TONE) < 3
+    assert 0.25 * 32767 < np.abs(out).max() < 0.35 * 32767  # at its own level, not halved
+    assert abs(np.abs(mono[SAMPLE_RATE // 2 :]).max() - np.abs(out[:, 0]).max()) < 0.02 * 32767
+
+
 def test_a_stereo_sender_gets_a_stereo_decoder() -> None:
     loop = encode_tone(TONE, 0.3, channels=2)
     inp = Input(JitterBufferSize.MEDIUM)
     x = run(inp, loop.payloads, 60)
-    assert inp.decoded_channels == 2
+    assert inp.decoded_channels == 2 and inp.channels == 2
     assert abs(peak_hz(x[SAMPLE_RATE // 2 :]) - TONE) < 3
 
 

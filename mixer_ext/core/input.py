@@ -59,6 +59,11 @@ _TOC_STEREO = 0x04
 _by_seq = itemgetter(0)
 
 
+def _downmix(block: Int16Block) -> Int16Block:
+    """Stereo to mono (the mean), for a stereo frame on an input buffered as mono."""
+    return np.ascontiguousarray(block.mean(axis=1, keepdims=True).round().astype(np.int16))
+
+
 class Input(JitterBuffer):
     """One audio track feeding the mix.
 
@@ -229,6 +234,8 @@ class Input(JitterBuffer):
         import av
 
         channels = 2 if toc & _TOC_STEREO else 1
+        if channels == 1 and not self.frames_received and not self._anchored:
+            self.set_channels(1)  # buffered mono; upmixed only as it enters the mix
         ctx = av.CodecContext.create("libopus", "r")
         ctx.sample_rate = SAMPLE_RATE
         ctx.layout = "stereo" if channels == 2 else "mono"
@@ -241,13 +248,11 @@ class Input(JitterBuffer):
         if n == 0:
             return pts
         ch = self.decoded_channels
-        data = np.frombuffer(memoryview(frame.planes[0]), np.int16, ch * n)
-        if ch == 1:  # mono is heard in both ears at its own level: upmixed here, for the mix
-            block: Int16Block = np.empty((n, 2), np.int16)
-            block[:, 0] = data
-            block[:, 1] = data
-        else:
-            block = data.reshape(n, 2)
+        block: Int16Block = np.frombuffer(memoryview(frame.planes[0]), np.int16, ch * n).reshape(
+            n, ch
+        )
+        if ch != self.channels:  # mono into a buffer that was stereo already: both ears
+            block = np.repeat(block, 2, axis=1) if ch == 1 else _downmix(block)
         self.push_samples(pts, block, arrival)
         return pts + n
 
@@ -326,6 +331,8 @@ class Input(JitterBuffer):
             # packed s16 stereo (aiortc's decoder output): read the plane as it is
             plane = memoryview(frame.planes[0])
             packed: Int16Block = np.frombuffer(plane, np.int16, 2 * n).reshape(n, 2)
+            if self.channels == 1:
+                packed = _downmix(packed)
             self.push_samples(pts, packed, arrival_samples)
             return
         import av
@@ -347,8 +354,10 @@ class Input(JitterBuffer):
             out = self._resampler.resample(frame)
         for o in out:
             raw = np.asarray(o.to_ndarray(), dtype=np.int16).reshape(-1, self._channels)
-            if self._channels == 1:  # mono is heard in both ears at its own level
+            if self._channels == 1 and self.channels == 2:  # heard in both ears, own level
                 raw = np.repeat(raw, 2, axis=1)
+            elif self._channels == 2 and self.channels == 1:
+                raw = _downmix(raw)
             samples: Int16Block = np.ascontiguousarray(raw)
             self.push_samples(self._out_next, samples, arrival_samples)
             self._out_next += len(samples)

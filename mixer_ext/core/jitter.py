@@ -98,7 +98,11 @@ def _ring_capacity(tick_samples: int) -> int:
 
 
 class JitterBuffer:
-    """Reorders, conceals and paces one 48 kHz stereo stream onto the mixer's ticks.
+    """Reorders, conceals and paces one 48 kHz stream onto the mixer's ticks.
+
+    Stereo by default; ``set_channels(1)`` before the first push makes it hold mono
+    (half the memory traffic), which ``pull(out)`` writes to both channels of a stereo
+    ``out``: a mono participant is upmixed only as it enters the mix.
 
     ``depth_samples``: the jitter the buffer absorbs (``JitterBufferSize``).
     ``tick_samples``: samples per pull (960; larger only in simulations).
@@ -124,6 +128,7 @@ class JitterBuffer:
         self.tick_samples = tick_samples
         self._cap = _ring_capacity(tick_samples)
         self._mask = self._cap - 1
+        self.channels = 2
         self._ring: Int16Block = np.zeros((self._cap, 2), np.int16)
         self._valid = np.zeros(self._cap, np.bool_)
         self._max_step = max(1, tick_samples // TICK_SAMPLES)
@@ -155,6 +160,18 @@ class JitterBuffer:
         self.samples_inserted = 0
         self.latency_samples = 0
         self.peak_latency_samples = 0
+
+    def set_channels(self, channels: int) -> None:
+        """Hold ``channels`` (1 or 2) per sample; only before the first push."""
+        if channels not in (1, 2):
+            raise ValueError(f"channels must be 1 or 2, got {channels}")
+        if channels == self.channels:
+            return
+        if self.frames_received or self._anchored:
+            raise RuntimeError("a jitter buffer's channels are set before its first push")
+        self.channels = channels
+        self._ring = np.zeros((self._cap, channels), np.int16)
+        self._hist = np.zeros((CONCEAL_PERIOD, channels), np.int16)
 
     # ------------------------------------------------------------------ stats
     @property
@@ -256,7 +273,7 @@ class JitterBuffer:
 
     # ------------------------------------------------------------------ push
     def push_samples(self, pts: int, samples: Int16Block, arrival: float | None = None) -> None:
-        """Store ``samples`` (int16, shape (n, 2), 48 kHz) whose first sample is ``pts``.
+        """Store ``samples`` (int16, shape (n, channels), 48 kHz) whose first sample is ``pts``.
 
         ``arrival``: when it arrived, in samples on the mixer timeline (tick
         ``n`` is pulled at ``n * tick_samples``); ``None`` means "just now",
@@ -265,8 +282,11 @@ class JitterBuffer:
         n = len(samples)
         if n == 0:
             return
-        if samples.ndim != 2 or samples.shape[1] != 2 or samples.dtype != np.int16:
-            raise ValueError(f"samples must be int16 (n, 2), got {samples.dtype} {samples.shape}")
+        ch = self.channels
+        if samples.ndim != 2 or samples.shape[1] != ch or samples.dtype != np.int16:
+            raise ValueError(
+                f"samples must be int16 (n, {ch}), got {samples.dtype} {samples.shape}"
+            )
         self.frames_received += 1
         self.largest_frame = max(self.largest_frame, n)
         if arrival is None:
@@ -334,17 +354,18 @@ class JitterBuffer:
         return step if err > 0 else -step
 
     def pull(self, out: Int16Block | None = None) -> Int16Block:
-        """Exactly ``tick_samples`` samples (int16, (n, 2)) for the next tick.
+        """Exactly ``tick_samples`` samples (int16, (n, channels)) for the next tick.
 
-        With ``out`` (int16, (tick_samples, 2)) the samples are written there
-        and ``out`` is returned (the mixer pulls straight into its stack).
+        With ``out`` (int16, (tick_samples, 2)) the samples are written there (a mono
+        buffer's to both channels) and ``out`` is returned (the mixer pulls straight
+        into its stack).
         """
         T = self.tick_samples
         if not self._anchored:
             self._tick += 1
             self.latency_samples = 0
             if out is None:
-                return np.zeros((T, 2), np.int16)
+                return np.zeros((T, self.channels), np.int16)
             out[...] = 0
             return out
         delta = self._correction()
@@ -405,7 +426,7 @@ class JitterBuffer:
             i0 = self._gap_len if s == 0 else 0
             xf = min(CROSSFADE_SAMPLES, total - r)
             length = (r - g) + xf
-            cont = np.zeros((length, 2), np.float32)
+            cont = np.zeros((length, self.channels), np.float32)
             live = max(0, min(length, CONCEAL_SAMPLES - i0))
             if live:
                 i = i0 + np.arange(live)
