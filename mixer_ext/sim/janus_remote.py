@@ -138,9 +138,7 @@ class RemotePublishers:
     async def close(self) -> None:
         """Stop sending, remove every remote publisher, close the session."""
         if self._pacer is not None:
-            self._pacer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._pacer
+            await stop_tasks([self._pacer])
             self._pacer = None
         if self.handle is not None and not self.session.closed.is_set():
             for talker in self.talkers:
