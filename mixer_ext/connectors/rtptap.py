@@ -33,8 +33,8 @@ receiver that is not tapped, video) takes the stock path, unchanged.  No task an
 no queue: one synchronous call per datagram, in arrival order.
 
 This module is the only place that knows those internals: checked for aiortc 1.16
-and aioice 0.10+ (pinned in pyproject.toml); ``tests/test_aiortc_private_api.py``
-fails if they change.
+(pinned in pyproject.toml) and the aioice it requires (0.12 and later, below 1.0);
+``tests/test_aiortc_private_api.py`` fails if they change.
 
 ``EncodedFeed`` is the per-input end of it (the ``EncodedSource`` of
 ``mixer_ext.core.frames``): a connector gives one per subscribed track in

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import socket
 import struct
 import time
@@ -33,8 +32,6 @@ from mixer_ext.connectors.janus import parse_room_id
 from mixer_ext.connectors.janus_session import JanusSession
 from mixer_ext.sim.preencoded import FRAME_SAMPLES, PTIME, OpusLoop
 from mixer_ext.tasks import stop_tasks
-
-log = logging.getLogger(__name__)
 
 #: the SSRC Janus expects for a remote publisher's stream with mindex 0
 REMOTE_AUDIO_SSRC = 1000
