@@ -51,9 +51,8 @@ class CopytsListener(FfmpegListener):
         )  # fmt: skip
 
 
-async def test_audio_and_payloads_cross_the_extended_timestamp_boundary(tmp_path: Path) -> None:
-    port = free_port()
-    listener = CopytsListener(port, tmp_path / "got.flv")
+async def stream_across_the_boundary(port: int) -> None:
+    """6 s of the mix to ``rtmp://127.0.0.1:port``, starting 3 s before 2^24 ms; no reconnect."""
     pipeline = OutputPipeline(
         [parse_output(f"rtmp://127.0.0.1:{port}/live/{KEY}")],
         96,
@@ -67,22 +66,30 @@ async def test_audio_and_payloads_cross_the_extended_timestamp_boundary(tmp_path
         await feed(pipeline, 6.0, first_tick=tick, wait_rtmp=True)
     finally:
         await pipeline.close()
-    listener.stop(wait_end=5.0)
-    err = listener.proc.stderr.read().decode(errors="replace") if listener.proc.stderr else ""
-    assert listener.proc.returncode == 0, err
     assert pipeline.outputs[0].reconnects == 0
 
-    tags = flv_tags(listener.out.read_bytes())
+
+def assert_audio_crosses_the_boundary(tags: list[tuple[int, int, bytes]]) -> None:
+    """The received AAC frames cross 2^24 ms, their stamps rise smoothly, none went missing."""
     # AAC frames (AACPacketType 1; the sequence header, type 0, is stamped 0)
     audio = [ts for kind, ts, body in tags if kind == 8 and body[1:2] == b"\x01"]
     assert audio, "no audio reached the receiver"
-    assert audio[0] < BOUNDARY_MS - 1000 and audio[-1] > BOUNDARY_MS + 2000, (
-        audio[0],
-        audio[-1],
-    )
+    assert audio[0] < BOUNDARY_MS - 1000 and audio[-1] > BOUNDARY_MS + 2000, (audio[0], audio[-1])
     steps = [b - a for a, b in itertools.pairwise(audio)]
-    assert min(steps) >= 0 and max(steps) <= 50, (min(steps), max(steps))
+    assert min(steps) >= 0 and max(steps) <= 50, (min(steps), max(steps), audio[:3], audio[-3:])
     assert len(audio) >= 0.95 * (audio[-1] - audio[0]) / (1024 / 48)  # no audio lost
+
+
+async def test_audio_and_payloads_cross_the_extended_timestamp_boundary(tmp_path: Path) -> None:
+    port = free_port()
+    listener = CopytsListener(port, tmp_path / "got.flv")
+    await stream_across_the_boundary(port)
+    listener.stop(wait_end=5.0)
+    err = listener.proc.stderr.read().decode(errors="replace") if listener.proc.stderr else ""
+    assert listener.proc.returncode == 0, err
+
+    tags = flv_tags(listener.out.read_bytes())
+    assert_audio_crosses_the_boundary(tags)
 
     texts = [
         (ts, MetadataPayload.from_json(parse_amf0_on_text_data(body)))
@@ -108,23 +115,5 @@ async def test_nginx_rtmp_records_audio_across_the_boundary(
     missing at the boundary.
     """
     port, rec = nginx_rtmp
-    pipeline = OutputPipeline(
-        [parse_output(f"rtmp://127.0.0.1:{port}/live/{KEY}")],
-        96,
-        Settings(rtmp_reconnect_max_delay=1.0),
-        rtmp_first_delay=0.2,
-        rtmp_start_ms=START_MS,
-    )
-    await pipeline.start()
-    try:
-        tick = await wait_connected(pipeline, 0)
-        await feed(pipeline, 6.0, first_tick=tick, wait_rtmp=True)
-    finally:
-        await pipeline.close()
-    assert pipeline.outputs[0].reconnects == 0
-    tags = flv_tags((rec / f"{KEY}.flv").read_bytes())
-    audio = [ts for kind, ts, body in tags if kind == 8 and body[1:2] == b"\x01"]
-    assert audio[0] < BOUNDARY_MS - 1000 and audio[-1] > BOUNDARY_MS + 2000, (audio[0], audio[-1])
-    steps = [b - a for a, b in itertools.pairwise(audio)]
-    assert min(steps) >= 0 and max(steps) <= 50, (min(steps), max(steps), audio[:3], audio[-3:])
-    assert len(audio) >= 0.95 * (audio[-1] - audio[0]) / (1024 / 48)
+    await stream_across_the_boundary(port)
+    assert_audio_crosses_the_boundary(flv_tags((rec / f"{KEY}.flv").read_bytes()))
