@@ -9,11 +9,18 @@ Same shape as the hosted extension's context (camelCase)::
 ``load_context()`` accepts a file path or inline JSON and raises
 ``ConfigError`` with one line naming the field on anything malformed, so a
 bad context is refused before anything connects.
+
+Unknown *top-level* keys are accepted and ignored, as the hosted service did: Twilio's
+own reference backends sent ``"video": false`` and ``"resolution": "1920x1080"`` to the
+audio mixer, and those apps ran against it for years.  They are logged once, at info,
+by name, where a context enters (``mixer-ext run``, ``POST /v1/MediaProcessors``).
+Known keys keep their strict types and ranges.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import re
 import sys
 from dataclasses import dataclass
@@ -28,6 +35,8 @@ from mixer_ext.errors import ConfigError, describe_validation_error
 from mixer_ext.redact import redact_url
 from mixer_ext.safejson import loads_bounded
 from mixer_ext.settings import MAX_PARTICIPANT_DURATION_LIMIT
+
+log = logging.getLogger(__name__)
 
 #: AAC bitrates (kbps) we accept: below 32 stereo AAC-LC is unusable, above 320 is waste.
 MIN_AUDIO_BITRATE = 32
@@ -138,9 +147,12 @@ class RoomRef(BaseModel):
 
 
 class ExtensionContext(BaseModel):
-    """The validated context.  ``outputs`` holds the raw strings; ``output_specs`` parses them."""
+    """The validated context.  ``outputs`` holds the raw strings; ``output_specs`` parses them.
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    Unknown top-level keys are ignored (``extra="ignore"``; see ``unknown_keys``).
+    """
+
+    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
 
     room: RoomRef
     identity: str = DEFAULT_IDENTITY
@@ -189,8 +201,24 @@ class ExtensionContext(BaseModel):
 MAX_CONTEXT_CHARS = 1 << 20
 
 
-def parse_context(text: str, *, source: str = "context") -> ExtensionContext:
-    """Validate context JSON text.  Raises ConfigError with one line."""
+def unknown_keys(data: dict[str, object]) -> list[str]:
+    """The top-level keys of a context object that the extension does not know."""
+    known: set[str] = set()
+    for name, info in ExtensionContext.model_fields.items():
+        known.add(name)
+        if info.alias:
+            known.add(info.alias)
+    return sorted(k for k in data if k not in known)
+
+
+def parse_context(
+    text: str, *, source: str = "context", note_unknown: bool = False
+) -> ExtensionContext:
+    """Validate context JSON text.  Raises ConfigError with one line.
+
+    ``note_unknown``: log the ignored unknown keys (by name, at info); the places a
+    context enters say True, the many re-reads of a stored context say nothing.
+    """
     try:
         data = loads_bounded(text)
     except json.JSONDecodeError as exc:
@@ -200,12 +228,20 @@ def parse_context(text: str, *, source: str = "context") -> ExtensionContext:
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: must be a JSON object, got {type(data).__name__}")
     try:
-        return ExtensionContext.model_validate(data)
+        context = ExtensionContext.model_validate(data)
     except ValidationError as exc:
         line = describe_validation_error(exc)
         # pydantic puts our "[i]: ..." after "outputs: "; join them as outputs[i].
         line = re.sub(r"^outputs: \[(\d+)\]:", r"outputs[\1]:", line)
         raise ConfigError(f"{source}: {line}") from None
+    ignored = unknown_keys(data)
+    if note_unknown and ignored:
+        shown = ", ".join(repr(k[:40]) for k in ignored[:16])
+        more = f" and {len(ignored) - 16} more" if len(ignored) > 16 else ""
+        log.info(
+            "%s: ignoring unknown key(s) %s%s (as the hosted service did)", source, shown, more
+        )
+    return context
 
 
 def load_context(value: str, stdin: TextIO | None = None) -> ExtensionContext:
@@ -221,10 +257,10 @@ def load_context(value: str, stdin: TextIO | None = None) -> ExtensionContext:
         text = stream.read(MAX_CONTEXT_CHARS + 1)
         if len(text) > MAX_CONTEXT_CHARS:
             raise ConfigError(f"context on stdin: longer than {MAX_CONTEXT_CHARS} characters")
-        return parse_context(text, source="context on stdin")
+        return parse_context(text, source="context on stdin", note_unknown=True)
     stripped = value.lstrip()
     if stripped.startswith("{"):
-        return parse_context(stripped)
+        return parse_context(stripped, note_unknown=True)
     path = Path(value)
     try:
         text = path.read_text(encoding="utf-8")
@@ -232,4 +268,4 @@ def load_context(value: str, stdin: TextIO | None = None) -> ExtensionContext:
         raise ConfigError(f"context file {value!r} does not exist") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"context file {value!r} cannot be read: {exc}") from None
-    return parse_context(text, source=f"context {value}")
+    return parse_context(text, source=f"context {value}", note_unknown=True)

@@ -134,7 +134,7 @@ class Settings(BaseSettings):
     room_open: bool = False
     room_max_message_bytes: int = Field(65_536, ge=1024, le=16 * 1024 * 1024)
     #: identities only a mixer-role token may take (comma-separated)
-    room_mixer_identities: str = "audio-mixer-v1"
+    room_mixer_identities: str = "audio-mixer-v1,audio-mixer-v2"
     #: the operator credential (``Authorization: Bearer``) that ends rooms and reads any
     #: room over REST; unset: no one can end a room over REST (the signing secret never can)
     room_admin_token: SecretStr | None = Field(None, min_length=16)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from mixer_ext.context import (
     HlsOutputSpec,
     RtmpOutputSpec,
     load_context,
+    parse_context,
     parse_output,
 )
 from mixer_ext.errors import ConfigError
@@ -66,7 +68,8 @@ def test_full_context_from_file(tmp_path: Path) -> None:
             "maxParticipantDuration: ",
         ),
         ('{"room": {"name": "R"}, "outputs": ["hls:a", "ftp://x/y"]}', "outputs[1]: unknown"),
-        ('{"room": {"name": "R"}, "outputs": ["hls:a"], "colour": 1}', "colour: unknown field"),
+        ('{"room": {"name": "R", "sid": "x"}, "outputs": ["hls:a"]}', "room.sid: unknown field"),
+        ('{"room": {"name": "R"}, "outputs": ["hls:a"], "video": 1, "identity": ""}', "identity: "),
         ('{"room": {"name": "R"}, "outputs": ["hls:a", "hls:a"]}', "outputs[1]: duplicate"),
         ('{"room": {"name": "R"}, "outputs": ["file:x.wav"]}', "outputs[0]: recording"),
         ('{"room": {"name": "R", "outputs": ["hls:a"]', "not valid JSON"),
@@ -78,6 +81,29 @@ def test_bad_context_is_one_line_naming_the_field(text: str, expected: str) -> N
     msg = str(info.value)
     assert expected in msg
     assert "\n" not in msg
+
+
+def test_unknown_top_level_keys_are_ignored_and_logged_once_by_name(
+    caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    """As the hosted service: Twilio's reference backends sent ``video`` and ``resolution``."""
+    text = (
+        '{"room": {"name": "RM' + "a" * 32 + '"}, "outputs": ["VJ' + "b" * 32 + '"], '
+        '"video": false, "resolution": "1920x1080"}'
+    )
+    f = tmp_path / "ctx.json"
+    f.write_text(text)
+    with caplog.at_level(logging.INFO, logger="mixer_ext.context"):
+        ctx = load_context(str(f))
+    assert ctx.room.name == "RM" + "a" * 32 and ctx.identity == "audio-mixer-v1"
+    lines = [r for r in caplog.records if "ignoring unknown" in r.getMessage()]
+    assert len(lines) == 1 and lines[0].levelno == logging.INFO
+    assert "'resolution', 'video'" in lines[0].getMessage()
+    # a stored context read again says nothing
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="mixer_ext.context"):
+        parse_context(text)
+    assert not caplog.records
 
 
 def test_truncated_inline_json_is_invalid_json_not_missing_file() -> None:

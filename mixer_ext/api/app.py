@@ -284,7 +284,7 @@ class ControlPlane:
                         sid=r.new_sid(r.RECORDING_PREFIX),
                         account_sid=p.account_sid,
                         processor_sid=p.sid,
-                        source_sid=None,
+                        source_sid=r.room_source_sid(ctx.room.name),
                         status=r.RecordingStatus.PROCESSING,
                         path=str(path),
                         format=spec.path.suffix.lstrip(".").lower(),
@@ -295,7 +295,9 @@ class ControlPlane:
                     )
                 )
         try:
-            handle = self.launcher.start(p.sid, p.extension_context, env)
+            handle = self.launcher.start(
+                p.sid, r.worker_context(p.extension, p.extension_context), env
+            )
         except OSError as exc:
             log.error("processor %s: cannot launch its worker: %s", p.sid, exc)
             self.processor_event(p.sid, r.ProcessorEvent.LAUNCH_FAILED, message=str(exc))

@@ -28,6 +28,7 @@ from enum import StrEnum
 from typing import Any
 from urllib.parse import urlencode
 
+from mixer_ext import DEFAULT_IDENTITY
 from mixer_ext.context import ExtensionContext, parse_context
 from mixer_ext.errors import ConfigError
 
@@ -57,6 +58,13 @@ def new_sid(prefix: str) -> str:
 
 def is_sid(prefix: str, value: str) -> bool:
     return bool(_SID_RE[prefix].match(value))
+
+
+def room_source_sid(room_name: str) -> str | None:
+    """A MediaRecording's ``source_sid``: the room's SID, when the context names the room
+    by it (``{"room": {"name": "RM…"}}``, as Twilio's reference backends do); None for a
+    room named by its unique name (the API does not ask the room server)."""
+    return room_name if re.match(r"^RM[0-9a-fA-F]{32}$", room_name) else None
 
 
 def format_date(epoch: float) -> str:
@@ -249,7 +257,7 @@ def parse_processor_create(form: Mapping[str, str]) -> ProcessorCreate:
     if not text:
         raise bad_request("ExtensionContext is required")
     try:
-        context = parse_context(text, source="ExtensionContext")
+        context = parse_context(text, source="ExtensionContext", note_unknown=True)
     except ConfigError as exc:
         raise bad_request(str(exc)) from None
     url, method = _callback_fields(form)
@@ -261,6 +269,17 @@ def parse_processor_create(form: Mapping[str, str]) -> ProcessorCreate:
         status_callback_method=method,
         max_duration=_int_field(form, "MaxDuration", DEFAULT_MAX_DURATION, 1, MAX_MAX_DURATION),
     )
+
+
+def worker_context(extension: str, text: str) -> str:
+    """The context text handed to the worker: the app's, with the extension's default
+    identity filled in where the app gave none (``audio-mixer-v2`` joins as
+    ``audio-mixer-v2``, as Twilio documented).  The stored ``extension_context`` stays the
+    app's text, verbatim."""
+    data = json.loads(text)
+    if isinstance(data, dict) and "identity" not in data and extension != DEFAULT_IDENTITY:
+        return json.dumps({**data, "identity": extension}, separators=(",", ":"))
+    return text
 
 
 @dataclass(frozen=True)
@@ -285,11 +304,15 @@ def parse_streamer_create(form: Mapping[str, str]) -> StreamerCreate:
 
 
 def parse_end_update(form: Mapping[str, str]) -> None:
-    """``Status`` is required and only ``ended`` is allowed (both resources)."""
+    """``Status`` is required and only ``ended`` is allowed (both resources).
+
+    Matched case-insensitively, as the hosted API did: Twilio's reference backends end
+    both resources with ``Status=ENDED``.
+    """
     status = _field(form, "Status")
     if status is None:
         raise bad_request("Status is required")
-    if status != "ended":
+    if status.strip().lower() != "ended":
         raise bad_request(f"Status must be 'ended', got {status[:20]!r}")
 
 
@@ -322,9 +345,13 @@ def parse_order(form: Mapping[str, str]) -> str:
 
 
 def parse_status_filter(form: Mapping[str, str], allowed: Sequence[str]) -> str | None:
-    status = _field(form, "Status") or None
-    if status is not None and status not in allowed:
-        raise bad_request(f"Status must be one of {', '.join(allowed)}, got {status[:20]!r}")
+    """The ``Status`` filter of a list, case-insensitive (``STARTED`` is ``started``)."""
+    raw = _field(form, "Status") or None
+    if raw is None:
+        return None
+    status = raw.strip().lower()
+    if status not in allowed:
+        raise bad_request(f"Status must be one of {', '.join(allowed)}, got {raw[:20]!r}")
     return status
 
 

@@ -1,0 +1,145 @@
+"""What the hosted API took from Twilio's own reference backends, in-process.
+
+Contexts with keys the audio mixer does not know (``video``, ``resolution``), ``Status``
+in upper case, ``audio-mixer-v2``'s default identity, and MediaRecordings' ``source_sid``.
+The launcher is ``RecordingLauncher`` (tests/test_api_app.py: a unit-test stand-in that
+starts no worker and records what it was handed); tests/test_api_reference_backend.py
+replays the same calls against real workers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mixer_ext.api import resources as r
+from tests.test_api_app import AUTH, RecordingLauncher, _client
+
+ROOM_SID = "RM" + "c" * 32
+
+
+class ContextLauncher(RecordingLauncher):
+    """RecordingLauncher that also keeps the context text each worker would get."""
+
+    def __init__(self, data_dir: Path) -> None:
+        super().__init__(data_dir)
+        self.contexts: list[str] = []
+
+    def start(self, sid: str, context_text: str, env: dict[str, str]) -> dict[str, Any]:
+        self.contexts.append(context_text)
+        return super().start(sid, context_text, env)
+
+
+async def test_reference_backend_context_and_upper_case_status(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    client, plane = await _client(tmp_path)
+    launcher = plane.launcher = ContextLauncher(tmp_path)
+    try:
+        vj = (
+            await (
+                await client.post("/v1/PlayerStreamers", data={"Video": "false"}, headers=AUTH)
+            ).json()
+        )["sid"]
+        ctx = json.dumps(
+            {"room": {"name": ROOM_SID}, "outputs": [vj], "video": False, "resolution": "640x480"}
+        )
+        with caplog.at_level(logging.INFO, logger="mixer_ext.context"):
+            resp = await client.post(
+                "/v1/MediaProcessors",
+                data={"Extension": "audio-mixer-v2", "ExtensionContext": ctx},
+                headers=AUTH,
+            )
+        body = await resp.json()
+        assert resp.status == 201, body
+        assert body["extension_context"] == ctx  # echoed verbatim
+        ignored = [x.getMessage() for x in caplog.records if "ignoring unknown" in x.getMessage()]
+        assert len(ignored) == 1 and "'resolution', 'video'" in ignored[0]
+        # v2 joins as audio-mixer-v2 unless the context names an identity
+        handed = json.loads(launcher.contexts[-1])
+        assert handed["identity"] == "audio-mixer-v2" and handed["video"] is False
+        zx = body["sid"]
+
+        # list filters and the end update take Twilio's enum values in any case
+        page = await (
+            await client.get("/v1/MediaProcessors", params={"Status": "STARTED"}, headers=AUTH)
+        ).json()
+        assert [p["sid"] for p in page["media_processors"]] == [zx]
+        resp = await client.post(
+            f"/v1/MediaProcessors/{zx}", data={"Status": "ENDED"}, headers=AUTH
+        )
+        assert resp.status == 200 and (await resp.json())["status"] == "ended"
+        resp = await client.post(
+            f"/v1/PlayerStreamers/{vj}", data={"Status": "Ended"}, headers=AUTH
+        )
+        assert resp.status == 200 and (await resp.json())["status"] == "ended"
+        resp = await client.post(f"/v1/PlayerStreamers/{vj}", data={"Status": "gone"}, headers=AUTH)
+        assert resp.status == 400 and "'gone'" in (await resp.json())["message"]
+
+        # an explicit identity stands; v1 keeps its own default
+        vj2 = (await (await client.post("/v1/PlayerStreamers", headers=AUTH)).json())["sid"]
+        ctx2 = json.dumps({"room": {"name": "r2"}, "outputs": [vj2], "identity": "bot"})
+        resp = await client.post(
+            "/v1/MediaProcessors",
+            data={"Extension": "audio-mixer-v2", "ExtensionContext": ctx2},
+            headers=AUTH,
+        )
+        assert resp.status == 201 and launcher.contexts[-1] == ctx2
+
+        # a known key keeps its strict type: one line naming it
+        vj3 = (await (await client.post("/v1/PlayerStreamers", headers=AUTH)).json())["sid"]
+        bad = json.dumps({"room": {"name": "r"}, "outputs": [vj3], "audioBitrate": "128"})
+        resp = await client.post(
+            "/v1/MediaProcessors",
+            data={"Extension": "audio-mixer-v1", "ExtensionContext": bad},
+            headers=AUTH,
+        )
+        err = await resp.json()
+        assert resp.status == 400 and err["code"] == 21200
+        assert err["message"].startswith("ExtensionContext: audioBitrate: ")
+    finally:
+        await client.close()
+        plane.store.close()
+
+
+async def test_recording_source_sid_is_the_room_sid(tmp_path: Path) -> None:
+    client, plane = await _client(tmp_path)
+    try:
+        made = []
+        for room in (ROOM_SID, "by-unique-name"):
+            ctx = json.dumps({"room": {"name": room}, "outputs": [f"file:{room}.m4a"]})
+            resp = await client.post(
+                "/v1/MediaProcessors",
+                data={"Extension": "audio-mixer-v1", "ExtensionContext": ctx},
+                headers=AUTH,
+            )
+            assert resp.status == 201
+            made.append((await resp.json())["sid"])
+        page = await (
+            await client.get("/v1/MediaRecordings", params={"SourceSid": ROOM_SID}, headers=AUTH)
+        ).json()
+        recs = page["media_recordings"]
+        assert [x["processor_sid"] for x in recs] == [made[0]]
+        assert recs[0]["source_sid"] == ROOM_SID
+        assert page["meta"]["url"].count("SourceSid=" + ROOM_SID) == 1
+        other = await (
+            await client.get("/v1/MediaRecordings", params={"ProcessorSid": made[1]}, headers=AUTH)
+        ).json()
+        assert other["media_recordings"][0]["source_sid"] is None
+    finally:
+        await client.close()
+        plane.store.close()
+
+
+def test_worker_context_fills_only_a_missing_identity() -> None:
+    text = '{"room":{"name":"r"},"outputs":["hls:a"]}'
+    assert r.worker_context("audio-mixer-v1", text) == text
+    assert json.loads(r.worker_context("audio-mixer-v2", text))["identity"] == "audio-mixer-v2"
+    named = '{"room":{"name":"r"},"outputs":["hls:a"],"identity":"x"}'
+    assert r.worker_context("audio-mixer-v2", named) == named
+    assert r.room_source_sid(ROOM_SID) == ROOM_SID
+    assert r.room_source_sid("RM-short") is None
