@@ -151,6 +151,19 @@ class Settings(BaseSettings):
     #: ... and at once; a connection that sends more is closed (``rate-limited``)
     room_message_burst: int = Field(60, ge=1, le=100_000)
 
+    # --- recordings and compositions (room server) ---------------------------
+    #: where per-track recordings and compositions are stored (``recordings/``,
+    #: ``compositions/`` under it)
+    recordings_dir: Path = Path("./recordings")
+    #: a new recording or composition is refused (failed) below this much free space, MiB
+    recordings_min_free_mb: int = Field(512, ge=0)
+    #: media files older than this many days are deleted (metadata kept); 0: kept forever
+    recordings_retention_days: float = Field(0.0, ge=0.0)
+    #: record every published audio track of rooms that do not say (Twilio's console default)
+    record_participants_on_connect: bool = False
+    #: compositions mixed at once, each in its own worker process
+    composition_workers: int = Field(1, ge=1, le=64)
+
     @property
     def mixer_identities(self) -> frozenset[str]:
         return frozenset(i.strip() for i in self.room_mixer_identities.split(",") if i.strip())
