@@ -30,7 +30,7 @@ import {
   payloadTextsFromCue,
   rosterChanges,
 } from './payload.js';
-import { LOW_LATENCY_CONFIG } from './hls-config.js';
+import { createHls } from './hls-config.js';
 import { chooseSource } from './source.js';
 
 const LATENCY_REFRESH_MS = 500;
@@ -219,11 +219,11 @@ class Player {
     this.requestedEngine = requestedEngine;
     const config = await loadConfig();
     const choice = chooseSource(location.href, config);
-    // LL-HLS tuning when the worker says its HLS is low-latency (config.json
-    // "lowLatency": true) or the page is opened with ?lowLatency=1 (0: off).
+    // LL-HLS tuning: learnt from the playlist itself (hls-config.js createHls), whoever
+    // serves this page; ?lowLatency=1 forces it from the start, ?lowLatency=0 plays
+    // whole segments as a player without LL-HLS would.
     const llParam = new URL(location.href).searchParams.get('lowLatency');
-    this.lowLatency =
-      llParam !== null ? llParam !== '0' : config.data?.lowLatency === true;
+    this.lowLatency = llParam === null ? 'auto' : llParam !== '0';
     if (choice.error) {
       this.noSource = true;
       this.el.source.textContent = 'none';
@@ -280,13 +280,7 @@ class Player {
   startHlsJs() {
     const Hls = window.Hls;
     // Our own cues instead of hls.js's (see the top of this file).
-    const hls = new Hls({
-      enableID3MetadataCues: false,
-      enableEmsgMetadataCues: false,
-      // ?lowLatency=0: whole segments, as a player without LL-HLS (hls.js' own
-      // default would still load parts).
-      ...(this.lowLatency ? LOW_LATENCY_CONFIG : { lowLatencyMode: false }),
-    });
+    const hls = createHls(Hls, { lowLatency: this.lowLatency });
     this.hls = hls;
     // For apps and tests that want hls.js' own events (stalls, parts loaded):
     // fired before anything loads, so a listener misses none of them.

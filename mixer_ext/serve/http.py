@@ -4,8 +4,9 @@ Paths (all GET):
 
 * ``/`` -> ``<player dir>/index.html``; the page fetches ``/config.json``,
   ``{"src": "/hls/<first HLS output>/index.m3u8", "metadataWs": "/ws/metadata",
-  "lowLatency": MIXER_HLS_LOW_LATENCY}`` (the page tunes hls.js for LL-HLS),
-  so it plays this worker's first HLS output unless opened with ``?src=``.
+  "lowLatency": MIXER_HLS_LOW_LATENCY}``, so it plays this worker's first HLS
+  output unless opened with ``?src=`` (``lowLatency`` is informative: the page
+  learns low latency from the playlist itself, ``player_demo/hls-config.js``).
   Other files of the player directory are served below ``/`` as well.
 * ``/hls/<name>/index.m3u8`` (``application/vnd.apple.mpegurl``,
   ``Cache-Control: no-cache``), ``/hls/<name>/seg-NNNNNN.ts`` and the
