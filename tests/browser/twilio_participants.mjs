@@ -59,6 +59,9 @@ rl.on("line", (line) => {
         reply = await page.evaluate((on) => window.setEnabled(on), cmd.op === "enable");
       } else if (cmd.op === "leave") {
         reply = await page.evaluate(() => window.leave());
+      } else if (cmd.op === "eval") {
+        // an app's own call, e.g. publishing a camera later: {"expr": "async () => ..."}
+        reply = await page.evaluate(`(${cmd.expr})()`);
       } else if (cmd.op === "close") {
         await page.context().close();
         pages.delete(cmd.id);

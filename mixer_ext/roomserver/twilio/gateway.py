@@ -408,7 +408,8 @@ class TwilioSession:
         self._published_revision = 0
         self._local_revision = -1
         #: publisher's track sid -> (transceiver, relayed track, publisher identity)
-        self.subscriptions: dict[str, tuple[RTCRtpTransceiver, Any, str]] = {}
+        #: (the transceiver is None until the server offers it: ``_add_transceivers``)
+        self.subscriptions: dict[str, tuple[RTCRtpTransceiver | None, Any, str]] = {}
         self._subscribed_revision = 0
         #: the others as the SDK sees them, by identity
         self._remotes: dict[str, s.RemoteParticipant] = {}
@@ -635,6 +636,12 @@ class TwilioSession:
         if self._client_sdp is None:
             self._client_sdp = desc.sdp
         await self.pc.setRemoteDescription(RTCSessionDescription(desc.sdp, "offer"))
+        for transceiver in self.pc.getTransceivers():
+            if transceiver.kind != "audio":
+                # audio rooms: a camera or screen m-line is answered inactive, so the browser
+                # sends no video and nothing here decodes it; its publication alone fails
+                # (53125 in ``published``), the m-line stays for later re-offers
+                transceiver.direction = "inactive"
         answer = await self.pc.createAnswer()
         await self.pc.setLocalDescription(answer)
         return str(self.pc.localDescription.sdp)
@@ -686,17 +693,32 @@ class TwilioSession:
         if publisher.track_sid in self.subscriptions:
             return
         relayed = publisher.fanout.subscribe()
-        transceiver = self.pc.addTransceiver(relayed, direction="sendonly")
-        self.subscriptions[publisher.track_sid] = (transceiver, relayed, publisher.identity)
+        # its transceiver is added only as the server makes its offer (``_add_transceivers``)
+        self.subscriptions[publisher.track_sid] = (None, relayed, publisher.identity)
         self._negotiation_needed.set()
+
+    def _add_transceivers(self) -> None:
+        """A sendonly transceiver for each subscription not yet offered, just before the offer.
+
+        Added any earlier, an un-offered transceiver breaks the answer to a client's offer in
+        between (the SDK re-offers as soon as its camera is refused): aiortc 1.16 then derives
+        its direction from an offer it was never in (``None is not in list``, 53403 to the
+        SDK), and may even give the client's new audio m-line to it.
+        """
+        for sid, (transceiver, relayed, identity) in list(self.subscriptions.items()):
+            if transceiver is None:
+                transceiver = self.pc.addTransceiver(relayed, direction="sendonly")
+                self.subscriptions[sid] = (transceiver, relayed, identity)
 
     def unsubscribe(self, track_sid: str) -> None:
         entry = self.subscriptions.pop(track_sid, None)
         if entry is None:
             return
         transceiver, relayed, _ = entry
-        transceiver.sender.replaceTrack(None)
         relayed.stop()
+        if transceiver is None:  # never offered: nothing to renegotiate
+            return
+        transceiver.sender.replaceTrack(None)
         transceiver.direction = "inactive"
         self._subscribed_revision += 1
         self._send(s.room_state("update", subscribed=self._subscribed_state()))
@@ -718,6 +740,7 @@ class TwilioSession:
                     return
                 self._negotiation_needed.clear()
                 async with self._lock:
+                    self._add_transceivers()
                     offer = await self.pc.createOffer()
                     sdp = offer.sdp
                     if self._client_sdp is not None:
@@ -776,8 +799,8 @@ class TwilioSession:
     def _subscribed_state(self) -> tuple[int, list[tuple[str, str]]]:
         tracks = [
             (sid, relayed.id)
-            for sid, (_, relayed, _) in self.subscriptions.items()
-            if relayed.readyState == "live"
+            for sid, (transceiver, relayed, _) in self.subscriptions.items()
+            if relayed.readyState == "live" and transceiver is not None
         ]
         return (self._subscribed_revision + 1, tracks)
 
