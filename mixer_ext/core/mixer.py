@@ -50,19 +50,24 @@ class Limiter:
         lookahead: int = 96,
         release_seconds: float = 0.25,
         ceiling: int = MAX_LEVEL,
+        channels: int = 2,
     ) -> None:
         self.tick_samples = tick_samples
         self.lookahead = lookahead
         self.ceiling = ceiling
         self._rho = 1.0 / (release_seconds * SAMPLE_RATE)
-        self._tail: Int32Block = np.zeros((lookahead, 2), np.int32)
+        self._tail: Int32Block = np.zeros((lookahead, channels), np.int32)
         self._m_tail: FloatArray = np.ones(lookahead, np.float64)
         self._gain = 1.0
         #: lowest gain applied since the last read (1.0 = never limited)
         self.min_gain = 1.0
 
     def process(self, mix: Int32Block) -> Int16Block:
-        """Limit one tick of ``(tick_samples, 2)`` int32; returns int16 of the same shape."""
+        """Limit one block of ``(samples, channels)`` int32; returns int16 of the same shape.
+
+        Blocks may have any length (the live mix gives one tick, a composition seconds):
+        the look-ahead carries over from one block to the next.
+        """
         T, L = len(mix), self.lookahead
         xbuf = np.concatenate((self._tail, mix))
         peak = int(np.abs(xbuf).max())

@@ -1,0 +1,160 @@
+"""Compositions (issue 23.3): a room's recordings mixed offline, checked by FFT per window.
+
+Recordings are made by the real recorder from real libopus payloads (three talkers,
+each its own tone, joining at different times, one with a DTX pause); the composition
+is decoded by FFmpeg (PyAV) and each tone must be where (and only where) its talker was.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import av
+import pytest
+
+from mixer_ext.roomserver.compose.engine import compose
+from mixer_ext.roomserver.compose.spec import (
+    CompositionSpecError,
+    Source,
+    plan,
+    segments,
+    select,
+)
+from mixer_ext.roomserver.recorder import RecordingTags, TrackRecorder
+from mixer_ext.sim.preencoded import encode_tone
+from mixer_ext.testing.timeline import decode_timeline, tone_level
+
+FRAME = 960
+RATE = 48_000
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def record(path: Path, freq: float, offset: float, talk: list[tuple[float, float]]) -> Source:
+    """A recording of ``freq`` starting ``offset`` s into the room, talking in ``talk`` spans
+    (seconds from the track's start; DTX between them, as a browser sends)."""
+    loop = encode_tone(freq, channels=1)
+    clock = Clock()
+    clock.now = offset
+    rec = TrackRecorder(path, RecordingTags(track_name=path.stem), room_start=0.0, clock=clock)
+    end = max(b for _, b in talk)
+    for n in range(round(end / 0.02)):
+        t = n * 0.02
+        speaking = any(a <= t < b for a, b in talk)
+        if speaking:
+            rec.push(loop.payloads[n % len(loop.payloads)], 7777 + n * FRAME)
+        elif n % 20 == 0:
+            rec.push(loop.silence, 7777 + n * FRAME)  # DTX: one tiny payload per 400 ms
+        clock.now += 0.02
+    rec.close()
+    result = rec.join(10)
+    assert result is not None and result.error is None
+    assert rec.offset_ms is not None
+    return Source(path.stem, path, rec.offset_ms * RATE // 1000, result.duration_samples)
+
+
+@pytest.fixture(scope="module")
+def room(tmp_path_factory: pytest.TempPathFactory) -> list[Source]:
+    d = tmp_path_factory.mktemp("room")
+    return [
+        record(d / "alice", 440, 0.0, [(0.0, 3.0)]),
+        record(d / "bob", 1000, 2.0, [(0.0, 1.5), (2.5, 4.0)]),  # 3.5..4.5 s: DTX pause
+        record(d / "carol", 2500, 8.0, [(0.0, 2.0)]),  # after a 2 s hole in the room
+    ]
+
+
+def test_selection_wildcards_and_errors(room: list[Source]) -> None:
+    assert [s.name for s in select(room, ["*"])] == ["alice", "bob", "carol"]
+    assert [s.name for s in select(room, ["*"], ["b*"])] == ["alice", "carol"]
+    assert [s.name for s in select(room, ["al*, car*"])] == ["alice", "carol"]
+    with pytest.raises(CompositionSpecError, match="AudioSources"):
+        select(room, [])
+    with pytest.raises(CompositionSpecError, match="matches"):
+        select(room, ["nobody"])
+    with pytest.raises(CompositionSpecError, match="invalid track name"):
+        select(room, ["a/b"])
+    with pytest.raises(CompositionSpecError, match="Format"):
+        plan(room, Path("x"), fmt="mkv")
+
+
+def test_trim_removes_the_holes(room: list[Source]) -> None:
+    assert segments(room, trim=False) == [(0, 10 * RATE)]
+    assert segments(room, trim=True) == [(0, 6 * RATE), (8 * RATE, 10 * RATE)]
+
+
+@pytest.mark.parametrize(("fmt", "codec"), [("mp4", "aac"), ("webm", "opus")])
+def test_composition_holds_every_tone_at_its_time(
+    room: list[Source], tmp_path: Path, fmt: str, codec: str
+) -> None:
+    out = tmp_path / f"c.{fmt}"
+    seen: list[float] = []
+    result = compose(plan(room, out, fmt=fmt, trim=False), seen.append)
+    assert seen and seen[-1] == 1.0 and seen == sorted(seen)
+    assert abs(result.duration - 10.0) < 0.01 and result.channels == 1
+    with av.open(str(out)) as c:
+        assert c.streams.audio[0].codec_context.name == codec
+    pcm = decode_timeline(out, keep_start=True)
+    assert abs(len(pcm) / RATE - 10.0) < 0.1
+
+    def level(freq: float, a: float, b: float) -> float:
+        return tone_level(pcm, freq, a, b)
+
+    # alice 0..3 s, bob 2..3.5 and 4.5..6 s, nobody 6..8 s, carol 8..10 s
+    assert level(440, 0.2, 1.8) > 0.2 and level(1000, 0.2, 1.8) < 0.01
+    assert level(440, 2.2, 2.8) > 0.2 and level(1000, 2.2, 2.8) > 0.2
+    assert level(440, 3.2, 5.8) < 0.01
+    assert level(1000, 3.6, 4.4) < 0.01  # bob's DTX pause stays a pause
+    assert level(1000, 4.7, 5.8) > 0.2
+    for f in (440, 1000, 2500):
+        assert level(f, 6.1, 7.9) < 0.01  # the hole is silence
+    assert level(2500, 8.2, 9.8) > 0.2
+
+
+def test_trim_and_exclusion(room: list[Source], tmp_path: Path) -> None:
+    out = tmp_path / "c.webm"
+    result = compose(plan(room, out, fmt="webm", excluded=["bob"], trim=True))
+    # alice 0..3, then (bob excluded) the hole to 8 s is trimmed: carol right after
+    assert abs(result.duration - 5.0) < 0.01
+    pcm = decode_timeline(out, keep_start=True)
+    assert tone_level(pcm, 440, 0.2, 2.8) > 0.2
+    assert tone_level(pcm, 1000, 0.2, 4.8) < 0.01  # bob removed
+    assert tone_level(pcm, 2500, 3.2, 4.8) > 0.2
+
+
+async def test_worker_processes_compose_with_bounded_concurrency(
+    room: list[Source], tmp_path: Path
+) -> None:
+    """Two compositions through one worker slot: the second starts after the first."""
+    import asyncio
+
+    from mixer_ext.roomserver.compose.workers import CompositionFailed, CompositionWorkers
+
+    workers = CompositionWorkers(1)
+    events: list[str] = []
+    progress: dict[str, list[float]] = {"a": [], "b": []}
+
+    async def one(name: str) -> float:
+        job = plan(room, tmp_path / f"{name}.mp4", fmt="mp4")
+        result = await workers.run(
+            job, progress[name].append, on_started=lambda: events.append(f"start {name}")
+        )
+        events.append(f"done {name}")
+        return result.duration
+
+    durations = await asyncio.gather(one("a"), one("b"))
+    assert durations == [8.0, 8.0]
+    assert events == ["start a", "done a", "start b", "done b"]
+    assert progress["a"][-1] == 1.0 and progress["b"][-1] == 1.0
+    pcm = decode_timeline(tmp_path / "b.mp4", keep_start=True)
+    assert tone_level(pcm, 2500, 6.2, 7.8) > 0.2
+    # a job that cannot be made fails with a reason, the pool goes on
+    broken = Source("x", tmp_path / "missing.mka", 0, RATE)
+    with pytest.raises(CompositionFailed, match=r"missing\.mka"):
+        await workers.run(plan([broken], tmp_path / "x.webm"))
+    assert workers.running == 0
