@@ -28,6 +28,12 @@ SCRIPTS = {
         r"result: backend=embedded: (largest N that held = 3|no N held)",
         r"N=3: mixer / floor CPU = .* = \d+\.\d+x",
     ],
+    "composition.py": [
+        rf"^ours +\d+\.\d+s +\d+\.\d+s +\d+\.\dx +\d+\.\dx +{FIGURE}",
+        rf"^ffmpeg +\d+\.\d+s +\d+\.\d+s +\d+\.\dx +\d+\.\dx +{FIGURE}",
+        r"ratio: ffmpeg cpu / ours cpu = \d+\.\d+x",
+        r"check ours: every talker heard",
+    ],
     "mono_buffer.py": [rf"buffered mono \(upmixed in the mix\): +{FIGURE} +\(\d+\.\d+x\)"],
     "latency.py": [
         rf"\(a\) in mixer, arrival -> packet to outputs: p50 +{FIGURE} +p99 +{FIGURE}",
