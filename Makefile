@@ -7,6 +7,9 @@ PY := $(VENV)/bin/python
 VENV_STAMP := $(VENV)/.installed-stamp
 NODE_STAMP := node_modules/.installed-stamp
 HLSJS := player_demo/vendor/hls.min.js
+HLSJS_MJS := player_demo/vendor/hls.min.mjs
+LIVE_PLAYER := player_demo/vendor/twilio-live-player.min.js
+LIVE_PLAYER_SRC := $(addprefix player_demo/,live-player.js hls-config.js payload.js source.js)
 PYTEST_ARGS ?=
 
 .PHONY: all setup demo test lint typecheck unit clean helm-lib helm-render helm-lint bench
@@ -23,12 +26,23 @@ $(NODE_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-# The player page loads hls.js from its own directory: no build step, just a copy.
+# The player page loads hls.js from its own directory: no build step, just a copy
+# (the UMD build for pages that use window.Hls, the ES module for live-player.js).
 $(HLSJS): $(NODE_STAMP)
 	mkdir -p $(dir $@)
 	cp node_modules/hls.js/dist/hls.min.js $@
 
-setup: $(VENV_STAMP) $(NODE_STAMP) $(HLSJS)
+$(HLSJS_MJS): $(NODE_STAMP)
+	mkdir -p $(dir $@)
+	cp node_modules/hls.js/dist/hls.min.mjs $@
+
+# The <script> build of the Live Player SDK-compatible module (Twilio.Live.Player, as
+# the SDK's twilio-live-player.min.js): live-player.js and hls.js in one IIFE, by esbuild.
+$(LIVE_PLAYER): $(NODE_STAMP) $(HLSJS_MJS) $(LIVE_PLAYER_SRC)
+	node_modules/.bin/esbuild player_demo/live-player.js --bundle --format=iife \
+		--global-name=Twilio.Live --minify --target=es2020 --log-level=warning --outfile=$@
+
+setup: $(VENV_STAMP) $(NODE_STAMP) $(HLSJS) $(HLSJS_MJS) $(LIVE_PLAYER)
 
 demo: setup
 	$(VENV)/bin/mixer-ext demo

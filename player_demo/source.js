@@ -39,31 +39,31 @@ function base64UrlJson(part) {
 
 /**
  * The PlaybackGrant in a player access token (a JWT with `grants.player`), checked
- * as the Player SDK's grant.js does.
+ * as the Player SDK's grant.js does.  `label` names the token in the messages.
  * @returns {{playbackUrl: string, playerStreamerSid: string, requestCredentials: any} | {error: string}}
  */
-export function grantFromToken(token) {
+export function grantFromToken(token, label = '?token') {
   const parts = String(token).trim().split('.');
-  if (parts.length !== 3) return { error: '?token is not a JWT (three dot-separated parts)' };
+  if (parts.length !== 3) return { error: `${label} is not a JWT (three dot-separated parts)` };
   let payload;
   try {
     payload = base64UrlJson(parts[1]);
   } catch {
-    return { error: '?token: the JWT payload is not base64url JSON' };
+    return { error: `${label}: the JWT payload is not base64url JSON` };
   }
   const grant = payload && payload.grants && payload.grants.player;
   if (!grant || typeof grant !== 'object') {
-    return { error: '?token has no grants.player (is it a player access token?)' };
+    return { error: `${label} has no grants.player (is it a player access token?)` };
   }
   if (typeof grant.playbackUrl !== 'string' || !grant.playbackUrl) {
-    return { error: '?token: grants.player has no playbackUrl' };
+    return { error: `${label}: grants.player has no playbackUrl` };
   }
   if (typeof grant.playerStreamerSid !== 'string' || !grant.playerStreamerSid) {
-    return { error: '?token: grants.player has no playerStreamerSid' };
+    return { error: `${label}: grants.player has no playerStreamerSid` };
   }
   const rc = grant.requestCredentials;
   if (rc !== undefined && rc !== null && !REQUEST_CREDENTIALS.has(rc)) {
-    return { error: `?token: grants.player.requestCredentials ${JSON.stringify(rc)} is not omit, same-origin or include` };
+    return { error: `${label}: grants.player.requestCredentials ${JSON.stringify(rc)} is not omit, same-origin or include` };
   }
   return grant;
 }
