@@ -2,7 +2,8 @@
 
 Used by the end-to-end tests: the audio is decoded from the MPEG-TS segments
 the playlist lists (in order), and every timed-ID3 packet is parsed back
-into a ``MetadataPayload`` with its presentation time in seconds.
+into a ``MetadataPayload`` with its presentation time in seconds (an app's payload,
+its ``TXXX`` described ``app``, into ``app_payloads`` as its string).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import av
 import numpy as np
 import numpy.typing as npt
 
-from mixer_ext.core.payload import MetadataPayload
+from mixer_ext.core.payload import APP_SOURCE, MetadataPayload
 from mixer_ext.outputs.carriers import parse_id3_txxx
 
 T = TypeVar("T")
@@ -35,6 +36,8 @@ class HlsRead:
     bit_rate: int | None
     #: (presentation time in seconds, payload)
     payloads: list[tuple[float, MetadataPayload]]
+    #: (presentation time in seconds, an app's string): POST .../TimedMetadata
+    app_payloads: list[tuple[float, str]]
 
     @property
     def ended(self) -> bool:
@@ -59,6 +62,7 @@ def read_hls(directory: Path, playlist_name: str = "index.m3u8") -> HlsRead:
 def read_ts(blob: bytes, *, playlist: str = "", segments: list[str] | None = None) -> HlsRead:
     chunks: list[npt.NDArray[np.float32]] = []
     payloads: list[tuple[float, MetadataPayload]] = []
+    app_payloads: list[tuple[float, str]] = []
     audio_start: float | None = None
     with av.open(io.BytesIO(blob), format="mpegts") as container:
         audio = container.streams.audio[0]
@@ -70,9 +74,12 @@ def read_ts(blob: bytes, *, playlist: str = "", segments: list[str] | None = Non
             if packet.stream.type == "data":
                 if packet.size == 0 or packet.pts is None:
                     continue
-                for _desc, value in parse_id3_txxx(bytes(packet)):
+                for desc, value in parse_id3_txxx(bytes(packet)):
                     t = float(packet.pts * packet.time_base)
-                    payloads.append((t, MetadataPayload.from_json(value)))
+                    if desc == APP_SOURCE:
+                        app_payloads.append((t, value))
+                    else:
+                        payloads.append((t, MetadataPayload.from_json(value)))
                 continue
             for frame in packet.decode():
                 if audio_start is None and frame.pts is not None:
@@ -93,6 +100,7 @@ def read_ts(blob: bytes, *, playlist: str = "", segments: list[str] | None = Non
         codec=codec,
         bit_rate=bit_rate,
         payloads=payloads,
+        app_payloads=app_payloads,
     )
 
 

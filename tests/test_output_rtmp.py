@@ -19,11 +19,11 @@ from typing import Any
 import pytest
 
 from mixer_ext.context import parse_output
-from mixer_ext.core.payload import MetadataPayload
+from mixer_ext.core.payload import APP_SOURCE, MetadataPayload
 from mixer_ext.encode.fanout import OutputPipeline
 from mixer_ext.log import RedactingFilter, TextFormatter
 from mixer_ext.metrics import OUTPUT_RECONNECTS
-from mixer_ext.outputs.carriers import parse_amf0_on_text_data
+from mixer_ext.outputs.carriers import parse_amf0_text_fields
 from mixer_ext.settings import Settings
 from mixer_ext.testing.feed import feed, flv_tags
 from tests.conftest import free_port, require_path, require_program
@@ -79,12 +79,39 @@ class FfmpegListener:
             self.proc.kill()
             self.proc.wait(5)
 
-    def payloads(self) -> list[MetadataPayload]:
+    def _text_tags(self) -> list[tuple[int, dict[str, str]]]:
         out = []
-        for tag_type, _ts, body in flv_tags(self.out.read_bytes()):
+        for tag_type, ts, body in flv_tags(self.out.read_bytes()):
             if tag_type == 18 and body.startswith(b"\x02\x00\x0aonTextData"):
-                out.append(MetadataPayload.from_json(parse_amf0_on_text_data(body)))
+                out.append((ts, parse_amf0_text_fields(body)))
         return out
+
+    def payloads(self) -> list[MetadataPayload]:
+        """The mixer's payloads."""
+        return [MetadataPayload.from_json(f["text"]) for _, f in self._text_tags() if _mine(f)]
+
+    def payload_times(self) -> list[int]:
+        """FLV timestamps (ms) of the mixer's payloads."""
+        return [ts for ts, f in self._text_tags() if _mine(f)]
+
+    def app_payloads(self) -> list[tuple[int, str]]:
+        """(FLV timestamp in ms, text) of every app payload.
+
+        FFmpeg rebuilds each ``onTextData`` from its ``text`` alone, so the ``source:
+        "app"`` marker does not survive this relay: anything that is not a mixer
+        payload is an app's.
+        """
+        return [(ts, f["text"]) for ts, f in self._text_tags() if not _mine(f)]
+
+
+def _mine(fields: dict[str, str]) -> bool:
+    if fields.get("source") == APP_SOURCE:
+        return False
+    try:
+        MetadataPayload.from_json(fields["text"])
+    except ValueError:
+        return False
+    return True
 
 
 async def wait_connected(pipeline: OutputPipeline, first_tick: int, within: float = 15.0) -> int:

@@ -11,11 +11,14 @@ Routes:
 - ``/hls/{VJ}/index.m3u8?token=GRANT``: the ``playbackUrl`` of a PlaybackGrant; answers a
   multivariant playlist whose media playlist URI carries a *session* token, which covers
   the media playlist and its segments until the stream ends;
+- ``/v1/PlayerStreamers/{Sid}/TimedMetadata``: an app's timed metadata, queued for the
+  worker of the streamer's running processor (``timedmeta``);
 - ``/internal/workers/{ZX}/status?key=…``: where each worker's status reporter posts
-  (``MIXER_STATUS_CALLBACK_URL``), keyed per processor;
+  (``MIXER_STATUS_CALLBACK_URL``), keyed per processor; ``…/metadata?key=…`` beside it:
+  the worker's long poll for app metadata;
 - ``/healthz``.
 
-Why one module of ~850 lines: these are the aiohttp handlers of every resource, thin
+Why one module of ~950 lines: these are the aiohttp handlers of every resource, thin
 translations of requests into ``resources`` calls and results into responses, plus the
 playback gate; the rules are sans-I/O in ``resources``, persistence in ``store``, the
 workers in ``launcher``/``kube``, delivery in ``callbacks``.
@@ -43,6 +46,7 @@ from aiohttp import web
 
 from mixer_ext import eventloop
 from mixer_ext.api import resources as r
+from mixer_ext.api import timedmeta as tm
 from mixer_ext.api.callbacks import CallbackDispatcher
 from mixer_ext.api.config import ApiSettings, LauncherKind, load_api_settings
 from mixer_ext.api.kube import JobTemplate, KubeJobs, KubernetesLauncher
@@ -101,6 +105,11 @@ class ControlPlane:
         self.origin = HlsOrigin(self.hls_dir)
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping: dict[str, float] = {}
+        #: app timed metadata on its way to each running processor's worker
+        self.app_metadata: dict[str, tm.AppMetadataQueue] = {}
+        self._app_metadata_posted: dict[str, asyncio.Event] = {}
+        #: set when the API shuts down: long polls answer at once
+        self.closing = asyncio.Event()
 
     # ----------------------------------------------------------------- lifecycle
     async def start(self) -> None:
@@ -170,6 +179,10 @@ class ControlPlane:
     def _finished(self, sid: str) -> None:
         """The worker of a finished processor has exited: tidy up after it."""
         self._stopping.pop(sid, None)
+        self.app_metadata.pop(sid, None)
+        posted = self._app_metadata_posted.pop(sid, None)
+        if posted is not None:
+            posted.set()  # a poll still waiting answers (410)
         worker = self.store.worker(sid)
         if worker is not None:
             self.launcher.forget(sid, worker[1])
@@ -236,6 +249,30 @@ class ControlPlane:
         events = [e.event for e in step.effects if isinstance(e, r.Callback)]
         self.store.save_streamer(step.streamer, events, now)
         self.callbacks.wake()
+
+    # ----------------------------------------------------------------- app metadata
+    def running_processor(self, streamer_sid: str) -> r.MediaProcessor | None:
+        """The processor streaming to this PlayerStreamer now (its worker said so)."""
+        for p in self.store.active_processors():
+            if p.streaming and streamer_sid in p.streamer_sids():
+                return p
+        return None
+
+    def post_app_metadata(self, processor_sid: str, text: str) -> int:
+        """Queue ``text`` for the processor's worker; raises ``tm.QueueFull``."""
+        queue = self.app_metadata.setdefault(processor_sid, tm.AppMetadataQueue())
+        seq = queue.post(text)
+        self.app_metadata_event(processor_sid).set()
+        return seq
+
+    def app_metadata_event(self, processor_sid: str) -> asyncio.Event:
+        return self._app_metadata_posted.setdefault(processor_sid, asyncio.Event())
+
+    def close_polls(self) -> None:
+        """The API is shutting down: every waiting long poll answers now."""
+        self.closing.set()
+        for event in self._app_metadata_posted.values():
+            event.set()
 
     # ----------------------------------------------------------------- worker side
     def stream_base(self, streamer_sid: str) -> str | None:
@@ -560,6 +597,25 @@ async def create_grant(request: web.Request) -> web.Response:
     return _json(r.render_grant(s.sid, plane.cfg.account_sid, url, plane.public_url, now), 201)
 
 
+# ----------------------------------------------------------------- TimedMetadata
+async def post_timed_metadata(request: web.Request) -> web.Response:
+    """An app's string into the live stream, now, beside the mixer's own payloads."""
+    plane = request.app[PLANE]
+    s = STREAMERS.get_or_404(request)
+    text = tm.parse_timed_metadata(await _form(request))
+    if s.status is not r.StreamerStatus.STARTED:
+        raise tm.not_streaming(s.sid, f"is {s.status.value}")
+    p = plane.running_processor(s.sid)
+    if p is None:
+        raise tm.not_streaming(s.sid, "has no running MediaProcessor")
+    try:
+        plane.post_app_metadata(p.sid, text)
+    except tm.QueueFull:
+        raise tm.queue_full(s.sid) from None
+    body = tm.render_timed_metadata(s.sid, s.account_sid, text, plane.public_url, time.time())
+    return _json(body, 201)
+
+
 async def fetch_grant(request: web.Request) -> web.Response:
     STREAMERS.get_or_404(request)
     raise r.ApiError(405, r.CODE_METHOD, "Fetching a PlaybackGrant is not enabled; create one")
@@ -727,6 +783,38 @@ async def worker_status(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+async def worker_metadata(request: web.Request) -> web.Response:
+    """The worker's long poll: app metadata after ``after`` (acknowledging up to it).
+
+    Answers at once when something waits, else after ``wait`` seconds (at most
+    ``tm.MAX_WAIT``) with nothing; 410 once the processor is finished (the worker stops
+    asking).
+    """
+    plane = request.app[PLANE]
+    sid = request.match_info["sid"]
+    if not hmac.compare_digest(request.query.get("key", ""), plane.worker_key(sid)):
+        return web.Response(status=403)
+    after = tm.parse_after(request.query)
+    deadline = time.monotonic() + tm.parse_wait(request.query)
+    while True:
+        p = plane.store.processor(sid)
+        if p is None or p.status is not r.ProcessorStatus.STARTED:
+            return web.Response(status=410)
+        queue = plane.app_metadata.get(sid)
+        if queue is not None:
+            queue.ack(after)
+            items = queue.pending(after)
+            if items:
+                return _json({"items": [{"seq": m.seq, "metadata": m.text} for m in items]})
+        left = deadline - time.monotonic()
+        if left <= 0 or plane.closing.is_set():
+            return _json({"items": []})
+        event = plane.app_metadata_event(sid)
+        event.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), left)
+
+
 async def healthz(request: web.Request) -> web.Response:
     return web.Response(text="ok\n")
 
@@ -743,6 +831,7 @@ def build_app(plane: ControlPlane, player_dir: Path | None = None) -> web.Applic
         add("POST", f"/v1/{c.path}/{{sid}}", c.update_handler)
     add("POST", "/v1/PlayerStreamers/{sid}/PlaybackGrant", create_grant)
     add("GET", "/v1/PlayerStreamers/{sid}/PlaybackGrant", fetch_grant)
+    add("POST", "/v1/PlayerStreamers/{sid}/TimedMetadata", post_timed_metadata)
     add("GET", "/v1/MediaRecordings", list_recordings)
     add("GET", "/v1/MediaRecordings/{sid}", fetch_recording)
     add("DELETE", "/v1/MediaRecordings/{sid}", delete_recording)
@@ -750,6 +839,12 @@ def build_app(plane: ControlPlane, player_dir: Path | None = None) -> web.Applic
     add("GET", "/hls/{name}/{file}", play)
     app.on_shutdown.append(lambda _app: plane.origin.close())
     add("POST", "/internal/workers/{sid}/status", worker_status)
+    add("GET", "/internal/workers/{sid}/metadata", worker_metadata)
+
+    async def closing(_app: web.Application) -> None:
+        plane.close_polls()
+
+    app.on_shutdown.append(closing)
     add("GET", "/healthz", healthz)
     # the player page: /player/?token=<player access token> or ?src=<playbackUrl>
     root = (player_dir or default_player_dir()).resolve()

@@ -464,6 +464,7 @@ def render_streamer(s: PlayerStreamer, public_url: str) -> dict[str, Any]:
         "date_updated": format_date(s.date_updated),
         "video": s.video,
         "links": {
+            "access_token": base + "/AccessToken",
             "timed_metadata": base + "/TimedMetadata",
             "playback_grant": base + "/PlaybackGrant",
         },

@@ -151,6 +151,8 @@ class MixerClock:
                 if payload is not None:
                     metrics.PAYLOADS.inc()
                     self.sink.on_payload(payload)
+                    for app in self.mixer.take_app_payloads():
+                        self.sink.on_payload(app)
             except Exception:  # the next stage's bug must not stop the clock
                 self.sink_errors += 1
                 if self.sink_errors == 1 or self.sink_errors % 1000 == 0:

@@ -18,7 +18,7 @@ import numpy.typing as npt
 if TYPE_CHECKING:
     import av
 
-    from mixer_ext.core.payload import MetadataPayload
+    from mixer_ext.core.payload import TimedPayload
 
 SAMPLE_RATE = 48_000
 CHANNELS = 2
@@ -70,7 +70,7 @@ class MixSink(Protocol):
 
     def on_mix(self, frame: MixedFrame) -> None: ...
 
-    def on_payload(self, payload: MetadataPayload) -> None: ...
+    def on_payload(self, payload: TimedPayload) -> None: ...
 
 
 #: ``sink(codec, sequence_number, rtp_timestamp, payload)``: one received RTP payload

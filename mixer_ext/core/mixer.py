@@ -5,10 +5,15 @@ every 20 ms.  Per tick the work is one ``decode_pending()`` per input (the
 Opus payloads that arrived since the last tick, decoded in one place), a
 handful of numpy operations over a stacked ``(inputs, 960, 2)`` array, plus
 one ``pull()`` per input.
+
+An app's timed metadata (``post_app_metadata``) is stamped with the stream time at
+which it arrives and handed out (``take_app_payloads``) right after the mixer's own
+payload of that window, so the stream's metadata timestamps only ever rise.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -23,11 +28,14 @@ from mixer_ext.core.frames import (
 )
 from mixer_ext.core.input import Input
 from mixer_ext.core.levels import LevelMeter
-from mixer_ext.core.payload import MAX_LEVEL, MetadataPayload
+from mixer_ext.core.payload import MAX_LEVEL, AppPayload, MetadataPayload
 from mixer_ext.settings import JitterBufferSize
 
 Int32Block = npt.NDArray[np.int32]
 FloatArray = npt.NDArray[np.float64]
+
+#: app payloads a mixer holds at most between two windows (500 ms)
+APP_INBOX = 64
 
 
 class Limiter:
@@ -151,6 +159,10 @@ class Mixer:
         self._fade_out = self._fade_in[::-1].copy()
         self._tick = 0
         self._seq = 0
+        #: app payloads waiting for the end of their window (at most APP_INBOX)
+        self._app: deque[AppPayload] = deque()
+        #: pts of the last payload handed out (mixer's or app's)
+        self._last_payload_pts = -1
 
     # ------------------------------------------------------------------ roster
     @property
@@ -290,4 +302,37 @@ class Mixer:
             pts = (self._tick - TICKS_PER_PAYLOAD) * self.tick_samples
             payload = MetadataPayload(seq=self._seq, levels=levels, pts=pts)
             self._seq += 1
+            self._last_payload_pts = pts
         return frame, payload
+
+    # ------------------------------------------------------------------ app metadata
+    def post_app_metadata(self, text: str) -> bool:
+        """Stamp an app's metadata with the stream time now (the next tick's pts).
+
+        Returns False, and keeps nothing, when ``APP_INBOX`` payloads already wait
+        (the policy: refuse the newest; the API bounds what it sends far below that).
+        Raises ValueError for a string over ``MAX_APP_METADATA_BYTES``.
+        """
+        if len(self._app) >= APP_INBOX:
+            return False
+        self._app.append(AppPayload(text, pts=self._tick * self.tick_samples))
+        return True
+
+    def take_app_payloads(self) -> list[AppPayload]:
+        """The app payloads of the window whose own payload ``tick()`` just returned.
+
+        Each keeps its pts unless that would not rise above the payload before it
+        (two in one tick: one sample apart); one that would spill into the next window
+        waits for it.  In posting order.
+        """
+        end = self._tick * self.tick_samples
+        out: list[AppPayload] = []
+        while self._app and self._app[0].pts < end:
+            first = self._app[0]
+            pts = max(first.pts, self._last_payload_pts + 1)
+            if pts >= end:
+                break
+            self._app.popleft()
+            out.append(AppPayload(first.text, pts))
+            self._last_payload_pts = pts
+        return out

@@ -8,6 +8,11 @@ Payload (compact JSON, as the hosted extension sent it)::
 participant's peak absolute sample value (0..32767) over the 500 ms window,
 ``-1`` when the participant has no enabled audio track.
 
+``AppPayload`` is an app's own timed metadata (``POST
+/v1/PlayerStreamers/{Sid}/TimedMetadata``): its string, verbatim, stamped with the
+stream time at which it reached the mixer.  Both travel the same path (mixer clock ->
+encoder fan-out -> every output); the carriers tell them apart (``outputs.carriers``:
+an ID3 ``TXXX`` described ``app``, an ``onTextData`` with ``source: "app"``).
 """
 
 from __future__ import annotations
@@ -18,6 +23,10 @@ from dataclasses import dataclass, field
 
 MAX_LEVEL = 32_767
 MUTED = -1
+#: the largest app metadata string, in UTF-8 bytes (the API refuses longer ones)
+MAX_APP_METADATA_BYTES = 1024
+#: what marks an app's payload in the stream (the ID3 TXXX description)
+APP_SOURCE = "app"
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,3 +73,20 @@ class MetadataPayload:
                 raise ValueError(f"participant {identity!r} has no integer 'v'")
             levels[identity] = entry["v"]
         return cls(seq=data["s"], levels=levels, pts=pts)
+
+
+@dataclass(frozen=True, slots=True)
+class AppPayload:
+    """An app's timed metadata: ``text`` verbatim, at ``pts`` (48 kHz samples)."""
+
+    text: str
+    pts: int = 0
+
+    def __post_init__(self) -> None:
+        size = len(self.text.encode("utf-8"))
+        if size > MAX_APP_METADATA_BYTES:
+            raise ValueError(f"app metadata is {size} bytes (at most {MAX_APP_METADATA_BYTES})")
+
+
+#: what the mixer clock hands the outputs beside the audio
+TimedPayload = MetadataPayload | AppPayload

@@ -36,7 +36,7 @@ import av.logging
 from mixer_ext.allocator import limit_malloc_arenas
 from mixer_ext.context import FileOutputSpec, HlsOutputSpec, OutputSpec, RtmpOutputSpec
 from mixer_ext.core.frames import MixedFrame
-from mixer_ext.core.payload import MetadataPayload
+from mixer_ext.core.payload import MetadataPayload, TimedPayload
 from mixer_ext.encode.encoder import AacEncoder, check_bitrate
 from mixer_ext.errors import MixerError
 from mixer_ext.metrics import ENCODE_SECONDS, ENCODER_DROPPED_FRAMES
@@ -91,7 +91,7 @@ class OutputPipeline:
         if rtmp_start_ms is not None:
             self._rtmp_options["start_ms"] = rtmp_start_ms
         self.outputs: list[Output] = []
-        self._queue: queue.Queue[MixedFrame | MetadataPayload | None] = queue.Queue(
+        self._queue: queue.Queue[MixedFrame | TimedPayload | None] = queue.Queue(
             maxsize=ENCODER_QUEUE
         )
         self._encoder: AacEncoder | None = None
@@ -186,8 +186,15 @@ class OutputPipeline:
         """Hand one mixed frame to the encoder thread; never blocks (drops newest when full)."""
         self._offer(frame)
 
-    def on_payload(self, payload: MetadataPayload) -> None:
-        """Publish a payload to listeners and queue it for the in-band carriers."""
+    def on_payload(self, payload: TimedPayload) -> None:
+        """Publish a payload to listeners and queue it for the in-band carriers.
+
+        Listeners (the worker's ``/ws/metadata``) get the mixer's payloads only; an
+        app's payload (``AppPayload``) goes in-band alone.
+        """
+        if not isinstance(payload, MetadataPayload):
+            self._offer(payload)
+            return
         for listener in list(self._listeners):
             try:
                 listener(payload)
@@ -195,7 +202,7 @@ class OutputPipeline:
                 log.exception("payload listener failed")
         self._offer(payload)
 
-    def _offer(self, item: MixedFrame | MetadataPayload) -> None:
+    def _offer(self, item: MixedFrame | TimedPayload) -> None:
         if self._closed or self._thread is None:
             return
         is_frame = isinstance(item, MixedFrame)

@@ -31,7 +31,7 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
-from mixer_ext.core.payload import MetadataPayload
+from mixer_ext.core.payload import TimedPayload
 from mixer_ext.encode.encoder import AacParams, EncodedPacket
 from mixer_ext.metrics import OUTPUT_BYTES, OUTPUT_DROPPED_PACKETS, OUTPUT_ERRORS
 from mixer_ext.redact import redact_text
@@ -62,7 +62,7 @@ class _Close:
     end_of_stream: bool
 
 
-Item = EncodedPacket | MetadataPayload | _Close
+Item = EncodedPacket | TimedPayload | _Close
 
 
 class OutputError(Exception):
@@ -121,7 +121,7 @@ class Output:
         self._thread = threading.Thread(target=self._run, name=f"output-{self.kind}", daemon=True)
         self._thread.start()
 
-    def offer(self, item: EncodedPacket | MetadataPayload) -> None:
+    def offer(self, item: EncodedPacket | TimedPayload) -> None:
         """Hand over one item without blocking; drops (and counts) it when full or failed.
 
         Called from one thread (the encoder's).  After a dropped packet the next
@@ -246,7 +246,7 @@ class Output:
     def _audio(self, packet: EncodedPacket) -> None:
         raise NotImplementedError
 
-    def _metadata(self, payload: MetadataPayload) -> None:
+    def _metadata(self, payload: TimedPayload) -> None:
         raise NotImplementedError
 
     def _close(self, end_of_stream: bool) -> None:

@@ -1,8 +1,13 @@
-"""The payload's two in-band carriers, with parsers beside the builders.
+"""The payloads' two in-band carriers, with parsers beside the builders.
 
 * HLS (MPEG-TS ``timed_id3`` stream): an ID3v2.4 tag holding one ``TXXX``
   frame, UTF-8, empty description, value = the payload JSON.
 * RTMP/FLV: an AMF0 script-data body ``"onTextData", {type: "Text", text: JSON}``.
+
+An app's payload (``AppPayload``) rides the same carriers, told apart by one marker:
+its ``TXXX`` is described ``app`` (value = the app's string, verbatim), its
+``onTextData`` object has a third property ``source: "app"``.  A player that only
+reads undescribed ``TXXX`` frames (the mixer's) never mistakes one for the other.
 
 The parsers are used by tests and by anything that reads a stream back.
 """
@@ -10,6 +15,8 @@ The parsers are used by tests and by anything that reads a stream back.
 from __future__ import annotations
 
 import struct
+
+from mixer_ext.core.payload import APP_SOURCE, AppPayload, TimedPayload
 
 
 # --------------------------------------------------------------------------- ID3v2.4
@@ -84,8 +91,9 @@ def _amf0_string(value: str) -> bytes:
     return bytes((_AMF0_LONG_STRING,)) + struct.pack(">I", len(raw)) + raw
 
 
-def amf0_on_text_data(text: str) -> bytes:
-    """The FLV script-data body ``"onTextData", {"type": "Text", "text": text}``."""
+def amf0_on_text_data(text: str, source: str | None = None) -> bytes:
+    """The FLV script-data body ``"onTextData", {"type": "Text", "text": text}``
+    (plus ``"source": source`` when given)."""
     return (
         _amf0_string("onTextData")
         + bytes((_AMF0_OBJECT,))
@@ -93,12 +101,32 @@ def amf0_on_text_data(text: str) -> bytes:
         + _amf0_string("Text")
         + _amf0_key("text")
         + _amf0_string(text)
+        + (b"" if source is None else _amf0_key("source") + _amf0_string(source))
         + _AMF0_OBJECT_END
     )
 
 
+def id3_for(payload: TimedPayload) -> bytes:
+    """The ID3 tag that carries ``payload`` in HLS (and ``.ts`` recordings)."""
+    if isinstance(payload, AppPayload):
+        return id3_txxx(payload.text, APP_SOURCE)
+    return id3_txxx(payload.to_json())
+
+
+def amf0_for(payload: TimedPayload) -> bytes:
+    """The ``onTextData`` body that carries ``payload`` over RTMP."""
+    if isinstance(payload, AppPayload):
+        return amf0_on_text_data(payload.text, APP_SOURCE)
+    return amf0_on_text_data(payload.to_json())
+
+
 def parse_amf0_on_text_data(body: bytes) -> str:
     """The ``text`` of an ``onTextData`` body (object or ECMA array form)."""
+    return parse_amf0_text_fields(body)["text"]
+
+
+def parse_amf0_text_fields(body: bytes) -> dict[str, str]:
+    """Every string property of an ``onTextData`` body (``text`` among them)."""
 
     def read_string(pos: int) -> tuple[str, int]:
         marker = body[pos]
@@ -132,6 +160,6 @@ def parse_amf0_on_text_data(body: bytes) -> str:
             fields[key] = value
         if "text" not in fields:
             raise ValueError("onTextData has no 'text'")
-        return fields["text"]
+        return fields
     except (IndexError, struct.error) as exc:
         raise ValueError(f"AMF0 body is truncated: {exc}") from None

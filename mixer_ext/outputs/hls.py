@@ -40,13 +40,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from mixer_ext.core.frames import SAMPLE_RATE
-from mixer_ext.core.payload import MetadataPayload
+from mixer_ext.core.payload import TimedPayload
 from mixer_ext.encode.encoder import AacParams, EncodedPacket
 from mixer_ext.llhls.tspart import AudioPacket, Id3Packet
 from mixer_ext.llhls.writer import PLAYLIST_NAME, PartedStreamWriter
 from mixer_ext.metrics import OUTPUT_DISCONTINUITIES
 from mixer_ext.outputs.base import Output, OutputError
-from mixer_ext.outputs.carriers import id3_txxx
+from mixer_ext.outputs.carriers import id3_for
 from mixer_ext.settings import HlsPlaylistType, Settings
 
 log = logging.getLogger(__name__)
@@ -135,8 +135,8 @@ class HlsOutput(Output):
         audio = AudioPacket(packet.data, packet.pts, packet.duration)
         self._call(lambda: self.writer.audio(audio, discontinuity=packet.discontinuity))
 
-    def _metadata(self, payload: MetadataPayload) -> None:
-        self.writer.id3(Id3Packet(id3_txxx(payload.to_json()), payload.pts))
+    def _metadata(self, payload: TimedPayload) -> None:
+        self.writer.id3(Id3Packet(id3_for(payload), payload.pts))
 
     def _close(self, end_of_stream: bool) -> None:
         self._call(lambda: self.writer.close(end_of_stream))

@@ -26,11 +26,11 @@ from typing import Any
 import av
 
 from mixer_ext.core.frames import SAMPLE_RATE, TIME_BASE
-from mixer_ext.core.payload import MetadataPayload
+from mixer_ext.core.payload import TimedPayload
 from mixer_ext.encode.encoder import AacParams, EncodedPacket
 from mixer_ext.llhls.tspart import PART_OPTIONS
 from mixer_ext.outputs.base import Output, OutputError
-from mixer_ext.outputs.carriers import id3_txxx
+from mixer_ext.outputs.carriers import id3_for
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +70,8 @@ class TsWriter:
     def audio_packet(self, packet: EncodedPacket) -> None:
         self.container.mux(packet.to_av(self.audio))
 
-    def metadata(self, payload: MetadataPayload) -> None:
-        packet = av.Packet(id3_txxx(payload.to_json()))
+    def metadata(self, payload: TimedPayload) -> None:
+        packet = av.Packet(id3_for(payload))
         packet.pts = packet.dts = payload.pts
         packet.time_base = TIME_BASE
         packet.stream = self.id3
@@ -125,7 +125,7 @@ class FileOutput(Output):
         if self._packets % 50 == 0:  # about once a second
             self._account()
 
-    def _metadata(self, payload: MetadataPayload) -> None:
+    def _metadata(self, payload: TimedPayload) -> None:
         # mp4 has no stream that players read timed ID3 from; .ts keeps it in-band
         if self._ts is not None:
             self._ts.metadata(payload)

@@ -37,7 +37,7 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
-from mixer_ext.core.payload import MetadataPayload
+from mixer_ext.core.payload import TimedPayload
 from mixer_ext.encode.encoder import AacParams, EncodedPacket
 from mixer_ext.log import JsonFormatter
 from mixer_ext.metrics import OUTPUT_RECONNECTS
@@ -113,7 +113,7 @@ class RtmpOutput(Output):
     def _audio(self, packet: EncodedPacket) -> None:
         self._send(audio_frame(packet))
 
-    def _metadata(self, payload: MetadataPayload) -> None:
+    def _metadata(self, payload: TimedPayload) -> None:
         self._send(metadata_frame(payload))
 
     def _close(self, end_of_stream: bool) -> None:

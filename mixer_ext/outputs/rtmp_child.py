@@ -7,7 +7,8 @@ Protocol (all frames are a 4-byte little-endian length, then the body):
   "max_delay", "first_delay", "start_ms", "log_level", "log_format"}``; the URL (and its
   stream key) travels here, never on the command line where ``ps`` shows it.
 * stdin, then: ``A`` + ``<qqI`` (pts, dts, duration) + AAC bytes;
-  ``M`` + ``<q`` (pts) + payload JSON; ``C`` + one byte (end_of_stream) to
+  ``M`` + ``<q`` (pts) + payload JSON; ``T`` + ``<q`` (pts) + an app's text (UTF-8);
+  ``C`` + one byte (end_of_stream) to
   finish.  End of input finishes too (without ``end_of_stream``).
 * stdout: one JSON status line (``RtmpSession.status()`` plus
   ``received``, the frames read so far, and ``cpu``, its CPU seconds since
@@ -30,7 +31,7 @@ from typing import IO
 
 import av.logging
 
-from mixer_ext.core.payload import MetadataPayload
+from mixer_ext.core.payload import AppPayload, MetadataPayload, TimedPayload
 from mixer_ext.encode.encoder import AacParams, EncodedPacket
 from mixer_ext.log import setup_logging
 from mixer_ext.outputs.rtmp_session import RtmpSession
@@ -57,7 +58,10 @@ def audio_frame(packet: EncodedPacket) -> bytes:
     return b"A" + _AUDIO_HEADER.pack(packet.pts, packet.dts, packet.duration) + packet.data
 
 
-def metadata_frame(payload: MetadataPayload) -> bytes:
+def metadata_frame(payload: TimedPayload) -> bytes:
+    """``M``: the mixer's payload (JSON); ``T``: an app's text, verbatim."""
+    if isinstance(payload, AppPayload):
+        return b"T" + _META_HEADER.pack(payload.pts) + payload.text.encode()
     return b"M" + _META_HEADER.pack(payload.pts) + payload.to_json().encode()
 
 
@@ -120,6 +124,10 @@ def main() -> int:
         elif kind == b"M":
             (pts,) = _META_HEADER.unpack_from(body)
             session.offer(MetadataPayload.from_json(body[_META_HEADER.size :], pts=pts))
+        elif kind == b"T":
+            (pts,) = _META_HEADER.unpack_from(body)
+            text = body[_META_HEADER.size :].decode("utf-8")
+            session.offer(AppPayload(text, pts=pts))
         elif kind == b"C":
             end_of_stream = body[:1] == b"\x01"
             break

@@ -39,11 +39,11 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import av
 
 from mixer_ext.core.frames import SAMPLE_RATE, TIME_BASE
-from mixer_ext.core.payload import MetadataPayload
+from mixer_ext.core.payload import TimedPayload
 from mixer_ext.encode.encoder import AacParams, EncodedPacket
 from mixer_ext.metrics import OUTPUT_RECONNECTS
 from mixer_ext.outputs.base import Output, OutputState
-from mixer_ext.outputs.carriers import amf0_on_text_data
+from mixer_ext.outputs.carriers import amf0_for
 from mixer_ext.redact import add_secret, redact_text, redact_url
 
 log = logging.getLogger(__name__)
@@ -137,12 +137,12 @@ class RtmpSession(Output):
             return
         self._count_bytes(len(packet.data))
 
-    def _metadata(self, payload: MetadataPayload) -> None:
+    def _metadata(self, payload: TimedPayload) -> None:
         if self._container is None:
             self._count_drop()
             return
         pts = max(0, payload.pts - self._offset)
-        packet = av.Packet(amf0_on_text_data(payload.to_json()))
+        packet = av.Packet(amf0_for(payload))
         packet.pts = packet.dts = pts
         packet.time_base = TIME_BASE
         packet.stream = self._data_stream

@@ -56,6 +56,7 @@ from mixer_ext.metrics import PARTICIPANTS, ROOM_JOINS, start_metrics_server
 from mixer_ext.settings import Settings
 from mixer_ext.tasks import stop_tasks
 from mixer_ext.worker import decode_errors
+from mixer_ext.worker.appmeta import AppMetadataPoller, metadata_url
 from mixer_ext.worker.budget import ShutdownBudget
 from mixer_ext.worker.policy import (
     CONNECT_TIMEOUT,
@@ -195,6 +196,13 @@ class Worker:
         mixer = Mixer(self.settings.jitter_buffer, exclude_identity=self.identity)
         clock = MixerClock(mixer, pipeline)
         clock_task = asyncio.get_running_loop().create_task(clock.run(), name="mixer-clock")
+        # apps' timed metadata (POST .../TimedMetadata), when the API launched this worker
+        app_url = metadata_url(self.settings.status_callback_url)
+        app_metadata = (
+            None if app_url is None else AppMetadataPoller(app_url, mixer.post_app_metadata)
+        )
+        if app_metadata is not None:
+            app_metadata.start()
         outcome: Outcome
         connector: RoomConnector | None = None
         try:
@@ -203,6 +211,8 @@ class Worker:
             # Order matters: no more audio, then finish the outputs, then leave the room.
             # Each stage has its share of the shutdown budget (worker/budget.py).
             budget = self.budget
+            if app_metadata is not None:
+                await _bounded("app metadata", app_metadata.aclose(), budget.cancel)
             await _bounded("mixer clock", clock.stop(), budget.clock)
             await stop_tasks([clock_task], budget.clock, log)
             await _bounded(
