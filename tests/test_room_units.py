@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from mixer_ext.roomserver import protocol as p
-from mixer_ext.roomserver.state import Admission, Room
+from mixer_ext.roomserver.rooms import Admission, Room
 from mixer_ext.roomserver.tokens import TokenError, mint_token, verify_token
 from mixer_ext.sim.tracks import ToneTrack
 from tests.conftest import mixer_ext_cmd

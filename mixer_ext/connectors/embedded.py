@@ -177,7 +177,7 @@ class RoomClient:
                 self._enabled[t.sid] = t.enabled
         self._reader = asyncio.create_task(self._read_loop(), name=f"room-client:{self.label}")
 
-    def _parse(self, msg: aiohttp.WSMessage) -> p._Message | None:
+    def _parse(self, msg: aiohttp.WSMessage) -> p.Message | None:
         if msg.type != aiohttp.WSMsgType.TEXT:
             return None
         try:
@@ -256,7 +256,7 @@ class RoomClient:
         finally:
             await self._finish(reason)
 
-    async def _handle(self, message: p._Message) -> None:
+    async def _handle(self, message: p.Message) -> None:
         if isinstance(message, p.Offer):
             await self._on_offer(message)
         elif isinstance(message, p.ParticipantJoinedMsg):

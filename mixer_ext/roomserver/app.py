@@ -19,9 +19,11 @@ per participant (``session.Session``), so there is never glare.  A
 published track's encoded Opus is forwarded by a ``PacketFanout`` to a bounded
 ``ForwardedTrack`` per subscriber (``mixer_ext.roomserver.forward``).
 
-Room rules (``mixer_ext.roomserver.state.Room``) are checked by one housekeeping
-task every ``HOUSEKEEPING_PERIOD`` seconds: maximum participant duration and
-the empty-room timeout.
+Rooms, participants, tracks and admission belong to the rooms owner
+(``mixer_ext.roomserver.rooms.Rooms``); this server is one of its listeners (it tells the
+other connections what changed and keeps the gauges) and one of its front-ends.  The room
+rules (maximum participant duration, lapsed reconnections, the empty-room timeout) are
+the owner's ``tick``, run by one housekeeping task every ``HOUSEKEEPING_PERIOD`` seconds.
 
 Limits (``mixer_ext.roomserver.limits``, issue 16.1 and 16.4): sockets not joined
 yet and sockets per address are capped before the WebSocket handshake (503); an
@@ -34,9 +36,11 @@ track state updates wait in each receiver's outbox one per (identity, track),
 the latest value winning.  Warnings about refused messages and connections are
 rate-limited per kind (``LogThrottle``), so a flood never becomes a log flood.
 
-Why one module of ~780 lines: admission, the limits, the room rules and removal share one
-lock and one ``sessions`` map; splitting them would hand that lock around. The per-connection
-state machine is in ``session``, the wire format in ``protocol``, the media in ``forward``.
+Why one module of ~790 lines (for now): the aiohttp app, its lifecycle, the project's own
+signaling front-end, the operator REST and the CLI; LAYOUT.md splits it into ``server``,
+``signal``, ``rest`` and ``cli``, which now needs no new owner (the roster is ``rooms``').
+The per-connection state machine is in ``session``, the wire format in ``protocol``, the
+media in ``forward``.
 """
 
 from __future__ import annotations
@@ -50,7 +54,7 @@ import logging
 import signal
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import WSCloseCode, WSMsgType, web
 from pydantic import ValidationError
@@ -66,13 +70,27 @@ from mixer_ext.roomserver.limits import (
     PreJoinGuard,
     Refusal,
     TokenBucket,
-    identity_refusal,
+)
+from mixer_ext.roomserver.peer import Peer
+from mixer_ext.roomserver.rooms import (
+    Participant,
+    ParticipantJoined,
+    ParticipantLeft,
+    Refused,
+    Room,
+    RoomCreated,
+    RoomEnded,
+    Rooms,
+    RosterEvent,
+    TrackPublished,
+    TrackUnpublished,
+)
+from mixer_ext.roomserver.rooms import (
+    Refusal as JoinRefusal,
 )
 from mixer_ext.roomserver.session import TASK_STOP_TIMEOUT, Session
-from mixer_ext.roomserver.state import Admission, ParticipantState, Room
 from mixer_ext.roomserver.tokens import (
     TokenError,
-    check_name,
     mint_token,
     secret_from,
     verify_token,
@@ -150,15 +168,30 @@ class RoomServer:
             max_per_address=settings.room_max_connections_per_address,
         )
         self._log_throttle = LogThrottle(LOG_LINES_PER_KIND, LOG_PERIOD)
-        self.rooms: dict[str, Room] = {}
-        self.sessions: dict[tuple[str, str], Session] = {}
+        #: the one owner of rooms, participants, tracks and admission (sans-I/O)
+        self.rooms = Rooms(
+            max_participants=self.max_participants,
+            max_participant_duration=self.max_participant_duration,
+            empty_timeout=self.empty_timeout,
+            mixer_identities=self.mixer_identities,
+        )
+        self.rooms.attach(self)  # the fan-out to the other connections, and the metrics
         self._removals: set[asyncio.Task[None]] = set()
         self._handlers: set[asyncio.Task[Any]] = set()
         self._runner: web.AppRunner | None = None
         self._housekeeper: asyncio.Task[None] | None = None
-        self._lock = asyncio.Lock()
         #: twilio-video.js apps' signaling + Video REST, when MIXER_ACCOUNT_SID/API_KEYS are set
         self.twilio: TwilioGateway | None = TwilioGateway.from_environment(self)
+
+    @property
+    def sessions(self) -> dict[tuple[str, str], Peer]:
+        """Every participant's connection, by (room, identity), whatever its protocol."""
+        return {
+            (room.name, identity): cast(Peer, participant.connection)
+            for room in self.rooms.values()
+            for identity, participant in room.participants.items()
+            if participant.connection is not None
+        }
 
     @property
     def url(self) -> str:
@@ -201,8 +234,8 @@ class RoomServer:
     async def stop(self) -> None:
         """Disconnect everyone (``server-shutdown``), stop every task, release the port."""
         await stop_tasks([self._housekeeper], TASK_STOP_TIMEOUT, log)
-        for session in list(self.sessions.values()):
-            await self._remove(session, Reason.SERVER_SHUTDOWN)
+        for room in list(self.rooms.values()):
+            await self.end_room(room, Reason.SERVER_SHUTDOWN)
         if self.twilio is not None:
             await self.twilio.stop()
         for task in list(self._removals):
@@ -222,84 +255,92 @@ class RoomServer:
                 log.exception("room server: housekeeping failed")
 
     def _check_rooms(self, now: float) -> None:
-        """End overstayed participants and rooms empty for longer than their timeout."""
-        for room in list(self.rooms.values()):
-            for identity in room.overstayed(now):
-                session = self.sessions.get((room.name, identity))
-                if session is not None:
-                    log.info("room server: %s: maximum participant duration", session.label)
-                    self._schedule_removal(session, Reason.MAX_PARTICIPANT_DURATION)
-            if room.empty_expired(now) and not self._room_sessions(room.name):
-                log.info("room server: room %s: empty timeout, closing", room.name)
-                self._drop_room(room.name)
+        """End overstayed participants, lapsed reconnections and rooms empty for too long."""
+        due = self.rooms.tick(now)
+        for room, participant, reason in due.removals:
+            peer = cast(Peer | None, participant.connection)
+            log.info("room server: %s/%s: %s", room.name, participant.identity, reason)
+            if peer is not None and not peer.closed:
+                self.schedule_removal(peer, reason)
+            else:  # no connection to close (its window ran out): it just leaves
+                self.rooms.leave(room, participant, reason, now)
 
-    # --- roster changes ------------------------------------------------------------------
+    # --- the roster's effects ---------------------------------------------------------------
 
-    def _room_sessions(self, room: str) -> list[Session]:
-        return [s for (r, _), s in self.sessions.items() if r == room]
-
-    def _drop_room(self, name: str) -> None:
-        if self.rooms.pop(name, None) is not None:
+    def on_roster(self, event: RosterEvent) -> None:
+        """Tell every other connection in the room; subscribe the auto-subscribers; metrics."""
+        if isinstance(event, RoomCreated | RoomEnded):
             metrics.ROOM_SERVER_ROOMS.set(len(self.rooms))
-
-    def _enabled(self, identity: str, sid: str) -> bool:
-        for room in self.rooms.values():
-            participant = room.participants.get(identity)
-            if participant is not None and sid in participant.tracks:
-                return participant.tracks[sid].enabled
-        return True
-
-    def _schedule_removal(self, session: Session, reason: str) -> None:
-        """Remove ``session`` from a context that must not await (callbacks, loops)."""
-        if session.closed:
+            if isinstance(event, RoomCreated):
+                log.info("room server: room %s created", event.room.name)
+            else:
+                log.info("room server: room %s ended (%s)", event.room.name, event.reason)
             return
-        task = asyncio.create_task(self._remove(session, reason), name=f"room-rm:{session.label}")
+        if isinstance(event, ParticipantJoined | ParticipantLeft):
+            metrics.ROOM_SERVER_PARTICIPANTS.set(self.rooms.count_participants())
+        subject = event.participant
+        for other in list(event.room.participants.values()):
+            peer = cast(Peer | None, other.connection)
+            if other is subject or peer is None or peer.closed:
+                continue
+            if isinstance(event, TrackUnpublished):
+                peer.unsubscribe(event.track.sid)
+                self.rooms.unsubscribed(other, event.track.sid)
+            peer.on_roster(event)
+            if isinstance(event, TrackPublished) and other.auto_subscribe:
+                self._subscribe(other, subject, event.track.sid)
+
+    def _subscribe(self, subscriber: Participant, publisher: Participant, track_sid: str) -> None:
+        peer = cast(Peer | None, subscriber.connection)
+        source = cast(Peer | None, publisher.connection)
+        if peer is None or source is None or track_sid in subscriber.subscriptions:
+            return
+        if peer.subscribe(source, track_sid):
+            self.rooms.subscribed(subscriber, track_sid)
+
+    def subscribe_to_room(self, peer: Peer) -> None:
+        """``peer`` receives every track published in its room so far."""
+        for other in list(peer.room.participants.values()):
+            if other is not peer.participant:
+                for sid in list(other.tracks):
+                    self._subscribe(peer.participant, other, sid)
+
+    def admitted(self, peer: Peer, replaced: Participant | None) -> None:
+        """A front-end admitted ``peer``; the connection it replaced is closed."""
+        old = None if replaced is None else cast(Peer | None, replaced.connection)
+        if old is not None:  # torn down in a task: a slow close holds no join
+            log.info("room server: %s: replaced by a new connection", old.label)
+            self.schedule_removal(old, Reason.DUPLICATE_IDENTITY)
+
+    def schedule_removal(self, peer: Peer, reason: str) -> None:
+        """Remove ``peer`` from a context that must not await (callbacks, loops)."""
+        if peer.closed:
+            return
+        task = asyncio.create_task(self.remove(peer, reason), name=f"room-rm:{peer.label}")
         self._removals.add(task)
         task.add_done_callback(self._removals.discard)
 
-    def _detach(self, session: Session, reason: str) -> bool:
-        """Take ``session`` out of its room and tell the others; no await (safe under the lock).
-
-        False when ``session`` no longer holds its identity (already detached or replaced).
-        """
-        key = (session.room.name, session.identity)
-        if self.sessions.get(key) is not session:
-            return False
-        del self.sessions[key]
-        session.room.remove(session.identity, time.monotonic())
-        metrics.ROOM_SERVER_PARTICIPANTS.set(len(self.sessions))
-        for other in self._room_sessions(session.room.name):
-            if session.track_sid is not None:
-                other.unsubscribe(session.track_sid)
-                other.send(
-                    p.TrackUnpublishedMsg(identity=session.identity, track_sid=session.track_sid)
-                )
-            other.send(p.ParticipantLeftMsg(identity=session.identity, reason=reason))
-        return True
-
-    async def _remove(self, session: Session, reason: str, message: str = "") -> None:
-        """Detach ``session`` (if it still holds its identity), then close it with ``reason``."""
-        if session.closed:
+    async def remove(self, peer: Peer, reason: str, message: str = "") -> None:
+        """``peer`` leaves its room (if it still holds its seat), then is closed with ``reason``."""
+        if peer.closed:
             return
-        self._detach(session, reason)
-        log.info("room server: %s left: %s", session.label, reason)
+        self.rooms.leave(peer.room, peer.participant, reason, time.monotonic())
+        log.info("room server: %s left: %s", peer.label, reason)
         told = None if reason in (Reason.LEFT, Reason.CONNECTION_LOST) else reason
-        await session.close(told, message)
+        await peer.close(told, message)
 
-    def _on_published(self, publisher: Session) -> None:
-        if publisher.track_sid is None:  # called once the track has its sid
-            return
-        log.info("room server: %s published %s", publisher.label, publisher.track_sid)
-        info = p.TrackInfo(
-            sid=publisher.track_sid,
-            enabled=self._enabled(publisher.identity, publisher.track_sid),
-        )
-        for other in self._room_sessions(publisher.room.name):
-            if other is publisher:
-                continue
-            other.send(p.TrackPublishedMsg(identity=publisher.identity, track=info))
-            if other.auto_subscribe:
-                other.subscribe(publisher)
+    async def end_room(self, room: Room, reason: str) -> int:
+        """Everyone in ``room`` leaves with ``reason`` and is disconnected; the room ends."""
+        events = self.rooms.end_room(room, reason, time.monotonic())
+        peers = [
+            cast(Peer, e.participant.connection)
+            for e in events
+            if isinstance(e, ParticipantLeft) and e.participant.connection is not None
+        ]
+        for peer in peers:
+            log.info("room server: %s left: %s", peer.label, reason)
+        await asyncio.gather(*(peer.close(reason) for peer in peers if not peer.closed))
+        return len(peers)
 
     # --- signaling -------------------------------------------------------------------------
 
@@ -450,7 +491,7 @@ class RoomServer:
                     )
                     break
         finally:
-            await self._remove(session, reason, goodbye)
+            await self.remove(session, reason, goodbye)
 
     async def _await_join(self, ws: web.WebSocketResponse, peer: str) -> Session | None:
         """Read messages until a valid ``join``; admit it or refuse it with a reason.
@@ -499,67 +540,33 @@ class RoomServer:
 
     async def _admit(self, ws: web.WebSocketResponse, join: p.Join, peer: str) -> Session | None:
         named = join.room
-        if self.twilio is not None and join.room.startswith("RM"):
-            # the hosted extension's context names the room by its RM SID
-            join = join.model_copy(update={"room": self.twilio.room_name(join.room)})
+        # the hosted extension's context names the room by its RM SID
+        join = join.model_copy(update={"room": self.rooms.resolve(join.room)})
         label = f"{join.room[:40]}/<{peer}>"
         try:
-            check_name("room", join.room)
             # a token for the room's SID admits as one for its unique name
             claims = verify_token(self.secret, join.token, named)
+            admitted = self.rooms.join(
+                join.room,
+                claims.identity,
+                time.monotonic(),
+                role=claims.role,
+                auto_subscribe=join.auto_subscribe,
+            )
         except (TokenError, ValueError) as exc:
             await self._refuse(ws, label, Reason.UNAUTHORIZED, str(exc))
             return None
-        identity = claims.identity
-        refused: tuple[str, str, str] | None = None
-        replaced: Session | None = None
-        session: Session | None = None
-        others: list[Session] = []
-        async with self._lock:  # decisions and the roster only: no await in here
-            holder = self.sessions.get((join.room, identity))
-            refusal = identity_refusal(
-                identity,
-                claims.role,
-                reserved=self.mixer_identities,
-                holder_role=None if holder is None else holder.role,
-            )
-            now = time.monotonic()
-            room = self.rooms.get(join.room)
-            if refusal is not None:
-                refused = (label, Reason.UNAUTHORIZED, refusal)
-            elif room is not None and room.admission(identity) is Admission.FULL:
-                refused = (
-                    f"{join.room}/{identity}",
-                    Reason.ROOM_FULL,
-                    f"room is full ({len(room.participants)})",
-                )
+        except Refused as exc:
+            if exc.refusal is JoinRefusal.ROOM_FULL:
+                label = f"{join.room}/{claims.identity}"
+                await self._refuse(ws, label, Reason.ROOM_FULL, str(exc))
             else:
-                if room is None:
-                    room = Room(
-                        join.room,
-                        now=now,
-                        max_participants=self.max_participants,
-                        max_participant_duration=self.max_participant_duration,
-                        empty_timeout=self.empty_timeout,
-                    )
-                    self.rooms[join.room] = room
-                    metrics.ROOM_SERVER_ROOMS.set(len(self.rooms))
-                    log.info("room server: room %s created", join.room)
-                if holder is not None and self._detach(holder, Reason.DUPLICATE_IDENTITY):
-                    replaced = holder
-                others = self._room_sessions(join.room)
-                room.add(identity, now)
-                session = Session(self, ws, room, identity, join, self.new_bucket())
-                session.role = claims.role
-                self.sessions[(join.room, identity)] = session
-                metrics.ROOM_SERVER_PARTICIPANTS.set(len(self.sessions))
-        if session is None:
-            await self._refuse(ws, *(refused or (label, Reason.PROTOCOL_ERROR, "not admitted")))
+                await self._refuse(ws, label, Reason.UNAUTHORIZED, str(exc))
             return None
-        room = session.room
-        if replaced is not None:  # torn down outside the lock: a slow close holds no join
-            log.info("room server: %s: replaced by a new connection", replaced.label)
-            self._schedule_removal(replaced, Reason.DUPLICATE_IDENTITY)
+        room, participant = admitted.room, admitted.participant
+        session = Session(self, ws, room, participant, join, self.new_bucket())
+        participant.connection = session
+        self.admitted(session, admitted.replaced)
         log.info(
             "room server: %s joined from %s (publish=%s, subscribe=%s)",
             session.label,
@@ -570,21 +577,18 @@ class RoomServer:
         session.send(
             p.Joined(
                 room=room.name,
-                identity=identity,
+                identity=participant.identity,
                 participants=[
                     _participant_info(state)
                     for state in room.participants.values()
-                    if state.identity != identity
+                    if state is not participant
                 ],
             )
         )
-        for other in others:
-            other.send(p.ParticipantJoinedMsg(identity=identity))
         if join.publish:
             session.start_publishing()
         if join.auto_subscribe:
-            for other in others:
-                session.subscribe(other)
+            self.subscribe_to_room(session)
         return session
 
     def new_bucket(self) -> TokenBucket:
@@ -595,24 +599,23 @@ class RoomServer:
         if session.track_sid is None and session.publish_transceiver is not None:
             session.publish_enabled = enabled  # its track is on its way: it starts so
             return
-        state = session.room.participants.get(session.identity)
-        if session.track_sid is None or state is None or session.track_sid not in state.tracks:
+        changed = (
+            None
+            if session.track_sid is None
+            else self.rooms.set_track_enabled(
+                session.room, session.participant, session.track_sid, enabled
+            )
+        )
+        if changed is None:
             session.send(p.ErrorMsg(code="unexpected", message="no published track to enable"))
             return
-        track = state.tracks[session.track_sid]
-        if track.enabled == enabled:
-            return
-        track.enabled = enabled
         session.publish_enabled = enabled
         if session.fanout is not None:  # muted: forward nothing (subscribers keep their timeline)
             session.fanout.enabled = enabled
-        log.info("room server: %s track %s", session.label, "enabled" if enabled else "disabled")
-        update = p.TrackEnabledMsg(
-            identity=session.identity, track_sid=session.track_sid, enabled=enabled
-        )
-        for other in self._room_sessions(session.room.name):
-            if other is not session:  # one outbox slot per track, whatever the toggle rate
-                other.send_latest((session.identity, session.track_sid), update)
+        if changed:
+            log.info(
+                "room server: %s track %s", session.label, "enabled" if enabled else "disabled"
+            )
 
     # --- REST ----------------------------------------------------------------------------
 
@@ -661,9 +664,7 @@ class RoomServer:
         return web.json_response(
             {
                 "name": room.name,
-                "created_at": room.created_wall.isoformat(timespec="milliseconds").replace(
-                    "+00:00", "Z"
-                ),
+                "created_at": room.created_iso(),
                 "num_participants": len(room.participants),
                 "max_participants": room.max_participants,
                 "max_participant_duration": room.max_participant_duration,
@@ -691,11 +692,9 @@ class RoomServer:
                 headers={"WWW-Authenticate": 'Bearer realm="mixer-ext room server"'},
             )
         room = self._room_or_404(request)
-        sessions = self._room_sessions(room.name)
-        log.info("room server: room %s ended by an operator (%d left)", room.name, len(sessions))
-        await asyncio.gather(*(self._remove(s, Reason.ROOM_ENDED) for s in sessions))
-        self._drop_room(room.name)
-        return web.json_response({"ended": room.name, "disconnected": len(sessions)})
+        log.info("room server: room %s ended by an operator", room.name)
+        gone = await self.end_room(room, Reason.ROOM_ENDED)
+        return web.json_response({"ended": room.name, "disconnected": gone})
 
     async def _token(self, request: web.Request) -> web.Response:
         if not self.open_mode:
@@ -728,7 +727,7 @@ class RoomServer:
         return web.FileResponse(STATIC_DIR / "index.html")
 
 
-def _participant_info(state: ParticipantState) -> p.ParticipantInfo:
+def _participant_info(state: Participant) -> p.ParticipantInfo:
     return p.ParticipantInfo(
         identity=state.identity,
         joined_at=state.joined_iso(),

@@ -38,7 +38,7 @@ Name = Annotated[str, Field(min_length=1, max_length=128)]
 Sdp = Annotated[str, Field(min_length=1, max_length=2_000_000)]
 
 
-class _Message(BaseModel):
+class Message(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     v: Literal[1] = 1  # PROTOCOL_VERSION
 
@@ -46,7 +46,7 @@ class _Message(BaseModel):
 # --- client -> server ----------------------------------------------------------------------
 
 
-class Join(_Message):
+class Join(Message):
     type: Literal["join"] = "join"
     room: Name
     token: Annotated[str, Field(max_length=4096)] = ""
@@ -56,17 +56,17 @@ class Join(_Message):
     auto_subscribe: bool = True
 
 
-class Answer(_Message):
+class Answer(Message):
     type: Literal["answer"] = "answer"
     sdp: Sdp
 
 
-class SetEnabled(_Message):
+class SetEnabled(Message):
     type: Literal["set-enabled"] = "set-enabled"
     enabled: bool
 
 
-class Leave(_Message):
+class Leave(Message):
     type: Literal["leave"] = "leave"
 
 
@@ -92,7 +92,7 @@ class ParticipantInfo(BaseModel):
     tracks: list[TrackInfo] = []
 
 
-class Joined(_Message):
+class Joined(Message):
     type: Literal["joined"] = "joined"
     room: str
     identity: str
@@ -100,30 +100,30 @@ class Joined(_Message):
     participants: list[ParticipantInfo]
 
 
-class ParticipantJoinedMsg(_Message):
+class ParticipantJoinedMsg(Message):
     type: Literal["participant-joined"] = "participant-joined"
     identity: str
 
 
-class ParticipantLeftMsg(_Message):
+class ParticipantLeftMsg(Message):
     type: Literal["participant-left"] = "participant-left"
     identity: str
     reason: str
 
 
-class TrackPublishedMsg(_Message):
+class TrackPublishedMsg(Message):
     type: Literal["track-published"] = "track-published"
     identity: str
     track: TrackInfo
 
 
-class TrackUnpublishedMsg(_Message):
+class TrackUnpublishedMsg(Message):
     type: Literal["track-unpublished"] = "track-unpublished"
     identity: str
     track_sid: str
 
 
-class TrackEnabledMsg(_Message):
+class TrackEnabledMsg(Message):
     type: Literal["track-enabled"] = "track-enabled"
     identity: str
     track_sid: str
@@ -137,7 +137,7 @@ class SubscribedTrack(BaseModel):
     enabled: bool = True
 
 
-class Offer(_Message):
+class Offer(Message):
     type: Literal["offer"] = "offer"
     sdp: Sdp
     #: mid -> the track that m-line carries (only subscriptions still active)
@@ -146,14 +146,14 @@ class Offer(_Message):
     publish_mid: str | None = None
 
 
-class ErrorMsg(_Message):
+class ErrorMsg(Message):
     type: Literal["error"] = "error"
     #: short machine code: malformed, oversized, unexpected, ...
     code: str
     message: str
 
 
-class DisconnectedMsg(_Message):
+class DisconnectedMsg(Message):
     type: Literal["disconnected"] = "disconnected"
     reason: str
     message: str = ""
@@ -253,6 +253,6 @@ def parse_server_message(
         raise ProtocolError("malformed", _describe(exc)) from None
 
 
-def encode(message: _Message) -> str:
+def encode(message: Message) -> str:
     """Compact JSON for the wire."""
     return message.model_dump_json()

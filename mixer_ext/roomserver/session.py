@@ -3,8 +3,9 @@
 A ``Session`` owns the participant's socket outbox, its one ``RTCPeerConnection`` (its
 published track and all its subscriptions) and two tasks: the sender (``room-out:``) and
 the negotiator (``room-neg:``), which makes the server's offers one at a time, so there is
-never glare.  It reports back to the server that owns it through ``SessionHost``; room
-rules, admission and fan-out stay in the server (``app``).
+never glare.  It reaches the server only through ``peer.PeerHost`` and the rooms owner
+(``rooms.Rooms``): room rules, admission and fan-out are theirs; it translates the
+owner's roster events into the protocol's messages (``on_roster``).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from typing import Any, Protocol
+from typing import Any
 
 from aiohttp import web
 from aiortc import (
@@ -28,8 +29,19 @@ from mixer_ext import metrics
 from mixer_ext.connectors.base import Reason
 from mixer_ext.roomserver import protocol as p
 from mixer_ext.roomserver.forward import PacketFanout
-from mixer_ext.roomserver.limits import ROLE_PARTICIPANT, LatestWins, TokenBucket
-from mixer_ext.roomserver.state import Room, TrackState
+from mixer_ext.roomserver.limits import LatestWins, TokenBucket
+from mixer_ext.roomserver.peer import Peer, PeerHost
+from mixer_ext.roomserver.rooms import (
+    Participant,
+    ParticipantJoined,
+    ParticipantLeft,
+    Room,
+    RosterEvent,
+    TrackDisabled,
+    TrackEnabled,
+    TrackPublished,
+    TrackUnpublished,
+)
 from mixer_ext.tasks import stop_tasks, wait_bounded
 
 log = logging.getLogger(__name__)
@@ -53,16 +65,6 @@ class _Latest:
         self.key = key
 
 
-class SessionHost(Protocol):
-    """What a session needs from the server that owns it."""
-
-    def _schedule_removal(self, session: Session, reason: str) -> None: ...
-
-    def _enabled(self, identity: str, sid: str) -> bool: ...
-
-    def _on_published(self, publisher: Session) -> None: ...
-
-
 def peer_config() -> RTCConfiguration:
     # iceServers=[]: aiortc's default asks a public STUN server; everything here is local
     return RTCConfiguration(iceServers=[])
@@ -77,22 +79,23 @@ class Session:
 
     def __init__(
         self,
-        server: SessionHost,
+        host: PeerHost,
         ws: web.WebSocketResponse,
         room: Room,
-        identity: str,
+        participant: Participant,
         join: p.Join,
         bucket: TokenBucket,
     ) -> None:
-        self.server = server
+        self.host = host
         self.ws = ws
         self.room = room
-        self.identity = identity
+        self.participant = participant
+        self.identity = participant.identity
         self.publish = join.publish
         self.auto_subscribe = join.auto_subscribe
-        self.label = f"{room.name}/{identity}"
+        self.label = f"{room.name}/{self.identity}"
         #: the role of the token it joined with (``participant`` or ``mixer``)
-        self.role = ROLE_PARTICIPANT
+        self.role = participant.role
         self.closed = False
         self.pc: RTCPeerConnection | None = None
         self.publish_transceiver: RTCRtpTransceiver | None = None
@@ -116,13 +119,13 @@ class Session:
 
     # --- outgoing messages -------------------------------------------------------------
 
-    def send(self, message: p._Message) -> None:
+    def send(self, message: p.Message) -> None:
         """Queue a message; a client that stopped reading is disconnected, never waited for."""
         if self.closed:
             return
         self._queue(p.encode(message))
 
-    def send_latest(self, key: StateKey, message: p._Message) -> None:
+    def send_latest(self, key: StateKey, message: p.Message) -> None:
         """Queue a state update that replaces any update of ``key`` not sent yet.
 
         However many toggles a publisher sends, this client's outbox holds one
@@ -140,7 +143,31 @@ class Session:
             if isinstance(item, _Latest):
                 self._latest.discard(item.key)
             log.warning("room server: %s: outbox full, client stopped reading", self.label)
-            self.server._schedule_removal(self, Reason.CONNECTION_LOST)
+            self.host.schedule_removal(self, Reason.CONNECTION_LOST)
+
+    def on_roster(self, event: RosterEvent) -> None:
+        """The owner's roster events, as the project's protocol says them."""
+        if isinstance(event, ParticipantJoined):
+            self.send(p.ParticipantJoinedMsg(identity=event.participant.identity))
+        elif isinstance(event, ParticipantLeft):
+            self.send(
+                p.ParticipantLeftMsg(identity=event.participant.identity, reason=event.reason)
+            )
+        elif isinstance(event, TrackPublished):
+            info = p.TrackInfo(sid=event.track.sid, enabled=event.track.enabled)
+            self.send(p.TrackPublishedMsg(identity=event.participant.identity, track=info))
+        elif isinstance(event, TrackUnpublished):
+            self.send(
+                p.TrackUnpublishedMsg(
+                    identity=event.participant.identity, track_sid=event.track.sid
+                )
+            )
+        elif isinstance(event, TrackEnabled | TrackDisabled):
+            identity, sid = event.participant.identity, event.track.sid
+            update = p.TrackEnabledMsg(
+                identity=identity, track_sid=sid, enabled=event.track.enabled
+            )
+            self.send_latest((identity, sid), update)  # one outbox slot per track
 
     async def _send_loop(self) -> None:
         while True:
@@ -187,29 +214,32 @@ class Session:
         # forwarded as received: Opus is never decoded or re-encoded (mixer_ext.room.forward)
         self.fanout = PacketFanout(receiver, f"{self.label}/{self.track_sid}")
         self.fanout.enabled = self.publish_enabled  # muted: nothing is forwarded
-        state = self.room.participants.get(self.identity)
-        if state is not None:
-            state.tracks[self.track_sid] = TrackState(
-                sid=self.track_sid, enabled=self.publish_enabled
-            )
-        self.server._on_published(self)
+        log.info("room server: %s published %s", self.label, self.track_sid)
+        self.host.rooms.publish_track(
+            self.room, self.participant, self.track_sid, enabled=self.publish_enabled
+        )
 
     def _on_connection_state(self) -> None:
         if self.pc is not None and self.pc.connectionState == "failed" and not self.closed:
             log.warning("room server: %s: media connection failed", self.label)
-            self.server._schedule_removal(self, Reason.CONNECTION_LOST)
+            self.host.schedule_removal(self, Reason.CONNECTION_LOST)
 
-    def subscribe(self, publisher: Session) -> None:
-        """Receive ``publisher``'s track on this participant's peer connection."""
-        if publisher.fanout is None or publisher.track_sid is None or self.closed:
-            return
-        if publisher.track_sid in self.subscriptions:
-            return
+    def fanout_for(self, track_sid: str) -> PacketFanout | None:
+        return self.fanout if track_sid == self.track_sid else None
+
+    def subscribe(self, publisher: Peer, track_sid: str) -> bool:
+        """Receive ``publisher``'s track ``track_sid`` on this participant's peer connection."""
+        fanout = publisher.fanout_for(track_sid)
+        if fanout is None or self.closed:
+            return False
+        if track_sid in self.subscriptions:
+            return True
         pc = self._ensure_pc()
-        relayed = publisher.fanout.subscribe()
+        relayed = fanout.subscribe()
         transceiver = pc.addTransceiver(relayed, direction="sendonly")
-        self.subscriptions[publisher.track_sid] = (transceiver, relayed, publisher.identity)
+        self.subscriptions[track_sid] = (transceiver, relayed, publisher.participant.identity)
         self._negotiation_needed.set()
+        return True
 
     def unsubscribe(self, track_sid: str) -> None:
         entry = self.subscriptions.pop(track_sid, None)
@@ -234,7 +264,7 @@ class Session:
                 await pc.setLocalDescription(offer)
                 tracks = {
                     t.mid: p.SubscribedTrack(
-                        identity=ident, track_sid=sid, enabled=self.server._enabled(ident, sid)
+                        identity=ident, track_sid=sid, enabled=self.host.rooms.enabled(ident, sid)
                     )
                     for sid, (t, _, ident) in self.subscriptions.items()
                     if t.mid is not None
@@ -249,7 +279,7 @@ class Session:
                     answer = await asyncio.wait_for(self._answer, ANSWER_TIMEOUT)
                 except TimeoutError:
                     log.warning("room server: %s: no answer to offer, disconnecting", self.label)
-                    self.server._schedule_removal(self, Reason.CONNECTION_LOST)
+                    self.host.schedule_removal(self, Reason.CONNECTION_LOST)
                     return
                 finally:
                     self._answer = None
@@ -258,13 +288,13 @@ class Session:
                 except Exception as exc:  # a bad SDP from the client: its problem only
                     log.warning("room server: %s: answer refused: %s", self.label, exc)
                     metrics.ROOM_SERVER_REJECTED_MESSAGES.labels("bad-sdp").inc()
-                    self.server._schedule_removal(self, Reason.PROTOCOL_ERROR)
+                    self.host.schedule_removal(self, Reason.PROTOCOL_ERROR)
                     return
         except asyncio.CancelledError:
             raise
         except Exception:
             log.exception("room server: %s: negotiation failed", self.label)
-            self.server._schedule_removal(self, Reason.CONNECTION_LOST)
+            self.host.schedule_removal(self, Reason.CONNECTION_LOST)
 
     @property
     def awaiting_answer(self) -> bool:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 import time
 from dataclasses import dataclass
@@ -24,12 +23,11 @@ import jwt
 
 from mixer_ext.errors import ConfigError, MixerError
 from mixer_ext.roomserver.limits import ROLE_PARTICIPANT, ROLES
+from mixer_ext.roomserver.names import check_name
 from mixer_ext.settings import Settings
 
 ALGORITHM = "HS256"
 ISSUER = "mixer-ext"
-#: identities and room names: printable, no whitespace, short enough for a log line
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@+-]{0,127}$")
 DEFAULT_TTL = 3600.0
 #: HS256 keys shorter than the hash (32 bytes) can be brute-forced from any token seen
 MIN_SECRET_BYTES = 32
@@ -48,16 +46,6 @@ class TokenClaims:
     expires_at: float
     #: ``participant`` (default) or ``mixer``: only a mixer-role token takes a mixer identity
     role: str = ROLE_PARTICIPANT
-
-
-def check_name(kind: str, value: str) -> str:
-    """Return ``value`` if it is a valid room name / identity, else raise ValueError."""
-    if not NAME_PATTERN.match(value):
-        raise ValueError(
-            f"{kind} {value[:40]!r} is invalid (1-128 characters: letters, digits, . _ : @ + -; "
-            "starting with a letter or digit)"
-        )
-    return value
 
 
 def mint_token(

@@ -24,7 +24,8 @@ from aiortc.mediastreams import MediaStreamTrack
 from mixer_ext.connectors.base import Disconnected, RoomConnectError
 from mixer_ext.connectors.embedded import RoomClient
 from mixer_ext.errors import ConfigError
-from mixer_ext.roomserver.tokens import check_name, mint_token, secret_from
+from mixer_ext.roomserver.names import check_name
+from mixer_ext.roomserver.tokens import mint_token, secret_from
 from mixer_ext.settings import Settings
 from mixer_ext.sim.tracks import ToneTrack, WavTrack
 from mixer_ext.tasks import stop_tasks

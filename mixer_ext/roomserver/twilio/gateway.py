@@ -1,12 +1,10 @@
 """twilio-video.js clients in the embedded room server's rooms (``GET /signaling``).
 
-A ``TwilioSession`` is a participant of the room server like the project's own
-``session.Session``: the server's roster, admission, fan-out and removal code treat both
-the same (``send`` / ``subscribe`` / ``unsubscribe`` / ``close`` and the
-``room``, ``identity``, ``track_sid``, ``fanout``, ``auto_subscribe`` attributes),
-so the REST participant list, the SDK's ``room.participants`` and the mixer bot see
-everyone whatever protocol they speak.  The project's room events (``protocol``
-messages) are translated into v2 room signaling here.
+A ``TwilioSession`` is a ``peer.Peer`` like the project's own ``session.Session``: admission,
+the roster and its events belong to the rooms owner (``rooms.Rooms``), removal and fan-out
+to the server (``peer.PeerHost``), so the REST participant list, the SDK's
+``room.participants`` and the mixer bot see everyone whatever protocol they speak.  The
+owner's roster events are translated into v2 room signaling here (``on_roster``).
 
 Media: one aiortc ``RTCPeerConnection`` per client.  The client offers first
 (its published audio, plus the recvonly video m-line every offer carries, answered
@@ -29,11 +27,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import logging
 import os
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import WSMsgType, web
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpTransceiver, RTCSessionDescription
@@ -43,11 +42,23 @@ from aiortc.sdp import candidate_from_sdp
 from mixer_ext import metrics
 from mixer_ext.connectors.base import Reason
 from mixer_ext.errors import ConfigError
-from mixer_ext.roomserver import protocol as p
 from mixer_ext.roomserver.forward import PacketFanout
-from mixer_ext.roomserver.limits import ROLE_PARTICIPANT, PreJoinGuard, identity_refusal
-from mixer_ext.roomserver.state import Admission, Room, TrackState
-from mixer_ext.roomserver.tokens import check_name
+from mixer_ext.roomserver.limits import ROLE_PARTICIPANT, PreJoinGuard
+from mixer_ext.roomserver.names import check_room_name
+from mixer_ext.roomserver.peer import Peer, PeerHost
+from mixer_ext.roomserver.rooms import (
+    Participant,
+    ParticipantJoined,
+    ParticipantLeft,
+    Refusal,
+    Refused,
+    Room,
+    RosterEvent,
+    TrackDisabled,
+    TrackEnabled,
+    TrackPublished,
+    TrackUnpublished,
+)
 from mixer_ext.roomserver.twilio import connection as tc
 from mixer_ext.roomserver.twilio import errors as e
 from mixer_ext.roomserver.twilio import signaling as s
@@ -60,11 +71,8 @@ from mixer_ext.roomserver.twilio.access_token import (
 from mixer_ext.roomserver.twilio.callbacks import StatusCallbacks
 from mixer_ext.roomserver.twilio.rest_routes import REMOVED, RoomLedger, VideoRest
 from mixer_ext.roomserver.twilio.sdp import align_offer
-from mixer_ext.roomserver.twilio.sids import PARTICIPANT, TRACK, new_sid
+from mixer_ext.roomserver.twilio.sids import TRACK, new_sid
 from mixer_ext.tasks import stop_tasks
-
-if TYPE_CHECKING:
-    from mixer_ext.roomserver.app import RoomServer
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +85,6 @@ ANSWER_TIMEOUT = 15.0
 CONNECT_TIMEOUT = 20.0
 TASK_STOP_TIMEOUT = 3.0
 MAX_MESSAGE_BYTES = 256 * 1024
-#: seconds between two refreshes of the room records (status callbacks follow them)
-LEDGER_PERIOD = 0.5
 
 #: why the room server removed someone -> what the SDK is told
 _REASON_ERRORS: dict[str, e.TwilioVideoError] = {
@@ -96,13 +102,13 @@ class TwilioGateway:
     """Serves twilio-video.js signaling into ``server``'s rooms.
 
     Tokens: twilio access tokens for ``account_sid`` signed with one of ``api_keys``
-    ({``SK…``: secret}).  SIDs: each room gets an ``RM`` SID, each participant (of either
-    protocol) a ``PA`` SID, stable for as long as it stays.
+    ({``SK…``: secret}).  SIDs: the rooms owner gives each room an ``RM`` SID and each
+    participant (of either protocol) a ``PA`` SID, stable for as long as it stays.
     """
 
     def __init__(
         self,
-        server: RoomServer,
+        server: PeerHost,
         *,
         account_sid: str,
         api_keys: Mapping[str, str],
@@ -112,15 +118,15 @@ class TwilioGateway:
         self.account_sid = account_sid
         self.api_keys = dict(api_keys)
         self.auth_token = auth_token
-        self._participant_sids: dict[tuple[str, str], str] = {}
         self._handlers: set[asyncio.Task[Any]] = set()
         self.callbacks = StatusCallbacks(auth_token)
-        self.ledger = RoomLedger(self)
-        self._ledger_task: asyncio.Task[None] | None = None
+        #: room and participant records (and their status callbacks), kept by roster events
+        self.ledger = RoomLedger(account_sid, self.callbacks)
+        server.rooms.attach(self.ledger)
 
     @classmethod
     def from_environment(
-        cls, server: RoomServer, environ: Mapping[str, str] | None = None
+        cls, server: PeerHost, environ: Mapping[str, str] | None = None
     ) -> TwilioGateway | None:
         """The gateway configured from ``MIXER_ACCOUNT_SID``, ``MIXER_API_KEYS`` and
         ``MIXER_AUTH_TOKEN``; None when neither of the first two is set (the server then
@@ -143,43 +149,18 @@ class TwilioGateway:
     def add_routes(self, app: web.Application) -> None:
         """``/signaling`` and the Video REST subset under ``/v1/Rooms``."""
         app.router.add_get(SIGNALING_PATH, self.handle)
-        VideoRest(self, self.ledger).add_routes(app)
+        VideoRest(self.server, self.ledger, self.authenticate).add_routes(app)
+
+    def authenticate(self, user: str, password: str) -> bool:
+        """HTTP Basic for the Video REST: the account SID and auth token, or an API key."""
+        expected = self.auth_token if user == self.account_sid else self.api_keys.get(user)
+        return bool(expected) and hmac.compare_digest(password.encode(), str(expected).encode())
 
     async def start(self) -> None:
-        """Start keeping the room records (and their status callbacks) in step."""
-        if self._ledger_task is None:
-            self._ledger_task = asyncio.create_task(self._keep_ledger(), name="twilio-ledger")
-
-    async def _keep_ledger(self) -> None:
-        while True:
-            await asyncio.sleep(LEDGER_PERIOD)
-            try:
-                self.ledger.refresh()
-            except Exception:  # one bad record must not stop the others' callbacks
-                log.exception("room server: room records refresh failed")
-
-    def room_sid(self, room: Room) -> str:
-        return self.ledger.for_live(room).sid
-
-    def room_name(self, key: str) -> str:
-        """The unique name of the in-progress room with SID ``key`` (else ``key`` itself)."""
-        record = self.ledger.rooms.get(key)
-        if record is not None and record.status == "in-progress":
-            return record.unique_name
-        return key
-
-    def participant_sid(self, room: str, identity: str, *, fresh: bool = False) -> str:
-        """The ``PA`` SID of ``identity`` in ``room``; ``fresh`` for a new connection."""
-        key = (room, identity)
-        if fresh or key not in self._participant_sids:
-            self._participant_sids[key] = new_sid(PARTICIPANT)
-        return self._participant_sids[key]
+        """Nothing to start: the room records follow the roster events as they happen."""
 
     async def stop(self) -> None:
-        if self._ledger_task is not None:
-            await stop_tasks([self._ledger_task], TASK_STOP_TIMEOUT, log)
-        self.ledger.refresh()  # the last events (room-ended...) still go out
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # the last events (room-ended...) are queued by now
         await self.callbacks.stop()
         await stop_tasks(list(self._handlers), TASK_STOP_TIMEOUT, log)
 
@@ -214,7 +195,7 @@ class TwilioGateway:
         finally:
             self.server.connections.closed(peer, joined=session is not None)
             if session is not None:
-                await self.server._remove(session, reason)  # type: ignore[arg-type]
+                await self.server.remove(session, reason)
                 await session.close(None)  # (a no-op when the room server closed it)
                 await session.wait_closed()
             elif not ws.closed:
@@ -275,73 +256,43 @@ class TwilioGateway:
     async def _admit(
         self, ws: web.WebSocketResponse, conn: tc.TcmpServer, connect: s.Connect, peer: str
     ) -> TwilioSession | None:
-        server = self.server
+        rooms = self.server.rooms
         name = connect.name or ""
         label = f"twilio {name[:40]}/<{peer}>"
         try:
-            check_name("room", name)
+            check_room_name(name)
         except ValueError:
             await self._refuse(ws, conn, label, e.ROOM_NAME_INVALID.with_detail(name[:40]))
             return None
-        names: tuple[str, ...] = (name,)
-        if name in self.server.rooms:
-            names = (name, self.room_sid(self.server.rooms[name]))
+        live = rooms.get(name)
+        names: tuple[str, ...] = (name,) if live is None else (name, live.sid)
         try:
             claims = verify_access_token(
                 connect.token, account_sid=self.account_sid, api_keys=self.api_keys, room=names
             )
-            check_name("identity", claims.identity)
+            # a Twilio access token has no mixer role: it never takes a mixer's identity
+            admitted = rooms.join(
+                name,
+                claims.identity,
+                time.monotonic(),
+                role=ROLE_PARTICIPANT,
+                auto_subscribe=connect.automatic_subscription,
+            )
         except TwilioTokenError as exc:
             await self._refuse(ws, conn, label, exc.error)
             return None
-        except ValueError as exc:
-            await self._refuse(
-                ws, conn, label, e.PARTICIPANT_IDENTITY_INVALID.with_detail(str(exc))
-            )
-            return None
-        identity = claims.identity
-        refused: e.TwilioVideoError | None = None
-        replaced: Any = None
-        session: TwilioSession | None = None
-        others: list[Any] = []
-        async with server._lock:  # decisions and the roster only: no await in here
-            # a Twilio access token has no mixer role: it never takes a mixer's identity
-            holder = server.sessions.get((name, identity))
-            refusal = identity_refusal(
-                identity,
-                ROLE_PARTICIPANT,
-                reserved=server.mixer_identities,
-                holder_role=getattr(holder, "role", None),
-            )
-            now = time.monotonic()
-            room = server.rooms.get(name)
-            if refusal is not None:
-                refused = e.PARTICIPANT_IDENTITY_INVALID.with_detail(refusal)
-            elif room is not None and room.admission(identity) is Admission.FULL:
-                refused = e.ROOM_MAX_PARTICIPANTS_EXCEEDED
+        except Refused as exc:
+            if exc.refusal is Refusal.ROOM_FULL:
+                err = e.ROOM_MAX_PARTICIPANTS_EXCEEDED
+            elif exc.refusal is Refusal.ROOM_NAME_INVALID:
+                err = e.ROOM_NAME_INVALID.with_detail(name[:40])
             else:
-                if room is None:
-                    room = Room(
-                        name,
-                        now=now,
-                        max_participants=server.max_participants,
-                        max_participant_duration=server.max_participant_duration,
-                        empty_timeout=server.empty_timeout,
-                    )
-                    server.rooms[name] = room
-                    log.info("room server: room %s created (twilio-video.js)", name)
-                if holder is not None and server._detach(holder, Reason.DUPLICATE_IDENTITY):
-                    replaced = holder
-                others = server._room_sessions(name)
-                room.add(identity, now)
-                session = TwilioSession(self, ws, conn, room, identity, connect)
-                server.sessions[(name, identity)] = session  # type: ignore[assignment]
-        if session is None:
-            await self._refuse(ws, conn, label, refused or e.SIGNALING_INVALID_MESSAGE)
+                err = e.PARTICIPANT_IDENTITY_INVALID.with_detail(str(exc))
+            await self._refuse(ws, conn, label, err)
             return None
-        if replaced is not None:  # torn down outside the lock: a slow close holds no join
-            log.info("room server: %s: replaced by a new connection", replaced.label)
-            server._schedule_removal(replaced, Reason.DUPLICATE_IDENTITY)
+        session = TwilioSession(self, ws, conn, admitted.room, admitted.participant, connect)
+        admitted.participant.connection = session
+        self.server.admitted(session, admitted.replaced)
         log.info(
             "room server: %s joined from %s (twilio-video.js, subscribe=%s%s)",
             session.label,
@@ -350,16 +301,13 @@ class TwilioGateway:
             f", declined {','.join(connect.declined)}" if connect.declined else "",
         )
         try:
-            await session.start(others)
+            await session.start()
         except Exception as exc:
             log.warning("room server: %s: cannot answer the offer: %s", session.label, exc)
             session.fail(e.SERVER_REMOTE_DESCRIPTION_FAILED)
             return session
-        for other in others:
-            other.send(p.ParticipantJoinedMsg(identity=identity))
         if connect.automatic_subscription:
-            for other in others:
-                session.subscribe(other)  # type: ignore[arg-type]
+            self.server.subscribe_to_room(session)
         return session
 
 
@@ -378,7 +326,7 @@ class TwilioSession:
         ws: web.WebSocketResponse,
         conn: tc.TcmpServer,
         room: Room,
-        identity: str,
+        participant: Participant,
         connect: s.Connect,
     ) -> None:
         self.gateway = gateway
@@ -386,14 +334,17 @@ class TwilioSession:
         self.ws = ws
         self.conn = conn
         self.room = room
+        self.participant = participant
         #: what this connection may still send (issue 16.1): over it, it is closed
         self.bucket = gateway.server.new_bucket()
-        self.identity = identity
-        self.label = f"{room.name}/{identity}"
+        self.identity = participant.identity
+        self.label = f"{room.name}/{self.identity}"
         self.auto_subscribe = connect.automatic_subscription
         self.publish = True
         self.closed = False
-        self.sid = gateway.participant_sid(room.name, identity, fresh=True)
+        #: ``connected`` went out: roster events reach the SDK from then on
+        self._started = False
+        self.sid = participant.sid
         self.session_id = new_sid("SS")
         self._connect = connect
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
@@ -432,10 +383,8 @@ class TwilioSession:
 
     # --- start -------------------------------------------------------------------------------
 
-    async def start(self, others: list[Any]) -> None:
-        """Answer the client's offer and send ``connected`` with the room as it is."""
-        for other in others:
-            self._remotes[other.identity] = self._remote_for(other)
+    async def start(self) -> None:
+        """Answer the client's offer and send ``connected`` with the room as it is then."""
         self._apply_local_participant(self._connect.participant, announce=False)
         answer_state: list[dict[str, Any]] = []
         for pc_state in self._connect.peer_connections[:1]:
@@ -446,10 +395,14 @@ class TwilioSession:
                 )
             if pc_state.ice is not None:
                 await self._add_candidates(pc_state.ice)
+        for other in self.room.participants.values():
+            if other is not self.participant:
+                self._remotes[other.identity] = self._remote_for(other)
+        self._started = True
         self._send(
             s.connected(
                 session=self.session_id,
-                room_sid=self.gateway.room_sid(self.room),
+                room_sid=self.room.sid,
                 room_name=self.room.name,
                 participant_sid=self.sid,
                 identity=self.identity,
@@ -464,21 +417,13 @@ class TwilioSession:
             self._negotiate_loop(), name=f"twilio-neg:{self.label}"
         )
 
-    def _remote_for(self, other: Any) -> s.RemoteParticipant:
-        sid = getattr(other, "sid", None) or self.gateway.participant_sid(
-            self.room.name, other.identity
-        )
-        remote = s.RemoteParticipant(sid=sid, identity=other.identity, revision=1)
-        state = self.room.participants.get(other.identity)
-        if state is not None:
-            for track in state.tracks.values():
-                remote.tracks.append(
-                    s.RemoteTrack(
-                        sid=track.sid,
-                        name=getattr(other, "track_name", None) or track.sid,
-                        enabled=track.enabled,
-                    )
-                )
+    @staticmethod
+    def _remote_for(other: Participant) -> s.RemoteParticipant:
+        remote = s.RemoteParticipant(sid=other.sid, identity=other.identity, revision=1)
+        for track in other.tracks.values():
+            remote.tracks.append(
+                s.RemoteTrack(sid=track.sid, name=track.name, enabled=track.enabled)
+            )
         return remote
 
     # --- the read loop -----------------------------------------------------------------------
@@ -612,17 +557,21 @@ class TwilioSession:
                 self.track_name = track.name
                 changed = True
             if self._published.get(track.id) == self.track_sid and self.track_sid is not None:
-                participant = self.room.participants.get(self.identity)
-                if participant is None:
-                    continue
-                known = participant.tracks.get(self.track_sid)
+                known = self.participant.tracks.get(self.track_sid)
                 if known is None:
                     # the media may not be flowing yet; _on_track announces it
                     self._initial_enabled = track.enabled
                 elif known.enabled != track.enabled and announce:
                     if self.fanout is not None:  # muted: nothing is forwarded
                         self.fanout.enabled = track.enabled
-                    self.server._set_enabled(self, track.enabled)  # type: ignore[arg-type]
+                    self.server.rooms.set_track_enabled(
+                        self.room, self.participant, self.track_sid, track.enabled
+                    )
+                    log.info(
+                        "room server: %s track %s",
+                        self.label,
+                        "enabled" if track.enabled else "disabled",
+                    )
         if changed:
             self._published_revision += 1
             if announce:
@@ -672,12 +621,14 @@ class TwilioSession:
         # forwarded as received: Opus is never decoded or re-encoded here (room.forward)
         self.fanout = PacketFanout(receiver, f"{self.label}/{self.track_sid}")
         self.fanout.enabled = self._initial_enabled
-        state = self.room.participants.get(self.identity)
-        if state is not None:
-            state.tracks[self.track_sid] = TrackState(
-                sid=self.track_sid, enabled=self._initial_enabled
-            )
-        self.server._on_published(self)  # type: ignore[arg-type]
+        log.info("room server: %s published %s", self.label, self.track_sid)
+        self.server.rooms.publish_track(
+            self.room,
+            self.participant,
+            self.track_sid,
+            name=self.track_name or self.track_sid,
+            enabled=self._initial_enabled,
+        )
 
     def _on_connection_state(self) -> None:
         if self.pc.connectionState == "connected":
@@ -686,16 +637,21 @@ class TwilioSession:
             log.warning("room server: %s: media connection failed", self.label)
             self.fail(e.MEDIA_CONNECTION_FAILED)
 
-    def subscribe(self, publisher: Any) -> None:
-        """Receive ``publisher``'s track (a session of either protocol)."""
-        if publisher.fanout is None or publisher.track_sid is None or self.closed:
-            return
-        if publisher.track_sid in self.subscriptions:
-            return
-        relayed = publisher.fanout.subscribe()
+    def fanout_for(self, track_sid: str) -> PacketFanout | None:
+        return self.fanout if track_sid == self.track_sid else None
+
+    def subscribe(self, publisher: Peer, track_sid: str) -> bool:
+        """Receive ``publisher``'s track ``track_sid`` (a peer of either protocol)."""
+        fanout = publisher.fanout_for(track_sid)
+        if fanout is None or self.closed:
+            return False
+        if track_sid in self.subscriptions:
+            return True
+        relayed = fanout.subscribe()
         # its transceiver is added only as the server makes its offer (``_add_transceivers``)
-        self.subscriptions[publisher.track_sid] = (None, relayed, publisher.identity)
+        self.subscriptions[track_sid] = (None, relayed, publisher.participant.identity)
         self._negotiation_needed.set()
+        return True
 
     def _add_transceivers(self) -> None:
         """A sendonly transceiver for each subscription not yet offered, just before the offer.
@@ -808,54 +764,41 @@ class TwilioSession:
         remote.revision += 1
         self._send(s.room_state("update", participants=[remote]))
 
-    def send_latest(self, key: tuple[str, str], message: p._Message) -> None:
-        """A state update (``Session.send_latest``): each carries the participant's whole
-        state with a revision, and the publisher's rate limit bounds how many there are."""
-        self.send(message)
-
-    def send(self, message: p._Message) -> None:
-        """The room server's events (project protocol) translated for the SDK."""
-        if self.closed:
-            return
-        if isinstance(message, p.ParticipantJoinedMsg):
-            other = self.server.sessions.get((self.room.name, message.identity))
-            remote = (
-                self._remote_for(other)
-                if other is not None
-                else s.RemoteParticipant(
-                    self.gateway.participant_sid(self.room.name, message.identity),
-                    message.identity,
-                )
-            )
-            self._remotes[message.identity] = remote
+    def on_roster(self, event: RosterEvent) -> None:
+        """The owner's roster events, as v2 room signaling (each participant update carries
+        its whole state with a revision; the publisher's rate limit bounds how many)."""
+        if self.closed or not self._started:
+            return  # before ``connected``: it carries the room as it is then
+        if isinstance(event, ParticipantJoined):
+            remote = self._remote_for(event.participant)
+            self._remotes[remote.identity] = remote
             self._send(s.room_state("update", participants=[remote]))
-        elif isinstance(message, p.ParticipantLeftMsg):
-            gone = self._remotes.pop(message.identity, None)
+            return
+        if isinstance(event, ParticipantLeft):
+            gone = self._remotes.pop(event.participant.identity, None)
             if gone is not None:
                 gone.state = "disconnected"
                 gone.tracks = []
                 self._bump(gone)
-        elif isinstance(message, p.TrackPublishedMsg):
-            found = self._remotes.get(message.identity)
-            if found is not None and all(t.sid != message.track.sid for t in found.tracks):
-                other = self.server.sessions.get((self.room.name, message.identity))
-                name = getattr(other, "track_name", None) or message.track.sid
+            return
+        found = self._remotes.get(getattr(event, "participant", self.participant).identity)
+        if found is None:
+            return
+        if isinstance(event, TrackPublished):
+            track = event.track
+            if all(t.sid != track.sid for t in found.tracks):
                 found.tracks.append(
-                    s.RemoteTrack(sid=message.track.sid, name=name, enabled=message.track.enabled)
+                    s.RemoteTrack(sid=track.sid, name=track.name, enabled=track.enabled)
                 )
                 self._bump(found)
-        elif isinstance(message, p.TrackUnpublishedMsg):
-            found = self._remotes.get(message.identity)
-            if found is not None:
-                found.tracks = [t for t in found.tracks if t.sid != message.track_sid]
-                self._bump(found)
-        elif isinstance(message, p.TrackEnabledMsg):
-            found = self._remotes.get(message.identity)
-            if found is not None:
-                for t in found.tracks:
-                    if t.sid == message.track_sid:
-                        t.enabled = message.enabled
-                self._bump(found)
+        elif isinstance(event, TrackUnpublished):
+            found.tracks = [t for t in found.tracks if t.sid != event.track.sid]
+            self._bump(found)
+        elif isinstance(event, TrackEnabled | TrackDisabled):
+            for t in found.tracks:
+                if t.sid == event.track.sid:
+                    t.enabled = event.track.enabled
+            self._bump(found)
 
     def _send(self, body: dict[str, Any]) -> None:
         if self.closed:
