@@ -19,6 +19,7 @@ subscriber's timeline keeps going (the next packet's pts says how long the gap w
 PCMU/PCMA publishers are transcoded once, on the way in, to Opus (``_Transcoder``: one
 G.711 decode and one Opus encode per 20 ms frame, on the loop: a few µs each), then
 forwarded like Opus.  Subscribers must accept Opus (every browser and aiortc does).
+A published track's sinks (``add_sink``: its recorder, issue 23) get the same payloads.
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ TIME_BASE = fractions.Fraction(1, OPUS_RATE)
 _QUEUE_ATTR = "_RTCRtpReceiver__decoder_queue"
 
 FrameSink = Callable[[Any, Any], None]
+#: ``sink(opus_payload, rtp_timestamp)``: a published track's payloads, e.g. to its recorder
+PayloadSink = Callable[[bytes, int], None]
 
 
 class _Tap:
@@ -154,6 +157,7 @@ class PacketFanout:
         self.transcoded = 0
         self.ended = False
         self._subscribers: set[ForwardedTrack] = set()
+        self._sinks: list[PayloadSink] = []
         self._transcoder: _Transcoder | None = None
         tap_receiver(receiver, self._on_frame, self._on_end)
 
@@ -172,9 +176,18 @@ class PacketFanout:
     def subscribers(self) -> int:
         return len(self._subscribers)
 
+    def add_sink(self, sink: PayloadSink) -> None:
+        """Also hand every forwarded Opus payload to ``sink(payload, rtp_timestamp)`` (the
+        track's recorder): called on the loop, it must return at once."""
+        self._sinks.append(sink)
+
+    def remove_sink(self, sink: PayloadSink) -> None:
+        with contextlib.suppress(ValueError):
+            self._sinks.remove(sink)
+
     def _on_frame(self, codec: Any, encoded_frame: Any) -> None:
         self.frames += 1
-        if not self.enabled or not self._subscribers:
+        if not self.enabled or not (self._subscribers or self._sinks):
             return
         if codec.mimeType.lower() == "audio/opus":
             self._forward(bytes(encoded_frame.data), int(encoded_frame.timestamp))
@@ -192,6 +205,8 @@ class PacketFanout:
             log.warning("room relay: %s: frame dropped: %s", self.label, exc)
 
     def _forward(self, payload: bytes, timestamp: int) -> None:
+        for sink in self._sinks:
+            sink(payload, timestamp)
         for sub in list(self._subscribers):
             packet = av.Packet(payload)
             packet.pts = timestamp

@@ -74,13 +74,13 @@ class _Reader:
             raise ValueError(f"{source.path.name}: not an Opus recording")
         self._tb = stream.time_base
         self._packets = self._demux(stream)
-        self._ahead: list[tuple[int, bytes]] = []
+        self._ahead: list[tuple[int, Any]] = []
         self.channels = 1
         # look ahead to the first payload that carries sound: its TOC says mono or stereo
-        for start, data in self._packets:
-            self._ahead.append((start, data))
-            if len(data) > DTX_MAX_BYTES:
-                self.channels = 2 if data[0] & _TOC_STEREO else 1
+        for start, packet in self._packets:
+            self._ahead.append((start, packet))
+            if packet.size > DTX_MAX_BYTES:
+                self.channels = 2 if bytes(packet)[0] & _TOC_STEREO else 1
                 break
         self._decoder: Any = av.CodecContext.create("opus", "r")
         self._decoder.extradata = opus_head(self.channels)
@@ -88,35 +88,40 @@ class _Reader:
         self._decoder.layout = "stereo" if self.channels == 2 else "mono"
         self._carry: tuple[int, FloatBlock] | None = None
 
-    def _demux(self, stream: Any) -> Iterator[tuple[int, bytes]]:
+    def _demux(self, stream: Any) -> Iterator[tuple[int, Any]]:
+        """``(sample on the room's timeline, av.Packet)`` in file order; stops at a cut end."""
         offset = self.source.offset
-        scale = Fraction(self._tb or _MS) * SAMPLE_RATE  # Matroska: 1 ms = 48 samples, an integer
+        scale = Fraction(self._tb or _MS) * SAMPLE_RATE  # Matroska: 1 ms = 48 samples
         whole = scale.denominator == 1
         step = int(scale)
         try:
             for packet in self._container.demux(stream):
-                if packet.size == 0 or packet.pts is None:
+                pts = packet.pts
+                if pts is None or packet.size == 0:
                     continue
-                at = packet.pts * step if whole else int(packet.pts * scale)
-                yield offset + at, bytes(packet)
+                yield offset + (pts * step if whole else int(pts * scale)), packet
         except (av.error.InvalidDataError, av.error.EOFError):
             return  # a truncated recording (a killed room server): what is there counts
 
-    def _next(self) -> tuple[int, bytes] | None:
+    def _next(self) -> tuple[int, Any] | None:
         if self._ahead:
             return self._ahead.pop(0)
         return next(self._packets, None)
 
-    def _decode(self, data: bytes) -> FloatBlock | None:
+    def _decode(self, packet: Any) -> FloatBlock | None:
         try:
-            frames = self._decoder.decode(av.Packet(data))
+            frames = self._decoder.decode(packet)
         except av.error.InvalidDataError:
             return None  # a malformed payload: silence in its place
-        arrays = [f.to_ndarray() for f in frames]
-        if not arrays:
+        if not frames:
             return None
-        pcm: FloatBlock = arrays[0] if len(arrays) == 1 else np.concatenate(arrays, axis=1)
-        return pcm.T  # (samples, channels)
+        out: list[FloatBlock] = []
+        for f in frames:
+            n = f.samples
+            # the planes as they are (fltp): cheaper than to_ndarray's stacking, per packet
+            planes = [np.frombuffer(p, np.float32, n) for p in f.planes[: self.channels]]
+            out.append(planes[0][:, None] if len(planes) == 1 else np.stack(planes, axis=1))
+        return out[0] if len(out) == 1 else np.concatenate(out)
 
     def render(self, out: FloatBlock, start: int, end: int) -> None:
         """Add this source's audio for ``[start, end)`` of the room's timeline into ``out``."""
@@ -128,13 +133,13 @@ class _Reader:
             item = self._next()
             if item is None:
                 return
-            at, data = item
+            at, packet = item
             if at >= end:
                 self._ahead.insert(0, item)
                 return
-            if len(data) <= DTX_MAX_BYTES:
+            if packet.size <= DTX_MAX_BYTES:
                 continue
-            decoded = self._decode(data)
+            decoded = self._decode(packet)
             if decoded is not None:
                 self._add(out, start, end, at, decoded)
 

@@ -95,14 +95,22 @@ class StatusCallbacks:
     ) -> None:
         if not record.status_callback:
             return
-        seq = self._seq.get(record.sid, 0)
-        self._seq[record.sid] = seq + 1
-        params = event_params(record, event, seq, participant, track)
+        params = event_params(record, event, self.next_sequence(record.sid), participant, track)
+        self.send(record.status_callback, record.status_callback_method, params)
+
+    def next_sequence(self, room_sid: str) -> int:
+        """The room's next ``SequenceNumber`` (room and recording events share it)."""
+        seq = self._seq.get(room_sid, 0)
+        self._seq[room_sid] = seq + 1
+        return seq
+
+    def send(self, url: str, method: str, params: dict[str, str]) -> None:
+        """Queue one signed callback (any event: rooms, recordings, compositions)."""
         if self._queue.full():
             with contextlib.suppress(asyncio.QueueEmpty):
                 self._queue.get_nowait()
                 self.dropped += 1
-        self._queue.put_nowait((record.status_callback, record.status_callback_method, params))
+        self._queue.put_nowait((url, method, params))
         if self._task is None:
             self._task = asyncio.create_task(self._deliver(), name="twilio-callbacks")
 

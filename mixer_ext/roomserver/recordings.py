@@ -1,0 +1,402 @@
+"""The owner of recordings, compositions and composition hooks (issue 23).
+
+``MediaService`` reacts to the rooms owner's events (a track to record was published or
+unpublished, a room completed) and to the REST handlers' calls; it owns the records
+(``twilio/media_rest.py`` formats them), the recorders (one writer thread each), the
+composition tasks (one named task per composition, awaiting a worker process through
+``CompositionWorkers``) and the media store.  Callbacks go out through the room callbacks
+module (``StatusCallbacks.send``): ``recording-*`` to the room's ``StatusCallback`` with
+the room's sequence numbers, ``composition-*`` to the composition's own.
+
+What it knows of a room is a ``RoomRef`` (SID, name, its start on the monotonic clock,
+its callback): it does not reach into the rooms owner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from mixer_ext.roomserver.compose.spec import (
+    SAMPLE_RATE,
+    CompositionJob,
+    CompositionSpecError,
+    Source,
+    plan,
+)
+from mixer_ext.roomserver.compose.workers import CompositionFailed, CompositionWorkers
+from mixer_ext.roomserver.recorder import RecordingResult, RecordingTags, TrackRecorder
+from mixer_ext.roomserver.storage import MediaStore, StorageFull
+from mixer_ext.roomserver.twilio import media_rest as m
+from mixer_ext.roomserver.twilio.rest import RestError, iso, not_found, now_utc
+from mixer_ext.roomserver.twilio.sids import new_sid
+from mixer_ext.tasks import stop_tasks
+
+log = logging.getLogger(__name__)
+
+#: records kept (the oldest forgotten first); deleted ones count until they go
+HISTORY = 10_000
+
+_R = TypeVar("_R")
+
+#: ``send(url, method, params)``: one status callback to deliver
+Send = Callable[[str, str, dict[str, str]], None]
+
+
+@dataclass
+class RoomRef:
+    """What the media service needs to know of a room."""
+
+    sid: str
+    name: str
+    #: when the room started, on ``time.monotonic()`` (recording offsets count from it)
+    started: float
+    status_callback: str | None = None
+    status_callback_method: str = "POST"
+    room_type: str = "group"
+    status: str = "in-progress"
+
+
+@dataclass
+class _Live:
+    record: m.RecordingRecord
+    recorder: TrackRecorder
+    identity: str
+    room: RoomRef
+
+
+class MediaService:
+    """Recordings, compositions and hooks (see the module docstring)."""
+
+    def __init__(
+        self,
+        store: MediaStore,
+        workers: CompositionWorkers,
+        *,
+        account_sid: str,
+        send: Send,
+        next_sequence: Callable[[str], int],
+    ) -> None:
+        self.store = store
+        self.workers = workers
+        self.account_sid = account_sid
+        self._send = send
+        self._next_sequence = next_sequence
+        self.recordings: OrderedDict[str, m.RecordingRecord] = OrderedDict()
+        self.compositions: OrderedDict[str, m.CompositionRecord] = OrderedDict()
+        self.hooks: OrderedDict[str, m.HookRecord] = OrderedDict()
+        self._live: dict[str, _Live] = {}  # track SID -> its recording in progress
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        #: rooms completed whose recordings are still being finished, for the hooks
+        self._closing: dict[str, RoomRef] = {}
+
+    # ------------------------------------------------------------------ recordings
+    def start_recording(
+        self,
+        room: RoomRef,
+        participant_sid: str,
+        identity: str,
+        track_sid: str,
+        track_name: str,
+    ) -> Callable[[bytes, int], None] | None:
+        """Record a published track; returns the sink for its payloads (None: not recording).
+
+        The sink (``sink(payload, rtp_timestamp)``) is called on the loop for each Opus
+        payload and returns at once.
+        """
+        if track_sid in self._live:
+            return self._live[track_sid].recorder.push
+        sid = new_sid(m.RECORDING)
+        record = m.RecordingRecord(
+            sid=sid,
+            account_sid=self.account_sid,
+            room_sid=room.sid,
+            participant_sid=participant_sid,
+            source_sid=track_sid,
+            track_name=track_name or track_sid,
+            key=f"recordings/{room.sid}/{sid}.mka",
+            status_callback=room.status_callback,
+            status_callback_method=room.status_callback_method,
+        )
+        self._remember(self.recordings, sid, record)
+        try:
+            self.store.ensure_space()
+            path = self.store.writable(record.key)
+        except (StorageFull, OSError) as exc:
+            record.status, record.error = "failed", str(exc)
+            log.warning("recording %s of %s failed: %s", sid, track_sid, exc)
+            self._room_event(room, "recording-failed", record, identity)
+            return None
+        loop = asyncio.get_running_loop()
+
+        def done(result: RecordingResult) -> None:  # in the writer thread
+            loop.call_soon_threadsafe(self._finished, sid, result)
+
+        recorder = TrackRecorder(
+            path,
+            RecordingTags(room.sid, record.track_name, identity),
+            room_start=room.started,
+            clock=time.monotonic,
+            on_done=done,
+        )
+        self._live[track_sid] = _Live(record, recorder, identity, room)
+        log.info("recording %s: %s/%s (%s)", sid, room.sid, track_sid, record.track_name)
+        self._room_event(room, "recording-started", record, identity)
+        return recorder.push
+
+    def stop_recording(self, track_sid: str) -> None:
+        """The track was unpublished (or its participant left): finish its file."""
+        live = self._live.get(track_sid)
+        if live is not None:
+            live.recorder.close()
+
+    def is_recording(self, room_sid: str) -> bool:
+        return any(live.room.sid == room_sid for live in self._live.values())
+
+    def _finished(self, sid: str, result: RecordingResult) -> None:
+        live = next((v for v in self._live.values() if v.record.sid == sid), None)
+        if live is None:
+            return
+        del self._live[live.record.source_sid]
+        record = live.record
+        offset = live.recorder.offset_ms
+        record.offset_ms = offset if offset is not None else 0
+        record.size, record.duration = result.size, result.duration
+        self.store.commit(record.key)
+        if record.status == "deleted":
+            self.store.delete(record.key)
+        elif result.error is not None:
+            record.status, record.error = "failed", result.error
+            self._room_event(live.room, "recording-failed", record, live.identity)
+        else:
+            record.status = "completed"
+            self._room_event(live.room, "recording-completed", record, live.identity)
+        self._maybe_hooks(live.room.sid)
+
+    def room_completed(self, room: RoomRef) -> None:
+        """The room ended: every recording in it finishes; then the hooks compose it."""
+        room.status = "completed"
+        self._closing[room.sid] = room
+        for live in list(self._live.values()):
+            if live.room.sid == room.sid:
+                live.recorder.close()
+        self._maybe_hooks(room.sid)
+
+    def _maybe_hooks(self, room_sid: str) -> None:
+        room = self._closing.get(room_sid)
+        if room is None or self.is_recording(room_sid):
+            return
+        del self._closing[room_sid]
+        if not any(
+            r.room_sid == room_sid and r.status == "completed" for r in self.recordings.values()
+        ):
+            return
+        for hook in self.hooks.values():
+            if hook.enabled:
+                spec = m.CompositionCreate(
+                    room_sid=room_sid,
+                    audio_sources=hook.audio_sources,
+                    audio_sources_excluded=hook.audio_sources_excluded,
+                    trim=hook.trim,
+                    format=hook.format,
+                    status_callback=hook.status_callback,
+                    status_callback_method=hook.status_callback_method,
+                )
+                try:
+                    self.create_composition(spec, hook_sid=hook.sid)
+                except RestError as exc:
+                    log.warning("hook %s: room %s not composed: %s", hook.sid, room_sid, exc)
+
+    def recording(self, sid: str, room_sid: str | None = None) -> m.RecordingRecord:
+        record = self.recordings.get(sid)
+        if record is None or (room_sid is not None and record.room_sid != room_sid):
+            raise not_found(f"/Recordings/{sid[:40]}")
+        return record
+
+    def delete_recording(self, sid: str, room_sid: str | None = None) -> None:
+        """Delete the media now (or when its recorder finishes); the metadata stays."""
+        record = self.recording(sid, room_sid)
+        if record.status == "processing":
+            raise RestError(400, m.INVALID_PARAMETER, "a recording in progress cannot be deleted")
+        record.status = "deleted"
+        record.size = 0
+        self.store.delete(record.key)
+
+    def _room_event(
+        self, room: RoomRef, event: str, record: m.RecordingRecord, identity: str
+    ) -> None:
+        if not room.status_callback:
+            return
+        params = {
+            "AccountSid": self.account_sid,
+            "RoomName": room.name,
+            "RoomSid": room.sid,
+            "RoomStatus": room.status,
+            "RoomType": room.room_type,
+            "StatusCallbackEvent": event,
+            "Timestamp": iso(now_utc()) or "",
+            "SequenceNumber": str(self._next_sequence(room.sid)),
+            **m.recording_params(record, event, identity),
+        }
+        self._send(room.status_callback, room.status_callback_method, params)
+
+    # ------------------------------------------------------------------ compositions
+    def create_composition(
+        self, spec: m.CompositionCreate, hook_sid: str | None = None
+    ) -> m.CompositionRecord:
+        """Check ``spec`` against the room's recordings and enqueue it (or raise RestError)."""
+        sources = self._sources(spec.room_sid)
+        if not sources:
+            raise RestError(
+                400, m.INVALID_PARAMETER, f"room {spec.room_sid[:40]} has no completed recordings"
+            )
+        sid = new_sid(m.COMPOSITION)
+        key = f"compositions/{sid}.{spec.format}"
+        try:
+            job = plan(
+                sources,
+                self.store.writable(key),
+                fmt=spec.format,
+                audio_sources=spec.audio_sources,
+                excluded=spec.audio_sources_excluded,
+                trim=spec.trim,
+            )
+        except CompositionSpecError as exc:
+            raise RestError(400, m.INVALID_PARAMETER, str(exc)) from None
+        record = m.CompositionRecord(
+            sid=sid,
+            account_sid=self.account_sid,
+            room_sid=spec.room_sid,
+            audio_sources=spec.audio_sources,
+            audio_sources_excluded=spec.audio_sources_excluded,
+            trim=spec.trim,
+            format=spec.format,
+            key=key,
+            status_callback=spec.status_callback,
+            status_callback_method=spec.status_callback_method,
+            hook_sid=hook_sid,
+        )
+        self._remember(self.compositions, sid, record)
+        self._composition_event(record, "composition-enqueued")
+        task = asyncio.create_task(self._compose(record, job), name=f"composition-{sid}")
+        self._tasks[sid] = task
+        task.add_done_callback(lambda _t: self._tasks.pop(sid, None))
+        return record
+
+    def _sources(self, room_sid: str) -> list[Source]:
+        out = []
+        for r in self.recordings.values():
+            if r.room_sid != room_sid or r.status != "completed":
+                continue
+            path = self.store.readable(r.key)
+            if path is None:
+                continue
+            out.append(
+                Source(
+                    r.track_name,
+                    path,
+                    r.offset_ms * SAMPLE_RATE // 1000,
+                    round(r.duration * SAMPLE_RATE),
+                )
+            )
+        return out
+
+    async def _compose(self, record: m.CompositionRecord, job: CompositionJob) -> None:
+        def started() -> None:
+            self._composition_step(record, "start")
+
+        def progress(fraction: float) -> None:
+            record.progress = fraction
+            if fraction < 1.0:
+                self._composition_step(record, "progress")
+
+        try:
+            self.store.ensure_space()
+            result = await self.workers.run(job, progress, started)
+        except (CompositionFailed, StorageFull, OSError) as exc:
+            record.error = str(exc)
+            log.warning("composition %s failed: %s", record.sid, exc)
+            self._composition_step(record, "fail")
+            return
+        self.store.commit(record.key)
+        record.duration = result.duration
+        record.size = result.size
+        record.bitrate = round(result.size * 8 / result.duration / 1000) if result.duration else 0
+        if record.status == "deleted":
+            self.store.delete(record.key)
+            return
+        self._composition_step(record, "complete")
+        log.info(
+            "composition %s completed: %.1f s, %d bytes", record.sid, record.duration, record.size
+        )
+
+    def _composition_step(self, record: m.CompositionRecord, event: str) -> None:
+        callback = m.composition_step(record, event)
+        if callback is not None:
+            self._composition_event(record, callback)
+
+    def _composition_event(self, record: m.CompositionRecord, event: str) -> None:
+        if record.status_callback:
+            params = m.composition_params(record, event)
+            self._send(record.status_callback, record.status_callback_method, params)
+
+    def composition(self, sid: str) -> m.CompositionRecord:
+        record = self.compositions.get(sid)
+        if record is None:
+            raise not_found(f"/Compositions/{sid[:40]}")
+        return record
+
+    def delete_composition(self, sid: str) -> None:
+        record = self.composition(sid)
+        m.composition_step(record, "delete")
+        task = self._tasks.get(sid)
+        if task is not None:
+            task.cancel()
+        self.store.delete(record.key)
+
+    # ------------------------------------------------------------------ hooks
+    def create_hook(self, fields: dict[str, object]) -> m.HookRecord:
+        name = fields["friendly_name"]
+        if any(h.friendly_name == name for h in self.hooks.values()):
+            raise RestError(409, m.INVALID_PARAMETER, "a hook with this FriendlyName exists")
+        hook = m.HookRecord(sid=new_sid(m.HOOK), account_sid=self.account_sid, **fields)  # type: ignore[arg-type]
+        self._remember(self.hooks, hook.sid, hook)
+        return hook
+
+    def hook(self, sid: str) -> m.HookRecord:
+        hook = self.hooks.get(sid)
+        if hook is None:
+            raise not_found(f"/CompositionHooks/{sid[:40]}")
+        return hook
+
+    def update_hook(self, sid: str, fields: dict[str, object]) -> m.HookRecord:
+        hook = self.hook(sid)
+        for name, value in fields.items():
+            setattr(hook, name, value)
+        hook.updated = now_utc()
+        return hook
+
+    def delete_hook(self, sid: str) -> None:
+        self.hook(sid)
+        del self.hooks[sid]
+
+    # ------------------------------------------------------------------ lifecycle
+    @staticmethod
+    def _remember(table: OrderedDict[str, _R], sid: str, record: _R) -> None:
+        table[sid] = record
+        while len(table) > HISTORY:
+            table.popitem(last=False)
+
+    async def stop(self) -> None:
+        """Finish every recording (files closed) and cancel compositions in progress."""
+        for live in list(self._live.values()):
+            live.recorder.close()
+        await asyncio.gather(
+            *(asyncio.to_thread(live.recorder.join, 10.0) for live in list(self._live.values()))
+        )
+        await stop_tasks(list(self._tasks.values()), 5.0, log)
