@@ -23,13 +23,14 @@ import itertools
 from typing import Any
 
 import aiortc
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpReceiver
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpReceiver, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamTrack
 from aiortc.rtp import RtpPacket
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mixer_ext.connectors import rtptap
+from mixer_ext.roomserver import icerestart
 from mixer_ext.sim.preencoded import PreEncodedOpusTrack, encode_tone
 
 MEASURED_MINOR = "1.16"
@@ -161,3 +162,79 @@ def test_the_fast_lanes_header_parse_agrees_with_aiortcs(data: bytes) -> None:
     bounds = rtptap.payload_bounds(data)
     got = None if bounds is None else data[bounds[0] : bounds[1]]
     assert got == expected
+
+
+def test_the_ice_connection_has_what_an_ice_restart_rekeys() -> None:
+    """``mixer_ext.roomserver.icerestart`` (issue 21.4) writes these aioice/aiortc internals."""
+
+    async def main() -> None:
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        try:
+            ice = pc.addTransceiver("audio", direction="recvonly").receiver.transport.transport
+            conn = ice._connection
+            for name in (
+                "_local_username",
+                "_local_password",
+                "_check_list",
+                "_check_list_done",
+                "_check_list_state",
+                "_remote_candidates",
+                "_remote_candidates_end",
+                "_nominated",
+                "_query_consent_task",
+            ):
+                assert hasattr(conn, name), f"aioice Connection.{name} is gone"
+            assert hasattr(ice.iceGatherer, "_remote_candidates_end")
+            assert inspect.iscoroutinefunction(conn.query_consent)
+            # the answer's credentials are read from the connection's own attributes
+            assert "self._local_username" in inspect.getsource(type(conn).local_username.fget)
+            assert "self._local_password" in inspect.getsource(type(conn).local_password.fget)
+        finally:
+            await pc.close()
+
+    asyncio.run(main())
+
+
+def test_an_ice_restart_rekeys_in_place_and_the_media_goes_on() -> None:
+    """A restart offer (new remote credentials) on a connected pair: the answer carries new
+    local credentials, the connection keeps its nominated pair, DTLS stays up, the packets
+    keep coming (the browser test moves them to a new path: tests/test_twilio_reconnect.py)."""
+
+    async def main() -> None:
+        browser, server = (RTCPeerConnection(RTCConfiguration(iceServers=[])) for _ in "ab")
+        try:
+            browser.addTransceiver(PreEncodedOpusTrack(encode_tone(440.0)), direction="sendonly")
+            await browser.setLocalDescription(await browser.createOffer())
+            await server.setRemoteDescription(browser.localDescription)
+            await server.setLocalDescription(await server.createAnswer())
+            await browser.setRemoteDescription(server.localDescription)
+            (transceiver,) = server.getTransceivers()
+            await asyncio.sleep(1.0)
+            assert server.connectionState == "connected"
+            conn = transceiver.receiver.transport.transport._connection
+            old_local = (conn.local_username, conn.local_password)
+            pair = conn._nominated[1]
+            offer = browser.localDescription.sdp
+            ufrag, pwd = icerestart.ice_credentials(offer) or ("", "")
+            restarted = offer.replace(ufrag, "zzzz").replace(pwd, "p" * 22)
+            assert icerestart.is_ice_restart(server, restarted)
+            assert not icerestart.is_ice_restart(server, offer)
+            icerestart.restart_ice(server, restarted)
+            await server.setRemoteDescription(RTCSessionDescription(restarted, "offer"))
+            await server.setLocalDescription(await server.createAnswer())
+            answer = icerestart.ice_credentials(server.localDescription.sdp)
+            assert answer == (conn.local_username, conn.local_password) != old_local
+            assert (conn.remote_username, conn.remote_password) == ("zzzz", "p" * 22)
+            assert conn._nominated[1] is pair  # the media keeps its path meanwhile
+            before = await transceiver.receiver.getStats()
+            got = [s.packetsReceived for s in before.values() if s.type == "inbound-rtp"]
+            await asyncio.sleep(1.0)
+            after = await transceiver.receiver.getStats()
+            now = [s.packetsReceived for s in after.values() if s.type == "inbound-rtp"]
+            assert now[0] >= got[0] + 30, (got, now)
+            assert server.connectionState == "connected"
+        finally:
+            await browser.close()
+            await server.close()
+
+    asyncio.run(main())

@@ -43,6 +43,7 @@ from mixer_ext import metrics
 from mixer_ext.connectors.base import Reason
 from mixer_ext.errors import ConfigError
 from mixer_ext.roomserver.forward import PacketFanout
+from mixer_ext.roomserver.icerestart import is_ice_restart, restart_ice
 from mixer_ext.roomserver.limits import ROLE_PARTICIPANT, PreJoinGuard
 from mixer_ext.roomserver.names import check_room_name
 from mixer_ext.roomserver.peer import Peer, PeerHost
@@ -584,6 +585,10 @@ class TwilioSession:
             raise ValueError("offer without an SDP")
         if self._client_sdp is None:
             self._client_sdp = desc.sdp
+        if is_ice_restart(self.pc, desc.sdp):
+            # the browser's media path broke (a new network): re-key ICE in place, DTLS stays
+            log.info("room server: %s: ICE restart", self.label)
+            restart_ice(self.pc, desc.sdp)
         await self.pc.setRemoteDescription(RTCSessionDescription(desc.sdp, "offer"))
         for transceiver in self.pc.getTransceivers():
             if transceiver.kind != "audio":
