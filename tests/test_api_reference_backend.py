@@ -79,8 +79,8 @@ class Stack:
             )  # fmt: skip
 
 
-@pytest.fixture
-def stack(tmp_path: Path) -> Iterator[Stack]:
+@pytest.fixture(name="stack")
+def stack_fixture(tmp_path: Path) -> Iterator[Stack]:
     """The room server (with its Video REST) and the API, sharing the account credentials."""
     for var in ("TWILIO_REGION", "TWILIO_EDGE"):
         os.environ.pop(var, None)
