@@ -7,14 +7,16 @@
 // v: the participant's peak absolute sample value 0..32767 over the window,
 //    -1 when the participant has no enabled audio track (muted).
 // In HLS it travels as an ID3v2.4 tag with one TXXX frame (UTF-8, empty
-// description, value = the JSON); hls.js and Safari surface that frame as a
-// cue on a "metadata" text track whose startTime is the audio it describes.
+// description, value = the JSON), stamped with the end of the window it
+// describes (as a level meter shows the last 500 ms); hls.js and Safari
+// surface that frame as a cue on a "metadata" text track whose startTime is
+// that moment.
 
 export const MUTED = -1;
 export const MAX_LEVEL = 32767;
 /** Refuse anything larger: 50 participants fit in a few kB. */
 export const MAX_PAYLOAD_CHARS = 65536;
-/** One payload describes this much audio, from its pts on. */
+/** One payload describes this much audio, up to its pts (and is shown for as long after). */
 export const PAYLOAD_SECONDS = 0.5;
 /** Bottom of the meter scale, dBFS; anything quieter shows as empty. */
 export const METER_FLOOR_DB = -60;

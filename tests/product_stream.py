@@ -6,7 +6,8 @@ payloads, the live playlist, #EXT-X-ENDLIST at the end) -> ``HttpEndpoint`` (the
 page, ``/config.json``, ``/hls/<name>/...``).  Only the mixer is replaced: ``feed``
 hands the pipeline the mixed frames and payloads of ``Voice`` tones the way
 ``MixerClock`` does (``on_mix`` every 20 ms from a fixed start, ``on_payload`` after the
-25th tick of each 500 ms window, stamped with the window's first sample), so a test
+25th tick of each 500 ms window, stamped as the mixer stamps it: at the window's end,
+issue 26), so a test
 knows exactly which levels the player must show when it plays which audio.
 """
 
@@ -110,7 +111,7 @@ class ProductStream:
                 name: MUTED if voices[name].muted else int(np.max(np.abs(x.astype(np.int32))))
                 for name, x in tracks.items()
             }
-            payload = MetadataPayload(seq=window, levels=levels, pts=start)
+            payload = MetadataPayload(seq=window, levels=levels, pts=start + PAYLOAD_SAMPLES)
             self.payloads.append(payload)
             pipeline.on_payload(payload)
 

@@ -39,27 +39,34 @@ def _ticks(mixer: Mixer, n: int) -> list[MetadataPayload | AppPayload]:
     out: list[MetadataPayload | AppPayload] = []
     for _ in range(n):
         _frame, payload = mixer.tick()
+        out.extend(mixer.take_app_payloads())
         if payload is not None:
             out.append(payload)
-            out.extend(mixer.take_app_payloads())
     return out
 
 
-def test_app_payloads_are_stamped_now_and_follow_their_windows_payload() -> None:
+def test_app_payloads_are_stamped_now_and_handed_out_at_the_next_tick() -> None:
     mixer = Mixer()
     _ticks(mixer, 10)
     assert mixer.post_app_metadata("poll:1")  # stamped with tick 10
     assert mixer.post_app_metadata('{"s":1,"p":{}}')  # same tick: one sample later
-    got = _ticks(mixer, 15)  # ticks 10..24: the first window's payload comes out at 24
-    assert [type(p).__name__ for p in got] == ["MetadataPayload", "AppPayload", "AppPayload"]
-    assert got[1] == AppPayload("poll:1", 10 * TICK_SAMPLES)
-    assert got[2] == AppPayload('{"s":1,"p":{}}', 10 * TICK_SAMPLES + 1)
-    # posted after the window's last tick: it belongs to the next window
-    assert mixer.post_app_metadata("next")
-    assert _ticks(mixer, 24) == []  # the window's payload is not out yet
+    got = _ticks(mixer, 1)  # out right after tick 10, not held to the window's end
+    assert got == [
+        AppPayload("poll:1", 10 * TICK_SAMPLES),
+        AppPayload('{"s":1,"p":{}}', 10 * TICK_SAMPLES + 1),
+    ]
+    # posted before a window's last tick: out before that window's payload (stamped at
+    # the window's end, issue 26), so the timestamps rise
+    _ticks(mixer, 13)
+    assert mixer.post_app_metadata("last tick")
     got = _ticks(mixer, 1)
-    assert got[0] == MetadataPayload(seq=1, levels={}, pts=WINDOW)
-    assert got[1] == AppPayload("next", WINDOW + 1)  # never at the same time as the one before
+    assert got == [
+        AppPayload("last tick", WINDOW - TICK_SAMPLES),
+        MetadataPayload(seq=0, levels={}, pts=WINDOW),
+    ]
+    # posted after it: at the same stream time as that payload, so one sample later
+    assert mixer.post_app_metadata("next")
+    assert _ticks(mixer, 1) == [AppPayload("next", WINDOW + 1)]
     # every timestamp handed out rises
     mixer2 = Mixer()
     seen: list[int] = []
@@ -155,10 +162,11 @@ async def test_app_metadata_reaches_hls_recording_and_rtmp_at_its_stream_time(
     flv = dict(zip([p.seq for p in mine], listener.payload_times(), strict=True))
     checked = 0
     for (ts, _text), (_, pts) in zip(app, posted, strict=True):
-        # the FLV clock is the stream's, shifted by where the connection started
+        # the FLV clock is the stream's, shifted by where the connection started; the
+        # payload of window w is stamped at its end (issue 26)
         window = pts // WINDOW
         if window in flv:
-            expected = flv[window] + (pts - window * WINDOW) * 1000 // SAMPLE_RATE
+            expected = flv[window] - ((window + 1) * WINDOW - pts) * 1000 // SAMPLE_RATE
             assert abs(ts - expected) <= 2, (ts, expected)
             checked += 1
     assert checked == len(texts), flv

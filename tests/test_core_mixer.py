@@ -62,7 +62,7 @@ def test_three_sines_are_all_in_the_mix_at_their_levels() -> None:
     assert mixer.limiter.min_gain == 1.0  # 18000 peak: never limited
 
 
-def test_payloads_every_25_ticks_with_seq_rising_by_one_and_window_pts() -> None:
+def test_payloads_every_25_ticks_with_seq_rising_by_one_stamped_at_window_end() -> None:
     mixer = Mixer(JitterBufferSize.MEDIUM, exclude_identity="bot")
     mixer.add_participant("bot")
     mixer.add_participant("dave")  # present without any track
@@ -73,7 +73,8 @@ def test_payloads_every_25_ticks_with_seq_rising_by_one_and_window_pts() -> None
             got.append((n, payload))
     assert [n for n, _ in got] == list(range(25, 1001, 25))
     assert [p.seq for _, p in got] == list(range(40))
-    assert [p.pts for _, p in got] == [i * TICKS_PER_PAYLOAD * T for i in range(40)]
+    # stamped with the end of the window each describes (issue 26)
+    assert [p.pts for _, p in got] == [(i + 1) * TICKS_PER_PAYLOAD * T for i in range(40)]
     assert all(p.levels == {"dave": -1} for _, p in got)
     assert got[0][1].to_json() == '{"s":0,"p":{"dave":{"v":-1}}}'
     with pytest.raises(ValueError):

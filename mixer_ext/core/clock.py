@@ -148,11 +148,13 @@ class MixerClock:
             self.ticks += 1
             try:
                 self.sink.on_mix(frame)
+                # an app's payloads as soon as they are posted, then the window's own
+                # (both stamped no earlier than the audio already handed over: issue 26)
+                for app in self.mixer.take_app_payloads():
+                    self.sink.on_payload(app)
                 if payload is not None:
                     metrics.PAYLOADS.inc()
                     self.sink.on_payload(payload)
-                    for app in self.mixer.take_app_payloads():
-                        self.sink.on_payload(app)
             except Exception:  # the next stage's bug must not stop the clock
                 self.sink_errors += 1
                 if self.sink_errors == 1 or self.sink_errors % 1000 == 0:

@@ -163,6 +163,8 @@ class Mixer:
         self._app: deque[AppPayload] = deque()
         #: pts of the last payload handed out (mixer's or app's)
         self._last_payload_pts = -1
+        #: pts of the window payload the last tick() returned, until take_app_payloads()
+        self._window_end: int | None = None
 
     # ------------------------------------------------------------------ roster
     @property
@@ -244,7 +246,12 @@ class Mixer:
 
     # ------------------------------------------------------------------ tick
     def tick(self) -> tuple[MixedFrame, MetadataPayload | None]:
-        """Mix one tick; every 25th also returns the payload of the window it completed."""
+        """Mix one tick; every 25th also returns the payload of the window it completed.
+
+        The payload is stamped with the end of that window (the pts of the next tick):
+        it is built only once the window's last sample is mixed, so stamped there it is
+        never behind the audio it travels with (README "Timed metadata", issue 26).
+        """
         slots = list(self._slots.values())
         leaving, self._leaving = self._leaving, []
         need = len(slots) + len(leaving)
@@ -299,10 +306,12 @@ class Mixer:
         payload = None
         if self._tick % TICKS_PER_PAYLOAD == 0:
             levels = {identity: p.meter.take() for identity, p in self._participants.items()}
-            pts = (self._tick - TICKS_PER_PAYLOAD) * self.tick_samples
-            payload = MetadataPayload(seq=self._seq, levels=levels, pts=pts)
+            payload = MetadataPayload(
+                seq=self._seq, levels=levels, pts=self._tick * self.tick_samples
+            )
             self._seq += 1
-            self._last_payload_pts = pts
+            # app payloads taken after this tick come out before this one (take_app_payloads)
+            self._window_end = payload.pts
         return frame, payload
 
     # ------------------------------------------------------------------ app metadata
@@ -319,20 +328,22 @@ class Mixer:
         return True
 
     def take_app_payloads(self) -> list[AppPayload]:
-        """The app payloads of the window whose own payload ``tick()`` just returned.
+        """The app payloads posted before the tick that just ran, in posting order.
 
-        Each keeps its pts unless that would not rise above the payload before it
-        (two in one tick: one sample apart); one that would spill into the next window
-        waits for it.  In posting order.
+        Call after every ``tick()`` and hand these out *before* the payload that tick
+        returned (``MixerClock`` does): each keeps the pts it was posted at, the end of
+        the audio mixed then, so like the window's own payload (stamped at its window's
+        end) it is never behind the audio it travels with (issue 26), and the data
+        stream's timestamps only rise (two posted in one tick: one sample apart; one
+        posted at a window's end: one sample after that window's payload).
         """
-        end = self._tick * self.tick_samples
         out: list[AppPayload] = []
-        while self._app and self._app[0].pts < end:
-            first = self._app[0]
+        while self._app:
+            first = self._app.popleft()
             pts = max(first.pts, self._last_payload_pts + 1)
-            if pts >= end:
-                break
-            self._app.popleft()
             out.append(AppPayload(first.text, pts))
             self._last_payload_pts = pts
+        if self._window_end is not None:
+            self._last_payload_pts = max(self._last_payload_pts, self._window_end)
+            self._window_end = None
         return out

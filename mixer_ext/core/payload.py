@@ -13,6 +13,17 @@ participant's peak absolute sample value (0..32767) over the 500 ms window,
 stream time at which it reached the mixer.  Both travel the same path (mixer clock ->
 encoder fan-out -> every output); the carriers tell them apart (``outputs.carriers``:
 an ID3 ``TXXX`` described ``app``, an ``onTextData`` with ``source: "app"``).
+
+Timing (issue 26): a payload is stamped with the **end** of the window it
+describes, as a level meter shows the last 500 ms: payload ``s`` has pts
+``(s + 1) * 24000`` (stream time ``(s + 1) * 0.5`` s).  It can only be built
+once that window's last sample is mixed, and it then enters every carrier right
+after the audio up to that sample, so by pts it is never behind the audio it
+travels with: an HLS part or segment carries it no later than the first part
+holding the audio at its pts, an RTMP ``onTextData`` tag is never stamped
+behind the audio already sent, and the WebSocket sends it as that audio is
+mixed, before any listener hears it.  ``-1`` is then "muted for the whole
+window that ends here", so also at that moment.
 """
 
 from __future__ import annotations
@@ -35,7 +46,8 @@ class MetadataPayload:
 
     seq: int
     levels: Mapping[str, int]
-    #: sample index (48 kHz) of the first sample of the window described
+    #: sample index (48 kHz) at which the payload takes effect: the end of the window
+    #: it describes (one past its last sample); see the module doc
     pts: int = 0
     _json: str = field(default="", repr=False, compare=False)
 

@@ -22,7 +22,9 @@ Paths (all GET):
   (``set_ready``) and an HLS output has its first segment (when there is
   one), else 503.
 * ``/ws/metadata``: a WebSocket sending every payload's JSON as a text
-  message, live.  At most ``MIXER_HTTP_MAX_METADATA_CLIENTS`` clients at once;
+  message, live: as its window closes, i.e. at the payload's timestamp on the
+  mix's clock (the end of the window, issue 26), ahead of any listener of the
+  stream.  At most ``MIXER_HTTP_MAX_METADATA_CLIENTS`` clients at once;
   one more is refused before the upgrade (503, a JSON ``error`` naming the
   limit).  Each client has a bounded queue (``WS_QUEUE``, oldest dropped when a
   client is slow).  The tick only hands a payload over (``publish``: O(1), no

@@ -24,11 +24,12 @@ def sine_frame(tick: int, freq: float = TONE_HZ, amplitude: int = AMPLITUDE) -> 
 
 
 def payload_for(window: int) -> MetadataPayload:
-    """Payload ``window`` (seq = window) describing ticks 25*window .. 25*window+24."""
+    """Payload ``window`` (seq = window) describing ticks 25*window .. 25*window+24,
+    stamped as the mixer stamps it: at the end of that window (issue 26)."""
     return MetadataPayload(
         seq=window,
         levels={"alice": (window * 37) % 32768, "bob": -1},
-        pts=window * TICKS_PER_PAYLOAD * TICK_SAMPLES,
+        pts=(window + 1) * TICKS_PER_PAYLOAD * TICK_SAMPLES,
     )
 
 
