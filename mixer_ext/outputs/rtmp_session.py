@@ -5,7 +5,11 @@ Runs inside the RTMP child process (``mixer_ext.outputs.rtmp_child``; see
 
 * Muxed by PyAV's ``flv`` muxer straight to FFmpeg's RTMP(S) client.  The
   metadata goes through a codec-less data stream as hand-built AMF0 bytes
-  (``amf0_on_text_data``); FFmpeg writes them as FLV script-data tags.
+  (``amf0_on_text_data``); FFmpeg writes them as FLV script-data tags.  Packets
+  are written in the order they come, none held back to interleave
+  (``FLV_OPTIONS``): audio goes out as it is encoded, and each ``onTextData``
+  follows the audio of the window it describes, stamped with that window's end,
+  so its timestamp is never behind the audio already sent (issue 26).
 * Connection: made on the output thread when the first packet arrives.  When
   it fails or drops (write error), the output is ``reconnecting``: packets
   are dropped and counted (``mixer_output_dropped_packets_total{kind="rtmp"}``)
@@ -50,6 +54,11 @@ log = logging.getLogger(__name__)
 
 #: seconds before the first retry; doubles per failure up to the setting's cap
 RECONNECT_FIRST_DELAY = 0.5
+#: a live stream has no duration/filesize to patch in at the end; and every packet goes
+#: out as it comes (``max_interleave_delta`` 1 µs): left at FFmpeg's 10 s, the muxer
+#: held the audio back until the sparse data stream had a packet (the next payload,
+#: up to 0.5 s) and sent it in bursts (issue 26)
+FLV_OPTIONS = {"flvflags": "no_duration_filesize", "max_interleave_delta": "1"}
 
 
 def stream_key_parts(url: str) -> list[str]:
@@ -178,10 +187,7 @@ class RtmpSession(Output):
             return False
         container: Any = None
         try:
-            # a live stream has no duration/filesize to patch in at the end
-            container = av.open(
-                self._url, "w", format="flv", options={"flvflags": "no_duration_filesize"}
-            )
+            container = av.open(self._url, "w", format="flv", options=FLV_OPTIONS)
             audio = container.add_stream("aac", rate=SAMPLE_RATE, layout="stereo")
             audio.codec_context.extradata = self.params.extradata
             audio.codec_context.bit_rate = self.params.bit_rate
