@@ -46,7 +46,7 @@ def test_token_round_trip() -> None:
         ),
         (
             jwt.encode(
-                {"iss": "mixer-ext", "room": "r", "sub": "a b", "exp": 2e9}, SECRET, "HS256"
+                {"iss": "mixer-ext", "room": "r", "sub": "a\nb", "exp": 2e9}, SECRET, "HS256"
             ),
             "identity",
         ),
@@ -62,7 +62,7 @@ def test_bad_tokens(token: str | None, message: str) -> None:
 
 def test_mint_refuses_bad_names_and_ttl() -> None:
     with pytest.raises(ValueError, match="identity"):
-        mint_token(SECRET, "r", "has space")
+        mint_token(SECRET, "r", "has\x00nul")  # a space is fine (issue 21.3), a control is not
     with pytest.raises(ValueError, match="room"):
         mint_token(SECRET, "", "a")
     with pytest.raises(ValueError, match="ttl"):
@@ -88,10 +88,11 @@ def test_token_cli() -> None:
     out = subprocess.run(cmd, env=short, capture_output=True, text=True, timeout=60)
     assert out.returncode == 2
     assert "MIXER_ROOM_SECRET is too short" in out.stderr
-    bad = [*mixer_ext_cmd(), "token", "--room", "demo", "--identity", "a b"]
+    # names as Twilio took them (issue 21.3): "a b" is fine now; a control character is not
+    bad = [*mixer_ext_cmd(), "token", "--room", "demo", "--identity", "a\nb"]
     out = subprocess.run(bad, env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1
-    assert "identity 'a b' is invalid" in out.stderr
+    assert "identity" in out.stderr and "control character (U+000A)" in out.stderr
 
 
 # --- protocol -----------------------------------------------------------------------------

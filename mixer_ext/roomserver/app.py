@@ -71,6 +71,7 @@ from mixer_ext.roomserver.limits import (
     Refusal,
     TokenBucket,
 )
+from mixer_ext.roomserver.names import for_log
 from mixer_ext.roomserver.peer import Peer
 from mixer_ext.roomserver.rooms import (
     Participant,
@@ -259,7 +260,9 @@ class RoomServer:
         due = self.rooms.tick(now)
         for room, participant, reason in due.removals:
             peer = cast(Peer | None, participant.connection)
-            log.info("room server: %s/%s: %s", room.name, participant.identity, reason)
+            log.info(
+                "room server: %s/%s: %s", for_log(room.name), for_log(participant.identity), reason
+            )
             if peer is not None and not peer.closed:
                 self.schedule_removal(peer, reason)
             else:  # no connection to close (its window ran out): it just leaves
@@ -272,9 +275,9 @@ class RoomServer:
         if isinstance(event, RoomCreated | RoomEnded):
             metrics.ROOM_SERVER_ROOMS.set(len(self.rooms))
             if isinstance(event, RoomCreated):
-                log.info("room server: room %s created", event.room.name)
+                log.info("room server: room %s created", for_log(event.room.name))
             else:
-                log.info("room server: room %s ended (%s)", event.room.name, event.reason)
+                log.info("room server: room %s ended (%s)", for_log(event.room.name), event.reason)
             return
         if isinstance(event, ParticipantJoined | ParticipantLeft):
             metrics.ROOM_SERVER_PARTICIPANTS.set(self.rooms.count_participants())
@@ -542,7 +545,7 @@ class RoomServer:
         named = join.room
         # the hosted extension's context names the room by its RM SID
         join = join.model_copy(update={"room": self.rooms.resolve(join.room)})
-        label = f"{join.room[:40]}/<{peer}>"
+        label = f"{for_log(join.room[:40])}/<{peer}>"
         try:
             # a token for the room's SID admits as one for its unique name
             claims = verify_token(self.secret, join.token, named)
@@ -558,7 +561,7 @@ class RoomServer:
             return None
         except Refused as exc:
             if exc.refusal is JoinRefusal.ROOM_FULL:
-                label = f"{join.room}/{claims.identity}"
+                label = f"{for_log(join.room)}/{for_log(claims.identity)}"
                 await self._refuse(ws, label, Reason.ROOM_FULL, str(exc))
             else:
                 await self._refuse(ws, label, Reason.UNAUTHORIZED, str(exc))
@@ -692,7 +695,7 @@ class RoomServer:
                 headers={"WWW-Authenticate": 'Bearer realm="mixer-ext room server"'},
             )
         room = self._room_or_404(request)
-        log.info("room server: room %s ended by an operator", room.name)
+        log.info("room server: room %s ended by an operator", for_log(room.name))
         gone = await self.end_room(room, Reason.ROOM_ENDED)
         return web.json_response({"ended": room.name, "disconnected": gone})
 

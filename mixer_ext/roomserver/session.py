@@ -30,6 +30,7 @@ from mixer_ext.connectors.base import Reason
 from mixer_ext.roomserver import protocol as p
 from mixer_ext.roomserver.forward import PacketFanout
 from mixer_ext.roomserver.limits import LatestWins, TokenBucket
+from mixer_ext.roomserver.names import for_log
 from mixer_ext.roomserver.peer import Peer, PeerHost
 from mixer_ext.roomserver.rooms import (
     Participant,
@@ -93,7 +94,7 @@ class Session:
         self.identity = participant.identity
         self.publish = join.publish
         self.auto_subscribe = join.auto_subscribe
-        self.label = f"{room.name}/{self.identity}"
+        self.label = f"{for_log(room.name)}/{for_log(self.identity)}"
         #: the role of the token it joined with (``participant`` or ``mixer``)
         self.role = participant.role
         self.closed = False

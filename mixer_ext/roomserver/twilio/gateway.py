@@ -45,7 +45,7 @@ from mixer_ext.errors import ConfigError
 from mixer_ext.roomserver.forward import PacketFanout
 from mixer_ext.roomserver.icerestart import is_ice_restart, restart_ice
 from mixer_ext.roomserver.limits import ROLE_PARTICIPANT, PreJoinGuard
-from mixer_ext.roomserver.names import check_room_name
+from mixer_ext.roomserver.names import check_room_name, for_log
 from mixer_ext.roomserver.peer import Peer, PeerHost
 from mixer_ext.roomserver.rooms import (
     Participant,
@@ -259,7 +259,7 @@ class TwilioGateway:
     ) -> TwilioSession | None:
         rooms = self.server.rooms
         name = connect.name or ""
-        label = f"twilio {name[:40]}/<{peer}>"
+        label = f"twilio {for_log(name[:40])}/<{peer}>"
         try:
             check_room_name(name)
         except ValueError:
@@ -339,7 +339,7 @@ class TwilioSession:
         #: what this connection may still send (issue 16.1): over it, it is closed
         self.bucket = gateway.server.new_bucket()
         self.identity = participant.identity
-        self.label = f"{room.name}/{self.identity}"
+        self.label = f"{for_log(room.name)}/{for_log(self.identity)}"
         self.auto_subscribe = connect.automatic_subscription
         self.publish = True
         self.closed = False
