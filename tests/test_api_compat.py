@@ -9,6 +9,7 @@ replays the same calls against real workers.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from pathlib import Path
@@ -143,3 +144,56 @@ def test_worker_context_fills_only_a_missing_identity() -> None:
     assert r.worker_context("audio-mixer-v2", named) == named
     assert r.room_source_sid(ROOM_SID) == ROOM_SID
     assert r.room_source_sid("RM-short") is None
+
+
+async def test_source_sid_of_a_room_named_by_its_unique_name(tmp_path: Path) -> None:
+    """The worker is in the room: the API asks the room server (real, in-process, its Video
+    REST) for the room's SID and sets it on the processor's recordings."""
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from mixer_ext.api.app import ControlPlane, build_app
+    from mixer_ext.api.client import basic_authorization
+    from mixer_ext.api.config import ApiSettings
+    from tests.twilio_util import ACCOUNT_SID, AUTH_TOKEN, twilio_room
+
+    async with twilio_room() as room:
+        auth = {"Authorization": basic_authorization(ACCOUNT_SID, AUTH_TOKEN)}
+        client = TestClient(TestServer(build_app(room_plane := ControlPlane(
+            ApiSettings(account_sid=ACCOUNT_SID, auth_token=AUTH_TOKEN, api_data_dir=tmp_path),
+            "127.0.0.1",
+            0,
+            RecordingLauncher(tmp_path),
+            room_rest=r.room_rest_base("embedded", room.ws_server),
+        ))))  # fmt: skip
+        await client.start_server()
+        try:
+            import aiohttp
+
+            async with aiohttp.ClientSession() as http:
+                resp = await http.post(
+                    f"{room.rest_url}/v1/Rooms", data={"UniqueName": "town-hall"}, headers=auth
+                )
+                rm = (await resp.json())["sid"]
+            ctx = json.dumps({"room": {"name": "town-hall"}, "outputs": ["file:show.m4a"]})
+            resp = await client.post(
+                "/v1/MediaProcessors",
+                data={"Extension": "audio-mixer-v1", "ExtensionContext": ctx},
+                headers=auth,
+            )
+            zx = (await resp.json())["sid"]
+            resp = await client.post(
+                f"/internal/workers/{zx}/status",
+                params={"key": room_plane.worker_key(zx)},
+                json={"state": "started"},
+            )
+            assert resp.status == 204
+            await asyncio.gather(*room_plane._lookups)
+            page = await (
+                await client.get("/v1/MediaRecordings", params={"SourceSid": rm}, headers=auth)
+            ).json()
+            assert [x["processor_sid"] for x in page["media_recordings"]] == [zx]
+        finally:
+            await client.close()
+            room_plane.store.close()
+    assert r.room_rest_base("embedded", "wss://rooms.example.com/x") == "https://rooms.example.com"
+    assert r.room_rest_base("janus", "ws://127.0.0.1:8188") is None

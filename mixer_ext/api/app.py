@@ -48,6 +48,7 @@ from mixer_ext import eventloop
 from mixer_ext.api import resources as r
 from mixer_ext.api import timedmeta as tm
 from mixer_ext.api.callbacks import CallbackDispatcher
+from mixer_ext.api.client import basic_authorization
 from mixer_ext.api.config import ApiSettings, LauncherKind, load_api_settings
 from mixer_ext.api.kube import JobTemplate, KubeJobs, KubernetesLauncher
 from mixer_ext.api.launcher import LocalLauncher, WorkerLauncher
@@ -81,9 +82,18 @@ class ControlPlane:
     """The API's state and its reactions; owns the watcher and callback tasks."""
 
     def __init__(
-        self, cfg: ApiSettings, host: str, port: int, launcher: WorkerLauncher | None = None
+        self,
+        cfg: ApiSettings,
+        host: str,
+        port: int,
+        launcher: WorkerLauncher | None = None,
+        *,
+        room_rest: str | None = None,
     ) -> None:
         self.cfg = cfg
+        #: the embedded room server's Video REST base, to learn a room's SID (source_sid)
+        self.room_rest = room_rest
+        self._lookups: set[asyncio.Task[None]] = set()
         self.public_url = cfg.api_public_url or f"http://{host}:{port}"
         self.internal_url = (
             cfg.api_internal_url
@@ -122,7 +132,7 @@ class ControlPlane:
 
     async def stop(self) -> None:
         """Stop the API's own tasks; the workers keep running (they are re-adopted)."""
-        await stop_tasks(self._tasks, 5.0, log)
+        await stop_tasks([*self._tasks, *self._lookups], 5.0, log)
         if isinstance(self.launcher, KubeJobs):
             await self.launcher.close()
         if self._proxy is not None:
@@ -227,6 +237,7 @@ class ControlPlane:
             elif isinstance(effect, r.StartStreamers):
                 for vj in p.streamer_sids():
                     self.streamer_event(vj, r.StreamerEvent.SOURCE_STARTED)
+                self._look_up_room_sid(p)
             elif isinstance(effect, r.EndStreamers):
                 for vj in p.streamer_sids():
                     self.streamer_event(vj, r.StreamerEvent.SOURCE_ENDED, effect.reason)
@@ -249,6 +260,41 @@ class ControlPlane:
         events = [e.event for e in step.effects if isinstance(e, r.Callback)]
         self.store.save_streamer(step.streamer, events, now)
         self.callbacks.wake()
+
+    # ----------------------------------------------------------------- recordings' source
+    def _look_up_room_sid(self, p: r.MediaProcessor) -> None:
+        """The worker is in the room: ask the room server's Video REST for the room's SID,
+        for recordings of a room named by its unique name (``source_sid``)."""
+        name = parse_context(p.extension_context).room.name
+        if self.room_rest is None or r.room_source_sid(name) is not None:
+            return
+        recs, _ = self.store.recordings(processor_sid=p.sid, limit=1)
+        if not recs:
+            return
+        task = asyncio.get_running_loop().create_task(
+            self._room_sid(p.sid, name), name=f"api-room-sid-{p.sid}"
+        )
+        self._lookups.add(task)
+        task.add_done_callback(self._lookups.discard)
+
+    async def _room_sid(self, processor_sid: str, name: str) -> None:
+        url = f"{self.room_rest}/v1/Rooms/{quote(name, safe='')}"
+        auth = {"Authorization": basic_authorization(self.cfg.account_sid, self.auth_token)}
+        try:
+            async with (
+                aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http,
+                http.get(url, headers=auth) as resp,
+            ):
+                body = await resp.json() if resp.status == 200 else {}
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            log.info("processor %s: the room's SID is unknown (%s)", processor_sid, exc)
+            return
+        sid = body.get("sid") if isinstance(body, dict) else None
+        if not isinstance(sid, str) or r.room_source_sid(sid) is None:
+            log.info("processor %s: the room server knows no SID for its room", processor_sid)
+            return
+        n = self.store.set_recording_source(processor_sid, sid)
+        log.info("processor %s: room %s; source_sid set on %d recording(s)", processor_sid, sid, n)
 
     # ----------------------------------------------------------------- app metadata
     def running_processor(self, streamer_sid: str) -> r.MediaProcessor | None:
@@ -929,8 +975,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=8080, help="port to listen on (8080)")
 
 
-async def serve(cfg: ApiSettings, host: str, port: int, player_dir: Path | None = None) -> None:
-    plane = ControlPlane(cfg, host, port)
+async def serve(
+    cfg: ApiSettings,
+    host: str,
+    port: int,
+    player_dir: Path | None = None,
+    room_rest: str | None = None,
+) -> None:
+    plane = ControlPlane(cfg, host, port, room_rest=room_rest)
     runner = web.AppRunner(build_app(plane, player_dir), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
@@ -950,5 +1002,8 @@ async def serve(cfg: ApiSettings, host: str, port: int, player_dir: Path | None 
 
 def main(args: argparse.Namespace, settings: Settings) -> int:
     cfg = load_api_settings()
-    eventloop.run(serve(cfg, args.host, args.port, settings.player_dir), settings.event_loop)
+    room_rest = r.room_rest_base(settings.room_backend.value, settings.room_url)
+    eventloop.run(
+        serve(cfg, args.host, args.port, settings.player_dir, room_rest), settings.event_loop
+    )
     return 0

@@ -67,6 +67,17 @@ def room_source_sid(room_name: str) -> str | None:
     return room_name if re.match(r"^RM[0-9a-fA-F]{32}$", room_name) else None
 
 
+def room_rest_base(room_backend: str, room_url: str) -> str | None:
+    """Where the embedded room server answers its Video REST (``/v1/Rooms``): its
+    signaling URL with ``ws`` made ``http``; None for Janus (no room SIDs there)."""
+    if room_backend != "embedded":
+        return None
+    match = re.match(r"^(ws|wss)://([^/?#\s]+)", room_url)
+    if match is None:
+        return None
+    return ("https" if match[1] == "wss" else "http") + "://" + match[2]
+
+
 def format_date(epoch: float) -> str:
     """The only date format the client turns into a ``datetime``."""
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))

@@ -284,6 +284,16 @@ class Store:
                 (r.status.value, r.duration, r.media_size, r.date_updated, r.sid),
             )
 
+    def set_recording_source(self, processor_sid: str, source_sid: str) -> int:
+        """Set ``source_sid`` on the processor's recordings that have none; returns how many."""
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE media_recordings SET source_sid=? WHERE processor_sid=?"
+                " AND source_sid IS NULL",
+                (source_sid, processor_sid),
+            )
+            return cur.rowcount
+
     def delete_recording(self, sid: str) -> None:
         with self._tx() as db:
             db.execute("DELETE FROM media_recordings WHERE sid=?", (sid,))
