@@ -182,7 +182,7 @@ class RoomServer:
         self._runner: web.AppRunner | None = None
         self._housekeeper: asyncio.Task[None] | None = None
         #: twilio-video.js apps' signaling + Video REST, when MIXER_ACCOUNT_SID/API_KEYS are set
-        self.twilio: TwilioGateway | None = TwilioGateway.from_environment(self)
+        self.twilio: TwilioGateway | None = TwilioGateway.from_environment(self, settings=settings)
 
     @property
     def sessions(self) -> dict[tuple[str, str], Peer]:

@@ -20,7 +20,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from mixer_ext.roomserver.compose.spec import (
     SAMPLE_RATE,
@@ -30,7 +30,16 @@ from mixer_ext.roomserver.compose.spec import (
     plan,
 )
 from mixer_ext.roomserver.compose.workers import CompositionFailed, CompositionWorkers
+from mixer_ext.roomserver.forward import PacketFanout
+from mixer_ext.roomserver.peer import Peer
 from mixer_ext.roomserver.recorder import RecordingResult, RecordingTags, TrackRecorder
+from mixer_ext.roomserver.rooms import (
+    Room,
+    RoomEnded,
+    RosterEvent,
+    TrackPublished,
+    TrackUnpublished,
+)
 from mixer_ext.roomserver.storage import MediaStore, StorageFull
 from mixer_ext.roomserver.twilio import media_rest as m
 from mixer_ext.roomserver.twilio.rest import RestError, iso, not_found, now_utc
@@ -41,6 +50,8 @@ log = logging.getLogger(__name__)
 
 #: records kept (the oldest forgotten first); deleted ones count until they go
 HISTORY = 10_000
+#: seconds between two retention sweeps of the media store
+RETENTION_PERIOD = 3600.0
 
 _R = TypeVar("_R")
 
@@ -94,6 +105,24 @@ class MediaService:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         #: rooms completed whose recordings are still being finished, for the hooks
         self._closing: dict[str, RoomRef] = {}
+        self._retention: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Start the retention sweep (hourly, in a thread: it walks the directory)."""
+        if self._retention is None:
+            self._retention = asyncio.create_task(self._sweep(), name="media-retention")
+
+    async def _sweep(self) -> None:
+        while True:
+            try:
+                gone = set(await asyncio.to_thread(self.store.expire))
+            except OSError as exc:
+                log.warning("media retention sweep failed: %s", exc)
+                gone = set()
+            for record in list(self.recordings.values()) + list(self.compositions.values()):
+                if record.key in gone and record.status == "completed":
+                    record.status = "deleted"
+            await asyncio.sleep(RETENTION_PERIOD)
 
     # ------------------------------------------------------------------ recordings
     def start_recording(
@@ -399,4 +428,58 @@ class MediaService:
         await asyncio.gather(
             *(asyncio.to_thread(live.recorder.join, 10.0) for live in list(self._live.values()))
         )
-        await stop_tasks(list(self._tasks.values()), 5.0, log)
+        await stop_tasks([*self._tasks.values(), self._retention], 5.0, log)
+
+
+class RoomRecorder:
+    """A roster listener: records the published audio tracks of the rooms that record.
+
+    ``describe(room)`` says whether a room records (``RecordParticipantsOnConnect`` or the
+    server's default) and gives its ``RoomRef``.  On ``TrackPublished`` in such a room the
+    publisher's ``PacketFanout`` (either protocol: ``Peer.fanout_for``) gets the recording's
+    sink; on ``TrackUnpublished`` (also sent for every track of a participant who leaves)
+    the recording finishes; on ``RoomEnded`` the room's recordings complete and the hooks
+    may compose it.  Muted tracks forward nothing, so mute is a gap in the file.
+    """
+
+    def __init__(self, media: MediaService, describe: Callable[[Room], RoomRef | None]) -> None:
+        self.media = media
+        self._describe = describe
+        self._refs: dict[str, RoomRef] = {}
+        self._sinks: dict[str, tuple[PacketFanout, Callable[[bytes, int], None]]] = {}
+
+    def on_roster(self, event: RosterEvent) -> None:
+        if isinstance(event, TrackPublished):
+            if event.track.kind != "audio":
+                return
+            ref = self._refs.get(event.room.sid) or self._describe(event.room)
+            if ref is None:
+                return
+            self._refs[event.room.sid] = ref
+            peer = cast(Peer | None, event.participant.connection)
+            fanout = None if peer is None else peer.fanout_for(event.track.sid)
+            if fanout is None:
+                log.warning("recording: %s has no media to record", event.track.sid)
+                return
+            sink = self.media.start_recording(
+                ref,
+                event.participant.sid,
+                event.participant.identity,
+                event.track.sid,
+                event.track.name or event.track.sid,
+            )
+            if sink is not None:
+                fanout.add_sink(sink)
+                self._sinks[event.track.sid] = (fanout, sink)
+        elif isinstance(event, TrackUnpublished):
+            held = self._sinks.pop(event.track.sid, None)
+            if held is not None:
+                held[0].remove_sink(held[1])
+                self.media.stop_recording(event.track.sid)
+        elif isinstance(event, RoomEnded):
+            ref = self._refs.pop(event.room.sid, None)
+            if ref is not None:
+                self.media.room_completed(ref)
+
+    def is_recording(self, room_sid: str) -> bool:
+        return self.media.is_recording(room_sid)

@@ -30,6 +30,7 @@ import contextlib
 import hmac
 import logging
 import os
+import secrets
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -42,11 +43,13 @@ from aiortc.sdp import candidate_from_sdp
 from mixer_ext import metrics
 from mixer_ext.connectors.base import Reason
 from mixer_ext.errors import ConfigError
+from mixer_ext.roomserver.compose.workers import CompositionWorkers
 from mixer_ext.roomserver.forward import PacketFanout
 from mixer_ext.roomserver.icerestart import is_ice_restart, restart_ice
 from mixer_ext.roomserver.limits import ROLE_PARTICIPANT, PreJoinGuard
 from mixer_ext.roomserver.names import check_room_name, for_log
 from mixer_ext.roomserver.peer import Peer, PeerHost
+from mixer_ext.roomserver.recordings import MediaService, RoomRecorder, RoomRef
 from mixer_ext.roomserver.rooms import (
     Participant,
     ParticipantJoined,
@@ -60,6 +63,7 @@ from mixer_ext.roomserver.rooms import (
     TrackPublished,
     TrackUnpublished,
 )
+from mixer_ext.roomserver.storage import LocalMediaStore, MediaUrlSigner
 from mixer_ext.roomserver.twilio import connection as tc
 from mixer_ext.roomserver.twilio import errors as e
 from mixer_ext.roomserver.twilio import signaling as s
@@ -70,9 +74,11 @@ from mixer_ext.roomserver.twilio.access_token import (
     verify_access_token,
 )
 from mixer_ext.roomserver.twilio.callbacks import StatusCallbacks
+from mixer_ext.roomserver.twilio.media_routes import MediaRoutes
 from mixer_ext.roomserver.twilio.rest_routes import REMOVED, RoomLedger, VideoRest
 from mixer_ext.roomserver.twilio.sdp import align_offer
 from mixer_ext.roomserver.twilio.sids import TRACK, new_sid
+from mixer_ext.settings import Settings
 from mixer_ext.tasks import stop_tasks
 
 log = logging.getLogger(__name__)
@@ -114,6 +120,7 @@ class TwilioGateway:
         account_sid: str,
         api_keys: Mapping[str, str],
         auth_token: str | None = None,
+        settings: Settings | None = None,
     ) -> None:
         self.server = server
         self.account_sid = account_sid
@@ -121,13 +128,36 @@ class TwilioGateway:
         self.auth_token = auth_token
         self._handlers: set[asyncio.Task[Any]] = set()
         self.callbacks = StatusCallbacks(auth_token)
+        settings = settings if settings is not None else Settings()
         #: room and participant records (and their status callbacks), kept by roster events
-        self.ledger = RoomLedger(account_sid, self.callbacks)
+        self.ledger = RoomLedger(
+            account_sid,
+            self.callbacks,
+            record_by_default=settings.record_participants_on_connect,
+        )
         server.rooms.attach(self.ledger)
+        #: recordings, compositions and hooks (issue 23); the recorder follows the roster too
+        self.media = MediaService(
+            LocalMediaStore(
+                settings.recordings_dir,
+                min_free_bytes=settings.recordings_min_free_mb << 20,
+                retention_seconds=settings.recordings_retention_days * 86400,
+            ),
+            CompositionWorkers(settings.composition_workers),
+            account_sid=account_sid,
+            send=self.callbacks.send,
+            next_sequence=self.callbacks.next_sequence,
+        )
+        #: signs the temporary ``…/Media`` URLs (a secret of this process: they last 10 min)
+        self.media_urls = MediaUrlSigner(secrets.token_bytes(32))
+        server.rooms.attach(RoomRecorder(self.media, self._recording_ref))
 
     @classmethod
     def from_environment(
-        cls, server: PeerHost, environ: Mapping[str, str] | None = None
+        cls,
+        server: PeerHost,
+        environ: Mapping[str, str] | None = None,
+        settings: Settings | None = None,
     ) -> TwilioGateway | None:
         """The gateway configured from ``MIXER_ACCOUNT_SID``, ``MIXER_API_KEYS`` and
         ``MIXER_AUTH_TOKEN``; None when neither of the first two is set (the server then
@@ -145,12 +175,28 @@ class TwilioGateway:
             account_sid=parse_account_sid(sid),
             api_keys=parse_api_keys(keys),
             auth_token=env.get("MIXER_AUTH_TOKEN") or None,
+            settings=settings,
+        )
+
+    def _recording_ref(self, room: Room) -> RoomRef | None:
+        """The room as the recorder needs it, if it records (None: it does not)."""
+        record = self.ledger.for_live(room)
+        if not record.record_participants_on_connect:
+            return None
+        return RoomRef(
+            sid=room.sid,
+            name=room.name,
+            started=room.created_at,
+            status_callback=record.status_callback,
+            status_callback_method=record.status_callback_method,
+            room_type=record.type,
         )
 
     def add_routes(self, app: web.Application) -> None:
         """``/signaling`` and the Video REST subset under ``/v1/Rooms``."""
         app.router.add_get(SIGNALING_PATH, self.handle)
         VideoRest(self.server, self.ledger, self.authenticate).add_routes(app)
+        MediaRoutes(self.media, self.media_urls, self.authenticate).add_routes(app)
 
     def authenticate(self, user: str, password: str) -> bool:
         """HTTP Basic for the Video REST: the account SID and auth token, or an API key."""
@@ -158,9 +204,11 @@ class TwilioGateway:
         return bool(expected) and hmac.compare_digest(password.encode(), str(expected).encode())
 
     async def start(self) -> None:
-        """Nothing to start: the room records follow the roster events as they happen."""
+        """The media retention sweep; the room records follow the roster events."""
+        self.media.start()
 
     async def stop(self) -> None:
+        await self.media.stop()  # recordings closed, compositions cancelled
         await asyncio.sleep(0)  # the last events (room-ended...) are queued by now
         await self.callbacks.stop()
         await stop_tasks(list(self._handlers), TASK_STOP_TIMEOUT, log)

@@ -1,7 +1,7 @@
 """aiohttp handlers of Recordings, Compositions and CompositionHooks (``media_rest`` formats).
 
 Thin: each handler parses with ``media_rest``, calls ``MediaService`` and renders.  Auth
-is the Video REST's own (``authenticate(request)`` raises ``RestError`` 401).  ``…/Media``
+is the Video REST's own (HTTP Basic, ``authenticate(user, password)``; else 401/20003).  ``…/Media``
 answers as Twilio did: ``302`` to a temporary signed URL (``Location``) with the same URL
 as ``{"redirect_to": …}`` in the body (the official client does not follow redirects;
 Twilio's documentation reads that field).  The signed URL is served at ``/media/{key}``
@@ -10,6 +10,7 @@ without other credentials, until it expires (``MediaUrlSigner``).
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlencode
@@ -29,11 +30,21 @@ class MediaRoutes:
         self,
         service: MediaService,
         signer: MediaUrlSigner,
-        authenticate: Callable[[web.Request], None],
+        authenticate: Callable[[str, str], bool],
     ) -> None:
         self.service = service
         self.signer = signer
-        self._authenticate = authenticate
+        self._check_credentials = authenticate
+
+    def _authenticate(self, request: web.Request) -> None:
+        """HTTP Basic, checked as the Video REST checks it (``authenticate(user, password)``)."""
+        scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+        try:
+            user, _, password = base64.b64decode(value.strip()).decode().partition(":")
+        except (ValueError, UnicodeDecodeError):
+            user = password = ""
+        if scheme.lower() != "basic" or not self._check_credentials(user, password):
+            raise RestError(401, 20003, "Authenticate")
 
     def add_routes(self, app: web.Application) -> None:
         add, get, post, delete = (

@@ -14,7 +14,8 @@ Lists are Twilio pages: ``{"<key>": [...], "meta": {"page", "page_size", "first_
 "previous_page_url", "url", "next_page_url", "key"}}``.  Errors are Twilio's
 ``{"code", "message", "more_info", "status"}``, which the client raises as
 ``TwilioRestException`` with that code.  Only audio rooms exist here: every room is ``group``
-and ``audio_only``; recordings, compositions and media regions are not offered.
+and ``audio_only``; ``RecordParticipantsOnConnect`` records every published audio track
+(``roomserver/recordings.py``); media regions are not offered.
 """
 
 from __future__ import annotations
@@ -92,6 +93,7 @@ class RoomRecord:
     unused_room_timeout: int = 5
     status_callback: str | None = None
     status_callback_method: str = "POST"
+    record_participants_on_connect: bool = False
     created: datetime = field(default_factory=now_utc)
     end: datetime | None = None
     participants: dict[str, ParticipantRecord] = field(default_factory=dict)
@@ -107,6 +109,8 @@ class RoomCreate:
     unused_room_timeout: int | None
     status_callback: str | None
     status_callback_method: str
+    #: None: the server's default (``MIXER_RECORD_PARTICIPANTS_ON_CONNECT``)
+    record_participants_on_connect: bool | None = None
 
 
 def _int_param(form: Mapping[str, str], name: str, lo: int, hi: int, code: int) -> int | None:
@@ -132,8 +136,9 @@ def parse_room_create(form: Mapping[str, str], max_participants_limit: int) -> R
     callback = form.get("StatusCallback") or None
     if callback is not None and not callback.startswith(("http://", "https://")):
         raise RestError(400, 53111, "StatusCallback is invalid")
-    if form.get("RecordParticipantsOnConnect", "false").lower() == "true":
-        raise RestError(400, 53114, "RecordParticipantsOnConnect is not supported by this server")
+    record = (form.get("RecordParticipantsOnConnect") or "").lower()
+    if record not in ("", "true", "false"):
+        raise RestError(400, 53114, "RecordParticipantsOnConnect must be true or false")
     return RoomCreate(
         unique_name=form.get("UniqueName") or None,
         type=kind,
@@ -149,6 +154,7 @@ def parse_room_create(form: Mapping[str, str], max_participants_limit: int) -> R
         unused_room_timeout=_int_param(form, "UnusedRoomTimeout", 1, 60, 53109),
         status_callback=callback,
         status_callback_method=method,
+        record_participants_on_connect=None if record == "" else record == "true",
     )
 
 
@@ -177,7 +183,7 @@ def render_room(room: RoomRecord, base: str) -> dict[str, Any]:
         "max_participants": room.max_participants,
         "max_participant_duration": room.max_participant_duration,
         "max_concurrent_published_tracks": room.max_participants,
-        "record_participants_on_connect": False,
+        "record_participants_on_connect": room.record_participants_on_connect,
         "video_codecs": [],
         "media_region": None,
         "audio_only": True,

@@ -50,9 +50,13 @@ REMOVED = "removed"
 class RoomLedger:
     """Room and participant records, kept by the rooms owner's roster events (a listener)."""
 
-    def __init__(self, account_sid: str, callbacks: StatusCallbacks) -> None:
+    def __init__(
+        self, account_sid: str, callbacks: StatusCallbacks, *, record_by_default: bool = False
+    ) -> None:
         self.account_sid = account_sid
         self.callbacks = callbacks
+        #: rooms not created over REST (or without RecordParticipantsOnConnect) record if set
+        self.record_by_default = record_by_default
         self.rooms: OrderedDict[str, r.RoomRecord] = OrderedDict()
 
     def for_live(self, room: Room) -> r.RoomRecord:
@@ -67,6 +71,7 @@ class RoomLedger:
             max_participants=room.max_participants,
             max_participant_duration=int(room.max_participant_duration),
             empty_room_timeout=max(1, round(room.empty_timeout / 60)),
+            record_participants_on_connect=self.record_by_default,
         )
         self.rooms[record.sid] = record
         while len(self.rooms) > HISTORY:
@@ -209,6 +214,8 @@ class VideoRest:
         record.status_callback_method = spec.status_callback_method
         record.empty_room_timeout = spec.empty_room_timeout or 5
         record.unused_room_timeout = spec.unused_room_timeout or 5
+        if spec.record_participants_on_connect is not None:
+            record.record_participants_on_connect = spec.record_participants_on_connect
         log.info("video REST: room %s created as %s", room.name, record.sid)
         self.ledger.callbacks.room_event(record, "room-created")
         return 201, r.render_room(record, self._base(request))

@@ -1,0 +1,144 @@
+"""Issue 23 done-when, end to end: the official ``twilio`` client creates a room with
+``RecordParticipantsOnConnect=True``, two participants on the project's protocol talk
+tones over real WebRTC (aiortc) into the room server, the room completes; the client lists
+the recordings (``completed``), downloads each through the ``…/Media`` redirect, each
+decodes to its own tone at its offset (alice muted for a while: a gap of silence); a
+composition of the room reaches ``completed`` with both tones at their times; the
+recording callbacks arrive signed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import pytest
+from twilio.rest import Client
+
+from mixer_ext.roomserver.app import RoomServer
+from mixer_ext.sim.tracks import ToneTrack
+from mixer_ext.testing.timeline import decode_timeline, tone_level
+from tests.room_util import client, settings
+from tests.test_twilio_rest import callback_receiver
+from tests.twilio_util import ACCOUNT_SID, API_KEY_SECRET, API_KEY_SID, AUTH_TOKEN
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
+
+
+async def until(what: Any, within: float = 30.0) -> Any:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        value = await asyncio.to_thread(what)
+        if value:
+            return value
+        await asyncio.sleep(0.2)
+    raise AssertionError("condition not met in time")
+
+
+def download(c: Client, url: str, to: Path) -> Path:
+    resp = c.request("GET", url)
+    assert resp.status_code == 302, resp.text
+    assert resp.headers["Location"] == json.loads(resp.text)["redirect_to"]
+    with urllib.request.urlopen(resp.headers["Location"], timeout=10) as got:
+        to.write_bytes(got.read())
+    return to
+
+
+async def test_room_recorded_downloaded_and_composed(tmp_path: Path) -> None:
+    hooks, hook_url, seen = await callback_receiver()
+    credentials = {
+        "MIXER_ACCOUNT_SID": ACCOUNT_SID,
+        "MIXER_API_KEYS": f"{API_KEY_SID}:{API_KEY_SECRET}",
+        "MIXER_AUTH_TOKEN": AUTH_TOKEN,
+    }
+    with mock.patch.dict(os.environ, credentials):
+        server = RoomServer(
+            settings(recordings_dir=tmp_path / "media", recordings_min_free_mb=0),
+            "127.0.0.1",
+            0,
+        )
+    await server.start()
+    c = Client(API_KEY_SID, API_KEY_SECRET, ACCOUNT_SID)
+    base = f"http://127.0.0.1:{server.port}"
+    c.video.base_url = base
+    api = c.video.v1
+    talkers = []
+
+    async def fetch(path: str, to: Path) -> Path:
+        return await asyncio.to_thread(download, c, base + path, to)
+
+    try:
+        room = await asyncio.to_thread(
+            api.rooms.create,
+            unique_name="recorded",
+            record_participants_on_connect=True,
+            status_callback=hook_url,
+        )
+        assert room.record_participants_on_connect is True
+        alice = client(server, "recorded", "alice", publish=ToneTrack(440.0), auto_subscribe=False)
+        talkers.append(alice)
+        await alice.connect()
+        await asyncio.sleep(1.5)
+        bob = client(server, "recorded", "bob", publish=ToneTrack(1000.0), auto_subscribe=False)
+        talkers.append(bob)
+        await bob.connect()
+        await asyncio.sleep(2.0)
+        await alice.set_enabled(False)  # 1.5 s muted: a gap in her recording
+        await asyncio.sleep(1.5)
+        await alice.set_enabled(True)
+        await asyncio.sleep(2.0)
+        done = await asyncio.to_thread(api.rooms(room.sid).update, status="completed")
+        assert done.status == "completed"
+
+        def completed() -> list[Any]:
+            recs = api.rooms(room.sid).recordings.list()
+            return recs if len(recs) == 2 and all(r.status == "completed" for r in recs) else []
+
+        recs = {r.track_name: r for r in await until(completed)}
+        assert len(recs) == 2
+        a = next(r for r in recs.values() if r.grouping_sids["participant_sid"] and r.offset < 1000)
+        b = next(r for r in recs.values() if r is not a)
+        assert 900 <= b.offset - a.offset <= 3000, (a.offset, b.offset)
+        assert a.duration >= 5 and b.duration >= 3
+        assert a.codec == "OPUS" and a.container_format == "mka"
+
+        pa = decode_timeline(await fetch(f"/v1/Recordings/{a.sid}/Media", tmp_path / "a.mka"))
+        pb = decode_timeline(await fetch(f"/v1/Recordings/{b.sid}/Media", tmp_path / "b.mka"))
+        assert tone_level(pa, 440, 0.5, 3.0) > 0.1 and tone_level(pa, 1000, 0.5, 3.0) < 0.01
+        assert tone_level(pb, 1000, 0.5, 1.8) > 0.1 and tone_level(pb, 440, 0.5, 1.8) < 0.01
+        # alice's mute: about 3.5..5.0 s into her track, nothing was forwarded: a silent gap
+        assert tone_level(pa, 440, 3.9, 4.6) < 0.01
+        assert tone_level(pa, 440, len(pa) / 48_000 - 1.5, len(pa) / 48_000 - 0.2) > 0.1
+
+        comp = await asyncio.to_thread(
+            api.compositions.create,
+            room_sid=room.sid,
+            audio_sources=["*"],
+            format="mp4",
+            trim=False,
+        )
+        await until(lambda: api.compositions(comp.sid).fetch().status == "completed")
+        pcm = decode_timeline(
+            await fetch(f"/v1/Compositions/{comp.sid}/Media", tmp_path / "c.mp4"),
+            keep_start=True,
+        )
+        a0, b0 = a.offset / 1000, b.offset / 1000
+        assert tone_level(pcm, 440, a0 + 0.3, b0 - 0.1) > 0.1
+        assert tone_level(pcm, 1000, a0 + 0.3, b0 - 0.1) < 0.01  # bob not there yet
+        assert tone_level(pcm, 1000, b0 + 0.3, b0 + 1.8) > 0.1
+
+        await until(lambda: sum(1 for e, *_ in seen if e == "recording-completed") == 2)
+        events = [e for e, f, _ in seen if "RecordingSid" in f]
+        assert sorted(events) == ["recording-completed"] * 2 + ["recording-started"] * 2
+        assert all(ok for *_, ok in seen)
+    finally:
+        for t in talkers:
+            await t.disconnect()
+        await server.stop()
+        await hooks.cleanup()
