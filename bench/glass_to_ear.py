@@ -1,26 +1,31 @@
-"""Glass to ear in a real browser, through the whole product: LL-HLS vs plain HLS.
+"""Glass to ear in a real browser: the users' path, the worker's own endpoint, plain HLS.
 
 Method: a click talker (this script with ``--click-talker``: a real aiortc peer
-sending Opus) joins the embedded room server (``mixer-ext room-server``); the
-worker (``mixer-ext run``, as it ships: jitter buffer, mix, AAC, HLS served by
-its own HTTP endpoint) mixes the room; headless Chromium opens the worker's own
-player page (``/?engine=hlsjs&lowLatency=1|0``, so hls.js runs with the
-player's tuning from ``player_demo/hls-config.js``), taps the page's media
-element with Web Audio and stamps each click onset at its estimated output
-time (``AudioContext.getOutputTimestamp``, output latency included).  The
-talker sends silence with a 10 ms, 2 kHz click at irregular intervals
-(0.8-1.4 s, seeded) and stamps ``time.time()`` when the frame holding it is
-handed to aiortc's encoder; onsets are matched to clicks by that pattern.
-LL-HLS: the worker's defaults (0.192 s parts, 1.92 s segments); plain HLS:
-``MIXER_HLS_LOW_LATENCY=false`` with 1 s segments and the page's
-``?lowLatency=0`` (hls.js holds back 3 target durations).  Both modes run one
-after the other in one run, each with a fresh worker and talker.
+sending Opus) joins the embedded room server (``mixer-ext room-server``) and sends
+silence with a 10 ms, 2 kHz click at irregular intervals (0.8-1.4 s, seeded),
+stamping ``time.time()`` when the frame holding it is handed to aiortc's encoder.
+Headless Chromium opens a player page, taps the element that plays with Web Audio
+and stamps each click onset at its estimated output time
+(``AudioContext.getOutputTimestamp``, output latency included); onsets are matched
+to clicks by their irregular pattern.  Three paths, one after the other in one run,
+each with a fresh worker and talker: (1) the users' path: ``mixer-ext api`` as a
+backend uses it through the official ``twilio`` client (PlayerStreamer ->
+MediaProcessor -> PlaybackGrant -> an access token with the ``player`` grant), the
+API launching the worker, and the listener app ``player_demo/examples/quickstart.html``
+(the Live Player SDK-compatible player) playing the grant through the API's origin
+(session tokens in every URI, the LL-HLS origin behind the playback gate); (2) the
+worker's own endpoint (``mixer-ext run``, its own player page, nothing told it the
+stream is LL-HLS: the page learns it from the playlist); (3) plain HLS
+(``MIXER_HLS_LOW_LATENCY=false``, 1 s segments, the page's ``?lowLatency=0``).
+LL-HLS: the worker's defaults (0.192 s parts, 1.92 s segments).  Stalls: the
+playing element's ``waiting`` events after it first played, per minute listened.
 
 What it cannot see: the speaker's capture latency (a microphone hands a 20 ms
 frame over at its end: up to 20 ms more), network RTT (all on loopback here),
 and the output device's real latency beyond what Chromium reports.  The
 mixer's own share (frame arrival -> AAC packet) is bench/latency.py's (a).
-Usage: python bench/glass_to_ear.py [--seconds 60]   (G2E_DUMP=DIR keeps the raw clicks and onsets)
+Usage: python bench/glass_to_ear.py [--seconds 60] [--paths users,worker,plain]
+(G2E_DUMP=DIR keeps the raw clicks and onsets)
 """
 
 from __future__ import annotations
@@ -36,9 +41,11 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import benchlib
 import numpy as np
@@ -114,7 +121,7 @@ def match(sent: list[float], heard_ms: list[float]) -> list[float]:
     return out
 
 
-# --- one mode -------------------------------------------------------------------------
+# --- one path -------------------------------------------------------------------------
 
 
 def _ready(url: str) -> bool:
@@ -125,30 +132,120 @@ def _ready(url: str) -> bool:
         return False
 
 
-async def run_mode(room_url: str, tmp: Path, ll: bool, seconds: float) -> dict[str, Any]:
-    room = "g2e-ll" if ll else "g2e-plain"
-    http_port = free_port()
+async def _wait(url: str, proc: subprocess.Popen[bytes], what: str) -> None:
+    deadline = time.monotonic() + 60
+    while not await asyncio.to_thread(_ready, url):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"{what} did not get ready")
+        await asyncio.sleep(0.3)
+
+
+ACCOUNT = "AC" + "a" * 32
+AUTH_TOKEN = "bench-g2e-auth-token"
+
+
+def wait_for_stream(playback_url: str, timeout: float = 60) -> None:
+    """Until the grant's media playlist exists (what a backend's ``media-processor-started``
+    callback would wait for): the multivariant playlist, then the URI it names."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with urllib.request.urlopen(playback_url, timeout=5) as resp:
+            lines = resp.read().decode().splitlines()
+        media_url = urllib.parse.urljoin(
+            playback_url, [x for x in lines if x and not x.startswith("#")][-1]
+        )
+        if _ready(media_url):
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError("the stream's playlist did not appear")
+        time.sleep(0.3)
+
+
+class UsersPath:
+    """A backend's calls on ``mixer-ext api`` with the official twilio client."""
+
+    def __init__(self, api: str, room: str) -> None:
+        from twilio.rest import Client
+
+        for var in ("TWILIO_REGION", "TWILIO_EDGE"):  # they would rewrite the host
+            os.environ.pop(var, None)
+        self.client = Client(ACCOUNT, AUTH_TOKEN)
+        self.client.media.base_url = api
+        self.api, self.room = api, room
+        self.processor: str | None = None
+
+    def start(self) -> str:
+        """PlayerStreamer -> MediaProcessor -> PlaybackGrant -> token: the app's page URL."""
+        from twilio.jwt.access_token import AccessToken
+        from twilio.jwt.access_token.grants import PlaybackGrant
+
+        media = self.client.media.v1
+        ps = media.player_streamer.create(video=False)
+        context = {"room": {"name": self.room}, "outputs": [ps.sid]}
+        mp = media.media_processor.create(
+            extension="audio-mixer-v1", extension_context=json.dumps(context)
+        )
+        self.processor = mp.sid
+        deadline = time.monotonic() + 60
+        while media.media_processor(mp.sid).fetch().status != "started":
+            if time.monotonic() > deadline:
+                raise RuntimeError("the MediaProcessor did not start")
+            time.sleep(0.3)
+        grant = media.player_streamer(ps.sid).playback_grant().create(ttl=60).grant
+        wait_for_stream(grant["playbackUrl"])
+        token = AccessToken(ACCOUNT, "SK" + "5" * 32, "bench-signing-secret" * 2, identity="ear")
+        token.add_grant(PlaybackGrant(grant=grant))
+        return f"{self.api}/player/examples/quickstart.html?accessToken={quote(token.to_jwt())}"
+
+    def stop(self) -> None:
+        if self.processor:
+            with contextlib.suppress(Exception):
+                self.client.media.v1.media_processor(self.processor).update(status="ended")
+
+
+async def run_path(room_url: str, tmp: Path, path: str, seconds: float) -> dict[str, Any]:
+    room = f"g2e-{path}"
+    port = free_port()
     env = {
         **os.environ,
         "MIXER_ROOM_URL": room_url,
         "MIXER_ROOM_SECRET": SECRET,
         "MIXER_LOG_LEVEL": "WARNING",
-        "MIXER_HLS_DIR": str(tmp / room),
-        "MIXER_HTTP_HOST": "127.0.0.1",
-        "MIXER_HTTP_PORT": str(http_port),
-        "MIXER_HLS_LOW_LATENCY": "true" if ll else "false",
-        **({} if ll else {"MIXER_HLS_SEGMENT_DURATION": "1.0"}),
     }
-    context = {"room": {"name": room}, "outputs": ["hls:live"], "maxParticipantDuration": 3600}
     procs: list[subprocess.Popen[bytes]] = []
     sent: list[float] = []
-    log = open(tmp / f"{room}-worker.log", "wb")  # noqa: SIM115, ASYNC230 - closed below
+    log = open(tmp / f"{room}.log", "wb")  # noqa: SIM115, ASYNC230 - closed below
+    users: UsersPath | None = None
     try:
-        worker = subprocess.Popen(  # noqa: ASYNC220 - start-up, nothing is measured yet
-            [*benchlib.mixer_cmd(), "run", "--context", json.dumps(context)],
-            env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        procs.append(worker)
+        base = f"http://127.0.0.1:{port}"
+        if path == "users":
+            env.update(
+                MIXER_ACCOUNT_SID=ACCOUNT,
+                MIXER_AUTH_TOKEN=AUTH_TOKEN,
+                MIXER_API_DATA_DIR=str(tmp / "api-data"),
+            )
+            api = subprocess.Popen(  # noqa: ASYNC220 - start-up, nothing is measured yet
+                [*benchlib.mixer_cmd(), "api", "--host", "127.0.0.1", "--port", str(port)],
+                env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+            procs.append(api)
+            await _wait(base + "/healthz", api, f"mixer-ext api (see {log.name})")
+            users = UsersPath(base, room)
+        else:
+            ll = path == "worker"
+            env.update(
+                MIXER_HLS_DIR=str(tmp / room),
+                MIXER_HTTP_HOST="127.0.0.1",
+                MIXER_HTTP_PORT=str(port),
+                MIXER_HLS_LOW_LATENCY="true" if ll else "false",
+                **({} if ll else {"MIXER_HLS_SEGMENT_DURATION": "1.0"}),
+            )
+            context = {"room": {"name": room}, "outputs": ["hls:live"]}
+            worker = subprocess.Popen(  # noqa: ASYNC220 - start-up, nothing is measured yet
+                [*benchlib.mixer_cmd(), "run", "--context", json.dumps(context)],
+                env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+            procs.append(worker)
         talker = subprocess.Popen(  # noqa: ASYNC220 - a fork: ~ms
             [sys.executable, __file__, "--click-talker", "--url", room_url, "--room", room],
             env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
@@ -163,14 +260,14 @@ async def run_mode(room_url: str, tmp: Path, ll: bool, seconds: float) -> dict[s
                     sent.append(float(parts[2]))
 
         reader = asyncio.create_task(read_clicks(), name="g2e-click-reader")
-        base = f"http://127.0.0.1:{http_port}"
-        deadline = time.monotonic() + 60
-        while not await asyncio.to_thread(_ready, base + "/readyz"):
-            if worker.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the worker did not get ready (see {log.name})")
-            await asyncio.sleep(0.3)
+        if users is not None:
+            page = await asyncio.to_thread(users.start)
+        else:
+            await _wait(base + "/readyz", procs[0], f"the worker (see {log.name})")
+            # the worker's own page learns LL-HLS from the playlist (no ?lowLatency)
+            page = f"{base}/?engine=hlsjs" + ("" if path == "worker" else "&lowLatency=0")
         await asyncio.sleep(3.0)  # a few segments in the playlist, as for a listener joining
-        spec = {"url": f"{base}/?engine=hlsjs&lowLatency={int(ll)}", "playMs": int(seconds * 1000)}
+        spec = {"url": page, "playMs": int(seconds * 1000)}
         proc = await asyncio.create_subprocess_exec(
             "node",
             str(DRIVER),
@@ -187,13 +284,23 @@ async def run_mode(room_url: str, tmp: Path, ll: bool, seconds: float) -> dict[s
             await asyncio.to_thread(dump.write_text, json.dumps({"sent": sent, "report": report}))
         return {"report": report, "latency": match(sent, report.get("onsets", [])), "sent": sent}
     finally:
+        if users is not None:
+            await asyncio.to_thread(users.stop)
         for p in reversed(procs):
             stop_process(p)
         log.close()
 
 
-async def run(seconds: float) -> None:
+LABELS = {
+    "users": "users' path: API + SDK player",
+    "worker": "worker's own endpoint",
+    "plain": "plain HLS (1 s segments)",
+}
+
+
+async def run(seconds: float, paths: list[str]) -> None:
     print(f"machine: {benchlib.machine()}")
+    start_load = os.getloadavg()[0]
     print(f"start: {benchlib.load()}")
     print("method: " + " ".join(__doc__.split("\n\n")[1].split()))
     with tempfile.TemporaryDirectory(prefix="bench-g2e-") as tmpdir:
@@ -206,39 +313,50 @@ async def run(seconds: float) -> None:
             [*benchlib.mixer_cmd(), "room-server", "--host", "127.0.0.1", "--port", str(port)],
             env=env, cwd=ROOT, stdout=room_log, stderr=subprocess.STDOUT,
         )  # fmt: skip
-        rows: list[tuple[str, list[float]]] = []
+        p50: dict[str, float] = {}
         try:
             benchlib.wait_for_port(port)
-            for label, ll in (
-                ("LL-HLS (0.192 s parts)", True),
-                ("plain HLS (1 s segments)", False),
-            ):
-                r = await run_mode(room_url, tmp, ll, seconds)
+            for path in paths:
+                label = LABELS[path]
+                try:
+                    r = await run_path(room_url, tmp, path, seconds)
+                except (RuntimeError, ImportError) as exc:
+                    print(f"{label}: FAILED: {exc}")
+                    continue
                 lat, rep = r["latency"], r["report"]
                 if rep.get("problem") or not lat:
                     why = f"{rep.get('problem')}, engine {rep.get('engine')}"
-                    print(f"{label}: no measurement ({why})")
+                    print(f"{label}: FAILED: no measurement ({why})")
                     continue
-                rows.append((label, lat))
+                p50[path] = percentile(lat, 50)
                 hl = rep.get("latency") or [float("nan")]
                 print(
-                    f"{label:26s} clicks heard {len(lat):3d}/{len(r['sent']):3d}  "
+                    f"{label:32s} clicks heard {len(lat):3d}/{len(r['sent']):3d}  "
                     f"p50 {percentile(lat, 50):.3f} s  p99 {percentile(lat, 99):.3f} s  "
-                    f"max {max(lat):.3f} s  stalls {rep['stalls']}  engine {rep['engine']}  "
-                    f"hls.js latency median {float(np.median(hl)):.2f} s"
+                    f"max {max(lat):.3f} s  stalls {rep['stalls']} "
+                    f"({rep['stalls'] / (seconds / 60):.2f}/min)  engine {rep['engine']}  "
+                    f"player latency median {float(np.median(hl)):.2f} s  "
+                    f"[{benchlib.load()}]"
                 )
         finally:
             stop_process(server)
             room_log.close()
-    if len(rows) == 2:
-        ratio = percentile(rows[1][1], 50) / percentile(rows[0][1], 50)
-        print(f"plain / LL-HLS p50 ratio: {ratio:.2f}")
-    print(f"end: {benchlib.load()}")
+    if "users" in p50 and "worker" in p50:
+        d = p50["users"] - p50["worker"]
+        print(f"users' path - worker's endpoint, p50: {d:+.3f} s (target within 0.1 s)")
+    if "plain" in p50 and "worker" in p50:
+        print(f"plain / LL-HLS p50 ratio: {p50['plain'] / p50['worker']:.2f}")
+    end_load = os.getloadavg()[0]
+    busy = max(start_load, end_load) > 0.75 * (os.cpu_count() or 1)
+    print(f"end: {benchlib.load()}" + ("  (figures taken under others' load)" if busy else ""))
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seconds", type=float, default=60.0, help="listening time per mode")
+    ap.add_argument("--seconds", type=float, default=60.0, help="listening time per path")
+    ap.add_argument(
+        "--paths", default="users,worker,plain", help="comma-separated: users, worker, plain"
+    )
     ap.add_argument("--click-talker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--url", help=argparse.SUPPRESS)
     ap.add_argument("--room", help=argparse.SUPPRESS)
@@ -247,7 +365,11 @@ def main() -> int:
     if args.click_talker:
         asyncio.run(run_click_talker(args.url, args.room, args.seed))
         return 0
-    asyncio.run(run(args.seconds))
+    paths = [p for p in args.paths.split(",") if p]
+    unknown = sorted(set(paths) - set(LABELS))
+    if unknown:
+        ap.error(f"--paths: unknown {', '.join(unknown)} (known: {', '.join(LABELS)})")
+    asyncio.run(run(args.seconds, paths))
     return 0
 
 

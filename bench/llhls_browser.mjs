@@ -1,8 +1,11 @@
-// Glass-to-ear driver: opens the product's player page in Debian's headless Chromium
-// (the page's own hls.js and tuning, watched through its `mixer:hls` event), taps the
-// page's media element with Web Audio and reports every click onset it hears, as epoch
-// milliseconds of the moment the sample is estimated to leave the output device
-// (AudioContext.getOutputTimestamp, so output latency is inside the figure).
+// Glass-to-ear driver: opens a player page in Debian's headless Chromium, taps the
+// element that plays (the first media element whose play() is called: the demo page's
+// #media, or the Live Player SDK-compatible Player's videoElement) with Web Audio and
+// reports every click onset it hears, as epoch milliseconds of the moment the sample is
+// estimated to leave the output device (AudioContext.getOutputTimestamp, so output
+// latency is inside the figure).  Also: stalls (the element's `waiting` after it first
+// played), and the player's own latency figure every 0.5 s (hls.js `latency` on the demo
+// page, `player.liveLatency` on an SDK page).
 // usage: node llhls_browser.mjs '{"url": player page URL, "playMs": n}'
 import { chromium } from 'playwright-core';
 
@@ -27,14 +30,18 @@ try {
     document.addEventListener('mixer:hls', (event) => {
       const hls = event.detail.hls;
       st.engine = 'hlsjs';
-      hls.on(window.Hls.Events.ERROR, (_e, d) => {
-        if (d.details === 'bufferStalledError' && st.playing) st.stalls++;
-      });
       setInterval(() => { if (hls.latency) st.latency.push(hls.latency); }, 500);
     });
-    document.addEventListener('DOMContentLoaded', () => {
-      const media = document.getElementById('media');
+    setInterval(() => {
+      const p = window.player; // an SDK page's Player
+      if (p && p.hls) st.engine = 'hlsjs';
+      if (p && p.liveLatency) st.latency.push(p.liveLatency);
+    }, 500);
+    let tapped = null;
+    const tap = (media) => {
+      tapped = media;
       media.addEventListener('playing', () => { st.playing = true; });
+      media.addEventListener('waiting', () => { if (st.playing) st.stalls++; });
       const ctx = new AudioContext();
       const srcNode = ctx.createMediaElementSource(media);
       const N = 256;
@@ -57,7 +64,12 @@ try {
       };
       srcNode.connect(proc).connect(ctx.destination);
       ctx.resume();
-    });
+    };
+    const play = HTMLMediaElement.prototype.play;
+    HTMLMediaElement.prototype.play = function (...args) {
+      if (tapped === null) tap(this);
+      return play.apply(this, args);
+    };
   });
   await page.goto(spec.url);
   await new Promise((r) => setTimeout(r, spec.playMs));

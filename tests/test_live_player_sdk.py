@@ -22,6 +22,9 @@ import asyncio
 import itertools
 import json
 import os
+import time
+import urllib.parse
+import urllib.request
 from pathlib import Path
 from urllib.parse import quote
 
@@ -62,6 +65,25 @@ async def drive(url: str, budget_s: float, volume_at_s: float) -> dict:  # type:
         raise AssertionError("the live player driver hung") from None
     assert proc.returncode == 0, err.decode(errors="replace")[-2000:]
     return json.loads(out.decode().strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def wait_for_stream(playback_url: str, timeout: float = 60) -> None:
+    """Until the grant's media playlist exists, as a backend waits for the processor's
+    ``media-processor-started`` callback before handing out grants."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with urllib.request.urlopen(playback_url, timeout=5) as resp:
+            lines = resp.read().decode().splitlines()
+        media_url = urllib.parse.urljoin(
+            playback_url, [x for x in lines if x and not x.startswith("#")][-1]
+        )
+        try:
+            with urllib.request.urlopen(media_url, timeout=5):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(0.3)
 
 
 async def serve_app() -> tuple[web.AppRunner, str]:
@@ -119,11 +141,12 @@ async def test_quickstart_app_plays_a_playback_grant(tmp_path: Path) -> None:
                 .create(ttl=60, access_control_allow_origin=app_origin)
                 .grant
             )
+            await asyncio.to_thread(wait_for_stream, grant["playbackUrl"])
             token = AccessToken(ACCOUNT, "SK" + "4" * 32, "signing-secret-" * 3, identity="fan")
             token.add_grant(PlaybackGrant(grant=grant))
             url = f"{app_origin}/examples/quickstart.html?accessToken={quote(token.to_jwt())}"
             player = asyncio.create_task(drive(url, budget_s=75, volume_at_s=12))
-            await asyncio.sleep(22)  # startup, then some seconds live
+            await asyncio.sleep(18)  # some seconds live
             assert not player.done(), "the player finished before the stream ended"
             await asyncio.to_thread(media.media_processor(mp.sid).update, status="ended")
             report = await player
