@@ -18,7 +18,7 @@ WORKDIR /web
 COPY package.json package-lock.json ./
 # --omit=dev: hls.js only (playwright-core is for the tests).
 RUN npm ci --omit=dev --no-audit --no-fund --loglevel=error \
- && test -s node_modules/hls.js/dist/hls.min.js
+ && test -s node_modules/hls.js/dist/hls.min.js && test -s node_modules/hls.js/dist/hls.min.mjs
 
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
@@ -50,6 +50,8 @@ RUN groupadd --system --gid 10001 mixer \
 COPY --from=build /opt/mixer-ext /opt/mixer-ext
 COPY player_demo /opt/mixer-ext/player_demo
 COPY --from=web /web/node_modules/hls.js/dist/hls.min.js /opt/mixer-ext/player_demo/vendor/hls.min.js
+# the ES module build, which the page's live-player.js imports
+COPY --from=web /web/node_modules/hls.js/dist/hls.min.mjs /opt/mixer-ext/player_demo/vendor/hls.min.mjs
 USER 10001:10001
 # /data holds HLS (MIXER_HLS_DIR) and relative file: recordings; mount a volume there
 # when the root filesystem is read-only (the Helm chart mounts an emptyDir).

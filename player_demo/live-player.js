@@ -39,8 +39,8 @@
 // qualities beyond the one rendition, seekTo, telemetry, stats, wasm assets
 // (`playerWasmAssetsPath` is accepted and ignored).
 //
-// One module of ~500 lines because it is one concept: the SDK's Player (state machine,
-// events, errors) over one hls.js.
+// One module of ~700 lines because it is one concept: the SDK's Player (state machine,
+// events, errors, timed metadata) over one hls.js or Safari's HLS.
 
 import Hls from './vendor/hls.min.mjs';
 import { createHls } from './hls-config.js';
@@ -222,13 +222,23 @@ function hlsJsSupported() {
   return typeof Hls === 'function' && Hls.isSupported();
 }
 
-function nativeHlsSupported() {
+/** 'hlsjs', 'native' or null: hls.js first, Safari's own HLS where hls.js cannot run. */
+export function chooseEngine(requested) {
+  if (requested === 'hlsjs') return hlsJsSupported() ? 'hlsjs' : null;
+  if (requested === 'native') return nativeHlsSupported(true) ? 'native' : null;
+  // Safari: its own HLS surfaces the ID3 cues (DataCue); elsewhere hls.js goes first
+  if (nativeHlsSupported() || (nativeHlsSupported(true) && !hlsJsSupported())) return 'native';
+  if (hlsJsSupported()) return 'hlsjs';
+  return null;
+}
+
+function nativeHlsSupported(anyNative = false) {
   if (typeof document === 'undefined') return false;
   const probe = document.createElement('video');
   const native = probe.canPlayType(HLS_MIME) !== '';
   // Safari exposes in-band ID3 as DataCue; a browser that plays HLS natively without it
   // would lose the timed metadata, so hls.js goes first there.
-  return native && ('DataCue' in window || 'WebKitDataCue' in window);
+  return native && (anyNative || 'DataCue' in window || 'WebKitDataCue' in window);
 }
 
 /** Every TXXX text of an ID3 tag (the mixer's payloads and an app's own metadata). */
@@ -240,9 +250,11 @@ export class Player extends Emitter {
   /**
    * Connect to the live stream of a player access token (its `player` grant).
    * @param {string} accessToken
-   * @param {{playerWasmAssetsPath?: string, lowLatency?: 'auto'|boolean, onHls?: Function}} [options]
-   *   `lowLatency` and `onHls` (called with the hls.js instance before it loads) are this
-   *   project's additions; the SDK's own options are accepted.
+   * @param {object} [options] the SDK's (`playerWasmAssetsPath`, accepted and unused) and this
+   *   project's: `lowLatency` ('auto' | true | false, see hls-config.js), `onHls` (called
+   *   with the hls.js instance before it loads), `element` (play in this media element),
+   *   `engine` ('hlsjs' | 'native'), `keepAfterEnd` (a finished stream can be played
+   *   again), `signal` (an AbortSignal that disconnects).
    * @returns {Promise<Player>}
    */
   static async connect(accessToken, options = {}) {
@@ -257,8 +269,26 @@ export class Player extends Emitter {
     if (url.protocol !== 'http:' && url.protocol !== 'https:') {
       throw new PlayerError.AccessTokenInvalidError(`grants.player.playbackUrl must be http(s), not ${url.protocol}`);
     }
-    if (!Player.isSupported) throw new PlayerError.PlaybackNotSupportedError('no MSE and no native HLS with metadata');
-    const player = new Player(url.href, grant, options);
+    return Player._open(url.href, grant, options);
+  }
+
+  /**
+   * This project's addition, for pages that hold a playlist URL rather than a token (the
+   * worker's own page): the same Player on `playbackUrl`.
+   */
+  static async fromPlaybackUrl(playbackUrl, options = {}) {
+    return Player._open(playbackUrl, { playbackUrl, playerStreamerSid: null, requestCredentials: null }, options);
+  }
+
+  static async _open(src, grant, options) {
+    const engine = chooseEngine(options.engine);
+    if (engine === null) throw new PlayerError.PlaybackNotSupportedError('no MSE and no native HLS with metadata');
+    const player = new Player(src, grant, { ...options, engine });
+    // this project's option: an AbortSignal that disconnects the player (also while connecting)
+    if (options.signal) {
+      if (options.signal.aborted) player.disconnect();
+      else options.signal.addEventListener('abort', () => player.disconnect(), { once: true });
+    }
     await player._connected;
     return player;
   }
@@ -293,10 +323,12 @@ export class Player extends Emitter {
       this._resolveConnect = resolve;
       this._rejectConnect = reject;
     });
-    const element = document.createElement('video');
-    element.playsInline = true;
-    element.preload = 'auto';
-    this._ownElement = element;
+    let element = options.element;
+    if (!element) {
+      element = document.createElement('video');
+      element.playsInline = true;
+      element.preload = 'auto';
+    }
     this._start(element);
   }
 
@@ -356,6 +388,11 @@ export class Player extends Emitter {
     return this._hls;
   }
 
+  /** This project's addition: 'hlsjs' or 'native' (Safari's own HLS). */
+  get engine() {
+    return this._options.engine;
+  }
+
   // ------------------------------------------------------------------ methods
   play() {
     if (this._state === State.Ended) return;
@@ -410,6 +447,7 @@ export class Player extends Emitter {
       }
     }
     this._unbindMedia();
+    this._dropCues();
     this._rejectConnect(new PlayerError.PlaybackInvalidStateError('disconnected'));
     this._setState(State.Ended);
   }
@@ -417,7 +455,7 @@ export class Player extends Emitter {
   // ------------------------------------------------------------------ internals
   _start(element) {
     this._bindMedia(element);
-    if (hlsJsSupported()) {
+    if (this._options.engine === 'hlsjs') {
       const hls = createHls(Hls, { lowLatency: this._options.lowLatency ?? 'auto', config: this._hlsConfig() });
       this._hls = hls;
       if (typeof this._options.onHls === 'function') this._options.onHls(hls);
@@ -450,10 +488,19 @@ export class Player extends Emitter {
     };
   }
 
+  _dropCues() {
+    const track = this._track;
+    if (!track) return;
+    const cues = track.cues;
+    for (let i = cues ? cues.length - 1 : -1; i >= 0; i--) track.removeCue(cues[i]);
+    track.mode = 'disabled';
+    this._track = null;
+  }
+
   _bindMedia(element) {
     this._unbindMedia();
+    this._dropCues();
     this._media = element;
-    this._track = null;
     this._seen.clear();
     const on = (type, fn) => {
       element.addEventListener(type, fn);
@@ -549,6 +596,12 @@ export class Player extends Emitter {
 
   _onEnded() {
     if (this._disconnected) return;
+    if (this._options.keepAfterEnd) {
+      // this project's option for the demo page: Ended, but a finished recording can be
+      // played again from the top
+      this._setState(State.Ended);
+      return;
+    }
     // the stream ended and was played to its end: terminal, as in the SDK
     this._wantPlay = false;
     if (this._hls) {

@@ -1,45 +1,24 @@
 // The demo player: plays an HLS stream of the mix and shows who is talking,
 // in sync with what the listener hears.
 //
-// How the levels stay in sync: the worker puts each payload in the stream as
-// an ID3 tag stamped with the pts of the audio it describes. Each payload
-// becomes a cue on a `metadata` text track, with startTime = that pts on the
-// media timeline; the browser makes the cue active when playback reaches it
-// and fires `cuechange`: that is the moment the meters change. Nothing is
-// shown when a segment is downloaded (seconds ahead of the listener).
-// - Safari (native HLS) makes those cues itself.
-// - With hls.js we make them, from FRAG_PARSING_METADATA samples (raw ID3 +
-//   pts), on a track of our own. hls.js's own cue track
-//   (enableID3MetadataCues) loses the first segment's cues in Chromium: its
-//   <track src="data:,WEBVTT"> finishes loading after they were added and
-//   starts over empty.
+// Playback is the Live Player SDK-compatible module (live-player.js): its Player
+// plays the stream in this page's <audio id=media> (hls.js with the project's LL-HLS
+// tuning, learnt from the playlist; Safari's own HLS where that is the better engine)
+// and fires `timedMetadataReceived` when the playhead reaches each payload's audio
+// (a cue on a hidden metadata track, fired on its `enter`), not when its part is
+// downloaded.  This page keeps the UI: the source (?src, ?token, config.json), the
+// meters, the states, Retry, and the autoplay gesture.
 //
-// Copying this into an app: keep payload.js as it is, and take watchTrack() /
-// onCueChange() below; or listen for the `mixer:payload` event this page
-// dispatches (detail: {s, levels, mediaTime}) and draw your own UI.
+// Copying this into an app: use live-player.js's Player (see the README's "Listener
+// apps"), keep payload.js as it is for the payload rules; or listen for the
+// `mixer:payload` event this page dispatches (detail: {s, levels, mediaTime, cueStart})
+// and draw your own UI.
 
-import {
-  MAX_LEVEL,
-  MUTED,
-  PAYLOAD_SECONDS,
-  PayloadError,
-  PayloadSequencer,
-  levelText,
-  meterFraction,
-  parseId3Txxx,
-  payloadTextsFromCue,
-  rosterChanges,
-} from './payload.js';
-import { createHls } from './hls-config.js';
+import { MAX_LEVEL, MUTED, PayloadSequencer, levelText, meterFraction, rosterChanges } from './payload.js';
+import { Player as LivePlayer, chooseEngine } from './live-player.js';
 import { chooseSource } from './source.js';
 
 const LATENCY_REFRESH_MS = 500;
-/** Cues this far behind the playhead are removed (hours of stream, 2 cues a second). */
-const CUE_KEEP_SECONDS = 60;
-const PRUNE_EVERY_PAYLOADS = 40;
-/** hls.js labels an MPEG-TS ID3 sample one or the other (emsg when the TS has a video PID). */
-const ID3_SAMPLE_TYPES = new Set(['org.id3', 'https://aomedia.org/emsg/ID3']);
-const HLS_MIME = 'application/vnd.apple.mpegurl';
 
 /** hls.js error details, in words a user can act on. */
 const HLS_ERROR_WORDS = {
@@ -71,20 +50,6 @@ function hlsErrorReason(data) {
   if (code) extra.push(`HTTP ${code}`);
   else if (data.error && data.error.message) extra.push(data.error.message);
   return `${words} (${extra.join(', ')})`;
-}
-
-/** Use the browser's own HLS only where it also gives ID3 cues (Safari). */
-function chooseEngine(media, requested) {
-  const hlsjs = typeof window.Hls === 'function' && window.Hls.isSupported();
-  const native = media.canPlayType(HLS_MIME) !== '';
-  // Safari exposes in-band ID3 as DataCue; other browsers that play HLS
-  // natively may not surface the metadata at all, so hls.js goes first there.
-  const nativeCues = 'DataCue' in window || 'WebKitDataCue' in window;
-  if (requested === 'native') return native ? 'native' : null;
-  if (requested === 'hlsjs') return hlsjs ? 'hlsjs' : null;
-  if (native && (nativeCues || !hlsjs)) return 'native';
-  if (hlsjs) return 'hlsjs';
-  return native ? 'native' : null;
 }
 
 async function loadConfig() {
@@ -192,10 +157,11 @@ class Player {
       root.querySelector('#people-count'),
     );
     this.sequencer = new PayloadSequencer();
-    this.watched = new WeakSet();
-    this.hls = null;
-    this.cueTrack = null; // our metadata track when hls.js plays
+    this.hls = null; // the LivePlayer's hls.js (null with native HLS)
+    this.player = null; // the LivePlayer once connected
+    this.abort = null; // disconnects the LivePlayer of the current attempt
     this.src = null;
+    this.token = null;
     this.engine = null;
     this.attempt = 0;
     this.resetFlags();
@@ -211,7 +177,7 @@ class Player {
     this.isLive = null; // playlist without ENDLIST when first loaded
     this.endlist = false; // a live playlist got its ENDLIST
     this.waiting = true;
-    this.mediaRecovered = false;
+    this.hlsReason = null; // hls.js' words for the fatal error, when it was hls.js'
   }
 
   async start() {
@@ -232,6 +198,7 @@ class Player {
       return;
     }
     this.src = choice.src;
+    this.token = choice.from === 'token' ? new URL(location.href).searchParams.get('token') : null;
     this.el.source.textContent = this.src;
     this.load();
   }
@@ -243,66 +210,75 @@ class Player {
     this.attempt += 1;
     this.sequencer.reset();
     this.meters.clear();
-    this.clearCues();
     this.hideProblem();
-    this.engine = chooseEngine(this.media, this.requestedEngine);
+    this.engine = chooseEngine(this.requestedEngine || undefined);
     this.root.dataset.engine = this.engine || 'none';
     if (this.engine === null) {
       const why =
-        typeof window.Hls !== 'function'
-          ? 'hls.js is missing (player_demo/vendor/hls.min.js: run `make setup`) and this browser has no native HLS'
+        this.requestedEngine === 'native'
+          ? 'this browser has no native HLS'
           : 'this browser can play neither HLS nor Media Source Extensions';
       this.fail(why);
       return;
     }
-    this.watchTextTracks();
-    if (this.engine === 'native') {
-      this.media.src = this.src;
-      this.media.load();
-      this.tryPlay();
-    } else {
-      this.startHlsJs();
-    }
+    this.open(this.attempt);
     this.render();
   }
 
   teardown() {
-    if (this.hls) {
-      this.hls.destroy();
-      this.hls = null;
-    }
-    if (this.media.getAttribute('src')) {
-      this.media.removeAttribute('src');
-      this.media.load();
-    }
+    if (this.abort) this.abort.abort(); // disconnects the LivePlayer, even mid-connect
+    this.abort = null;
+    this.player = null;
+    this.hls = null;
   }
 
-  startHlsJs() {
-    const Hls = window.Hls;
-    // Our own cues instead of hls.js's (see the top of this file).
-    const hls = createHls(Hls, { lowLatency: this.lowLatency });
+  async open(attempt) {
+    const abort = new AbortController();
+    this.abort = abort;
+    const options = {
+      element: this.media,
+      engine: this.engine,
+      lowLatency: this.lowLatency,
+      keepAfterEnd: true, // a finished recording can be played again (Play after Ended)
+      signal: abort.signal,
+      onHls: (hls) => this.onHls(hls, attempt),
+    };
+    let player;
+    try {
+      player = this.token
+        ? await LivePlayer.connect(this.token, options)
+        : await LivePlayer.fromPlaybackUrl(this.src, options);
+    } catch (err) {
+      if (attempt === this.attempt && !abort.signal.aborted) this.fail(this.reasonFor(err));
+      return;
+    }
+    if (attempt !== this.attempt) return;
+    this.player = player;
+    player.on(LivePlayer.Event.TimedMetadataReceived, ({ metadata, time }) => this.onMetadata(metadata, time));
+    player.on(LivePlayer.Event.Error, (err) => this.fail(this.reasonFor(err)));
+    if (this.engine === 'native') this.tryPlay(); // hls.js' MANIFEST_PARSED does it otherwise
+    this.render();
+  }
+
+  /** The LivePlayer made its hls.js: our words for its errors, and the playlist's liveness. */
+  onHls(hls, attempt) {
+    const Hls = hls.constructor;
     this.hls = hls;
     // For apps and tests that want hls.js' own events (stalls, parts loaded):
     // fired before anything loads, so a listener misses none of them.
     this.root.dispatchEvent(new CustomEvent('mixer:hls', { bubbles: true, detail: { hls } }));
-    hls.on(Hls.Events.FRAG_PARSING_METADATA, (_event, data) => {
-      if (hls === this.hls) this.addCues(data.samples);
-    });
     hls.on(Hls.Events.MANIFEST_PARSED, () => this.tryPlay());
     hls.on(Hls.Events.LEVEL_UPDATED, (_event, data) => this.onPlaylist(data.details.live));
     hls.on(Hls.Events.LEVEL_LOADED, (_event, data) => this.onPlaylist(data.details.live));
     hls.on(Hls.Events.ERROR, (_event, data) => {
-      if (hls !== this.hls || !data.fatal) return; // hls.js recovers from the others
-      if (data.type === Hls.ErrorTypes.MEDIA_ERROR && !this.mediaRecovered) {
-        this.mediaRecovered = true;
-        console.warn(`[mixer-player] media error, recovering once: ${data.details}`);
-        hls.recoverMediaError();
-        return;
-      }
-      this.fail(hlsErrorReason(data));
+      if (data.fatal && attempt === this.attempt) this.hlsReason = hlsErrorReason(data);
     });
-    hls.loadSource(this.src);
-    hls.attachMedia(this.media);
+  }
+
+  reasonFor(err) {
+    if (this.hlsReason) return this.hlsReason;
+    if (err && err.code === 56009) return 'this browser can play neither HLS nor Media Source Extensions';
+    return err && err.message ? err.message : String(err);
   }
 
   onPlaylist(live) {
@@ -382,102 +358,15 @@ class Player {
 
   // ---------------------------------------------------------------- metadata
   /**
-   * hls.js hands over each ID3 tag of a segment when it parses it (ahead of
-   * playback) with its pts in media time; a cue over [pts, pts + 500 ms)
-   * lets the browser say when that audio is being heard.
+   * The LivePlayer says the playhead reached a timed metadata's audio (`time` is its
+   * pts on the media timeline): show it if it is the next payload.
    */
-  addCues(samples) {
-    if (!this.cueTrack) {
-      // addTextTrack, not a <track> element: nothing loads, nothing resets it.
-      this.cueTrack = this.media.addTextTrack('metadata', 'mixer-ext payloads');
-      this.cueTrack.mode = 'hidden';
-      this.watchTrack(this.cueTrack);
-    }
-    const track = this.cueTrack;
-    for (const sample of samples) {
-      if (sample.type && !ID3_SAMPLE_TYPES.has(sample.type)) continue;
-      let texts;
-      try {
-        texts = parseId3Txxx(sample.data)
-          .filter((f) => f.description === '')
-          .map((f) => f.value);
-      } catch (err) {
-        if (!(err instanceof PayloadError)) throw err;
-        console.warn(`[mixer-player] malformed ID3 tag dropped: ${err.message}`);
-        continue;
-      }
-      const id = sample.pts.toFixed(3);
-      if (texts.length === 0 || track.cues.getCueById(id)) continue; // a segment parsed twice
-      const cue = new VTTCue(sample.pts, sample.pts + PAYLOAD_SECONDS, '');
-      cue.id = id;
-      cue.value = { key: 'TXXX', info: '', data: texts[0] };
-      track.addCue(cue);
-    }
+  onMetadata(text, time) {
+    const payload = this.sequencer.accept(text);
+    if (payload) this.showPayload(payload, time);
   }
 
-  clearCues() {
-    const cues = this.cueTrack && this.cueTrack.cues;
-    if (!cues) return;
-    for (let i = cues.length - 1; i >= 0; i--) this.cueTrack.removeCue(cues[i]);
-  }
-
-  pruneCues() {
-    const cues = this.cueTrack && this.cueTrack.cues;
-    if (!cues) return;
-    const before = this.media.currentTime - CUE_KEEP_SECONDS;
-    for (let i = cues.length - 1; i >= 0; i--) {
-      if (cues[i].endTime < before) this.cueTrack.removeCue(cues[i]);
-    }
-  }
-
-  watchTextTracks() {
-    const tracks = this.media.textTracks;
-    if (!this.watched.has(tracks)) {
-      this.watched.add(tracks);
-      tracks.addEventListener('addtrack', (e) => this.watchTrack(e.track));
-    }
-    for (const track of tracks) this.watchTrack(track);
-  }
-
-  watchTrack(track) {
-    if (track.kind !== 'metadata' || this.watched.has(track)) return;
-    this.watched.add(track);
-    // 'disabled' tracks keep no active cues; 'hidden' ones do, without drawing.
-    if (track.mode === 'disabled') track.mode = 'hidden';
-    track.addEventListener('cuechange', () => this.onCueChange(track));
-  }
-
-  /** The browser says the active cues changed: playback reached a new payload. */
-  onCueChange(track) {
-    const active = track.activeCues;
-    if (!active || active.length === 0) return;
-    // The latest payload at or before the playhead is the one being heard.
-    let best = null;
-    let bestTexts = null;
-    for (let i = 0; i < active.length; i++) {
-      const cue = active[i];
-      let texts;
-      try {
-        texts = payloadTextsFromCue(cue);
-      } catch (err) {
-        if (!(err instanceof PayloadError)) throw err;
-        console.warn(`[mixer-player] malformed ID3 tag dropped: ${err.message}`);
-        continue;
-      }
-      if (texts.length && (best === null || cue.startTime >= best.startTime)) {
-        best = cue;
-        bestTexts = texts;
-      }
-    }
-    if (!best) return;
-    for (const text of bestTexts) {
-      const payload = this.sequencer.accept(text);
-      if (payload) this.showPayload(payload, best);
-    }
-    if (this.sequencer.counts.shown % PRUNE_EVERY_PAYLOADS === 0) this.pruneCues();
-  }
-
-  showPayload(payload, cue) {
+  showPayload(payload, cueStart) {
     this.meters.show(payload.levels);
     this.root.dataset.seq = String(payload.s);
     this.root.dispatchEvent(
@@ -487,7 +376,7 @@ class Player {
           s: payload.s,
           levels: Object.fromEntries(payload.levels),
           mediaTime: this.media.currentTime,
-          cueStart: cue.startTime,
+          cueStart,
         },
       }),
     );

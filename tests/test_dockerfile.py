@@ -156,14 +156,18 @@ def test_hls_js_comes_from_the_lockfile() -> None:
     lock = json.loads((ROOT / "package-lock.json").read_text(encoding="utf-8"))
     pinned = json.loads((ROOT / "package.json").read_text(encoding="utf-8"))["dependencies"]
     assert lock["packages"]["node_modules/hls.js"]["version"] == pinned["hls.js"]
-    (hls_copy,) = [(s, d) for s, d, f in _copies(runtime) if f == "web"]
-    (source,), dest = hls_copy
-    assert source == "/web/node_modules/hls.js/dist/hls.min.js"
-    local = require_path(ROOT / "node_modules/hls.js/dist/hls.min.js", "run `make setup` first")
-    assert local.stat().st_size > 100_000  # the same path npm ci gives, really there
+    # the UMD build (window.Hls) and the ES module build that live-player.js imports
+    hls_copies = sorted((s, d) for s, d, f in _copies(runtime) if f == "web")
     env = " ".join(rest for word, rest in runtime.instructions if word == "ENV")
     player_dir = re.search(r"MIXER_PLAYER_DIR=(\S+)", env)
-    assert player_dir and dest == f"{player_dir.group(1)}/vendor/hls.min.js"
+    assert player_dir
+    assert [(sources, dest) for sources, dest in hls_copies] == [
+        ([f"/web/node_modules/hls.js/dist/{name}"], f"{player_dir.group(1)}/vendor/{name}")
+        for name in ("hls.min.js", "hls.min.mjs")
+    ], hls_copies
+    for name in ("hls.min.js", "hls.min.mjs"):
+        local = require_path(ROOT / "node_modules/hls.js/dist" / name, "run `make setup` first")
+        assert local.stat().st_size > 100_000  # the same path npm ci gives, really there
 
 
 def test_paths_the_chart_relies_on() -> None:
