@@ -37,6 +37,7 @@ def audio_bitrate(blob: bytes) -> float:
     first = last = None
     with av.open(io.BytesIO(blob), format="mpegts") as c:
         stream = c.streams.audio[0]
+        time_base = stream.time_base  # PyAV 18.1 refuses stream attributes once closed
         for pkt in c.demux(stream):
             if pkt.size == 0 or pkt.pts is None:
                 continue
@@ -44,7 +45,8 @@ def audio_bitrate(blob: bytes) -> float:
             first = pkt.pts if first is None else first
             last = pkt.pts + (pkt.duration or 1024)
     assert first is not None and last is not None
-    return total * 8 / float((last - first) * stream.time_base)
+    assert time_base is not None
+    return total * 8 / float((last - first) * time_base)
 
 
 async def test_hls_as_a_player_reads_it(tmp_path: Path) -> None:
@@ -114,9 +116,10 @@ async def test_hls_as_a_player_reads_it(tmp_path: Path) -> None:
     tick = TICK_SAMPLES / SAMPLE_RATE
     for a, b in itertools.pairwise(times):
         assert abs((b - a) - 0.5) <= tick + 1e-6
-    # and in sync with the audio: payload n sits at n * 0.5 s of stream time
+    # and in sync with the audio: payload n sits at the end of the window it describes,
+    # (n + 1) * 0.5 s of stream time (issue 26)
     audio_zero = hls.audio_start + 1024 / SAMPLE_RATE
-    assert abs(times[0] - audio_zero) <= tick
+    assert abs(times[0] - (audio_zero + 0.5)) <= tick
 
 
 async def test_live_playlist_slides_and_deletes_old_segments(tmp_path: Path) -> None:
