@@ -25,7 +25,8 @@
 //   error (the `error` event first), or after disconnect().
 // - `timedMetadataReceived` with `{metadata, time}`: `metadata` the text of each ID3
 //   TXXX frame in the stream (the mixer's level payloads and an app's own
-//   TimedMetadata), `time` the media time it belongs to; delivered when the playhead
+//   TimedMetadata; this project adds `source`: 'mixer' or 'app'), `time` the media
+//   time it belongs to; delivered when the playhead
 //   reaches it, i.e. when its audio is heard, not when its part is downloaded: each
 //   one is a cue on a hidden metadata text track and fires on the cue's `enter`
 //   (which the browser raises even for a cue shorter than its update interval).
@@ -241,9 +242,12 @@ function nativeHlsSupported(anyNative = false) {
   return native && (anyNative || 'DataCue' in window || 'WebKitDataCue' in window);
 }
 
-/** Every TXXX text of an ID3 tag (the mixer's payloads and an app's own metadata). */
+/**
+ * Every TXXX frame of an ID3 tag as {text, source}: the mixer's payloads (empty
+ * description: source 'mixer') and an app's own TimedMetadata (description 'app').
+ */
 function id3Texts(bytes) {
-  return parseId3Txxx(bytes).map((f) => f.value);
+  return parseId3Txxx(bytes).map((f) => ({ text: f.value, source: f.description || 'mixer' }));
 }
 
 export class Player extends Emitter {
@@ -658,21 +662,25 @@ export class Player extends Emitter {
         console.warn(`[live-player] malformed ID3 tag dropped: ${err.message}`);
         continue;
       }
-      texts.forEach((text, i) => {
+      texts.forEach(({ text, source }, i) => {
         const key = `${sample.pts.toFixed(3)}/${i}/${text}`;
         if (this._seen.has(key)) return; // a part and then its segment parsed
         this._seen.add(key);
         const cue = new VTTCue(sample.pts, sample.pts + CUE_SECONDS, '');
-        cue.onenter = () => this._deliver(text, cue.startTime, key);
+        cue.onenter = () => this._deliver(text, cue.startTime, source);
         track.addCue(cue);
       });
     }
     this._prune();
   }
 
-  _deliver(metadata, time) {
+  /**
+   * The SDK's TimedMetadata {metadata, time}, plus this project's `source`: 'mixer' for
+   * the mixer's level payloads, 'app' for a backend's POST .../TimedMetadata.
+   */
+  _deliver(metadata, time, source) {
     if (this._disconnected) return;
-    this.emit(Event.TimedMetadataReceived, { metadata, time });
+    this.emit(Event.TimedMetadataReceived, { metadata, time, source });
   }
 
   _prune() {
@@ -695,7 +703,9 @@ export class Player extends Emitter {
         if (cue.__delivered) continue;
         cue.__delivered = true;
         const value = cue.value;
-        if (value && value.key === 'TXXX' && typeof value.data === 'string') this._deliver(value.data, cue.startTime);
+        if (value && value.key === 'TXXX' && typeof value.data === 'string') {
+          this._deliver(value.data, cue.startTime, value.info || 'mixer');
+        }
       }
     });
   }

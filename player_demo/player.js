@@ -254,7 +254,10 @@ class Player {
     }
     if (attempt !== this.attempt) return;
     this.player = player;
-    player.on(LivePlayer.Event.TimedMetadataReceived, ({ metadata, time }) => this.onMetadata(metadata, time));
+    player.on(LivePlayer.Event.TimedMetadataReceived, ({ metadata, time, source }) => {
+      // an app's own TimedMetadata (polls, slides, cues) is not a level payload
+      if (source === 'mixer') this.onMetadata(metadata, time);
+    });
     player.on(LivePlayer.Event.Error, (err) => this.fail(this.reasonFor(err)));
     if (this.engine === 'native') this.tryPlay(); // hls.js' MANIFEST_PARSED does it otherwise
     this.render();

@@ -86,7 +86,18 @@ async def test_player_page_plays_a_player_access_token(tmp_path: Path) -> None:
             player = asyncio.create_task(
                 drive_player(page, identities=["alice", "bob"], budget_s=75)
             )
-            await asyncio.sleep(20)  # startup, then some seconds live
+            await asyncio.sleep(14)  # startup, then some seconds live
+            # a backend's own timed metadata in the stream: the page plays on, shows no
+            # meter for it and warns about nothing (it is not a level payload)
+            posted = await asyncio.to_thread(
+                client.request,
+                "POST",
+                f"{base}/v1/PlayerStreamers/{ps.sid}/TimedMetadata",
+                data={"Metadata": "slide 2"},
+                auth=(ACCOUNT, TOKEN),
+            )
+            assert posted.status_code == 201, posted.text
+            await asyncio.sleep(6)
             assert not player.done(), "the player finished before the stream ended"
             await asyncio.to_thread(media.media_processor(mp.sid).update, status="ended")
             report = await player

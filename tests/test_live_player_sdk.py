@@ -10,7 +10,8 @@ so the stream crosses origins through the API's playback gate as a hosted app's 
 Headless Chromium runs it (autoplay allowed, as after a user's click).  Asserted as an app
 developer would: connect resolves ``idle``, the states run idle -> ready -> playing ->
 ended, ``timedMetadataReceived`` carries the mixer's payloads (both talkers, sequence
-rising) each when its audio is heard, the player sits LL-HLS close to live, ``setVolume``
+rising) and an app's payload posted through ``POST .../TimedMetadata``, each when its
+audio is heard, the player sits LL-HLS close to live, ``setVolume``
 reaches the app as ``volumeChanged``, the stream's
 end (the backend ends the processor) brings ``ended``, and an invalid token is refused
 with the SDK's ``AccessTokenInvalidError`` (code 20101).
@@ -44,6 +45,8 @@ from twilio.jwt.access_token.grants import PlaybackGrant  # noqa: E402
 PLAYER_DIR = ROOT / "player_demo"
 DRIVER = ROOT / "tests" / "browser" / "live_player_check.mjs"
 SCRIPT_BUILD = PLAYER_DIR / "vendor" / "twilio-live-player.min.js"
+#: what a backend posts through TimedMetadata (an app's poll, as apps used it)
+POLL = '{"poll":"Which track next?","options":["A","B"]}'
 
 
 async def drive(url: str, budget_s: float, volume_at_s: float) -> dict:  # type: ignore[type-arg]
@@ -146,7 +149,17 @@ async def test_quickstart_app_plays_a_playback_grant(tmp_path: Path) -> None:
             token.add_grant(PlaybackGrant(grant=grant))
             url = f"{app_origin}/examples/quickstart.html?accessToken={quote(token.to_jwt())}"
             player = asyncio.create_task(drive(url, budget_s=75, volume_at_s=12))
-            await asyncio.sleep(18)  # some seconds live
+            await asyncio.sleep(12)  # some seconds live
+            # the backend posts its own timed metadata (a poll) into the live stream
+            posted = await asyncio.to_thread(
+                client.request,
+                "POST",
+                f"http://127.0.0.1:{api_port}/v1/PlayerStreamers/{ps.sid}/TimedMetadata",
+                data={"Metadata": POLL},
+                auth=(ACCOUNT, TOKEN),
+            )
+            assert posted.status_code == 201, posted.text
+            await asyncio.sleep(6)
             assert not player.done(), "the player finished before the stream ended"
             await asyncio.to_thread(media.media_processor(mp.sid).update, status="ended")
             report = await player
@@ -176,8 +189,15 @@ async def test_quickstart_app_plays_a_playback_grant(tmp_path: Path) -> None:
     durations = [e["detail"]["duration"] for e in events if e["type"] == "durationChanged"]
     assert durations[0] == "Infinity" and durations[-1] != "Infinity", durations
 
-    # the mixer's payloads, as timedMetadataReceived {metadata, time}
+    # the app's poll, once, as timedMetadataReceived {metadata, time}, when heard
     meta = [e["detail"] for e in events if e["type"] == "timedMetadataReceived"]
+    polls = [m for m in meta if m["metadata"] == POLL]
+    assert len(polls) == 1, [m["metadata"] for m in meta if not m["metadata"].startswith("{")]
+    assert polls[0]["source"] == "app", polls
+    assert polls[0]["time"] - 0.05 <= polls[0]["position"] <= polls[0]["time"] + 0.5, polls
+    # the mixer's payloads, as timedMetadataReceived {metadata, time}
+    meta = [m for m in meta if m["metadata"] != POLL]
+    assert all(m["source"] == "mixer" for m in meta), meta[:3]
     assert len(meta) >= 20, f"{len(meta)} timed metadata: {why}"
     payloads = [json.loads(m["metadata"]) for m in meta]
     seqs = [p["s"] for p in payloads]
