@@ -87,3 +87,29 @@ def test_recording_rendering_as_the_client_reads_it() -> None:
         m.render_recording(rec, "http://h", room_scoped=False)["url"]
         == "http://h/v1/Recordings/RT1"
     )
+
+
+def test_recording_rules_grammar_and_selection() -> None:
+    rules = m.parse_recording_rules(
+        {"Rules": ['[{"type": "include", "all": true}, {"type": "exclude", "publisher": "alice"}]']}
+    )
+    assert not m.rules_select(rules, "alice", "audio", "mic")
+    assert m.rules_select(rules, "bob", "audio", "mic")
+    only = m.parse_recording_rules(
+        {"Rules": ['{"rules": [{"type": "include", "publisher": "bob", "track": "mic"}]}']}
+    )
+    assert m.rules_select(only, "bob", "audio", "mic")
+    assert not m.rules_select(only, "bob", "audio", "screen")
+    assert not m.rules_select(only, "carol", "audio", "mic")
+    assert not m.rules_select([], "bob", "audio", "mic")  # no rules: nothing recorded
+    for bad in (
+        "nope",
+        '[{"type": "maybe", "all": true}]',
+        '[{"type": "include"}]',
+        '[{"type": "include", "all": true, "kind": "audio"}]',
+        '[{"type": "include", "kind": "smell"}]',
+        '[{"type": "include", "room": "x"}]',
+    ):
+        with pytest.raises(RestError) as e:
+            m.parse_recording_rules({"Rules": [bad]})
+        assert e.value.status == 400, bad

@@ -1,8 +1,9 @@
 """Issue 23 done-when, end to end: the official ``twilio`` client creates a room with
 ``RecordParticipantsOnConnect=True``, two participants on the project's protocol talk
-tones over real WebRTC (aiortc) into the room server, the room completes; the client lists
-the recordings (``completed``), downloads each through the ``…/Media`` redirect, each
-decodes to its own tone at its offset (alice muted for a while: a gap of silence); a
+tones over real WebRTC (aiortc) into the room server, Recording Rules stop and restart
+alice's recording mid-room, the room completes; the client lists the recordings
+(``completed``), downloads each through the ``…/Media`` redirect, each decodes to its own
+tone at its offset (alice muted for a while: a gap of silence); a
 composition of the room reaches ``completed`` with both tones at their times; the
 recording callbacks arrive signed.
 """
@@ -92,29 +93,45 @@ async def test_room_recorded_downloaded_and_composed(tmp_path: Path) -> None:
         await alice.set_enabled(False)  # 1.5 s muted: a gap in her recording
         await asyncio.sleep(1.5)
         await alice.set_enabled(True)
+        await asyncio.sleep(1.5)
+        # Recording Rules: stop alice's recording mid-room, then record her again
+        rules = await asyncio.to_thread(api.rooms(room.sid).recording_rules.fetch)
+        assert rules.rules == [{"type": "include", "all": True}]
+        await asyncio.to_thread(
+            api.rooms(room.sid).recording_rules.update,
+            rules=[{"type": "include", "all": True}, {"type": "exclude", "publisher": "alice"}],
+        )
+        await asyncio.sleep(1.5)
+        await asyncio.to_thread(
+            api.rooms(room.sid).recording_rules.update, rules=[{"type": "include", "all": True}]
+        )
         await asyncio.sleep(2.0)
         done = await asyncio.to_thread(api.rooms(room.sid).update, status="completed")
         assert done.status == "completed"
 
         def completed() -> list[Any]:
             recs = api.rooms(room.sid).recordings.list()
-            return recs if len(recs) == 2 and all(r.status == "completed" for r in recs) else []
+            return recs if len(recs) == 3 and all(r.status == "completed" for r in recs) else []
 
-        recs = {r.track_name: r for r in await until(completed)}
-        assert len(recs) == 2
-        a = next(r for r in recs.values() if r.grouping_sids["participant_sid"] and r.offset < 1000)
-        b = next(r for r in recs.values() if r is not a)
+        recs = sorted(await until(completed), key=lambda r: r.offset)
+        a, b, a2 = recs  # alice, bob 1.5 s later, alice again after the exclusion
+        assert a.grouping_sids["participant_sid"] == a2.grouping_sids["participant_sid"]
+        assert a.source_sid == a2.source_sid != b.source_sid
         assert 900 <= b.offset - a.offset <= 3000, (a.offset, b.offset)
-        assert a.duration >= 5 and b.duration >= 3
+        # alice's first recording ended at the exclusion; her second began 1.5 s later
+        assert 1000 <= a2.offset - (a.offset + 1000 * a.duration) <= 3000
+        assert a.duration >= 5 and b.duration >= 6 and a2.duration >= 1
         assert a.codec == "OPUS" and a.container_format == "mka"
 
         pa = decode_timeline(await fetch(f"/v1/Recordings/{a.sid}/Media", tmp_path / "a.mka"))
         pb = decode_timeline(await fetch(f"/v1/Recordings/{b.sid}/Media", tmp_path / "b.mka"))
+        pa2 = decode_timeline(await fetch(f"/v1/Recordings/{a2.sid}/Media", tmp_path / "a2.mka"))
         assert tone_level(pa, 440, 0.5, 3.0) > 0.1 and tone_level(pa, 1000, 0.5, 3.0) < 0.01
         assert tone_level(pb, 1000, 0.5, 1.8) > 0.1 and tone_level(pb, 440, 0.5, 1.8) < 0.01
+        assert tone_level(pa2, 440, 0.2, len(pa2) / 48_000 - 0.2) > 0.1
         # alice's mute: about 3.5..5.0 s into her track, nothing was forwarded: a silent gap
         assert tone_level(pa, 440, 3.9, 4.6) < 0.01
-        assert tone_level(pa, 440, len(pa) / 48_000 - 1.5, len(pa) / 48_000 - 0.2) > 0.1
+        assert tone_level(pa, 440, len(pa) / 48_000 - 1.2, len(pa) / 48_000 - 0.2) > 0.1
 
         comp = await asyncio.to_thread(
             api.compositions.create,
@@ -133,9 +150,9 @@ async def test_room_recorded_downloaded_and_composed(tmp_path: Path) -> None:
         assert tone_level(pcm, 1000, a0 + 0.3, b0 - 0.1) < 0.01  # bob not there yet
         assert tone_level(pcm, 1000, b0 + 0.3, b0 + 1.8) > 0.1
 
-        await until(lambda: sum(1 for e, *_ in seen if e == "recording-completed") == 2)
+        await until(lambda: sum(1 for e, *_ in seen if e == "recording-completed") == 3)
         events = [e for e, f, _ in seen if "RecordingSid" in f]
-        assert sorted(events) == ["recording-completed"] * 2 + ["recording-started"] * 2
+        assert sorted(events) == ["recording-completed"] * 3 + ["recording-started"] * 3
         assert all(ok for *_, ok in seen)
     finally:
         for t in talkers:

@@ -9,7 +9,8 @@ module (``StatusCallbacks.send``): ``recording-*`` to the room's ``StatusCallbac
 the room's sequence numbers, ``composition-*`` to the composition's own.
 
 What it knows of a room is a ``RoomRef`` (SID, name, its start on the monotonic clock,
-its callback): it does not reach into the rooms owner.
+its callback): it does not reach into the rooms owner.  Which tracks are recorded is
+decided by ``recording_rules.RoomRecorder``, a listener of the rooms owner.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar, cast
+from typing import TypeVar
 
 from mixer_ext.roomserver.compose.spec import (
     SAMPLE_RATE,
@@ -30,16 +31,7 @@ from mixer_ext.roomserver.compose.spec import (
     plan,
 )
 from mixer_ext.roomserver.compose.workers import CompositionFailed, CompositionWorkers
-from mixer_ext.roomserver.forward import PacketFanout
-from mixer_ext.roomserver.peer import Peer
 from mixer_ext.roomserver.recorder import RecordingResult, RecordingTags, TrackRecorder
-from mixer_ext.roomserver.rooms import (
-    Room,
-    RoomEnded,
-    RosterEvent,
-    TrackPublished,
-    TrackUnpublished,
-)
 from mixer_ext.roomserver.storage import MediaStore, StorageFull
 from mixer_ext.roomserver.twilio import media_rest as m
 from mixer_ext.roomserver.twilio.rest import RestError, iso, not_found, now_utc
@@ -102,6 +94,7 @@ class MediaService:
         self.compositions: OrderedDict[str, m.CompositionRecord] = OrderedDict()
         self.hooks: OrderedDict[str, m.HookRecord] = OrderedDict()
         self._live: dict[str, _Live] = {}  # track SID -> its recording in progress
+        self._finishing: dict[str, _Live] = {}  # recording SID -> closed, file not done yet
         self._tasks: dict[str, asyncio.Task[None]] = {}
         #: rooms completed whose recordings are still being finished, for the hooks
         self._closing: dict[str, RoomRef] = {}
@@ -179,19 +172,28 @@ class MediaService:
         return recorder.push
 
     def stop_recording(self, track_sid: str) -> None:
-        """The track was unpublished (or its participant left): finish its file."""
-        live = self._live.get(track_sid)
+        """The track was unpublished, left, or is no longer selected: finish its file.
+
+        A later ``start_recording`` of the same track makes a new recording at once (its
+        file finishes in the background; ``_finished`` finds it by recording SID).
+        """
+        live = self._live.pop(track_sid, None)
         if live is not None:
+            self._finishing[live.record.sid] = live
             live.recorder.close()
 
     def is_recording(self, room_sid: str) -> bool:
-        return any(live.room.sid == room_sid for live in self._live.values())
+        """Any recording of the room still open or still being finished."""
+        lives = [*self._live.values(), *self._finishing.values()]
+        return any(live.room.sid == room_sid for live in lives)
 
     def _finished(self, sid: str, result: RecordingResult) -> None:
-        live = next((v for v in self._live.values() if v.record.sid == sid), None)
-        if live is None:
-            return
-        del self._live[live.record.source_sid]
+        live = self._finishing.pop(sid, None)
+        if live is None:  # the writer ended on its own (a failed disk): forget the live one
+            live = next((v for v in self._live.values() if v.record.sid == sid), None)
+            if live is None:
+                return
+            del self._live[live.record.source_sid]
         record = live.record
         offset = live.recorder.offset_ms
         record.offset_ms = offset if offset is not None else 0
@@ -213,7 +215,7 @@ class MediaService:
         self._closing[room.sid] = room
         for live in list(self._live.values()):
             if live.room.sid == room.sid:
-                live.recorder.close()
+                self.stop_recording(live.record.source_sid)
         self._maybe_hooks(room.sid)
 
     def _maybe_hooks(self, room_sid: str) -> None:
@@ -423,63 +425,8 @@ class MediaService:
 
     async def stop(self) -> None:
         """Finish every recording (files closed) and cancel compositions in progress."""
-        for live in list(self._live.values()):
-            live.recorder.close()
-        await asyncio.gather(
-            *(asyncio.to_thread(live.recorder.join, 10.0) for live in list(self._live.values()))
-        )
+        for track_sid in list(self._live):
+            self.stop_recording(track_sid)
+        closing = list(self._finishing.values())
+        await asyncio.gather(*(asyncio.to_thread(live.recorder.join, 10.0) for live in closing))
         await stop_tasks([*self._tasks.values(), self._retention], 5.0, log)
-
-
-class RoomRecorder:
-    """A roster listener: records the published audio tracks of the rooms that record.
-
-    ``describe(room)`` says whether a room records (``RecordParticipantsOnConnect`` or the
-    server's default) and gives its ``RoomRef``.  On ``TrackPublished`` in such a room the
-    publisher's ``PacketFanout`` (either protocol: ``Peer.fanout_for``) gets the recording's
-    sink; on ``TrackUnpublished`` (also sent for every track of a participant who leaves)
-    the recording finishes; on ``RoomEnded`` the room's recordings complete and the hooks
-    may compose it.  Muted tracks forward nothing, so mute is a gap in the file.
-    """
-
-    def __init__(self, media: MediaService, describe: Callable[[Room], RoomRef | None]) -> None:
-        self.media = media
-        self._describe = describe
-        self._refs: dict[str, RoomRef] = {}
-        self._sinks: dict[str, tuple[PacketFanout, Callable[[bytes, int], None]]] = {}
-
-    def on_roster(self, event: RosterEvent) -> None:
-        if isinstance(event, TrackPublished):
-            if event.track.kind != "audio":
-                return
-            ref = self._refs.get(event.room.sid) or self._describe(event.room)
-            if ref is None:
-                return
-            self._refs[event.room.sid] = ref
-            peer = cast(Peer | None, event.participant.connection)
-            fanout = None if peer is None else peer.fanout_for(event.track.sid)
-            if fanout is None:
-                log.warning("recording: %s has no media to record", event.track.sid)
-                return
-            sink = self.media.start_recording(
-                ref,
-                event.participant.sid,
-                event.participant.identity,
-                event.track.sid,
-                event.track.name or event.track.sid,
-            )
-            if sink is not None:
-                fanout.add_sink(sink)
-                self._sinks[event.track.sid] = (fanout, sink)
-        elif isinstance(event, TrackUnpublished):
-            held = self._sinks.pop(event.track.sid, None)
-            if held is not None:
-                held[0].remove_sink(held[1])
-                self.media.stop_recording(event.track.sid)
-        elif isinstance(event, RoomEnded):
-            ref = self._refs.pop(event.room.sid, None)
-            if ref is not None:
-                self.media.room_completed(ref)
-
-    def is_recording(self, room_sid: str) -> bool:
-        return self.media.is_recording(room_sid)

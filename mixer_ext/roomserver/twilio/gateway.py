@@ -49,7 +49,8 @@ from mixer_ext.roomserver.icerestart import is_ice_restart, restart_ice
 from mixer_ext.roomserver.limits import ROLE_PARTICIPANT, PreJoinGuard
 from mixer_ext.roomserver.names import check_room_name, for_log
 from mixer_ext.roomserver.peer import Peer, PeerHost
-from mixer_ext.roomserver.recordings import MediaService, RoomRecorder, RoomRef
+from mixer_ext.roomserver.recording_rules import RoomRecorder
+from mixer_ext.roomserver.recordings import MediaService, RoomRef
 from mixer_ext.roomserver.rooms import (
     Participant,
     ParticipantJoined,
@@ -150,7 +151,8 @@ class TwilioGateway:
         )
         #: signs the temporary ``…/Media`` URLs (a secret of this process: they last 10 min)
         self.media_urls = MediaUrlSigner(secrets.token_bytes(32))
-        server.rooms.attach(RoomRecorder(self.media, self._recording_ref))
+        self.recorder = RoomRecorder(self.media, self._recording_ref)
+        server.rooms.attach(self.recorder)
 
     @classmethod
     def from_environment(
@@ -178,12 +180,10 @@ class TwilioGateway:
             settings=settings,
         )
 
-    def _recording_ref(self, room: Room) -> RoomRef | None:
-        """The room as the recorder needs it, if it records (None: it does not)."""
+    def _recording_ref(self, room: Room) -> tuple[RoomRef, bool]:
+        """The room as the recorder needs it, and whether it records from the start."""
         record = self.ledger.for_live(room)
-        if not record.record_participants_on_connect:
-            return None
-        return RoomRef(
+        ref = RoomRef(
             sid=room.sid,
             name=room.name,
             started=room.created_at,
@@ -191,12 +191,19 @@ class TwilioGateway:
             status_callback_method=record.status_callback_method,
             room_type=record.type,
         )
+        return ref, record.record_participants_on_connect
 
     def add_routes(self, app: web.Application) -> None:
         """``/signaling`` and the Video REST subset under ``/v1/Rooms``."""
         app.router.add_get(SIGNALING_PATH, self.handle)
         VideoRest(self.server, self.ledger, self.authenticate).add_routes(app)
-        MediaRoutes(self.media, self.media_urls, self.authenticate).add_routes(app)
+        MediaRoutes(
+            self.media,
+            self.media_urls,
+            self.authenticate,
+            recorder=self.recorder,
+            find_room=self.server.rooms.by_sid,
+        ).add_routes(app)
 
     def authenticate(self, user: str, password: str) -> bool:
         """HTTP Basic for the Video REST: the account SID and auth token, or an API key."""

@@ -392,3 +392,79 @@ def recording_params(rec: RecordingRecord, event: str, identity: str) -> dict[st
     if event == "recording-failed" and rec.error:
         params["FailedOperation"] = rec.error[:200]
     return params
+
+
+# --- Recording Rules ------------------------------------------------------------------------
+
+_RULE_FILTERS = ("all", "publisher", "kind", "track")
+
+
+def parse_recording_rules(form: Form) -> list[dict[str, object]]:
+    """``Rules``: a JSON array of ``{"type": "include"|"exclude", <filters>}`` (or an object
+    with a ``rules`` array); filters ``all`` (true), ``publisher`` (identity), ``kind``
+    (``audio``/``video``/``data``), ``track`` (track name), each rule's filters combined."""
+    import json
+
+    raw = _one(form, "Rules")
+    if raw is None:
+        raise RestError(400, INVALID_PARAMETER, "Rules is required")
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        raise RestError(400, INVALID_PARAMETER, "Rules is not valid JSON") from None
+    if isinstance(value, dict):
+        value = value.get("rules")
+    if not isinstance(value, list) or len(value) > 100:
+        raise RestError(400, INVALID_PARAMETER, "Rules must be an array of at most 100 rules")
+    rules: list[dict[str, object]] = []
+    for i, rule in enumerate(value):
+        where = f"Rules[{i}]"
+        if not isinstance(rule, dict) or rule.get("type") not in ("include", "exclude"):
+            raise RestError(400, INVALID_PARAMETER, f"{where}: type must be include or exclude")
+        filters = {k: v for k, v in rule.items() if k != "type"}
+        unknown = set(filters) - set(_RULE_FILTERS)
+        if unknown or not filters:
+            raise RestError(
+                400, INVALID_PARAMETER, f"{where}: filters are all, publisher, kind, track"
+            )
+        if "all" in filters and (filters["all"] is not True or len(filters) > 1):
+            raise RestError(400, INVALID_PARAMETER, f"{where}: all must be true, alone")
+        if filters.get("kind", "audio") not in ("audio", "video", "data"):
+            raise RestError(400, INVALID_PARAMETER, f"{where}: kind is audio, video or data")
+        for name in ("publisher", "track"):
+            if name in filters and not isinstance(filters[name], str):
+                raise RestError(400, INVALID_PARAMETER, f"{where}: {name} must be a string")
+        rules.append({"type": rule["type"], **filters})
+    return rules
+
+
+def _rule_matches(rule: Mapping[str, object], identity: str, kind: str, track: str) -> bool:
+    return rule.get("all") is True or (
+        rule.get("publisher", identity) == identity
+        and rule.get("kind", kind) == kind
+        and rule.get("track", track) == track
+    )
+
+
+def rules_select(
+    rules: Sequence[Mapping[str, object]], identity: str, kind: str, track: str
+) -> bool:
+    """Recorded: some include rule matches the track and no exclude rule does."""
+    included = any(
+        r["type"] == "include" and _rule_matches(r, identity, kind, track) for r in rules
+    )
+    excluded = any(
+        r["type"] == "exclude" and _rule_matches(r, identity, kind, track) for r in rules
+    )
+    return included and not excluded
+
+
+def render_rules(
+    room_sid: str, rules: list[dict[str, object]], created: datetime, updated: datetime
+) -> dict[str, Any]:
+    return {
+        "room_sid": room_sid,
+        "rules": rules,
+        "date_created": iso(created),
+        "date_updated": iso(updated),
+    }

@@ -17,7 +17,9 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
+from mixer_ext.roomserver.recording_rules import RoomRecorder
 from mixer_ext.roomserver.recordings import MediaService
+from mixer_ext.roomserver.rooms import Room
 from mixer_ext.roomserver.storage import MediaUrlSigner
 from mixer_ext.roomserver.twilio import media_rest as m
 from mixer_ext.roomserver.twilio.rest import RestError, page
@@ -31,10 +33,15 @@ class MediaRoutes:
         service: MediaService,
         signer: MediaUrlSigner,
         authenticate: Callable[[str, str], bool],
+        *,
+        recorder: RoomRecorder | None = None,
+        find_room: Callable[[str], Room | None] | None = None,
     ) -> None:
         self.service = service
         self.signer = signer
         self._check_credentials = authenticate
+        self.recorder = recorder
+        self._find_room = find_room
 
     def _authenticate(self, request: web.Request) -> None:
         """HTTP Basic, checked as the Video REST checks it (``authenticate(user, password)``)."""
@@ -76,6 +83,8 @@ class MediaRoutes:
         for settings in ("RecordingSettings/Default", "CompositionSettings/Default"):
             get(f"/v1/{settings}", w(self.settings))
             post(f"/v1/{settings}", w(self.settings))
+        get("/v1/Rooms/{room}/RecordingRules", w(self.fetch_rules))
+        post("/v1/Rooms/{room}/RecordingRules", w(self.update_rules))
         get("/media/{key:.+}", self.serve_media)
 
     def _wrap(self, handler: Handler) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
@@ -256,6 +265,23 @@ class MediaRoutes:
     async def delete_hook(self, request: web.Request) -> tuple[int, Any]:
         self.service.delete_hook(request.match_info["sid"])
         return 204, None
+
+    # --- RecordingRules ---------------------------------------------------------------------
+    def _live_room(self, request: web.Request) -> tuple[RoomRecorder, Room]:
+        key = request.match_info["room"]
+        room = self._find_room(key) if self._find_room is not None else None
+        if self.recorder is None or room is None:
+            raise RestError(404, 20404, f"The requested resource /Rooms/{key[:40]} was not found")
+        return self.recorder, room
+
+    async def fetch_rules(self, request: web.Request) -> tuple[int, Any]:
+        recorder, room = self._live_room(request)
+        return 200, m.render_rules(room.sid, *recorder.rules(room))
+
+    async def update_rules(self, request: web.Request) -> tuple[int, Any]:
+        recorder, room = self._live_room(request)
+        recorder.update_rules(room, m.parse_recording_rules(await _form(request)))
+        return 200, m.render_rules(room.sid, *recorder.rules(room))
 
     async def settings(self, request: web.Request) -> tuple[int, Any]:
         raise RestError(
