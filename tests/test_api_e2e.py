@@ -7,7 +7,9 @@ both talkers) and the playlist is refused without, with a forged or with an expi
 token; the API restarts under a running processor and keeps controlling it; ending it
 through the API finishes the playlist and the PlayerStreamer; the status callbacks come
 in order and pass ``RequestValidator``; list() pages; bad requests raise
-``TwilioRestException`` with the right status and a message naming the problem.
+``TwilioRestException`` with the right status and a message naming the problem; an
+app's TimedMetadata reaches the HLS a player reads and ffmpeg's RTMP listener, through
+the running worker.
 """
 
 from __future__ import annotations
@@ -31,8 +33,9 @@ from mixer_ext.api.store import Store
 from tests.conftest import ROOT, free_port, mixer_ext_cmd
 from tests.hls_reader import playlist_segments, read_ts, tone_levels
 from tests.process_util import Proc, processes, start_room_server, wait_for_port
+from tests.test_output_rtmp import KEY, FfmpegListener
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.rtmp]
 
 twilio_rest = pytest.importorskip("twilio.rest")
 from twilio.base.exceptions import TwilioRestException  # noqa: E402
@@ -42,6 +45,7 @@ SECRET = "api-e2e-room-secret-0123456789abcdef"
 ACCOUNT = "AC" + "1" * 32
 TOKEN = "api-e2e-auth-token"
 TONES = {"alice": 440.0, "bob": 660.0}
+APP_TEXTS = ["slide:1", '{"poll":"open"}']
 
 
 class _Hooks(BaseHTTPRequestHandler):
@@ -152,6 +156,7 @@ def test_backend_code_runs_unchanged(tmp_path: Path, hooks: Any) -> None:
     client.media.base_url = base
     media = client.media.v1
     worker_pid = None
+    listener: FfmpegListener | None = None
     try:
         with processes() as procs:
             start_room_server(procs, room_port, env, tmp_path / "room.log")
@@ -214,10 +219,15 @@ def test_backend_code_runs_unchanged(tmp_path: Path, hooks: Any) -> None:
             assert e.status == 400 and ghost in e.msg and "not found" in e.msg
             assert list(media.media_processor.list()) == []  # nothing was launched
 
-            # --- the processor
+            # --- the processor: the PlayerStreamer, and RTMP to ffmpeg's listener
+            rtmp_port = free_port()
+            listener = FfmpegListener(rtmp_port, tmp_path / "got.flv")
+            rtmp = f"rtmp://127.0.0.1:{rtmp_port}/live/{KEY}"
             mp = media.media_processor.create(
                 extension="audio-mixer-v1",
-                extension_context=json.dumps({"room": {"name": "RM-api"}, "outputs": [ps.sid]}),
+                extension_context=json.dumps(
+                    {"room": {"name": "RM-api"}, "outputs": [ps.sid, rtmp]}
+                ),
                 status_callback=hook_url + "/mp",
                 max_duration=240,
             )
@@ -249,6 +259,17 @@ def test_backend_code_runs_unchanged(tmp_path: Path, hooks: Any) -> None:
             # refused: no token, forged token, expired token, no session
             assert _get(url.split("?")[0])[0] == 403
             assert _get(url[:-3] + ("AAA" if not url.endswith("AAA") else "BBB"))[0] == 403
+            # --- an app's timed metadata: into HLS and RTMP through the running worker
+            for text in APP_TEXTS:
+                resp = client.request(
+                    "POST",
+                    f"{base}/v1/PlayerStreamers/{ps.sid}/TimedMetadata",
+                    data={"Metadata": text},
+                    auth=(ACCOUNT, TOKEN),
+                )
+                assert resp.status_code == 201, resp.text
+                time.sleep(0.3)
+
             short = media.player_streamer(ps.sid).playback_grant().create(ttl=1).grant
             time.sleep(2.1)
             assert _get(short["playbackUrl"])[0] == 403
@@ -288,8 +309,11 @@ def test_backend_code_runs_unchanged(tmp_path: Path, hooks: Any) -> None:
             assert later
             segments = playlist_segments(str(final))
             blob = b"".join(bytes(_get(urljoin(media_url, seg))[1]) for seg in segments)
+            listener.stop(wait_end=10.0)
     finally:
         api.stop()
+        if listener is not None and listener.proc.poll() is None:
+            listener.stop()
         if worker_pid and _alive(worker_pid):
             os.kill(worker_pid, 9)
 
@@ -302,6 +326,10 @@ def test_backend_code_runs_unchanged(tmp_path: Path, hooks: Any) -> None:
         assert a > 0.02 and a > 20 * noise, (f, levels, noise)
     for name in TONES:
         assert any(name in p.levels for _, p in hls.payloads), name
+    # the app's strings: once each, in order, in the HLS a player reads and over RTMP
+    assert [t for _, t in hls.app_payloads] == APP_TEXTS
+    assert [t for _, t in listener.app_payloads()] == APP_TEXTS
+    assert len(listener.payloads()) >= 10
 
     # --- the status callbacks: in order per resource, signed as Twilio signs
     validator = RequestValidator(TOKEN)
@@ -319,6 +347,8 @@ def test_backend_code_runs_unchanged(tmp_path: Path, hooks: Any) -> None:
     ps_events = [p["StatusCallbackEvent"] for _, u, p, _ in received if u.endswith("/ps")]
     assert ps_events == ["player-streamer-started", "player-streamer-ended"]
     assert TOKEN not in api.log() and SECRET not in api.log()
+    worker_log = next((tmp_path / "data" / "logs").glob("ZX*.log")).read_text()
+    assert KEY not in api.log() and KEY not in worker_log
 
 
 def _worker_pid(data_dir: Path, sid: str) -> int:
