@@ -3,20 +3,36 @@
 Media: a browser whose media path is cut (its address unreachable from the room server,
 as when a phone changes networks) goes ``reconnecting`` (53405), restarts ICE from new
 candidates and ends ``reconnected``, its audio heard again; the others never see it leave.
+
+Signaling: its WebSocket goes through a TCP proxy the test severs for 5 s: the SDK goes
+``reconnecting`` (53001), comes back with ``sync`` on a new socket and ends ``reconnected``;
+the others see ``participantReconnecting`` / ``participantReconnected`` and no leave, the
+Video REST says ``reconnecting`` meanwhile.  Cut for longer than the window, it leaves
+cleanly: the others see it go, REST says ``disconnected``, its late ``sync`` gets 53001.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from mixer_ext.connectors.base import TrackSubscribed
-from tests.room_util import client, next_event, record, spectrum_peak, write_tone_wav
-from tests.twilio_util import TwilioRoom, browsers, twilio_room, twilio_token
+from tests.room_util import client, next_event, record, spectrum_peak, until, write_tone_wav
+from tests.twilio_util import (
+    ACCOUNT_SID,
+    AUTH_TOKEN,
+    Browsers,
+    TwilioRoom,
+    browsers,
+    twilio_room,
+    twilio_token,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(150)]
 
@@ -99,3 +115,154 @@ async def test_media_path_cut_ends_in_reconnected(tmp_path: Path, artifacts_dir:
         assert not left, left
         assert ("road", "alice") in room.server.sessions
         await listener.disconnect()
+
+
+class SeverableProxy:
+    """A TCP proxy between the browser and the room server's signaling that the test cuts:
+    ``sever()`` ends every connection through it and refuses new ones (accepted, then closed
+    at once, as a dead network does to the SDK's retries) until ``restore()``."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = 0
+        self.severed = False
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.severed:
+            writer.close()
+            return
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        self._writers |= {writer, up_writer}
+        pumps = [
+            asyncio.create_task(self._pump(reader, up_writer), name="proxy-up"),
+            asyncio.create_task(self._pump(up_reader, writer), name="proxy-down"),
+        ]
+        self._tasks.update(pumps)
+        await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
+        for w in (writer, up_writer):
+            w.close()
+            self._writers.discard(w)
+
+    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError, OSError):
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+
+    def sever(self) -> None:
+        self.severed = True
+        for writer in list(self._writers):
+            writer.transport.abort()  # no close handshake: the network went away
+
+    def restore(self) -> None:
+        self.severed = False
+
+    async def stop(self) -> None:
+        self.sever()
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+@contextlib.asynccontextmanager
+async def severable(room: TwilioRoom) -> AsyncIterator[SeverableProxy]:
+    proxy = SeverableProxy(room.server.port)
+    await proxy.start()
+    try:
+        yield proxy
+    finally:
+        await proxy.stop()
+
+
+async def _rest_status(room: TwilioRoom, room_sid: str, participant_sid: str) -> str:
+    auth = {"Authorization": aiohttp.encode_basic_auth(ACCOUNT_SID, AUTH_TOKEN)}
+    url = f"{room.rest_url}/v1/Rooms/{room_sid}/Participants/{participant_sid}"
+    async with aiohttp.ClientSession(headers=auth) as http, http.get(url) as resp:
+        assert resp.status == 200, await resp.text()
+        return str((await resp.json())["status"])
+
+
+async def _join_through(b: Browsers, proxy: SeverableProxy, pid: str, name: str) -> Any:
+    ws = f"ws://127.0.0.1:{proxy.port}/signaling"
+    token = twilio_token(name, "road")
+    return await b.command(pid, "join", token=token, room="road", wsServer=ws, options={})
+
+
+async def test_signaling_cut_for_5_s_ends_in_reconnected(
+    tmp_path: Path, artifacts_dir: Path
+) -> None:
+    wav = tmp_path / "mic.wav"
+    write_tone_wav(wav, TONE_HZ, 2.0, rate=48_000)
+    log = artifacts_dir / "twilio-sync.log"
+    async with twilio_room() as room, severable(room) as proxy, browsers(room, wav, log) as b:
+        listener = client(room.server, "road", "listener")
+        await listener.connect()
+        events = listener.events()
+        alice = await _join_through(b, proxy, "a", "alice")
+        assert "error" not in alice, alice
+        bob = await b.join(room, "b", twilio_token("bob", "road"), "road")
+        assert "error" not in bob, bob
+        await b.event("b", "trackSubscribed", identity="alice", kind="audio", within=30)
+        await b.event("a", "trackSubscribed", identity="bob", kind="audio", within=30)
+        sub = await next_event(events, TrackSubscribed, identity="alice", within=30)
+        assert await _hears(sub.track, 1.5) > 0.02
+
+        proxy.sever()
+        reconnecting = await b.event("a", "reconnecting", within=20)
+        assert reconnecting["error"]["code"] == 53001, reconnecting
+        await b.event("b", "participantReconnecting", identity="alice", within=10)
+        assert await _rest_status(room, alice["sid"], alice["participant"]) == "reconnecting"
+        await asyncio.sleep(5.0)
+        proxy.restore()
+        await b.event("a", "reconnected", within=20)
+        await b.event("b", "participantReconnected", identity="alice", within=10)
+        assert await _rest_status(room, alice["sid"], alice["participant"]) == "connected"
+
+        assert await _hears(sub.track, 2.0) > 0.02, "alice not heard after reconnecting"
+        # one alice, the same one: no duplicate, the same participant SID, bob still seen
+        assert sorted(room.server.rooms["road"].participants) == ["alice", "bob", "listener"]
+        assert room.server.rooms["road"].participants["alice"].sid == alice["participant"]
+        seen = await b.command(
+            "a",
+            "eval",
+            expr="async () => [...window.room.participants.values()].map(p => p.identity).sort()",
+        )
+        assert seen == ["bob", "listener"], seen
+        left = [e for e in b.events if e["event"] in ("disconnected", "participantDisconnected")]
+        assert not left, left
+        # and the session goes on: a mute still reaches bob over the new socket
+        await b.command("a", "disable")
+        await b.event("b", "trackDisabled", identity="alice", within=10)
+        await listener.disconnect()
+
+
+async def test_signaling_cut_beyond_the_window_is_a_clean_departure(
+    tmp_path: Path, artifacts_dir: Path
+) -> None:
+    wav = tmp_path / "mic.wav"
+    write_tone_wav(wav, TONE_HZ, 1.0, rate=48_000)
+    log = artifacts_dir / "twilio-sync-lapsed.log"
+    async with twilio_room() as room, severable(room) as proxy, browsers(room, wav, log) as b:
+        room.server.rooms.reconnect_window = 3.0  # the SDK would retry for 30 s
+        alice = await _join_through(b, proxy, "a", "alice")
+        assert "error" not in alice, alice
+        bob = await b.join(room, "b", twilio_token("bob", "road"), "road")
+        assert "error" not in bob, bob
+        await b.event("b", "trackSubscribed", identity="alice", kind="audio", within=30)
+        proxy.sever()
+        await b.event("b", "participantReconnecting", identity="alice", within=20)
+        await b.event("b", "participantDisconnected", identity="alice", within=15)
+        assert await _rest_status(room, alice["sid"], alice["participant"]) == "disconnected"
+        await until(lambda: "alice" not in room.server.rooms["road"].participants, 5)
+        proxy.restore()
+        gone = await b.event("a", "disconnected", within=30)
+        assert gone["error"]["code"] == 53001, gone

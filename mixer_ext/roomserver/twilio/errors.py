@@ -30,6 +30,7 @@ ACCESS_TOKEN_NOT_YET_VALID = TwilioVideoError(20105, "Access Token not yet valid
 ACCESS_TOKEN_GRANTS_INVALID = TwilioVideoError(20106, "Invalid Access Token grants")
 ACCESS_TOKEN_SIGNATURE_INVALID = TwilioVideoError(20107, "Invalid Access Token signature")
 
+SIGNALING_CONNECTION_DISCONNECTED = TwilioVideoError(53001, "Signaling connection disconnected")
 SIGNALING_INVALID_MESSAGE = TwilioVideoError(53004, "Client sent an invalid signaling message")
 SIGNALING_SERVER_BUSY = TwilioVideoError(53006, "Video server is busy")
 

@@ -55,6 +55,8 @@ from mixer_ext.roomserver.rooms import (
     Participant,
     ParticipantJoined,
     ParticipantLeft,
+    ParticipantReconnected,
+    ParticipantReconnecting,
     Refusal,
     Refused,
     Room,
@@ -128,6 +130,8 @@ class TwilioGateway:
         self.api_keys = dict(api_keys)
         self.auth_token = auth_token
         self._handlers: set[asyncio.Task[Any]] = set()
+        #: sessions by their ``SS`` id, for a ``sync`` on a new socket (``_resume``)
+        self.sessions: dict[str, TwilioSession] = {}
         self.callbacks = StatusCallbacks(auth_token)
         settings = settings if settings is not None else Settings()
         #: room and participant records (and their status callbacks), kept by roster events
@@ -241,6 +245,7 @@ class TwilioGateway:
         conn = tc.TcmpServer(time.monotonic())
         session: TwilioSession | None = None
         reason: str = Reason.CONNECTION_LOST
+        handed_over = False
         try:
             await ws.prepare(request)
             session = await self._await_connect(ws, conn, peer)
@@ -248,9 +253,13 @@ class TwilioGateway:
                 return ws
             self.server.connections.joined(peer)
             reason = await session.run()
+            if reason == Reason.CONNECTION_LOST:
+                # the socket dropped without ``bye``: the SDK comes back with ``sync`` on a
+                # new one, whose handler carries the session on from then
+                handed_over = await session.await_resume()
         finally:
             self.server.connections.closed(peer, joined=session is not None)
-            if session is not None:
+            if session is not None and not handed_over:
                 await self.server.remove(session, reason)
                 await session.close(None)  # (a no-op when the room server closed it)
                 await session.wait_closed()
@@ -284,7 +293,7 @@ class TwilioGateway:
                     continue
                 try:
                     message = s.parse_client_body(body)
-                    if not isinstance(message, s.IceRequest | s.Connect | s.Disconnect):
+                    if not isinstance(message, s.IceRequest | s.Connect | s.Disconnect | s.Sync):
                         raise s.SignalingError("connect first")
                 except s.SignalingError as exc:
                     self.server.warn("twilio-refused", "room server: %s: refused: %s", label, exc)
@@ -297,8 +306,41 @@ class TwilioGateway:
                     conn.send(s.iced([]), now)  # loopback/LAN: no STUN/TURN needed
                 elif isinstance(message, s.Connect):
                     return await self._admit(ws, conn, message, peer)
+                elif isinstance(message, s.Sync):
+                    return await self._resume(ws, conn, message, peer)
                 else:
                     return None
+
+    async def _resume(
+        self, ws: web.WebSocketResponse, conn: tc.TcmpServer, sync: s.Sync, peer: str
+    ) -> TwilioSession | None:
+        """A client back on a new socket with ``sync`` (twilio-video.js retries for its
+        session timeout, 30 s): the same participant, peer connection and media carry on.
+        A session that is gone (its window ran out, it left) is refused with 53001, which
+        the SDK reports as the reason it disconnected."""
+        label = f"twilio <{peer}>"
+        session = self.sessions.get(sync.session)
+        if session is None or session.closed:
+            await self._refuse(ws, conn, label, e.SIGNALING_CONNECTION_DISCONNECTED)
+            return None
+        try:
+            claims = verify_access_token(
+                sync.token,
+                account_sid=self.account_sid,
+                api_keys=self.api_keys,
+                room=(session.room.name, session.room.sid),
+            )
+        except TwilioTokenError as exc:
+            await self._refuse(ws, conn, label, exc.error)
+            return None
+        if claims.identity != session.identity:
+            await self._refuse(ws, conn, label, e.ACCESS_TOKEN_INVALID.with_detail("identity"))
+            return None
+        if not await session.resume(ws, conn, sync):
+            await self._refuse(ws, conn, label, e.SIGNALING_CONNECTION_DISCONNECTED)
+            return None
+        log.info("room server: %s resumed from %s (twilio-video.js sync)", session.label, peer)
+        return session
 
     async def _refuse(
         self, ws: web.WebSocketResponse, conn: tc.TcmpServer, label: str, err: e.TwilioVideoError
@@ -434,6 +476,10 @@ class TwilioSession:
         self._closed = asyncio.Event()
         self._sender: asyncio.Task[None] | None = None
         self._negotiator: asyncio.Task[None] | None = None
+        #: its socket dropped; the seat, the peer connection and the media wait for ``sync``
+        self.reconnecting = False
+        self._resumed: asyncio.Future[None] | None = None
+        self._awaiting_resume = asyncio.Event()
         self.pc.on("track", self._on_track)
         self.pc.on("connectionstatechange", self._on_connection_state)
 
@@ -455,6 +501,7 @@ class TwilioSession:
             if other is not self.participant:
                 self._remotes[other.identity] = self._remote_for(other)
         self._started = True
+        self.gateway.sessions[self.session_id] = self
         self._send(
             s.connected(
                 session=self.session_id,
@@ -586,10 +633,19 @@ class TwilioSession:
                         )
                     )
         if isinstance(update, s.Sync):
+            # the SDK closes every peer connection a ``synced`` leaves out; the server's
+            # offer that the dropped socket may have lost goes out again with it
+            ours: dict[str, Any] = {"id": self.pc_id}
+            offered = self._answer is not None and not self._answer.done()
+            if offered and self.pc.signalingState == "have-local-offer":
+                ours = s.description(
+                    self.pc_id, "offer", self._pending_revision, self.pc.localDescription.sdp
+                )
             self._send(
                 s.room_state(
                     "synced",
                     participants=list(self._remotes.values()),
+                    peer_connections=[ours],
                     published=self._published_state(),
                     subscribed=self._subscribed_state(),
                 )
@@ -777,9 +833,8 @@ class TwilioSession:
                             ],
                         )
                     )
-                try:
-                    answer_sdp = await asyncio.wait_for(self._answer, ANSWER_TIMEOUT)
-                except TimeoutError:
+                answer_sdp = await self._await_answer(self._answer)
+                if answer_sdp is None:
                     log.warning("room server: %s: no answer to offer", self.label)
                     self.fail(e.SERVER_DESCRIPTION_FAILED)
                     return
@@ -800,6 +855,19 @@ class TwilioSession:
         except Exception:
             log.exception("room server: %s: negotiation failed", self.label)
             self.fail(e.SERVER_DESCRIPTION_FAILED)
+
+    async def _await_answer(self, answer: asyncio.Future[str]) -> str | None:
+        """The client's answer, None after ``ANSWER_TIMEOUT``; the clock restarts while its
+        signaling is reconnecting (``synced`` carries the offer again)."""
+        deadline = time.monotonic() + ANSWER_TIMEOUT
+        while True:
+            left = deadline - time.monotonic()
+            with contextlib.suppress(TimeoutError):
+                return await asyncio.wait_for(asyncio.shield(answer), max(0.01, min(1.0, left)))
+            if self.reconnecting:
+                deadline = time.monotonic() + ANSWER_TIMEOUT
+            elif time.monotonic() >= deadline:
+                return None
 
     def _local_desc_rev(self) -> int:
         revs = [pc.description.revision for pc in self._connect.peer_connections if pc.description]
@@ -844,7 +912,12 @@ class TwilioSession:
         found = self._remotes.get(getattr(event, "participant", self.participant).identity)
         if found is None:
             return
-        if isinstance(event, TrackPublished):
+        if isinstance(event, ParticipantReconnecting | ParticipantReconnected):
+            # the SDK's participantReconnecting / participantReconnected
+            away = isinstance(event, ParticipantReconnecting)
+            found.state = "reconnecting" if away else "connected"
+            self._bump(found)
+        elif isinstance(event, TrackPublished):
             track = event.track
             if all(t.sid != track.sid for t in found.tracks):
                 found.tracks.append(
@@ -861,8 +934,8 @@ class TwilioSession:
             self._bump(found)
 
     def _send(self, body: dict[str, Any]) -> None:
-        if self.closed:
-            return
+        if self.closed or self.reconnecting:
+            return  # (reconnecting: ``synced`` brings the client up to date)
         self.conn.send(body, time.monotonic())
         if tc.pending(self.conn) > OUTBOX_SIZE:
             log.warning("room server: %s: outbox full, client stopped reading", self.label)
@@ -889,6 +962,57 @@ class TwilioSession:
                     self._wakeup.wait(), max(0.01, self.conn.next_deadline() - time.monotonic())
                 )
 
+    # --- reconnection (issue 21.4) ------------------------------------------------------------
+
+    async def await_resume(self) -> bool:
+        """The socket dropped: keep the seat, the peer connection and the media for the
+        owner's reconnection window (``participantReconnecting`` to the others, REST
+        ``reconnecting``).  True once a new socket took over (``resume``); False when the
+        session ends instead (the window ran out and the owner removed it, or it failed)."""
+        rooms = self.server.rooms
+        if self.closed or (self._ended.done() and self._ended.result() != Reason.CONNECTION_LOST):
+            return False
+        if not rooms.participant_reconnecting(self.room, self.participant, time.monotonic()):
+            return False
+        log.info(
+            "room server: %s: signaling lost, reconnecting (window %g s)",
+            self.label,
+            rooms.reconnect_window,
+        )
+        self.reconnecting = True
+        self._ended = asyncio.get_running_loop().create_future()  # fail() while waiting
+        resumed = self._resumed = asyncio.get_running_loop().create_future()
+        self._awaiting_resume.set()
+        closed = asyncio.create_task(self._closed.wait(), name=f"twilio-wait:{self.label}")
+        try:
+            await asyncio.wait({resumed, closed, self._ended}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            await stop_tasks([closed], TASK_STOP_TIMEOUT, log)
+        return resumed.done() and not self.closed
+
+    async def resume(self, ws: web.WebSocketResponse, conn: tc.TcmpServer, sync: s.Sync) -> bool:
+        """Carry on over ``ws``: the state the client missed goes out in ``synced``.  A
+        ``sync`` before the server noticed the old socket's end supersedes it."""
+        if not self.reconnecting:
+            if not self._ended.done():
+                self._ended.set_result(Reason.CONNECTION_LOST)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._awaiting_resume.wait(), TASK_STOP_TIMEOUT)
+        if not self.reconnecting or self.closed or self._resumed is None:
+            return False
+        await stop_tasks([t for t in (self._sender,) if t is not None], TASK_STOP_TIMEOUT, log)
+        self.ws, self.conn = ws, conn
+        self._ended = asyncio.get_running_loop().create_future()
+        self.reconnecting = False
+        self._awaiting_resume.clear()
+        self.server.rooms.participant_reconnected(self.room, self.participant, time.monotonic())
+        if not self._resumed.done():
+            self._resumed.set_result(None)  # the old socket's handler lets go
+        self._sender = asyncio.create_task(self._send_loop(), name=f"twilio-out:{self.label}")
+        await self._on_update(sync)  # its state, an offer it makes, then ``synced``
+        self._wakeup.set()
+        return True
+
     # --- teardown ----------------------------------------------------------------------------
 
     def fail(self, err: e.TwilioVideoError) -> None:
@@ -910,6 +1034,7 @@ class TwilioSession:
         elif reason in _REASON_ERRORS:
             self.conn.send(s.error(_REASON_ERRORS[reason]), time.monotonic())
         self.closed = True
+        self.gateway.sessions.pop(self.session_id, None)
         self.conn.bye()
         await stop_tasks([self._negotiator, self._sender], TASK_STOP_TIMEOUT, log)
         await _flush(self.ws, self.conn)  # the reason reaches the client before the socket ends

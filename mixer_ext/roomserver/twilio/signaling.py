@@ -126,6 +126,8 @@ class Sync:
     token: str
     participant: LocalParticipant | None
     peer_connections: tuple[PeerConnectionState, ...]
+    #: the ``session`` of the ``connected`` it resumes ("" on the connection it came on)
+    session: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,6 +268,7 @@ def parse_client_body(body: dict[str, Any]) -> ClientMessage:
             token=_str(body.get("token", ""), "token", 8192),
             participant=None if participant is None else _participant(participant),
             peer_connections=_peer_connections(body.get("peer_connections")),
+            session=_str(body.get("session", ""), "session", 64),
         )
     if kind == "disconnect":
         return Disconnect()
