@@ -13,6 +13,8 @@ metadata"); these tests check what a player or an RTMP receiver gets.
   payload ``s`` is stamped exactly ``(s + 1) * 0.5 s`` after stream time 0.
 * RTMP (tests/test_output_rtmp.py's ffmpeg listener): no ``onTextData`` timestamp is
   behind the audio received before it.
+* ``/ws/metadata``: each payload reaches a client before the part holding the audio at
+  its timestamp is written.
 
 The browser check (hls.js at 0.6-0.8 s latency, cues counted only when seen before their
 time) is tests/test_metadata_cues_browser.py.
@@ -28,15 +30,18 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiohttp
 import av
 import pytest
 
 from mixer_ext.context import parse_output
+from mixer_ext.core.clock import MixerClock
 from mixer_ext.core.frames import PAYLOAD_SAMPLES, SAMPLE_RATE
 from mixer_ext.core.mixer import Mixer
 from mixer_ext.core.payload import MetadataPayload
 from mixer_ext.encode.fanout import OutputPipeline
 from mixer_ext.outputs.carriers import parse_amf0_on_text_data, parse_id3_txxx
+from mixer_ext.serve.http import HttpEndpoint
 from mixer_ext.settings import HlsPlaylistType, Settings
 from mixer_ext.testing.feed import flv_tags
 from tests.conftest import free_port, require_program
@@ -238,3 +243,51 @@ async def test_rtmp_on_text_data_is_never_behind_the_audio_sent_before_it(
             )
     assert len(got) >= 9 and got == list(range(got[0], got[0] + len(got))), got
     assert got[-1] == sent[-1].seq
+
+
+async def test_websocket_sends_each_payload_before_its_audio_is_published(
+    tmp_path: Path,
+) -> None:
+    """The real mixer clock, pipeline and endpoint: each payload reaches a ``/ws/metadata``
+    client before the LL-HLS part holding the audio at its timestamp is written (and so
+    before any listener can hear that audio)."""
+    settings = Settings(
+        hls_dir=tmp_path,
+        hls_playlist_type=HlsPlaylistType.EVENT,
+        http_host="127.0.0.1",
+        http_port=0,
+    )
+    pipeline = OutputPipeline([parse_output("hls:main")], 128, settings)
+    await pipeline.start()
+    endpoint = HttpEndpoint(settings, tmp_path, None, "main", pipeline)
+    await endpoint.start()
+    mixer = Mixer(exclude_identity="audio-mixer-v1")
+    mixer.add_participant("alice")
+    clock = MixerClock(mixer, pipeline)
+    arrived: dict[int, float] = {}  # s -> wall time the client got it
+    try:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.ws_connect(f"http://127.0.0.1:{endpoint.port}/ws/metadata") as ws,
+        ):
+            await asyncio.sleep(0.1)  # the server has registered the client
+            clock.start()
+            while len(arrived) < 8:
+                msg = await ws.receive(timeout=5)
+                arrived[MetadataPayload.from_json(msg.data).seq] = time.time()
+    finally:
+        await clock.stop()
+        await pipeline.close()
+        await endpoint.stop()
+    parts = sorted(
+        (tuple(int(g) for g in m.groups()), p)
+        for p in (tmp_path / "main").iterdir()
+        if (m := _PART.match(p.name))
+    )
+    spans = [(read_carrier(path), path.stat().st_mtime) for _key, path in parts]
+    # each payload's timestamp as the stream carries it (its ID3 tag's PTS)
+    stamped = {p.seq: pts for c, _w in spans for pts, p in c.tags}
+    for seq, at in arrived.items():
+        pts = stamped[seq]
+        written = next(w for c, w in spans if c.audio_start <= pts < c.audio_end)
+        assert at <= written, f"payload {seq} reached the WebSocket {at - written:.3f} s late"
