@@ -219,7 +219,7 @@ def test_an_ice_restart_rekeys_in_place_and_the_media_goes_on() -> None:
             restarted = offer.replace(ufrag, "zzzz").replace(pwd, "p" * 22)
             assert icerestart.is_ice_restart(server, restarted)
             assert not icerestart.is_ice_restart(server, offer)
-            icerestart.restart_ice(server, restarted)
+            await icerestart.restart_ice(server, restarted)
             await server.setRemoteDescription(RTCSessionDescription(restarted, "offer"))
             await server.setLocalDescription(await server.createAnswer())
             answer = icerestart.ice_credentials(server.localDescription.sdp)

@@ -37,11 +37,19 @@ and restarts a real connection through it.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from typing import Any
 
 from aioice.utils import random_string
 from aiortc import RTCPeerConnection
+
+from mixer_ext.tasks import stop_tasks
+
+log = logging.getLogger(__name__)
+
+#: seconds the old checks and consent task get to exit once cancelled
+TASK_STOP_TIMEOUT = 1.0
 
 _UFRAG = re.compile(r"^a=ice-ufrag:(\S+)\s*$", re.MULTILINE)
 _PWD = re.compile(r"^a=ice-pwd:(\S+)\s*$", re.MULTILINE)
@@ -78,12 +86,13 @@ def _ice_transports(pc: RTCPeerConnection) -> list[Any]:
     return seen
 
 
-def restart_ice(pc: RTCPeerConnection, offer_sdp: str) -> None:
+async def restart_ice(pc: RTCPeerConnection, offer_sdp: str) -> None:
     """Re-key ``pc``'s ICE connections for the restart that ``offer_sdp`` asks for.
 
     Call it before ``setRemoteDescription(offer)``; the answer ``createAnswer`` makes
-    afterwards carries the new local credentials.  Synchronous: cancels the old checks
-    and the consent task (they end on their own at the next loop iteration).
+    afterwards carries the new local credentials.  The old checks and consent task are
+    cancelled and awaited first; the new consent task belongs to the connection (aioice's
+    ``close()`` cancels and awaits it).
     """
     remote = ice_credentials(offer_sdp)
     if remote is None:
@@ -94,12 +103,9 @@ def restart_ice(pc: RTCPeerConnection, offer_sdp: str) -> None:
         conn = ice._connection
         if conn.ice_controlling:
             raise IceRestartError("an ICE restart as the controlling agent is not supported")
-        for pair in conn._check_list:
-            if pair.task is not None:
-                pair.task.cancel()
-        consent = conn._query_consent_task
-        if consent is not None and not consent.done():
-            consent.cancel()
+        old = [pair.task for pair in conn._check_list] + [conn._query_consent_task]
+        conn._query_consent_task = None
+        await stop_tasks(old, TASK_STOP_TIMEOUT, log)
         conn._local_username = random_string(4)
         conn._local_password = random_string(22)
         conn.remote_username, conn.remote_password = remote

@@ -699,7 +699,7 @@ class TwilioSession:
         if is_ice_restart(self.pc, desc.sdp):
             # the browser's media path broke (a new network): re-key ICE in place, DTLS stays
             log.info("room server: %s: ICE restart", self.label)
-            restart_ice(self.pc, desc.sdp)
+            await restart_ice(self.pc, desc.sdp)
         await self.pc.setRemoteDescription(RTCSessionDescription(desc.sdp, "offer"))
         for transceiver in self.pc.getTransceivers():
             if transceiver.kind != "audio":
