@@ -32,9 +32,12 @@ from urllib.parse import quote
 import pytest
 from aiohttp import web
 
+from mixer_ext.serve.http import HttpEndpoint
+from mixer_ext.settings import Settings
 from tests.conftest import ROOT, free_port, require_path, require_program
 from tests.process_util import Proc, processes, wait_for_port
 from tests.test_api_e2e import ACCOUNT, SECRET, TOKEN, _Api
+from tests.test_llhls_browser import LiveTone
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -213,3 +216,50 @@ async def test_quickstart_app_plays_a_playback_grant(tmp_path: Path) -> None:
     live = [s["liveLatency"] for s in report["samples"] if s.get("state") == "playing"]
     live = [x for x in live if x][len(live) // 3 :]
     assert live and sorted(live)[len(live) // 2] < 2.0, live
+
+
+async def test_refused_autoplay_plays_muted_and_tells_the_app(tmp_path: Path) -> None:
+    """The SDK's README: when the autoplay policy refuses sound, the audio is muted (and
+    VolumeChanged says so).  The worker's own endpoint serves an LL-HLS tone and the
+    quickstart app; Chromium runs with its default policy and nobody clicks."""
+    require_program("chromium")
+    require_program("node", package="nodejs")
+    require_path(SCRIPT_BUILD, "no twilio-live-player.min.js: run `make setup`")
+    settings = Settings(hls_dir=tmp_path, http_host="127.0.0.1", http_port=0)
+    endpoint = HttpEndpoint(settings, tmp_path, PLAYER_DIR, None)
+    await endpoint.start()
+    live = LiveTone(tmp_path / "ll", endpoint.origin, "ll")
+    live.thread.start()
+    try:
+        await asyncio.sleep(1.5)
+        base = f"http://127.0.0.1:{endpoint.port}"
+        grant = {
+            "playbackUrl": f"{base}/hls/ll/index.m3u8",
+            "playerStreamerSid": "VJ" + "7" * 32,
+            "requestCredentials": None,
+        }
+        token = AccessToken(ACCOUNT, "SK" + "4" * 32, "signing-secret-" * 3, identity="fan")
+        token.add_grant(PlaybackGrant(grant=grant))
+        url = f"{base}/examples/quickstart.html?accessToken={quote(token.to_jwt())}"
+        proc = await asyncio.create_subprocess_exec(
+            "node",
+            str(ROOT / "tests" / "browser" / "live_player_autoplay.mjs"),
+            json.dumps({"url": url, "timeoutMs": 20000}),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env={**os.environ, "NODE_PATH": str(ROOT / "node_modules")},
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+    finally:
+        live.stop.set()
+        await asyncio.to_thread(live.thread.join, 5)
+        await endpoint.stop()
+    assert proc.returncode == 0, err.decode(errors="replace")[-2000:]
+    report = json.loads(out.decode().strip().splitlines()[-1])
+    lines = report["lines"]
+    assert report["problem"] is None, report
+    assert any('"state":"playing"' in x for x in lines), lines
+    muted = [x for x in lines if x.startswith("[quickstart] volumeChanged")]
+    assert muted and '"isMuted":true' in muted[0], lines
+    playing = next(i for i, x in enumerate(lines) if '"state":"playing"' in x)
+    assert lines.index(muted[0]) < playing, lines  # muted, then it played
