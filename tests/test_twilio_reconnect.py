@@ -266,3 +266,40 @@ async def test_signaling_cut_beyond_the_window_is_a_clean_departure(
         proxy.restore()
         gone = await b.event("a", "disconnected", within=30)
         assert gone["error"]["code"] == 53001, gone
+
+
+async def test_a_new_network_cuts_signaling_and_media_at_once(
+    tmp_path: Path, artifacts_dir: Path
+) -> None:
+    """A phone changing networks: the socket and the media path go together; the SDK
+    resumes the session with ``sync`` and restarts ICE, in whatever order it does them."""
+    wav = tmp_path / "mic.wav"
+    write_tone_wav(wav, TONE_HZ, 2.0, rate=48_000)
+    log = artifacts_dir / "twilio-new-network.log"
+    async with twilio_room() as room, severable(room) as proxy, browsers(room, wav, log) as b:
+        listener = client(room.server, "road", "listener")
+        await listener.connect()
+        events = listener.events()
+        alice = await _join_through(b, proxy, "a", "alice")
+        assert "error" not in alice, alice
+        bob = await b.join(room, "b", twilio_token("bob", "road"), "road")
+        assert "error" not in bob, bob
+        await b.event("b", "trackSubscribed", identity="alice", kind="audio", within=30)
+        sub = await next_event(events, TrackSubscribed, identity="alice", within=30)
+        assert await _hears(sub.track, 1.5) > 0.02
+        with cut_media_path(room, "road", "alice") as gone:
+            proxy.sever()
+            await b.event("a", "reconnecting", within=20)
+            await b.event("b", "participantReconnecting", identity="alice", within=10)
+            await asyncio.sleep(5.0)
+            proxy.restore()
+            await b.event("a", "reconnected", within=30)
+            await b.event("b", "participantReconnected", identity="alice", within=10)
+            session = room.server.sessions[("road", "alice")]
+            ice = session.pc.getTransceivers()[0].receiver.transport.transport
+            await until(lambda: ice._connection._nominated[1].remote_addr not in gone, 20)
+            assert await _hears(sub.track, 2.5) > 0.02, "alice not heard on the new network"
+        left = [e for e in b.events if e["event"] in ("disconnected", "participantDisconnected")]
+        assert not left, left
+        assert sorted(room.server.rooms["road"].participants) == ["alice", "bob", "listener"]
+        await listener.disconnect()
