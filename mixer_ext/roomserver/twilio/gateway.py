@@ -7,20 +7,28 @@ to the server (``peer.PeerHost``), so the REST participant list, the SDK's
 owner's roster events are translated into v2 room signaling here (``on_roster``).
 
 Media: one aiortc ``RTCPeerConnection`` per client.  The client offers first
-(its published audio, plus the recvonly video m-line every offer carries, answered
-inactive); the server answers in ``connected``.  For each subscription the
-server adds a sendonly transceiver and offers (revision + 1); it never answers a
-client offer while its own is pending (the SDK rolls its offer back and re-offers
-after answering: the server is the impolite side, so there is no glare).  ICE
-candidates trickle in ``update`` messages and go to ``addIceCandidate``.
+(its published audio, plus its camera or the recvonly video m-line every offer carries:
+video m-lines are always answered inactive, the publication fails alone with 53125); the
+server answers in ``connected``.  For each subscription the server adds a sendonly
+transceiver just before its own offer (revision + 1); it never answers a client offer
+while its own is pending (the SDK rolls its offer back and re-offers after answering: the
+server is the impolite side, so there is no glare).  ICE candidates trickle in ``update``
+messages and go to ``addIceCandidate``; an ICE restart offer re-keys ICE in place
+(``roomserver.icerestart``).
+
+Reconnection: a socket that ends without ``bye`` puts the participant in the owner's
+``reconnecting`` state; its peer connection and media stay, and the old socket's handler
+waits (``await_resume``) until the SDK's ``sync`` on a new socket hands the session over
+(``TwilioGateway._resume`` -> ``resume``) or the owner's window runs out.
 
 Tasks per client: ``twilio-out:<room>/<identity>`` writes the connection's output
-and its heartbeats; ``twilio-neg:<room>/<identity>`` makes the server's offers.
-Both end in ``close()``.
+and its heartbeats (one per socket); ``twilio-neg:<room>/<identity>`` makes the server's
+offers.  Both end in ``close()``.
 
-Why one module of ~830 lines: it is the I/O half of one client's life (socket, peer
-connection, negotiation, room events), whose states hang together; the wire formats are
-sans-I/O and apart (``connection``, ``signaling``, ``sdp``, ``access_token``).
+Why one module of ~1000 lines: it is the I/O half of one client's life (socket, peer
+connection, negotiation, reconnection, room events), whose states hang together; the wire
+formats are sans-I/O and apart (``connection``, ``signaling``, ``sdp``, ``access_token``),
+and so is what knows aiortc's internals (``icerestart``).
 """
 
 from __future__ import annotations
