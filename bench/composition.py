@@ -79,9 +79,60 @@ class _Clock:
         return self.now
 
 
-def record_talker(i: int, seconds: float, path: Path) -> tuple[Source, float]:
-    """Record talker ``i`` into ``path``; returns its source and its first spurt's middle."""
-    rng = random.Random(i)
+def talk_spans(profile: str, tracks: int, seconds: float) -> list[list[tuple[float, float]]]:
+    """Each talker's talk spurts, in seconds on the room's timeline.
+
+    ``busy``: every talker on its own, spurts 2-8 s between pauses 1-5 s (about 57 % of
+    the time each: ten people talking over one another, the worst case).
+    ``meeting``: turn-taking, one speaker at a time holding the floor 2-8 s with
+    0.3-1.5 s between turns, a backchannel (0.5-1.5 s, another talker) in one turn in
+    five: about a tenth of the time each, as in a real ten-person meeting.
+    """
+    rng = random.Random(23)
+    spans: list[list[tuple[float, float]]] = [[] for _ in range(tracks)]
+    end_of_room = (tracks - 1) * JOIN_STEP + seconds
+    if profile == "busy":
+        for i in range(tracks):
+            t, talking = i * JOIN_STEP, True
+            while t < i * JOIN_STEP + seconds:
+                length = rng.uniform(2, 8) if talking else rng.uniform(1, 5)
+                if talking:
+                    spans[i].append((t, t + length))
+                t += length
+                talking = not talking
+        return spans
+    t = 0.0
+    while t < end_of_room:
+        present = [i for i in range(tracks) if i * JOIN_STEP <= t]
+        who = rng.choice(present)
+        length = rng.uniform(2, 8)
+        spans[who].append((t, t + length))
+        if len(present) > 1 and rng.random() < 0.2:
+            other = rng.choice([i for i in present if i != who])
+            at = t + rng.uniform(0.5, max(0.6, length - 1.5))
+            spans[other].append((at, at + rng.uniform(0.5, 1.5)))
+        t += length + rng.uniform(0.3, 1.5)
+    for s in spans:
+        s.sort()
+    return spans
+
+
+PROFILES = {
+    "meeting": "turn-taking, one speaker at a time, backchannels",
+    "busy": "everyone talking on their own, spurts 2-8 s, pauses 1-5 s",
+}
+
+
+def talk_fraction(profile: str, tracks: int, seconds: float) -> float:
+    spans = talk_spans(profile, tracks, seconds)
+    total = sum(min(b, i * JOIN_STEP + seconds) - a for i, s in enumerate(spans) for a, b in s)
+    return total / (tracks * seconds)
+
+
+def record_talker(
+    i: int, spans: list[tuple[float, float]], seconds: float, path: Path
+) -> tuple[Source, float]:
+    """Record talker ``i`` into ``path``; returns its source and a spurt's middle (room s)."""
     payloads, silence = speech_loop(i)
     offset = i * JOIN_STEP
     clock = _Clock(offset)
@@ -93,38 +144,43 @@ def record_talker(i: int, seconds: float, path: Path) -> tuple[Source, float]:
         clock=clock,
         queue_packets=frames + 10,
     )
-    n = 0
-    first_spurt = 0.0
-    talking = True
-    left = rng.randint(100, 400)
-    while n < frames:
-        if talking:
+    k = 0
+    silent = 0
+    for n in range(frames):
+        t = offset + n * 0.02
+        while k < len(spans) and spans[k][1] <= t:
+            k += 1
+        if k < len(spans) and spans[k][0] <= t:
             rec.push(payloads[n % len(payloads)], n * FRAME_SAMPLES)
-        elif left % 20 == 0:
-            rec.push(silence, n * FRAME_SAMPLES)
-        n += 1
+            silent = 0
+        else:
+            if silent % 20 == 0:  # DTX: one tiny payload every 400 ms, as libwebrtc sends
+                rec.push(silence, n * FRAME_SAMPLES)
+            silent += 1
         clock.now += 0.02
-        left -= 1
-        if left == 0:
-            if talking and first_spurt == 0.0:
-                first_spurt = offset + n * 0.02 / 2
-            talking = not talking
-            left = rng.randint(100, 400) if talking else rng.randint(50, 250)
     rec.close()
     result = rec.join(600)
     assert result is not None and result.error is None, result
-    return Source(
-        path.stem, path, round(offset * SAMPLE_RATE), result.duration_samples
-    ), first_spurt
+    inside = [
+        (a + b) / 2
+        for a, b in spans
+        if b - a >= 1.5 and a >= offset + 0.5 and b <= offset + seconds - 0.5
+    ]
+    source = Source(path.stem, path, round(offset * SAMPLE_RATE), result.duration_samples)
+    return source, (inside[0] if inside else -1.0)
 
 
-def recordings(cache: Path, tracks: int, seconds: float) -> list[tuple[Source, float]]:
-    index = cache / f"room-{tracks}x{int(seconds)}.pickle"
+def recordings(
+    cache: Path, profile: str, tracks: int, seconds: float
+) -> list[tuple[Source, float]]:
+    index = cache / f"room-{profile}-{tracks}x{int(seconds)}.pickle"
     if index.exists():
         return pickle.loads(index.read_bytes())  # type: ignore[no-any-return]
     cache.mkdir(parents=True, exist_ok=True)
+    spans = talk_spans(profile, tracks, seconds)
     out = [
-        record_talker(i, seconds, cache / f"talker{i}-{int(seconds)}.mka") for i in range(tracks)
+        record_talker(i, spans[i], seconds, cache / f"{profile}{i}-{int(seconds)}.mka")
+        for i in range(tracks)
     ]
     index.write_bytes(pickle.dumps(out))
     return out
@@ -172,6 +228,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--tracks", type=int, default=10)
     ap.add_argument("--seconds", type=float, default=3600.0)
+    ap.add_argument("--profile", choices=("meeting", "busy", "both"), default="both")
     ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "mixer-ext-bench")
     ap.add_argument("--core", type=int, default=os.cpu_count() - 1 if os.cpu_count() else 0)
     ap.add_argument("--quick", action="store_true", help="3 tracks of 20 s")
@@ -179,16 +236,30 @@ def main() -> int:
     if args.quick:
         args.tracks, args.seconds = 3, 20.0
     print(f"machine: {benchlib.machine()}")
-    print(f"load before: {benchlib.load()}")
     print(
         f"method: {args.tracks} speech-like Opus tracks of {args.seconds:.0f} s (talker i joins "
-        f"at i*{JOIN_STEP:.0f} s; spurts 2-8 s, pauses 1-5 s with DTX), recorded by "
-        "TrackRecorder; composed to AAC/MP4 mono 64 kbps by ours and by ffmpeg amix, each in "
-        f"a child pinned to core {args.core}; wall clock, CPU and peak RSS by wait4"
+        f"at i*{JOIN_STEP:.0f} s; DTX between spurts), recorded by TrackRecorder; composed to "
+        "AAC/MP4 mono 64 kbps by ours and by ffmpeg amix, each in a child pinned to core "
+        f"{args.core}; wall clock, CPU (wait4) and peak RSS (VmHWM)"
     )
+    profiles = ("meeting", "busy") if args.profile == "both" else (args.profile,)
+    failed = False
+    for profile in profiles:
+        failed = run(profile, args) or failed
+    return 1 if failed else 0
+
+
+def run(profile: str, args: argparse.Namespace) -> bool:
+    """One profile, ours then ffmpeg; True when something failed."""
+    print(f"\nprofile: {profile} ({PROFILES[profile]})")
+    print(f"load before: {benchlib.load()}")
     t0 = time.monotonic()
-    room = recordings(args.cache, args.tracks, args.seconds)
-    print(f"recordings: {len(room)} in {args.cache} (ready in {time.monotonic() - t0:.1f} s)")
+    room = recordings(args.cache, profile, args.tracks, args.seconds)
+    talk = talk_fraction(profile, args.tracks, args.seconds)
+    print(
+        f"recordings: {len(room)} in {args.cache} (ready in {time.monotonic() - t0:.1f} s), "
+        f"talking {100 * talk:.0f} % of the time per track"
+    )
     sources = [s for s, _ in room]
     room_seconds = max(s.end for s in sources) / SAMPLE_RATE
     work = Path(tempfile.mkdtemp(prefix="mixer-ext-compose-"))
@@ -256,7 +327,7 @@ def main() -> int:
                 missing = [
                     i
                     for i, (_, mid) in enumerate(room)
-                    if tone_level(pcm, pitch(i), mid - 0.5, mid + 0.5) < 0.01
+                    if mid >= 0 and tone_level(pcm, pitch(i), mid - 0.5, mid + 0.5) < 0.01
                 ]
                 verdict = "every talker heard" if not missing else f"{FAILED} missing {missing}"
                 print(f"check {name}: {verdict} ({len(pcm) / SAMPLE_RATE:.1f} s decoded)")
@@ -264,7 +335,7 @@ def main() -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(f"load after: {benchlib.load()}")
-    return 1 if failed else 0
+    return failed
 
 
 if __name__ == "__main__":

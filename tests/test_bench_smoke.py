@@ -34,6 +34,10 @@ SCRIPTS = {
         r"ratio: ffmpeg cpu / ours cpu = \d+\.\d+x",
         r"check ours: every talker heard",
     ],
+    "recording_cost.py": [
+        r"recording 50 tracks: \d+\.\d % of one core, \d+\.\d us per payload, 0 dropped",
+        r"\+\d+\.\d % at 50 tracks",
+    ],
     "mono_buffer.py": [rf"buffered mono \(upmixed in the mix\): +{FIGURE} +\(\d+\.\d+x\)"],
     "latency.py": [
         rf"\(a\) in mixer, arrival -> packet to outputs: p50 +{FIGURE} +p99 +{FIGURE}",

@@ -14,24 +14,25 @@ timestamps, a new SSRC after a renegotiation), a payload arriving more than
 the gap is still kept as time.  A payload at or before the previous one's time (a late
 reordered or duplicated packet) is dropped: a Matroska track's timestamps only rise.
 
-Writing (``TrackRecorder``): the loop only stamps a payload and puts it in a bounded
-queue (``QUEUE_PACKETS``, 10 s of 20 ms packets); one writer thread per recording muxes
-it.  **Drop policy**: when the queue is full (the disk is that slow) the newest payload is
-dropped and counted (``dropped``): the loop never waits, other tracks' media never waits,
-and what was already queued is written in order (the dropped time stays a gap).
+Writing (``TrackRecorder``): the loop only stamps a payload and appends it to a bounded
+queue (``QUEUE_PACKETS``, 10 s of 20 ms packets: a ``deque``, no lock, no wake-up); one
+writer thread per recording wakes every ``BATCH_SECONDS`` and muxes what came.  **Drop
+policy**: when the queue is full (the disk is that slow) the newest payload is dropped and
+counted (``dropped``): the loop never waits, other tracks' media never waits, and what was
+already queued is written in order (the dropped time stays a gap).
+
 Crash safety: the muxer runs with ``live=1`` (no index or sizes to fix at the end: a
 truncated file is a valid one), a cluster at least every ``CLUSTER_MS`` and
 ``flush_packets`` so each finished cluster is in the kernel's hands at once: a process
 killed at any moment (SIGKILL, OOM) leaves a file that decodes up to about its last
-second.  Matroska's timestamps are in milliseconds (its default timestamp scale): exact
+1.5 s (the open cluster and the batch not yet written).  Matroska's timestamps are in milliseconds (its default timestamp scale): exact
 for 20 ms frames.
 """
 
 from __future__ import annotations
 
-import contextlib
+import collections
 import logging
-import queue
 import struct
 import threading
 from collections.abc import Callable
@@ -50,6 +51,9 @@ OPUS_RATE = 48_000
 REANCHOR_SECONDS = 1.0
 #: the writer's queue: 10 s of 20 ms packets; beyond, the newest payload is dropped
 QUEUE_PACKETS = 500
+#: the writer thread wakes this often and writes what came meanwhile (one wake-up per
+#: batch, not per payload: with 50 tracks, per-payload wake-ups cost 70 us each)
+BATCH_SECONDS = 0.5
 #: a Matroska cluster (the unit that reaches the file) at least this often
 CLUSTER_MS = 1000
 MKA_OPTIONS = {
@@ -200,7 +204,9 @@ class TrackRecorder:
         self._clock = clock
         self._on_done = on_done
         self.timeline = RecordingTimeline()
-        self._queue: queue.Queue[tuple[int, bytes] | None] = queue.Queue(queue_packets)
+        self._queue: collections.deque[tuple[int, bytes]] = collections.deque()
+        self._queue_packets = queue_packets
+        self._stop = threading.Event()
         self.dropped = 0
         self.packets = 0
         self._closed = False
@@ -225,9 +231,9 @@ class TrackRecorder:
         if pts == 0:
             offset = self.offset_ms
             self.tags.offset_ms = offset if offset is not None else 0
-        try:
-            self._queue.put_nowait((pts, payload))
-        except queue.Full:
+        if len(self._queue) < self._queue_packets:
+            self._queue.append((pts, payload))  # deque.append: atomic, no lock, no wake-up
+        else:
             self.dropped += 1
             if self.dropped == 1 or self.dropped % 500 == 0:
                 log.warning(
@@ -239,12 +245,7 @@ class TrackRecorder:
         if self._closed:
             return
         self._closed = True
-        # the stop marker must get in even when the queue is full: wait for room in the
-        # writer thread's time, never on the caller's (a tiny helper thread)
-        try:
-            self._queue.put_nowait(None)
-        except queue.Full:
-            threading.Thread(target=self._queue.put, args=(None,), daemon=True).start()
+        self._stop.set()
 
     def join(self, timeout: float | None = None) -> RecordingResult | None:
         self._thread.join(timeout)
@@ -259,34 +260,25 @@ class TrackRecorder:
         packets = 0
         try:
             while True:
-                item = self._queue.get()
-                if item is None:
+                stopping = self._stop.wait(BATCH_SECONDS)  # wakes at once on close()
+                while self._queue:
+                    pts, payload = self._queue.popleft()
+                    if container is None:
+                        container, stream = self._open()
+                    packet = av.Packet(payload)
+                    packet.pts = packet.dts = pts * 1000 // OPUS_RATE
+                    packet.time_base = _MS
+                    packet.stream = stream
+                    container.mux(packet)
+                    packets += 1
+                    last_end = pts + _frame_samples(payload)
+                if stopping:
                     break
-                pts, payload = item
-                if container is None:
-                    self.path.parent.mkdir(parents=True, exist_ok=True)
-                    container = av.open(str(self.path), "w", format="matroska", options=MKA_OPTIONS)
-                    container.metadata.update(self.tags.as_metadata())
-                    stream = container.add_stream("opus", rate=OPUS_RATE)
-                    stream.codec_context.layout = "stereo"
-                    stream.codec_context.extradata = opus_head(2)
-                    stream.time_base = _MS
-                packet = av.Packet(payload)
-                ms = pts * 1000 // OPUS_RATE
-                packet.pts = packet.dts = ms
-                packet.time_base = _MS
-                packet.stream = stream
-                container.mux(packet)
-                packets += 1
-                last_end = pts + _frame_samples(payload)
         except Exception as exc:  # the writer's top level: a broken disk fails this recording only
             error = f"{type(exc).__name__}: {exc}"
             log.warning("recorder: %s failed: %s", self.path.name, error)
             self._closed = True  # later payloads are not even queued
-            # keep draining so the producer never sees a full queue forever
-            with contextlib.suppress(queue.Empty):
-                while self._queue.get_nowait() is not None:
-                    pass
+            self._queue.clear()
         finally:
             if container is not None:
                 try:
@@ -298,6 +290,16 @@ class TrackRecorder:
         self.result = RecordingResult(self.path, last_end, size, packets, self.dropped, error)
         if self._on_done is not None:
             self._on_done(self.result)
+
+    def _open(self) -> tuple[Any, Any]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        container: Any = av.open(str(self.path), "w", format="matroska", options=MKA_OPTIONS)
+        container.metadata.update(self.tags.as_metadata())
+        stream = container.add_stream("opus", rate=OPUS_RATE)
+        stream.codec_context.layout = "stereo"
+        stream.codec_context.extradata = opus_head(2)
+        stream.time_base = _MS
+        return container, stream
 
 
 def _frame_samples(payload: bytes) -> int:
