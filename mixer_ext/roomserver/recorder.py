@@ -25,8 +25,8 @@ Crash safety: the muxer runs with ``live=1`` (no index or sizes to fix at the en
 truncated file is a valid one), a cluster at least every ``CLUSTER_MS`` and
 ``flush_packets`` so each finished cluster is in the kernel's hands at once: a process
 killed at any moment (SIGKILL, OOM) leaves a file that decodes up to about its last
-1.5 s (the open cluster and the batch not yet written).  Matroska's timestamps are in milliseconds (its default timestamp scale): exact
-for 20 ms frames.
+1.5 s (the open cluster and the batch not yet written).  Matroska's timestamps are in
+milliseconds (its default timestamp scale): exact for 20 ms frames.
 """
 
 from __future__ import annotations
