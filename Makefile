@@ -12,7 +12,7 @@ LIVE_PLAYER := player_demo/vendor/twilio-live-player.min.js
 LIVE_PLAYER_SRC := $(addprefix player_demo/,live-player.js hls-config.js payload.js source.js)
 PYTEST_ARGS ?=
 
-.PHONY: all setup demo test lint typecheck unit clean helm-lib helm-render helm-lint bench
+.PHONY: all setup demo test lint typecheck unit clean helm-lib helm-render helm-lint bench image image-ci
 
 all: test
 
@@ -103,6 +103,23 @@ helm-render: $(VENV_STAMP) helm-lib
 # `helm lint` (Helm's own rules and schema validation) of the chart with every example.
 helm-lint: $(VENV_STAMP) helm-lib
 	$(PY) -m tests.helm_engine lint
+
+# The container image with the Dockerfile's own base images (python:3.11-slim-bookworm,
+# node:20-bookworm-slim from the registry), with Docker when its daemon answers, else
+# Podman.  `make image IMAGE=registry.example.com/mixer-ext:0.1.0`.
+IMAGE ?= mixer-ext:dev
+image:
+	@if docker info >/dev/null 2>&1; then engine=docker; \
+	elif command -v podman >/dev/null; then engine=podman; \
+	else echo "make image: neither Docker (with a running daemon) nor Podman is here" >&2; exit 2; fi; \
+	echo "$$engine build --tag $(IMAGE) ."; \
+	$$engine build --tag $(IMAGE) .
+
+# The same Dockerfile on base images made here from Debian's packages (no registry
+# needed; Podman and debootstrap, as root): what CI builds and tests/test_image.py runs.
+IMAGE_CI ?= localhost/mixer-ext:ci
+image-ci:
+	.ci/image $(IMAGE_CI)
 
 clean:
 	rm -rf $(VENV) node_modules $(dir $(HLSJS)) .pytest_cache .mypy_cache .ruff_cache test-artifacts .cache
