@@ -4,10 +4,8 @@ What can be checked statically, and is what breaks images in practice: every fil
 Dockerfile copies is in the build context (exists, and .dockerignore lets it through),
 the runtime stage installs without the dev extra and runs as the same non-root uid the
 chart expects, and hls.js comes from npm at the locked version, not from a local copy.
-The install itself (``pip install .`` without extras, then importing av and aiortc) was
-run by hand into a fresh venv; see the README's deployment section.  The image now
-installs ``.[kubernetes]`` (the API's Job launcher imports the client); that form was not
-built into an image here.
+The image itself is built and run from its own filesystem by ``tests/test_image.py``
+(slow; Podman on Debian-made bases).
 """
 
 from __future__ import annotations
