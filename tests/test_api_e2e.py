@@ -327,9 +327,11 @@ def test_backend_code_runs_unchanged(tmp_path: Path, hooks: Any) -> None:
     for name in TONES:
         assert any(name in p.levels for _, p in hls.payloads), name
     # the app's strings: once each, in order, in the HLS a player reads and over RTMP
-    assert [t for _, t in hls.app_payloads] == APP_TEXTS
-    assert [t for _, t in listener.app_payloads()] == APP_TEXTS
-    assert len(listener.payloads()) >= 10
+    assert [t for _, t in hls.app_payloads] == APP_TEXTS, hls.app_payloads
+    assert listener is not None
+    got = listener.app_payloads()
+    assert [t for _, t in got] == APP_TEXTS, (got, listener.proc.returncode)
+    assert len(listener.payloads()) >= 10, len(listener.payloads())
 
     # --- the status callbacks: in order per resource, signed as Twilio signs
     validator = RequestValidator(TOKEN)
