@@ -79,6 +79,13 @@ const Event = Object.freeze({
 });
 
 const LogLevel = Object.freeze({ Debug: 'debug', Info: 'info', Warn: 'warn', Error: 'error', Off: 'off' });
+const LOG_ORDER = ['debug', 'info', 'warn', 'error', 'off'];
+
+/** console output at `level` when Player.setLogLevel allows it (default: warn). */
+function log(level, ...args) {
+  if (LOG_ORDER.indexOf(level) < LOG_ORDER.indexOf(Player._logLevel)) return;
+  (console[level] || console.log)(...args);
+}
 
 // ------------------------------------------------------------------------- errors
 /** The SDK's error codes (Player.Error.ErrorCode) and their explanations. */
@@ -209,7 +216,7 @@ class Emitter {
         fn.apply(this, args);
       } catch (err) {
         // one app handler that throws must not stop the player or the other handlers
-        console.error(`[live-player] a '${name}' listener threw:`, err);
+        log('error', `[live-player] a '${name}' listener threw:`, err);
       }
     }
     return list.length > 0;
@@ -302,7 +309,11 @@ export class Player extends Emitter {
     return hlsJsSupported() || nativeHlsSupported();
   }
 
+  /** One of Player.LogLevel: what the player writes to the console (default 'warn'). */
   static setLogLevel(level) {
+    if (!LOG_ORDER.includes(level)) {
+      throw new PlayerError.PlaybackInvalidParameterError(`log level must be one of ${LOG_ORDER.join(', ')}`);
+    }
     Player._logLevel = level;
   }
 
@@ -593,7 +604,7 @@ export class Player extends Emitter {
       this._rejectConnect(err);
       return;
     }
-    console.warn(`[live-player] ${err.name} (${err.code}): ${err.message}`);
+    log('warn', `[live-player] ${err.name} (${err.code}): ${err.message}`);
     this.emit(Event.Error, err);
     this.disconnect();
   }
@@ -628,7 +639,7 @@ export class Player extends Emitter {
         media.muted = true;
         if (this._wantPlay) this._tryPlay();
       } else if (err.name !== 'AbortError') {
-        console.warn(`[live-player] play() failed: ${err.message}`);
+        log('warn', `[live-player] play() failed: ${err.message}`);
       }
     });
   }
@@ -659,7 +670,7 @@ export class Player extends Emitter {
         texts = id3Texts(sample.data);
       } catch (err) {
         if (!(err instanceof PayloadError)) throw err;
-        console.warn(`[live-player] malformed ID3 tag dropped: ${err.message}`);
+        log('warn', `[live-player] malformed ID3 tag dropped: ${err.message}`);
         continue;
       }
       texts.forEach(({ text, source }, i) => {
@@ -716,7 +727,7 @@ Player.Event = Event;
 Player.Error = PlayerError;
 Player.LogLevel = LogLevel;
 Player.version = VERSION;
-Player._logLevel = LogLevel.Error;
+Player._logLevel = LogLevel.Warn;
 
 // For apps and the tests that read hls.js' constants (Hls.Events) of the page's player.
 if (typeof globalThis !== 'undefined' && globalThis.Hls === undefined) globalThis.Hls = Hls;
