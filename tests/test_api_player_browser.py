@@ -30,7 +30,7 @@ async def test_player_page_plays_a_player_access_token(tmp_path: Path) -> None:
     require_program("chromium")
     require_program("node", package="nodejs")
     require_path(ROOT / "node_modules" / "playwright-core", "no node_modules: run `make setup`")
-    require_path(ROOT / "player_demo" / "vendor" / "hls.min.js", "no hls.js: run `make setup`")
+    require_path(ROOT / "player_demo" / "vendor" / "hls.min.mjs", "no hls.js: run `make setup`")
     for var in ("TWILIO_REGION", "TWILIO_EDGE"):
         os.environ.pop(var, None)
     room_port, api_port = free_port(), free_port()

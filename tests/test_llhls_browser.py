@@ -34,7 +34,7 @@ from tests.conftest import require_path, require_program
 ROOT = Path(__file__).resolve().parent.parent
 DRIVER = ROOT / "tests" / "browser" / "llhls_check.mjs"
 PLAYER_DIR = ROOT / "player_demo"
-HLS_JS = PLAYER_DIR / "vendor" / "hls.min.js"
+HLS_JS = PLAYER_DIR / "vendor" / "hls.min.mjs"  # the page imports it (live-player.js)
 RATE = 48000
 #: what issue 14 asks: 30 s of LL-HLS playback without a stall
 PLAY_S = 30.0
@@ -81,7 +81,7 @@ async def server(tmp_path: Path) -> AsyncIterator[tuple[HlsOrigin, str]]:
     """The worker's HTTP endpoint over ``tmp_path`` (its HLS) and the player directory."""
     require_program("node")
     require_path("/usr/bin/chromium", "Debian chromium is not installed")
-    require_path(HLS_JS, "player_demo/vendor/hls.min.js is missing (make setup)")
+    require_path(HLS_JS, "player_demo/vendor/hls.min.mjs is missing (make setup)")
     settings = Settings(hls_dir=tmp_path, http_host="127.0.0.1", http_port=0)
     endpoint = HttpEndpoint(settings, tmp_path, PLAYER_DIR, None)
     await endpoint.start()

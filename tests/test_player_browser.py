@@ -33,8 +33,8 @@ def browser_ready() -> None:
     require_program("node", package="nodejs")
     require_path(ROOT / "node_modules" / "playwright-core", "no node_modules: run `make setup`")
     require_path(
-        ROOT / "player_demo" / "vendor" / "hls.min.js",
-        "player_demo/vendor/hls.min.js missing: run `make setup`",
+        ROOT / "player_demo" / "vendor" / "hls.min.mjs",
+        "player_demo/vendor/hls.min.mjs missing: run `make setup`",
     )
 
 

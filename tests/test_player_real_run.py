@@ -47,7 +47,7 @@ async def test_player_plays_a_real_worker_run(tmp_path: Path, artifacts_dir: Pat
     require_program("chromium")
     require_program("node", package="nodejs")
     require_path(ROOT / "node_modules" / "playwright-core", "no node_modules: run `make setup`")
-    require_path(ROOT / "player_demo" / "vendor" / "hls.min.js", "no hls.js: run `make setup`")
+    require_path(ROOT / "player_demo" / "vendor" / "hls.min.mjs", "no hls.js: run `make setup`")
     room_port, http_port = free_port(), free_port()
     env = {"MIXER_ROOM_SECRET": SECRET, "MIXER_ROOM_URL": f"ws://127.0.0.1:{room_port}"}
     context = {

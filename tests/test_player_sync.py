@@ -49,7 +49,7 @@ async def test_player_meters_follow_the_products_stream(
     require_program("chromium")
     require_program("node", package="nodejs")
     require_path(ROOT / "node_modules" / "playwright-core", "no node_modules: run `make setup`")
-    require_path(ROOT / "player_demo" / "vendor" / "hls.min.js", "no hls.js: run `make setup`")
+    require_path(ROOT / "player_demo" / "vendor" / "hls.min.mjs", "no hls.js: run `make setup`")
     stream = ProductStream(tmp_path / "hls")
     await stream.start()
     feeding: asyncio.Task[None] | None = None

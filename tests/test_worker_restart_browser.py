@@ -32,7 +32,7 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
 DRIVER = ROOT / "tests" / "browser" / "llhls_check.mjs"
 PLAYER_DIR = ROOT / "player_demo"
-HLS_JS = PLAYER_DIR / "vendor" / "hls.min.js"
+HLS_JS = PLAYER_DIR / "vendor" / "hls.min.mjs"  # the page imports it (live-player.js)
 SECRET = "restart-browser-secret-not-for-production-0123"
 MAX_DURATION = 22
 
@@ -56,7 +56,7 @@ async def _page_server() -> tuple[web.AppRunner, str]:
 async def test_hlsjs_plays_across_a_sigkill_and_restart(tmp_path: Path) -> None:
     require_program("node")
     require_path("/usr/bin/chromium", "Debian chromium is not installed")
-    require_path(HLS_JS, "player_demo/vendor/hls.min.js is missing (make setup)")
+    require_path(HLS_JS, "player_demo/vendor/hls.min.mjs is missing (make setup)")
     page_runner, page_base = await _page_server()
     room_port, http_port = free_port(), free_port()
     env = {"MIXER_ROOM_SECRET": SECRET, "MIXER_ROOM_URL": f"ws://127.0.0.1:{room_port}"}
