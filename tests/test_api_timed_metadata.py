@@ -90,7 +90,10 @@ async def test_timed_metadata_only_while_a_processor_streams(tmp_path: Path) -> 
         assert [i["metadata"] for i in got["items"]] == ["poll:open", "é" * 512]
         assert [i["seq"] for i in got["items"]] == [1, 2]
         t0 = time.monotonic()
-        got = await (await client.get(poll, params={**key, "after": "2", "wait": "0.3"})).json()
+        queue = got["queue"]
+        got = await (
+            await client.get(poll, params={**key, "after": "2", "queue": queue, "wait": "0.3"})
+        ).json()
         assert got == {"items": []} and time.monotonic() - t0 >= 0.25
         assert len(plane.app_metadata[zx]) == 0  # acknowledged
         # bounded: the app hears 429 rather than losing one silently
@@ -125,7 +128,7 @@ async def test_the_workers_poller_gets_each_string_once_in_order(tmp_path: Path)
 
         def deliver(text: str) -> bool:
             got.append((text, time.monotonic()))
-            if len(got) == 5:
+            if len(got) >= 5:
                 all_in.set()
             return True
 
@@ -146,6 +149,19 @@ async def test_the_workers_poller_gets_each_string_once_in_order(tmp_path: Path)
         assert [t for t, _ in got] == [f"cue {i}" for i in range(5)]
         # a waiting poll answers at once: each string reaches the worker within ms
         assert max(at - s for (_, at), s in zip(got, sent, strict=True)) < 0.2
+        # an API restart forgets its queues and numbers a new one from 1: the worker,
+        # at "after 5" of the old queue, must not skip the new one's first strings
+        plane.app_metadata.clear()
+        all_in.clear()
+        for text in ("after restart 1", "after restart 2"):
+            resp = await client.post(
+                f"/v1/PlayerStreamers/{vj}/TimedMetadata", data={"Metadata": text}, headers=AUTH
+            )
+            assert resp.status == 201
+        while len(got) < 7:
+            await asyncio.wait_for(all_in.wait(), 5)
+            all_in.clear()
+        assert [t for t, _ in got[5:]] == ["after restart 1", "after restart 2"]
         # ending the processor ends the poll (410), without a retry loop
         await client.post(f"/v1/MediaProcessors/{zx}", data={"Status": "ended"}, headers=AUTH)
         plane._finished(zx)

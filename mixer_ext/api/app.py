@@ -840,7 +840,6 @@ async def worker_metadata(request: web.Request) -> web.Response:
     sid = request.match_info["sid"]
     if not hmac.compare_digest(request.query.get("key", ""), plane.worker_key(sid)):
         return web.Response(status=403)
-    after = tm.parse_after(request.query)
     deadline = time.monotonic() + tm.parse_wait(request.query)
     while True:
         p = plane.store.processor(sid)
@@ -848,10 +847,19 @@ async def worker_metadata(request: web.Request) -> web.Response:
             return web.Response(status=410)
         queue = plane.app_metadata.get(sid)
         if queue is not None:
+            # ``after`` counts in the queue the worker last heard from (not an earlier
+            # API process's): otherwise it has seen nothing of this one
+            same = request.query.get("queue") == queue.id
+            after = tm.parse_after(request.query) if same else 0
             queue.ack(after)
             items = queue.pending(after)
             if items:
-                return _json({"items": [{"seq": m.seq, "metadata": m.text} for m in items]})
+                return _json(
+                    {
+                        "queue": queue.id,
+                        "items": [{"seq": m.seq, "metadata": m.text} for m in items],
+                    }
+                )
         left = deadline - time.monotonic()
         if left <= 0 or plane.closing.is_set():
             return _json({"items": []})

@@ -10,13 +10,17 @@ the per-processor HMAC of the status URL.
 
 ``AppMetadataQueue`` is one processor's queue: each string gets a sequence number from
 1; the worker acknowledges with ``after`` (every item up to it is dropped) and is given
-the rest, in order.  Delivery is at least once (a worker that restarts may see an
-unacknowledged item again).  Bounded: ``MAX_PENDING`` strings wait at most; one more is
-refused (the app gets a 429 and may retry), never silently dropped.
+the rest, in order.  Each queue has a random ``id``, sent with every answer and back
+with every poll: a worker's ``after`` counts only against the queue it came from, so
+after an API restart (a new queue, numbered from 1 again) nothing is skipped.  Delivery
+is at least once (a worker that restarts may see an unacknowledged item again).
+Bounded: ``MAX_PENDING`` strings wait at most; one more is refused (the app gets a 429
+and may retry), never silently dropped.
 """
 
 from __future__ import annotations
 
+import secrets
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -49,6 +53,8 @@ class AppMetadataQueue:
 
     def __init__(self, limit: int = MAX_PENDING) -> None:
         self.limit = limit
+        #: tells this queue from an earlier one (an API restart): ``after`` is this queue's
+        self.id = secrets.token_hex(8)
         self._items: deque[AppMetadata] = deque()
         self._seq = 0
 

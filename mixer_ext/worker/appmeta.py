@@ -68,8 +68,10 @@ class AppMetadataPoller:
         self.deliver = deliver
         self.wait = wait
         self.first_retry = first_retry
-        #: the last sequence number handed to the mixer (acknowledged on the next poll)
+        #: the last sequence number handed to the mixer (acknowledged on the next poll),
+        #: in the API's queue ``queue`` (a restarted API numbers a new queue from 1)
         self.after = 0
+        self.queue: str | None = None
         self.delivered = 0
         self._task: asyncio.Task[None] | None = None
 
@@ -93,6 +95,8 @@ class AppMetadataPoller:
             while True:
                 try:
                     params = {"after": str(self.after), "wait": str(self.wait)}
+                    if self.queue is not None:
+                        params["queue"] = self.queue
                     async with http.get(self.url, params=params) as resp:
                         if resp.status == 410:
                             log.info("app metadata: the API says the processor is finished")
@@ -103,6 +107,9 @@ class AppMetadataPoller:
                     items = body["items"]
                     if not isinstance(items, list):
                         raise ValueError("no list of items")
+                    queue = body.get("queue")
+                    if items and queue != self.queue:  # a new queue: its numbers start anew
+                        self.queue, self.after = str(queue), 0
                 except (aiohttp.ClientError, TimeoutError, OSError, ValueError, KeyError) as exc:
                     if not failing:
                         log.warning("app metadata: polling %s failed: %s", shown, exc)
