@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -127,6 +128,8 @@ class SeverableProxy:
         self.port = 0
         self.severed = False
         self._writers: set[asyncio.StreamWriter] = set()
+        self._client_side: set[asyncio.StreamWriter] = set()
+        self._half_open: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._server: asyncio.Server | None = None
 
@@ -140,6 +143,7 @@ class SeverableProxy:
             return
         up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
         self._writers |= {writer, up_writer}
+        self._client_side.add(writer)
         pumps = [
             asyncio.create_task(self._pump(reader, up_writer), name="proxy-up"),
             asyncio.create_task(self._pump(up_reader, writer), name="proxy-down"),
@@ -147,6 +151,8 @@ class SeverableProxy:
         self._tasks.update(pumps)
         await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
         for w in (writer, up_writer):
+            if w in self._half_open:
+                continue  # the server's side stays open, silent: nothing tells it
             w.close()
             self._writers.discard(w)
 
@@ -156,16 +162,24 @@ class SeverableProxy:
                 writer.write(data)
                 await writer.drain()
 
-    def sever(self) -> None:
+    def sever(self, *, server_notices: bool = True) -> None:
+        """Cut every connection; ``server_notices=False`` cuts only the browser's side, so
+        the room server's socket stays open and silent (a half-open TCP connection, what a
+        phone leaving a network leaves behind) until its own heartbeat timeout."""
         self.severed = True
         for writer in list(self._writers):
-            writer.transport.abort()  # no close handshake: the network went away
+            if server_notices or writer in self._client_side:
+                writer.transport.abort()  # no close handshake: the network went away
+            else:
+                self._half_open.add(writer)
 
     def restore(self) -> None:
         self.severed = False
 
     async def stop(self) -> None:
         self.sever()
+        for writer in self._half_open:
+            writer.transport.abort()
         if self._server is not None:
             self._server.close()
         for task in list(self._tasks):
@@ -303,3 +317,32 @@ async def test_a_new_network_cuts_signaling_and_media_at_once(
         assert not left, left
         assert sorted(room.server.rooms["road"].participants) == ["alice", "bob", "listener"]
         await listener.disconnect()
+
+
+async def test_a_sync_before_the_server_noticed_the_drop_takes_over(
+    tmp_path: Path, artifacts_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The old socket is half-open at the server (no FIN, no RST reached it): the SDK's
+    ``sync`` on a new socket supersedes it at once, without waiting for its heartbeats."""
+    wav = tmp_path / "mic.wav"
+    write_tone_wav(wav, TONE_HZ, 1.0, rate=48_000)
+    log = artifacts_dir / "twilio-sync-half-open.log"
+    async with twilio_room() as room, severable(room) as proxy, browsers(room, wav, log) as b:
+        alice = await _join_through(b, proxy, "a", "alice")
+        assert "error" not in alice, alice
+        bob = await b.join(room, "b", twilio_token("bob", "road"), "road")
+        assert "error" not in bob, bob
+        await b.event("b", "trackSubscribed", identity="alice", kind="audio", within=30)
+        caplog.set_level(logging.INFO, logger="mixer_ext.roomserver.twilio.gateway")
+        proxy.sever(server_notices=False)
+        await b.event("a", "reconnecting", within=20)
+        proxy.restore()
+        await b.event("a", "reconnected", within=20)
+        # the server learnt of the drop only from the sync: reconnecting, then reconnected
+        await b.event("b", "participantReconnected", identity="alice", within=10)
+        assert "a sync supersedes the socket still open" in caplog.text
+        assert sorted(room.server.rooms["road"].participants) == ["alice", "bob"]
+        await b.command("a", "disable")
+        await b.event("b", "trackDisabled", identity="alice", within=10)
+        left = [e for e in b.events if e["event"] in ("disconnected", "participantDisconnected")]
+        assert not left, left

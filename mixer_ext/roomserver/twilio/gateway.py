@@ -1002,6 +1002,7 @@ class TwilioSession:
         """Carry on over ``ws``: the state the client missed goes out in ``synced``.  A
         ``sync`` before the server noticed the old socket's end supersedes it."""
         if not self.reconnecting:
+            log.info("room server: %s: a sync supersedes the socket still open", self.label)
             if not self._ended.done():
                 self._ended.set_result(Reason.CONNECTION_LOST)
             with contextlib.suppress(TimeoutError):
