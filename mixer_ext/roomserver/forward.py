@@ -75,9 +75,14 @@ def tap_receiver(receiver: RTCRtpReceiver, on_frame: FrameSink, on_end: Callable
     """Send ``receiver``'s encoded frames to ``on_frame(codec, frame)`` instead of decoding them.
 
     ``frame`` has ``.data`` (the codec payload) and ``.timestamp`` (RTP clock, from 0).
-    Raises ``RuntimeError`` when aiortc's receiver no longer has the queue this relies on.
+    Tapping a receiver again (a twilio-video.js client published a new track on a reused
+    m-line) sends its frames to the new callbacks instead.  Raises ``RuntimeError`` when
+    aiortc's receiver no longer has the queue this relies on.
     """
     original = getattr(receiver, _QUEUE_ATTR, None)
+    if isinstance(original, _Tap):
+        original._on_frame, original._on_end = on_frame, on_end
+        return
     if not isinstance(original, queue.Queue):
         raise RuntimeError(
             "aiortc's RTCRtpReceiver has no decoder queue to tap: "
@@ -213,7 +218,13 @@ class PacketFanout:
             packet.time_base = TIME_BASE
             sub._push(packet)
 
+    def end(self) -> None:
+        """The track is unpublished: every subscriber's copy ends (no await needed)."""
+        self._on_end()
+
     def _on_end(self) -> None:
+        if self.ended:
+            return
         self.ended = True
         log.info("room relay: published track ended: %s", self.label)
         for sub in list(self._subscribers):

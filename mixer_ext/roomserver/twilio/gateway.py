@@ -46,6 +46,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpTransceiver, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamTrack
+from aiortc.rtcrtpreceiver import RTCRtpReceiver
 from aiortc.sdp import candidate_from_sdp
 
 from mixer_ext import metrics
@@ -455,10 +456,14 @@ class TwilioSession:
         self._connect = connect
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.pc_id = connect.peer_connections[0].id if connect.peer_connections else "pc"
-        self.track_sid: str | None = None
-        self.track_name: str | None = None
-        self._initial_enabled = True
-        self.fanout: PacketFanout | None = None
+        #: the client's audio tracks as its state says, by MediaStreamTrack id
+        self._local_audio: dict[str, s.LocalTrack] = {}
+        #: MT SID -> the forwarding of its media, once a receiver carries it (``_match_media``)
+        self._fanouts: dict[str, PacketFanout] = {}
+        #: MT SID -> the receiver carrying it
+        self._carriers: dict[str, RTCRtpReceiver] = {}
+        #: receivers aiortc made for the client's sending m-lines, by the msid track id
+        self._receivers: dict[RTCRtpReceiver, str] = {}
         #: the client's audio track id -> its MT SID (only the first audio track carries media)
         self._published: dict[str, str] = {}
         self._published_errors: dict[str, e.TwilioVideoError] = {}
@@ -660,42 +665,118 @@ class TwilioSession:
             )
 
     def _apply_local_participant(self, state: s.LocalParticipant, *, announce: bool) -> None:
-        """Publish, refuse (video) and enable/disable tracks as the client's state says."""
+        """Publish, unpublish, refuse (video) and enable/disable tracks as the client's state
+        says; every audio track gets its MT SID at once (the SDK's ``publishTrack`` settles
+        on it), its media is matched to a receiver as it flows (``_match_media``)."""
         if state.revision <= self._local_revision:
             return
         self._local_revision = state.revision
         changed = False
+        audio: dict[str, s.LocalTrack] = {}
         for track in state.tracks:
             if track.kind != "audio":
                 if track.id not in self._published_errors:
                     self._published_errors[track.id] = e.TRACK_KIND_NOT_SUPPORTED
                     changed = True
                 continue
-            if track.id not in self._published and not self._published:
-                self._published[track.id] = self.track_sid or new_sid(TRACK)
-                self.track_sid = self._published[track.id]
-                self.track_name = track.name
+            audio[track.id] = track
+            if track.id not in self._published:
+                self._published[track.id] = new_sid(TRACK)
                 changed = True
-            if self._published.get(track.id) == self.track_sid and self.track_sid is not None:
-                known = self.participant.tracks.get(self.track_sid)
-                if known is None:
-                    # the media may not be flowing yet; _on_track announces it
-                    self._initial_enabled = track.enabled
-                elif known.enabled != track.enabled and announce:
-                    if self.fanout is not None:  # muted: nothing is forwarded
-                        self.fanout.enabled = track.enabled
-                    self.server.rooms.set_track_enabled(
-                        self.room, self.participant, self.track_sid, track.enabled
-                    )
-                    log.info(
-                        "room server: %s track %s",
-                        self.label,
-                        "enabled" if track.enabled else "disabled",
-                    )
+        for gone in [tid for tid in self._published if tid not in audio]:
+            self._unpublish(self._published.pop(gone))
+            changed = True
+        for gone in [
+            tid for tid in self._published_errors if tid not in {t.id for t in state.tracks}
+        ]:
+            del self._published_errors[gone]
+            changed = True
+        self._local_audio = audio
+        for tid, track in audio.items():
+            sid = self._published[tid]
+            fanout = self._fanouts.get(sid)
+            if fanout is not None:  # muted: nothing is forwarded
+                fanout.enabled = track.enabled
+            if sid in self.participant.tracks and self.server.rooms.set_track_enabled(
+                self.room, self.participant, sid, track.enabled
+            ):
+                log.info(
+                    "room server: %s track %s %s",
+                    self.label,
+                    sid,
+                    "enabled" if track.enabled else "disabled",
+                )
+        self._match_media()
         if changed:
             self._published_revision += 1
             if announce:
                 self._send(s.room_state("update", published=self._published_state()))
+
+    def _unpublish(self, sid: str) -> None:
+        """The client stopped publishing ``sid``: the others, REST and the mixer are told."""
+        self._carriers.pop(sid, None)
+        fanout = self._fanouts.pop(sid, None)
+        if fanout is not None:
+            fanout.end()
+        if self.server.rooms.unpublish_track(self.room, self.participant, sid) is not None:
+            log.info("room server: %s unpublished %s", self.label, sid)
+
+    def _match_media(self) -> None:
+        """Bind each published audio track without media to a receiver that carries media
+        from the client and no other track.
+
+        The SDK reuses transceivers (``publishTrack`` after ``unpublishTrack`` takes the old
+        one, or one it receives a subscription on) and ``replaceTrack``s into them, so the
+        SDP's msid need not name the track: a receiver whose msid names it is taken first,
+        else the receivers in m-line order go to the tracks in the order the client lists
+        them.  A receiver counts as carrying media while its m-line is negotiated to receive.
+        """
+        if self.closed:
+            return
+        live = {
+            t.receiver
+            for t in self.pc.getTransceivers()
+            if t.kind == "audio"
+            and t.receiver in self._receivers
+            and t.currentDirection in ("recvonly", "sendrecv")
+        }
+        for sid, receiver in list(self._carriers.items()):
+            if receiver not in live:  # its m-line stopped receiving: the track waits for one
+                self._carriers.pop(sid)
+        free = [
+            t.receiver
+            for t in self.pc.getTransceivers()
+            if t.receiver in live and t.receiver not in self._carriers.values()
+        ]
+        waiting = [
+            (tid, self._published[tid])
+            for tid in self._local_audio
+            if self._published[tid] not in self._carriers
+        ]
+        for tid, sid in waiting:
+            if not free:
+                return
+            named = next((r for r in free if self._receivers[r] == tid), None)
+            receiver = named or free[0]
+            free.remove(receiver)
+            self._carry(tid, sid, receiver)
+
+    def _carry(self, tid: str, sid: str, receiver: RTCRtpReceiver) -> None:
+        self._carriers[sid] = receiver
+        track = self._local_audio[tid]
+        old = self._fanouts.pop(sid, None)
+        if old is not None:
+            old.end()
+        # forwarded as received: Opus is never decoded or re-encoded here (room.forward)
+        fanout = PacketFanout(receiver, f"{self.label}/{sid}")
+        fanout.enabled = track.enabled
+        self._fanouts[sid] = fanout
+        if sid in self.participant.tracks:
+            return  # its media moved to another m-line: the subscribers keep the old relay
+        log.info("room server: %s published %s (%s)", self.label, sid, for_log(track.name))
+        self.server.rooms.publish_track(
+            self.room, self.participant, sid, name=track.name or sid, enabled=track.enabled
+        )
 
     # --- media -------------------------------------------------------------------------------
 
@@ -717,6 +798,7 @@ class TwilioSession:
                 transceiver.direction = "inactive"
         answer = await self.pc.createAnswer()
         await self.pc.setLocalDescription(answer)
+        self._match_media()
         return str(self.pc.localDescription.sdp)
 
     async def _add_candidates(self, ice: s.IceCandidates) -> None:
@@ -733,26 +815,14 @@ class TwilioSession:
                 log.debug("room server: %s: candidate ignored: %s", self.label, exc)
 
     def _on_track(self, track: MediaStreamTrack) -> None:
-        if track.kind != "audio" or self.fanout is not None or self.closed:
+        if track.kind != "audio" or self.closed:
             return
-        if self.track_sid is None:
-            self.track_sid = new_sid(TRACK)
         receiver = next(
             (t.receiver for t in self.pc.getTransceivers() if t.receiver.track is track), None
         )
-        if receiver is None:
-            return
-        # forwarded as received: Opus is never decoded or re-encoded here (room.forward)
-        self.fanout = PacketFanout(receiver, f"{self.label}/{self.track_sid}")
-        self.fanout.enabled = self._initial_enabled
-        log.info("room server: %s published %s", self.label, self.track_sid)
-        self.server.rooms.publish_track(
-            self.room,
-            self.participant,
-            self.track_sid,
-            name=self.track_name or self.track_sid,
-            enabled=self._initial_enabled,
-        )
+        if receiver is not None:
+            self._receivers[receiver] = track.id
+        # matched once the answer is applied (``_answer_offer``): its direction is known then
 
     def _on_connection_state(self) -> None:
         if self.pc.connectionState == "connected":
@@ -762,7 +832,7 @@ class TwilioSession:
             self.fail(e.MEDIA_CONNECTION_FAILED)
 
     def fanout_for(self, track_sid: str) -> PacketFanout | None:
-        return self.fanout if track_sid == self.track_sid else None
+        return self._fanouts.get(track_sid)
 
     def subscribe(self, publisher: Peer, track_sid: str) -> bool:
         """Receive ``publisher``'s track ``track_sid`` (a peer of either protocol)."""
@@ -778,7 +848,13 @@ class TwilioSession:
         return True
 
     def _add_transceivers(self) -> None:
-        """A sendonly transceiver for each subscription not yet offered, just before the offer.
+        """A transceiver for each subscription not yet offered, just before the offer.
+
+        ``sendrecv``, though the server only sends on it: the SDK recycles the transceivers it
+        only receives on when it publishes a new track (``replaceTrack`` + ``sendrecv``), and
+        aiortc answers such an offer with its transceiver's direction and'ed in, so a
+        ``sendonly`` one would never receive the client's new track.  The client answers the
+        server's offer ``recvonly`` while it has nothing to send there.
 
         Added any earlier, an un-offered transceiver breaks the answer to a client's offer in
         between (the SDK re-offers as soon as its camera is refused): aiortc 1.16 then derives
@@ -787,7 +863,7 @@ class TwilioSession:
         """
         for sid, (transceiver, relayed, identity) in list(self.subscriptions.items()):
             if transceiver is None:
-                transceiver = self.pc.addTransceiver(relayed, direction="sendonly")
+                transceiver = self.pc.addTransceiver(relayed, direction="sendrecv")
                 self.subscriptions[sid] = (transceiver, relayed, identity)
 
     def unsubscribe(self, track_sid: str) -> None:
@@ -799,7 +875,8 @@ class TwilioSession:
         if transceiver is None:  # never offered: nothing to renegotiate
             return
         transceiver.sender.replaceTrack(None)
-        transceiver.direction = "inactive"
+        # not inactive: the client may be sending a track of its own on this m-line
+        transceiver.direction = "recvonly"
         self._subscribed_revision += 1
         self._send(s.room_state("update", subscribed=self._subscribed_state()))
         self._negotiation_needed.set()
@@ -856,6 +933,7 @@ class TwilioSession:
                         log.warning("room server: %s: answer refused: %s", self.label, exc)
                         self.fail(e.SERVER_REMOTE_DESCRIPTION_FAILED)
                         return
+                    self._match_media()
                     self._subscribed_revision += 1
                     self._send(s.room_state("update", subscribed=self._subscribed_state()))
         except asyncio.CancelledError:
@@ -1052,8 +1130,8 @@ class TwilioSession:
         for _, relayed, _ in self.subscriptions.values():
             relayed.stop()
         self.subscriptions.clear()
-        if self.fanout is not None:
-            await self.fanout.stop()
+        for fanout in self._fanouts.values():
+            await fanout.stop()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.pc.close(), TASK_STOP_TIMEOUT)
         with contextlib.suppress(Exception):
