@@ -1089,7 +1089,7 @@ def test_room_server_admin_token_and_limits(helm: Helm) -> None:
     blob = json.dumps([d for d in docs if d["kind"] != "Secret"])
     assert "admin-t0ken-s3cret-xyz" not in blob
     assert env["MIXER_ROOM_MAX_CONNECTIONS_PER_ADDRESS"]["value"] == "1000"
-    assert env["MIXER_ROOM_MIXER_IDENTITIES"]["value"] == "audio-mixer-v1"
+    assert env["MIXER_ROOM_MIXER_IDENTITIES"]["value"] == "audio-mixer-v1,audio-mixer-v2"
     for var in (
         "JOIN_TIMEOUT",
         "MAX_ERRORS_BEFORE_JOIN",
