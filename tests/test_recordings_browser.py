@@ -1,7 +1,8 @@
 """Issue 23 done-when with twilio-video.js: a speaker in headless Chromium (the SDK 2.36.0)
 and one on the project's protocol, in a room the official ``twilio`` client created with
 ``RecordParticipantsOnConnect=True``; after the room completes each recording decodes to its
-speaker's tone, and a composition of the room holds both."""
+speaker's tone, and a composition of the room holds both.  The SDK's ``room.isRecording``
+and ``recordingStarted``/``recordingStopped`` follow the room's recordings."""
 
 from __future__ import annotations
 
@@ -69,23 +70,40 @@ async def test_twilio_video_js_and_own_protocol_speakers_recorded(
             )
             web = await b.join(room, "w", twilio_token("web", "webrec"), "webrec")
             assert "error" not in web, web
+            # the SDK's room.isRecording follows the room's recordings (its track is being
+            # recorded by the time connect() resolves)
+            assert web["isRecording"] is True
             alice = client(
                 room.server, "webrec", "alice", publish=ToneTrack(1000.0), auto_subscribe=False
             )
             await alice.connect()
             await asyncio.sleep(4.0)
+            # Recording Rules excluding everyone: the SDK sees the recording stop
+            await asyncio.to_thread(
+                api.rooms(created.sid).recording_rules.update,
+                rules=[{"type": "exclude", "all": True}],
+            )
+            stopped = await b.event("w", "recordingStopped")
+            assert stopped["isRecording"] is False
+            await asyncio.to_thread(
+                api.rooms(created.sid).recording_rules.update,
+                rules=[{"type": "include", "all": True}],
+            )
+            restarted = await b.event("w", "recordingStarted")
+            assert restarted["isRecording"] is True
+            await asyncio.sleep(1.0)
             await asyncio.to_thread(api.rooms(created.sid).update, status="completed")
             await alice.disconnect()
 
             def completed() -> list[Any]:
                 recs = api.rooms(created.sid).recordings.list()
-                ok = len(recs) == 2 and all(r.status == "completed" for r in recs)
+                ok = len(recs) == 4 and all(r.status == "completed" for r in recs)
                 return recs if ok else []
 
-            recs = await until(completed)
-            by_pa = {r.grouping_sids["participant_sid"]: r for r in recs}
-            from_web = by_pa[web["participant"]]
-            from_alice = next(r for r in recs if r is not from_web)
+            recs = sorted(await until(completed), key=lambda r: r.offset)
+            web_pa = web["participant"]
+            from_web = next(r for r in recs if r.grouping_sids["participant_sid"] == web_pa)
+            from_alice = next(r for r in recs if r.grouping_sids["participant_sid"] != web_pa)
             assert from_web.source_sid == web["published"][0]
             pw = decode_timeline(
                 await asyncio.to_thread(
@@ -117,9 +135,9 @@ async def test_twilio_video_js_and_own_protocol_speakers_recorded(
                 ),
                 keep_start=True,
             )  # fmt: skip
-            # both talked during the last 2 s before the room completed
-            end = len(pcm) / 48_000
-            assert tone_level(pcm, 500, end - 2.3, end - 0.3) > 0.02
-            assert tone_level(pcm, 1000, end - 2.3, end - 0.3) > 0.1
+            # both were recorded in alice's first two seconds
+            t0 = from_alice.offset / 1000 - recs[0].offset / 1000  # trimmed: from the first
+            assert tone_level(pcm, 500, t0 + 0.5, t0 + 2.5) > 0.02
+            assert tone_level(pcm, 1000, t0 + 0.5, t0 + 2.5) > 0.1
     finally:
         await room_cm.__aexit__(None, None, None)

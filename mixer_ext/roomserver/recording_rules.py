@@ -61,6 +61,11 @@ class RoomRecorder:
         self._describe = describe
         self._rooms: dict[str, _RoomRules] = {}
         self._sinks: dict[str, tuple[PacketFanout, Callable[[bytes, int], None]]] = {}
+        self._track_room: dict[str, Room] = {}
+        #: room SID -> (is recording, revision): what the SDK shows as ``room.isRecording``
+        self._recording: dict[str, tuple[bool, int]] = {}
+        #: told ``(room, is_recording, revision)`` when a room starts or stops recording
+        self.on_change: Callable[[Room, bool, int], None] | None = None
 
     def _state(self, room: Room) -> _RoomRules:
         state = self._rooms.get(room.sid)
@@ -86,7 +91,7 @@ class RoomRecorder:
                     rules, participant.identity, track.kind, track.name or track.sid
                 )
                 if wanted and track.sid not in self._sinks:
-                    self._start(state.ref, participant, track)
+                    self._start(room, state.ref, participant, track)
                 elif not wanted and track.sid in self._sinks:
                     self._stop(track.sid)
 
@@ -97,15 +102,16 @@ class RoomRecorder:
             if track.kind == "audio" and m.rules_select(
                 state.rules, event.participant.identity, track.kind, track.name or track.sid
             ):
-                self._start(state.ref, event.participant, track)
+                self._start(event.room, state.ref, event.participant, track)
         elif isinstance(event, TrackUnpublished):
             self._stop(event.track.sid)
         elif isinstance(event, RoomEnded):
             ended = self._rooms.pop(event.room.sid, None)
+            self._recording.pop(event.room.sid, None)
             if ended is not None:
                 self.media.room_completed(ended.ref)
 
-    def _start(self, ref: RoomRef, participant: Participant, track: Track) -> None:
+    def _start(self, room: Room, ref: RoomRef, participant: Participant, track: Track) -> None:
         peer = cast(Peer | None, participant.connection)
         fanout = None if peer is None else peer.fanout_for(track.sid)
         if fanout is None:
@@ -117,12 +123,29 @@ class RoomRecorder:
         if sink is not None:
             fanout.add_sink(sink)
             self._sinks[track.sid] = (fanout, sink)
+            self._track_room[track.sid] = room
+            self._changed(room)
 
     def _stop(self, track_sid: str) -> None:
         held = self._sinks.pop(track_sid, None)
         if held is not None:
             held[0].remove_sink(held[1])
             self.media.stop_recording(track_sid)
+            room = self._track_room.pop(track_sid, None)
+            if room is not None:
+                self._changed(room)
+
+    def recording_state(self, room: Room) -> tuple[bool, int]:
+        """``(is recording, revision)`` of a room, for the SDK's ``room.isRecording``."""
+        return self._recording.get(room.sid, (False, 1))
+
+    def _changed(self, room: Room) -> None:
+        now = any(r is room for r in self._track_room.values())
+        was, revision = self.recording_state(room)
+        if now != was:
+            self._recording[room.sid] = (now, revision + 1)
+            if self.on_change is not None:
+                self.on_change(room, now, revision + 1)
 
     def is_recording(self, room_sid: str) -> bool:
         return self.media.is_recording(room_sid)

@@ -165,6 +165,7 @@ class TwilioGateway:
         #: signs the temporary ``…/Media`` URLs (a secret of this process: they last 10 min)
         self.media_urls = MediaUrlSigner(secrets.token_bytes(32))
         self.recorder = RoomRecorder(self.media, self._recording_ref)
+        self.recorder.on_change = self._recording_changed
         server.rooms.attach(self.recorder)
 
     @classmethod
@@ -192,6 +193,13 @@ class TwilioGateway:
             auth_token=env.get("MIXER_AUTH_TOKEN") or None,
             settings=settings,
         )
+
+    def _recording_changed(self, room: Room, is_recording: bool, revision: int) -> None:
+        """Tell every twilio-video.js client in ``room`` (``recordingStarted``/``Stopped``)."""
+        for participant in list(room.participants.values()):
+            peer = participant.connection
+            if isinstance(peer, TwilioSession):
+                peer.recording_changed(is_recording, revision)
 
     def _recording_ref(self, room: Room) -> tuple[RoomRef, bool]:
         """The room as the recorder needs it, and whether it records from the start."""
@@ -526,6 +534,7 @@ class TwilioSession:
                 peer_connections=answer_state,
                 published=self._published_state(),
                 subscribed=self._subscribed_state(),
+                recording=self.gateway.recorder.recording_state(self.room),
             )
         )
         self._sender = asyncio.create_task(self._send_loop(), name=f"twilio-out:{self.label}")
@@ -661,6 +670,7 @@ class TwilioSession:
                     peer_connections=[ours],
                     published=self._published_state(),
                     subscribed=self._subscribed_state(),
+                    recording=self.gateway.recorder.recording_state(self.room),
                 )
             )
 
@@ -1018,6 +1028,9 @@ class TwilioSession:
                 if t.sid == event.track.sid:
                     t.enabled = event.track.enabled
             self._bump(found)
+
+    def recording_changed(self, is_recording: bool, revision: int) -> None:
+        self._send(s.room_state("update", recording=(is_recording, revision)))
 
     def _send(self, body: dict[str, Any]) -> None:
         if self.closed or self.reconnecting:

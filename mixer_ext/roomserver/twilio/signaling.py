@@ -353,9 +353,14 @@ def room_state(
     peer_connections: list[dict[str, Any]] | None = None,
     published: tuple[int, list[PublishedTrack]] | None = None,
     subscribed: tuple[int, list[tuple[str, str]]] | None = None,
+    recording: tuple[bool, int] | None = None,
 ) -> dict[str, Any]:
-    """An ``update`` or ``synced`` message; ``subscribed`` is (revision, [(track sid, id)])."""
+    """An ``update`` or ``synced`` message; ``subscribed`` is (revision, [(track sid, id)]),
+    ``recording`` (is recording, revision): the SDK's ``room.isRecording`` and its
+    ``recordingStarted``/``recordingStopped`` events (``signaling/v2/recording.js``)."""
     msg: dict[str, Any] = {"type": kind, "version": RSP_VERSION}
+    if recording is not None:
+        msg["recording"] = {"is_recording": recording[0], "revision": recording[1]}
     if participants is not None:
         msg["participants"] = [p.render() for p in participants]
     if peer_connections:
@@ -381,6 +386,7 @@ def connected(
     peer_connections: list[dict[str, Any]],
     published: tuple[int, list[PublishedTrack]],
     subscribed: tuple[int, list[tuple[str, str]]],
+    recording: tuple[bool, int] = (False, 1),
 ) -> dict[str, Any]:
     msg = room_state(
         "connected",
@@ -388,6 +394,7 @@ def connected(
         peer_connections=peer_connections,
         published=published,
         subscribed=subscribed,
+        recording=recording,
     )
     msg.update(
         {
@@ -396,7 +403,6 @@ def connected(
             "name": room_name,
             "participant": {"sid": participant_sid, "identity": identity},
             "options": {"session_timeout": SESSION_TIMEOUT},
-            "recording": {"enabled": False, "revision": 1},
         }
     )
     return msg
