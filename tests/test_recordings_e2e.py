@@ -166,8 +166,10 @@ async def test_room_recorded_downloaded_and_composed(tmp_path: Path) -> None:
 
 async def test_a_sigkilled_room_server_leaves_decodable_recordings(tmp_path: Path) -> None:
     """``mixer-ext room-server`` recording two talkers is killed with SIGKILL: each track's
-    file decodes to its own tone up to about its last second.  (Before the recorder's live
-    Matroska options a killed writer left undecodable files: ``test_recorder``.)"""
+    file decodes to its own tone up to about its last second, and a new server on the same
+    directory lists them (adopted from the files' own tags) and composes them.  (Before the
+    recorder's live Matroska options a killed writer left undecodable files:
+    ``test_recorder``.)"""
     import signal
 
     from mixer_ext.connectors.embedded import RoomClient
@@ -221,3 +223,23 @@ async def test_a_sigkilled_room_server_leaves_decodable_recordings(tmp_path: Pat
             if tone_level(pcm, hz, 0.3, seconds - 0.1) > 0.1:
                 heard.add(hz)
     assert heard == {440, 1000}
+
+    # a new server on the same directory adopts them: listed completed, composable
+    port2 = free_port()
+    with processes() as procs:
+        start_room_server(procs, port2, env, tmp_path / "server2.log")
+        c = Client(API_KEY_SID, API_KEY_SECRET, ACCOUNT_SID)
+        c.video.base_url = f"http://127.0.0.1:{port2}"
+        api = c.video.v1
+        recs = await until(lambda: (x := api.recordings.list(status="completed")) and x)
+        assert sorted(f"{r.sid}.mka" for r in recs) == sorted(f.name for f in files)
+        room_sid = recs[0].grouping_sids["room_sid"]
+        assert {r.grouping_sids["room_sid"] for r in recs} == {room_sid}
+        assert {r.source_sid[:2] for r in recs} == {"TR"}  # the talkers' track SIDs
+        comp = await asyncio.to_thread(
+            api.compositions.create, room_sid=room_sid, audio_sources=["*"], format="webm"
+        )
+        done = await until(
+            lambda: (x := api.compositions(comp.sid).fetch()).status == "completed" and x
+        )
+        assert done.duration >= 2

@@ -11,6 +11,11 @@ the room's sequence numbers, ``composition-*`` to the composition's own.
 What it knows of a room is a ``RoomRef`` (SID, name, its start on the monotonic clock,
 its callback): it does not reach into the rooms owner.  Which tracks are recorded is
 decided by ``recording_rules.RoomRecorder``, a listener of the rooms owner.
+
+One concept, one module (about 500 lines): the lifecycle of the media resources
+(a recording from start to completed/failed/deleted, a composition from enqueued to
+available, the hooks that create compositions, adoption of stored recordings after a
+restart) and the callbacks each step sends.
 """
 
 from __future__ import annotations
@@ -21,7 +26,10 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TypeVar
+
+import av
 
 from mixer_ext.roomserver.compose.spec import (
     SAMPLE_RATE,
@@ -31,7 +39,12 @@ from mixer_ext.roomserver.compose.spec import (
     plan,
 )
 from mixer_ext.roomserver.compose.workers import CompositionFailed, CompositionWorkers
-from mixer_ext.roomserver.recorder import RecordingResult, RecordingTags, TrackRecorder
+from mixer_ext.roomserver.recorder import (
+    RecordingResult,
+    RecordingTags,
+    TrackRecorder,
+    scan_recording,
+)
 from mixer_ext.roomserver.storage import MediaStore, StorageFull
 from mixer_ext.roomserver.twilio import media_rest as m
 from mixer_ext.roomserver.twilio.rest import RestError, iso, not_found, now_utc
@@ -101,11 +114,66 @@ class MediaService:
         self._retention: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        """Start the retention sweep (hourly, in a thread: it walks the directory)."""
+        """Adopt the recordings already stored, then sweep for retention (hourly, in a
+        thread: both walk the directory)."""
         if self._retention is None:
-            self._retention = asyncio.create_task(self._sweep(), name="media-retention")
+            self._retention = asyncio.create_task(self._sweep(), name="media-adopt-retention")
+
+    async def adopt(self) -> int:
+        """Make records of the recordings in the store that no record describes (left by
+        an earlier process, also one that was killed): ``completed``, from the files' own
+        tags and payloads.  The files are read in a thread.  Returns how many."""
+        known = {r.key for r in self.recordings.values()}
+        found = await asyncio.to_thread(self._scan_stored, known)
+        known = {r.key for r in self.recordings.values()}  # (the loop went on meanwhile)
+        adopted = [r for r in found if r.key not in known]
+        for record in adopted:
+            self._remember(self.recordings, record.sid, record)
+        if adopted:
+            log.info("adopted %d recordings found in the media store", len(adopted))
+        return len(adopted)
+
+    def _scan_stored(self, known: set[str]) -> list[m.RecordingRecord]:
+        """Records of the stored recordings not in ``known`` (blocking: a thread's work)."""
+        adopted: list[m.RecordingRecord] = []
+        for key in self.store.keys("recordings"):
+            path = self.store.readable(key)
+            if key in known or path is None:
+                continue
+            try:
+                tags, end = scan_recording(path)
+            except (OSError, ValueError, av.error.FFmpegError) as exc:
+                log.warning("recording %s not adopted: %s", key, exc)
+                continue
+            created = tags.get("CREATED", "")
+            try:
+                when = datetime.fromisoformat(created.replace("Z", "+00:00"))
+            except ValueError:
+                when = datetime.fromtimestamp(path.stat().st_mtime, UTC).replace(microsecond=0)
+            sid = path.stem
+            adopted.append(
+                m.RecordingRecord(
+                    sid=sid,
+                    account_sid=self.account_sid,
+                    room_sid=tags.get("ROOM_SID", key.split("/")[1]),
+                    participant_sid=tags.get("PARTICIPANT_SID", ""),
+                    source_sid=tags.get("TRACK_SID", ""),
+                    track_name=tags.get("TRACK_NAME", sid),
+                    key=key,
+                    offset_ms=int(tags.get("OFFSET_MS", "0") or 0),
+                    status="completed",
+                    size=path.stat().st_size,
+                    duration=end / SAMPLE_RATE,
+                    created=when,
+                )
+            )
+        return sorted(adopted, key=lambda r: r.created)
 
     async def _sweep(self) -> None:
+        try:
+            await self.adopt()
+        except OSError as exc:
+            log.warning("adopting stored recordings failed: %s", exc)
         while True:
             try:
                 gone = set(await asyncio.to_thread(self.store.expire))
@@ -161,7 +229,16 @@ class MediaService:
 
         recorder = TrackRecorder(
             path,
-            RecordingTags(room.sid, record.track_name, identity),
+            RecordingTags(
+                room.sid,
+                record.track_name,
+                identity,
+                extra={
+                    "TRACK_SID": track_sid,
+                    "PARTICIPANT_SID": participant_sid,
+                    "CREATED": iso(record.created) or "",
+                },
+            ),
             room_start=room.started,
             clock=time.monotonic,
             on_done=done,

@@ -5,7 +5,8 @@ never by a path a client chose.  ``MediaStore`` is what the recorder, the compos
 REST resources use; ``LocalMediaStore`` keeps the files under ``MIXER_RECORDINGS_DIR``.  An
 object store can follow behind the same calls: a writer gets a local path to write
 (``writable``), hands the finished file over (``commit``), a reader gets a local path
-(``readable``: a local store's own file, an object store's cached copy).
+(``readable``: a local store's own file, an object store's cached copy); ``keys`` lists
+what is stored (a restarted server adopts the recordings it finds).
 
 Guards: ``ensure_space()`` refuses (``StorageFull``, naming the setting) a new file when
 the disk has less than ``MIXER_RECORDINGS_MIN_FREE_MB`` free; ``expire(now)`` deletes media
@@ -54,6 +55,8 @@ class MediaStore(Protocol):
 
     def delete(self, key: str) -> None: ...
 
+    def keys(self, prefix: str) -> list[str]: ...
+
     def ensure_space(self) -> None: ...
 
     def expire(self, now: float | None = None) -> list[str]: ...
@@ -90,6 +93,14 @@ class LocalMediaStore:
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
+
+    def keys(self, prefix: str) -> list[str]:
+        """Every media key under ``prefix`` (``recordings`` or ``compositions``), sorted."""
+        base = self.root / prefix
+        if not base.is_dir():
+            return []
+        found = (p.relative_to(self.root).as_posix() for p in base.rglob("*") if p.is_file())
+        return sorted(k for k in found if _KEY.match(k))
 
     def free_bytes(self) -> int:
         self.root.mkdir(parents=True, exist_ok=True)
