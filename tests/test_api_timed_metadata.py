@@ -147,8 +147,11 @@ async def test_the_workers_poller_gets_each_string_once_in_order(tmp_path: Path)
             await asyncio.sleep(0.05)
         await asyncio.wait_for(all_in.wait(), 5)
         assert [t for t, _ in got] == [f"cue {i}" for i in range(5)]
-        # a waiting poll answers at once: each string reaches the worker within ms
-        assert max(at - s for (_, at), s in zip(got, sent, strict=True)) < 0.2
+        # a waiting poll answers when a string is posted, not when its wait (POLL_WAIT,
+        # 20 s) runs out: each string reaches the worker within one POST's round trip
+        # (milliseconds when idle; the bound tells "woken" from "timed out", whatever
+        # the machine's load)
+        assert max(at - s for (_, at), s in zip(got, sent, strict=True)) < 1.0
         # an API restart forgets its queues and numbers a new one from 1: the worker,
         # at "after 5" of the old queue, must not skip the new one's first strings
         plane.app_metadata.clear()
