@@ -18,7 +18,7 @@ Routes:
   the worker's long poll for app metadata;
 - ``/healthz``.
 
-Why one module of ~950 lines: these are the aiohttp handlers of every resource, thin
+Why one module of ~1000 lines: these are the aiohttp handlers of every resource, thin
 translations of requests into ``resources`` calls and results into responses, plus the
 playback gate; the rules are sans-I/O in ``resources``, persistence in ``store``, the
 workers in ``launcher``/``kube``, delivery in ``callbacks``.
