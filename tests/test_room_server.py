@@ -203,6 +203,24 @@ async def test_joins_and_leaves_carry_reasons() -> None:
         await observer.disconnect()
 
 
+async def test_a_closed_peer_connection_is_a_departure() -> None:
+    """Whatever closes a participant's server-side peer connection, it leaves (issue 21.6)."""
+    async with room_server() as server:
+        observer = client(server, "r3c", "observer")
+        await observer.connect()
+        events = observer.events()
+        c = client(server, "r3c", "c", publish=ToneTrack(440.0))
+        await c.connect()
+        await next_event(events, ParticipantJoined, identity="c")
+        await until(lambda: server.sessions[("r3c", "c")].pc is not None, what="c's pc")
+        pc = server.sessions[("r3c", "c")].pc  # type: ignore[attr-defined]
+        await pc.close()
+        left = await next_event(events, ParticipantLeft, identity="c", within=3)
+        assert left.reason == "connection-lost"
+        assert set(server.rooms["r3c"].participants) == {"observer"}
+        await observer.disconnect()
+
+
 async def test_bad_tokens_refused_others_unaffected() -> None:
     async with room_server() as server:
         alice = client(server, "r4", "alice", publish=ToneTrack(440.0), auto_subscribe=False)

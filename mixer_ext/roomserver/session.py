@@ -221,8 +221,9 @@ class Session:
         )
 
     def _on_connection_state(self) -> None:
-        if self.pc is not None and self.pc.connectionState == "failed" and not self.closed:
-            log.warning("room server: %s: media connection failed", self.label)
+        state = None if self.pc is None else self.pc.connectionState
+        if state in ("failed", "closed") and not self.closed:  # closed under it: gone too
+            log.warning("room server: %s: media connection %s", self.label, state)
             self.host.schedule_removal(self, Reason.CONNECTION_LOST)
 
     def fanout_for(self, track_sid: str) -> PacketFanout | None:

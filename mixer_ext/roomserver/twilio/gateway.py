@@ -837,8 +837,11 @@ class TwilioSession:
     def _on_connection_state(self) -> None:
         if self.pc.connectionState == "connected":
             self._media_up.set()
-        if self.pc.connectionState == "failed" and not self.closed:
-            log.warning("room server: %s: media connection failed", self.label)
+        # closed under it (aiortc gave up, the loop starved it...) is as final as failed: a
+        # departure at once, never a ghost the others keep renegotiating with
+        state = self.pc.connectionState
+        if state in ("failed", "closed") and not self.closed:
+            log.warning("room server: %s: media connection %s", self.label, state)
             self.fail(e.MEDIA_CONNECTION_FAILED)
 
     def fanout_for(self, track_sid: str) -> PacketFanout | None:
