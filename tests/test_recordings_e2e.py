@@ -3,8 +3,8 @@
 tones over real WebRTC (aiortc) into the room server, Recording Rules stop and restart
 alice's recording mid-room, the room completes; the client lists the recordings
 (``completed``), downloads each through the ``…/Media`` redirect, each decodes to its own
-tone at its offset (alice muted for a while: a gap of silence); a
-composition of the room reaches ``completed`` with both tones at their times; the
+tone at its offset (alice muted for a while: a gap of silence); a composition hook and a
+composition by REST of the room reach ``completed`` with both tones at their times; the
 recording callbacks arrive signed.
 """
 
@@ -82,6 +82,13 @@ async def test_room_recorded_downloaded_and_composed(tmp_path: Path) -> None:
             status_callback=hook_url,
         )
         assert room.record_participants_on_connect is True
+        hook = await asyncio.to_thread(
+            api.composition_hooks.create,
+            friendly_name="all-rooms",
+            audio_sources=["*"],
+            format="webm",
+            status_callback=hook_url,
+        )
         alice = client(server, "recorded", "alice", publish=ToneTrack(440.0), auto_subscribe=False)
         talkers.append(alice)
         await alice.connect()
@@ -152,6 +159,19 @@ async def test_room_recorded_downloaded_and_composed(tmp_path: Path) -> None:
         assert tone_level(pcm, 440, a0 + 0.3, b0 - 0.1) > 0.1
         assert tone_level(pcm, 1000, a0 + 0.3, b0 - 0.1) < 0.01  # bob not there yet
         assert tone_level(pcm, 1000, b0 + 0.3, b0 + 1.8) > 0.1
+
+        # the hook composed the room once its recordings completed; signed callbacks in order
+        from_hook = await until(
+            lambda: [x for x in api.compositions.list(room_sid=room.sid) if x.sid != comp.sid]
+        )
+        await until(lambda: api.compositions(from_hook[0].sid).fetch().status == "completed")
+
+        def hooked() -> list[str]:
+            return [e for e, f, _ in seen if f.get("CompositionHookSid") == hook.sid]
+
+        await until(lambda: "composition-available" in hooked())
+        assert hooked()[:2] == ["composition-enqueued", "composition-started"], hooked()
+        assert hooked()[-1] == "composition-available", hooked()
 
         await until(lambda: sum(1 for e, *_ in seen if e == "recording-completed") == 3)
         events = [e for e, f, _ in seen if "RecordingSid" in f]
