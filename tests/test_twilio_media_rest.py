@@ -255,3 +255,39 @@ async def test_recordings_compositions_and_hooks_with_the_official_client(tmp_pa
         await callbacks.stop()
         await runner.cleanup()
         await hooks_runner.cleanup()
+
+
+async def test_a_full_disk_fails_the_recording_with_a_reason_and_a_callback(
+    tmp_path: Path,
+) -> None:
+    hooks_runner, hook_url, seen = await callback_receiver()
+    callbacks = StatusCallbacks(AUTH_TOKEN)
+    service = MediaService(
+        LocalMediaStore(tmp_path / "media", min_free_bytes=1 << 62),  # never enough
+        CompositionWorkers(1),
+        account_sid=ACCOUNT_SID,
+        send=callbacks.send,
+        next_sequence=callbacks.next_sequence,
+    )
+    app = web.Application()
+    MediaRoutes(service, MediaUrlSigner(b"k" * 32), authenticate).add_routes(app)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    client = Client(ACCOUNT_SID, AUTH_TOKEN)
+    client.video.base_url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    try:
+        room = RoomRef(new_sid("RM"), "full", time.monotonic(), status_callback=hook_url)
+        sink = service.start_recording(room, new_sid("PA"), "alice", new_sid("MT"), "mic")
+        assert sink is None  # nothing is written
+        recs = await asyncio.to_thread(client.video.v1.recordings.list, status="failed")
+        assert len(recs) == 1 and recs[0].track_name == "mic"
+        await until(lambda: [f for e, f, ok in seen if e == "recording-failed" and ok])
+        failed = next(f for e, f, _ in seen if e == "recording-failed")
+        assert "MIXER_RECORDINGS_MIN_FREE_MB" in failed["FailedOperation"]
+        assert not list((tmp_path / "media").rglob("*.mka"))
+    finally:
+        await service.stop()
+        await callbacks.stop()
+        await runner.cleanup()
+        await hooks_runner.cleanup()
