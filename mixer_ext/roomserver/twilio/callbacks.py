@@ -6,22 +6,37 @@ name and value, sorted by name (``twilio.request_validator.RequestValidator`` ch
 For ``GET`` callbacks the parameters are in the URL and only the URL is signed.
 
 Events: ``room-created``, ``participant-connected``, ``participant-disconnected``,
-``track-added``, ``track-removed``, ``room-ended``; parameters as Twilio sends them
-(``RoomSid``, ``RoomName``, ``RoomStatus``, ``StatusCallbackEvent``, ``SequenceNumber``,
-``ParticipantSid``... ``TrackSid``...).  Delivery: one task (``twilio-callbacks``), a bounded
-queue (``QUEUE_SIZE``, drops the oldest: a dead receiver never makes memory grow), 5 s per
-request, no retries.  The URL is logged without its query string (it may carry secrets).
+``track-added``, ``track-removed``, ``track-enabled``, ``track-disabled``, ``room-ended`` (and
+``recording-*``/``composition-*`` from ``roomserver/recordings.py``); parameters as Twilio
+sends them (``RoomSid``, ``RoomName``, ``RoomStatus``, ``StatusCallbackEvent``,
+``SequenceNumber``, ``ParticipantSid``... ``TrackSid``...).  Twilio's event list has no
+``participant-reconnecting``/``-reconnected``: a reconnecting participant shows only as
+``status: reconnecting`` over REST.
+
+Delivery, per room (``key``: the ``RoomSid``, else the ``CompositionSid``, else the URL), in
+order: one task per key with something to send (``twilio-callbacks-<key>``, kept, ended when
+its queue is empty, cancelled and awaited by ``stop``), a bounded queue per key
+(``ROOM_QUEUE_SIZE``, drops the *oldest* and counts it in ``dropped``: a slow or dead receiver
+never makes memory grow, and a room's receiver never delays another room's).  A timeout
+(``REQUEST_TIMEOUT``), a connection error, HTTP 429 or 5xx is retried after a "full jitter"
+backoff (uniform in 0..min(``BACKOFF_CAP``, ``BACKOFF_BASE`` * 2^(attempt-1))), at most
+``MAX_ATTEMPTS`` attempts and ``MAX_EVENT_SECONDS`` per event; then the event is given up
+(logged, ``failed``) and the next one goes.  Other 4xx are final.  The URL is logged without
+its query string (it may carry secrets).
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import hashlib
 import hmac
 import logging
+import random
+import time
+from collections import deque
 from collections.abc import Mapping
+from dataclasses import dataclass
 from urllib.parse import urlencode, urlsplit
 
 import aiohttp
@@ -31,8 +46,14 @@ from mixer_ext.tasks import stop_tasks
 
 log = logging.getLogger(__name__)
 
-QUEUE_SIZE = 1000
+#: pending callbacks per room; past it the oldest is dropped
+ROOM_QUEUE_SIZE = 200
 REQUEST_TIMEOUT = 5.0
+MAX_ATTEMPTS = 5
+BACKOFF_BASE = 0.5
+BACKOFF_CAP = 8.0
+#: an event is given up once this long has passed since its first attempt
+MAX_EVENT_SECONDS = 60.0
 
 
 def signature(auth_token: str, url: str, params: Mapping[str, str]) -> str:
@@ -75,16 +96,61 @@ def event_params(
     return params
 
 
-class StatusCallbacks:
-    """Queues and delivers room status callbacks (owns the ``twilio-callbacks`` task)."""
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """When a failed delivery is tried again (no I/O: ``delay`` takes the random source)."""
 
-    def __init__(self, auth_token: str | None) -> None:
+    max_attempts: int = MAX_ATTEMPTS
+    base: float = BACKOFF_BASE
+    cap: float = BACKOFF_CAP
+    max_seconds: float = MAX_EVENT_SECONDS
+
+    @staticmethod
+    def retryable(status: int | None) -> bool:
+        """``None``: a timeout or connection error."""
+        return status is None or status == 429 or status >= 500
+
+    def delay(self, attempt: int, rng: random.Random) -> float:
+        """Seconds to wait after failed attempt number ``attempt`` (1-based), full jitter."""
+        return rng.uniform(0.0, min(self.cap, self.base * 2 ** (attempt - 1)))
+
+    def next_delay(self, attempt: int, elapsed: float, rng: random.Random) -> float | None:
+        """The wait before another attempt, or None when the event is to be given up."""
+        if attempt >= self.max_attempts:
+            return None
+        wait = self.delay(attempt, rng)
+        return None if elapsed + wait > self.max_seconds else wait
+
+
+def callback_key(url: str, params: Mapping[str, str]) -> str:
+    """What orders deliveries: a room's callbacks (rooms, recordings) go one after another."""
+    return params.get("RoomSid") or params.get("CompositionSid") or url
+
+
+class StatusCallbacks:
+    """Queues and delivers status callbacks (owns the ``twilio-callbacks-*`` tasks)."""
+
+    def __init__(
+        self,
+        auth_token: str | None,
+        *,
+        policy: RetryPolicy | None = None,
+        request_timeout: float = REQUEST_TIMEOUT,
+        queue_size: int = ROOM_QUEUE_SIZE,
+    ) -> None:
         self.auth_token = auth_token
-        self._queue: asyncio.Queue[tuple[str, str, dict[str, str]]] = asyncio.Queue(QUEUE_SIZE)
+        self.policy = policy if policy is not None else RetryPolicy()
+        self.request_timeout = request_timeout
+        self.queue_size = queue_size
+        self._queues: dict[str, deque[tuple[str, str, dict[str, str]]]] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
         self._seq: dict[str, int] = {}
-        self._task: asyncio.Task[None] | None = None
+        self._http: aiohttp.ClientSession | None = None
+        self._rng = random.Random()
         self.dropped = 0
         self.delivered = 0
+        self.failed = 0
+        self.retries = 0
 
     def room_event(
         self,
@@ -104,37 +170,78 @@ class StatusCallbacks:
         self._seq[room_sid] = seq + 1
         return seq
 
+    def pending(self) -> int:
+        return sum(len(q) for q in self._queues.values())
+
     def send(self, url: str, method: str, params: dict[str, str]) -> None:
         """Queue one signed callback (any event: rooms, recordings, compositions)."""
-        if self._queue.full():
-            with contextlib.suppress(asyncio.QueueEmpty):
-                self._queue.get_nowait()
-                self.dropped += 1
-        self._queue.put_nowait((url, method, params))
-        if self._task is None:
-            self._task = asyncio.create_task(self._deliver(), name="twilio-callbacks")
+        key = callback_key(url, params)
+        queue = self._queues.get(key)
+        if queue is None:
+            queue = self._queues[key] = deque(maxlen=self.queue_size)
+        if len(queue) == queue.maxlen:
+            self.dropped += 1
+            log.warning("status callbacks for %s: queue full, the oldest dropped", key[:40])
+        queue.append((url, method, params))
+        if key not in self._tasks:
+            task = asyncio.create_task(self._deliver(key, queue), name=f"twilio-callbacks-{key}")
+            self._tasks[key] = task
 
-    async def _deliver(self) -> None:
-        timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT)
-        async with aiohttp.ClientSession(timeout=timeout) as http:
-            while True:
-                url, method, params = await self._queue.get()
-                shown = urlsplit(url)._replace(query="").geturl()
-                try:
-                    if method == "GET":
-                        full = url + ("&" if "?" in url else "?") + urlencode(params)
-                        headers = self._headers(full, {})
-                        async with http.get(full, headers=headers) as resp:
-                            status = resp.status
-                    else:
-                        headers = self._headers(url, params)
-                        async with http.post(url, data=params, headers=headers) as resp:
-                            status = resp.status
-                    self.delivered += 1
-                    if status >= 400:
-                        log.warning("status callback to %s: HTTP %d", shown, status)
-                except (aiohttp.ClientError, TimeoutError) as exc:
-                    log.warning("status callback to %s failed: %s", shown, type(exc).__name__)
+    async def _deliver(self, key: str, queue: deque[tuple[str, str, dict[str, str]]]) -> None:
+        try:
+            while queue:
+                url, method, params = queue[0]
+                await self._deliver_one(url, method, params)
+                if queue and queue[0][2] is params:  # (not dropped meanwhile by a full queue)
+                    queue.popleft()
+        finally:
+            self._tasks.pop(key, None)
+            if not queue:
+                self._queues.pop(key, None)
+
+    async def _deliver_one(self, url: str, method: str, params: dict[str, str]) -> None:
+        shown = urlsplit(url)._replace(query="").geturl()
+        event = params.get("StatusCallbackEvent", "?")
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            attempt += 1
+            status = await self._attempt(url, method, params, shown)
+            if status is not None and status < 400:
+                self.delivered += 1
+                return
+            if not self.policy.retryable(status):
+                self.failed += 1
+                log.warning("status callback %s to %s: HTTP %s, not retried", event, shown, status)
+                return
+            wait = self.policy.next_delay(attempt, time.monotonic() - started, self._rng)
+            if wait is None:
+                self.failed += 1
+                log.warning(
+                    "status callback %s to %s: given up after %d attempts", event, shown, attempt
+                )
+                return
+            self.retries += 1
+            await asyncio.sleep(wait)
+
+    async def _attempt(
+        self, url: str, method: str, params: dict[str, str], shown: str
+    ) -> int | None:
+        """One request: its HTTP status, or None on a timeout or a connection error."""
+        if self._http is None:
+            timeout = aiohttp.ClientTimeout(total=self.request_timeout)
+            self._http = aiohttp.ClientSession(timeout=timeout)
+        try:
+            if method == "GET":
+                full = url + ("&" if "?" in url else "?") + urlencode(params)
+                async with self._http.get(full, headers=self._headers(full, {})) as resp:
+                    return resp.status
+            headers = self._headers(url, params)
+            async with self._http.post(url, data=params, headers=headers) as resp:
+                return resp.status
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            log.info("status callback to %s: %s", shown, type(exc).__name__)
+            return None
 
     def _headers(self, url: str, params: Mapping[str, str]) -> dict[str, str]:
         if not self.auth_token:
@@ -142,5 +249,8 @@ class StatusCallbacks:
         return {"X-Twilio-Signature": signature(self.auth_token, url, params)}
 
     async def stop(self) -> None:
-        if self._task is not None:
-            await stop_tasks([self._task], 3.0, log)
+        if self._tasks:
+            await stop_tasks(list(self._tasks.values()), 3.0, log)
+        if self._http is not None:
+            await self._http.close()
+            self._http = None

@@ -217,7 +217,8 @@ class TwilioGateway:
     def add_routes(self, app: web.Application) -> None:
         """``/signaling`` and the Video REST subset under ``/v1/Rooms``."""
         app.router.add_get(SIGNALING_PATH, self.handle)
-        VideoRest(self.server, self.ledger, self.authenticate).add_routes(app)
+        rest = VideoRest(self.server, self.ledger, self.authenticate)
+        rest.add_routes(app)
         MediaRoutes(
             self.media,
             self.media_urls,
@@ -225,6 +226,7 @@ class TwilioGateway:
             recorder=self.recorder,
             find_room=self.server.rooms.by_sid,
         ).add_routes(app)
+        rest.add_fallback(app)
 
     def authenticate(self, user: str, password: str) -> bool:
         """HTTP Basic for the Video REST: the account SID and auth token, or an API key."""

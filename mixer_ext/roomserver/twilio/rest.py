@@ -5,9 +5,12 @@ Resources (Twilio's names and JSON fields; dates RFC 3339 UTC without fractions)
 * ``Rooms``: create (``UniqueName``, ``Type``, ``MaxParticipants``, ``MaxParticipantDuration``,
   ``EmptyRoomTimeout``/``UnusedRoomTimeout`` in minutes, ``StatusCallback``,
   ``StatusCallbackMethod``), fetch by ``RM`` SID or unique name, list (``Status``,
-  ``UniqueName``, ``PageSize``, ``Page``), update ``Status=completed``;
-* ``Rooms/{Room}/Participants``: list (``Status``, ``Identity``), fetch by ``PA`` SID or
-  identity, update ``Status=disconnected``;
+  ``UniqueName``, ``DateCreatedAfter``, ``DateCreatedBefore``, ``PageSize``, ``Page``),
+  update ``Status=completed``;
+* ``Rooms/{Room}/Participants``: list (``Status``: without it, as Twilio, the connected ones
+  of an in-progress room and the disconnected ones of a completed room; ``Identity``,
+  ``DateCreatedAfter``, ``DateCreatedBefore``), fetch by ``PA`` SID or identity (a connected
+  participant's, else the latest), update ``Status=disconnected``;
 * ``Rooms/{Room}/Participants/{Participant}/PublishedTracks``: list.
 
 Lists are Twilio pages: ``{"<key>": [...], "meta": {"page", "page_size", "first_page_url",
@@ -51,6 +54,28 @@ class RestError(Exception):
 
 def not_found(what: str) -> RestError:
     return RestError(404, 20404, f"The requested resource {what} was not found")
+
+
+def date_filter(query: Mapping[str, str]) -> tuple[datetime | None, datetime | None]:
+    """``DateCreatedAfter``/``DateCreatedBefore`` (ISO 8601, UTC when no offset is given)."""
+    bounds: list[datetime | None] = []
+    for name in ("DateCreatedAfter", "DateCreatedBefore"):
+        raw = query.get(name)
+        if not raw:
+            bounds.append(None)
+            continue
+        try:
+            when = datetime.fromisoformat(raw)
+        except ValueError:
+            raise RestError(400, 20001, f"{name} is not an ISO 8601 date: {raw[:40]!r}") from None
+        bounds.append(when if when.tzinfo is not None else when.replace(tzinfo=UTC))
+    return bounds[0], bounds[1]
+
+
+def created_within(created: datetime, bounds: tuple[datetime | None, datetime | None]) -> bool:
+    """Twilio's filter: created strictly after ``DateCreatedAfter``, before ``…Before``."""
+    after, before = bounds
+    return (after is None or created > after) and (before is None or created < before)
 
 
 def iso(when: datetime | None) -> str | None:

@@ -120,8 +120,9 @@ class RoomLedger:
                 emit(record, "track-removed", p, gone)
         elif isinstance(event, TrackEnabled | TrackDisabled):
             known = p.tracks.get(event.track.sid)
-            if known is not None:
+            if known is not None and known.enabled != event.track.enabled:
                 known.enabled = event.track.enabled
+                emit(record, "track-enabled" if known.enabled else "track-disabled", p, known)
 
     def find(self, key: str) -> r.RoomRecord:
         if key in self.rooms:
@@ -135,9 +136,11 @@ class RoomLedger:
 def _participant(record: r.RoomRecord, key: str) -> r.ParticipantRecord:
     if key in record.participants:
         return record.participants[key]
-    for p in record.participants.values():
-        if p.identity == key and p.status == "connected":
-            return p
+    # an identity: the one in the room, else the latest who was (records are in join order)
+    named = [p for p in record.participants.values() if p.identity == key]
+    present = [p for p in named if p.status != "disconnected"]
+    if present or named:
+        return (present or named)[-1]
     raise r.not_found(f"/Rooms/{record.sid}/Participants/{key[:40]}")
 
 
@@ -164,6 +167,13 @@ class VideoRest:
         app.router.add_get(
             "/v1/Rooms/{room}/Participants/{p}/PublishedTracks", self._wrap(self.list_tracks)
         )
+
+    def add_fallback(self, app: web.Application) -> None:
+        """Twilio's JSON 404 (20404) for any other path under ``/v1/Rooms`` (added last)."""
+        app.router.add_route("*", "/v1/Rooms/{tail:.*}", self._wrap(self.no_such_resource))
+
+    async def no_such_resource(self, request: web.Request) -> tuple[int, Any]:
+        raise r.not_found(request.path[len("/v1") :][:120])
 
     def _wrap(self, handler: Any) -> Any:
         async def wrapped(request: web.Request) -> web.Response:
@@ -225,11 +235,13 @@ class VideoRest:
 
     async def list_rooms(self, request: web.Request) -> tuple[int, Any]:
         q = request.query
+        dates = r.date_filter(q)
         rooms = [
             room
             for room in reversed(self.ledger.rooms.values())
             if q.get("Status") in (None, room.status)
             and q.get("UniqueName") in (None, room.unique_name)
+            and r.created_within(room.created, dates)
         ]
         base = self._base(request)
         items = [r.render_room(room, base) for room in rooms]
@@ -249,11 +261,24 @@ class VideoRest:
     async def list_participants(self, request: web.Request) -> tuple[int, Any]:
         record = self.ledger.find(request.match_info["room"])
         q = request.query
+        dates = r.date_filter(q)
+        status = q.get("Status")
+        # Twilio: without Status, an in-progress room lists who is in it (connected, and
+        # here reconnecting), a completed room its disconnected participants
+        wanted = (
+            {status}
+            if status is not None
+            else {"connected", "reconnecting"}
+            if record.status == "in-progress"
+            else {"disconnected"}
+        )
         base = self._base(request)
         items = [
             r.render_participant(record, p, base)
             for p in record.participants.values()
-            if q.get("Status") in (None, p.status) and q.get("Identity") in (None, p.identity)
+            if p.status in wanted
+            and q.get("Identity") in (None, p.identity)
+            and r.created_within(p.start, dates)
         ]
         path = f"/v1/Rooms/{record.sid}/Participants"
         return 200, r.page(items, "participants", base=base, path=path, query=dict(q))
