@@ -150,6 +150,10 @@ class Settings(BaseSettings):
     room_message_rate: float = Field(20.0, gt=0.0, le=10_000.0)
     #: ... and at once; a connection that sends more is closed (``rate-limited``)
     room_message_burst: int = Field(60, ge=1, le=100_000)
+    #: data-track messages a twilio-video.js participant may send per second, steadily ...
+    room_data_message_rate: float = Field(30.0, gt=0.0, le=10_000.0)
+    #: ... and at once (all its data tracks together); messages over it are dropped
+    room_data_message_burst: int = Field(60, ge=1, le=100_000)
 
     # --- recordings and compositions (room server) ---------------------------
     #: where per-track recordings and compositions are stored (``recordings/``,

@@ -12,6 +12,7 @@ from typing import Protocol
 
 from aiohttp import web
 
+from mixer_ext.roomserver.datatracks import DataFanout
 from mixer_ext.roomserver.forward import PacketFanout
 from mixer_ext.roomserver.limits import ConnectionLimits, TokenBucket
 from mixer_ext.roomserver.rooms import Participant, Room, Rooms, RosterEvent
@@ -32,6 +33,9 @@ class Peer(Protocol):
 
     def fanout_for(self, track_sid: str) -> PacketFanout | None:
         """The packets of this peer's published track ``track_sid`` (None: no media yet)."""
+
+    def data_fanout_for(self, track_sid: str) -> DataFanout | None:
+        """The messages of this peer's published data track ``track_sid`` (None: none)."""
 
     def subscribe(self, publisher: Peer, track_sid: str) -> bool:
         """Receive ``publisher``'s track ``track_sid``; False when it could not (yet)."""

@@ -28,6 +28,7 @@ from aiortc.mediastreams import MediaStreamTrack
 from mixer_ext import metrics
 from mixer_ext.connectors.base import Reason
 from mixer_ext.roomserver import protocol as p
+from mixer_ext.roomserver.datatracks import DataFanout
 from mixer_ext.roomserver.forward import PacketFanout
 from mixer_ext.roomserver.limits import LatestWins, TokenBucket
 from mixer_ext.roomserver.names import for_log
@@ -147,7 +148,11 @@ class Session:
             self.host.schedule_removal(self, Reason.CONNECTION_LOST)
 
     def on_roster(self, event: RosterEvent) -> None:
-        """The owner's roster events, as the project's protocol says them."""
+        """The owner's roster events, as the project's protocol says them (audio tracks
+        only: its clients, the mixer among them, neither receive nor mix data tracks)."""
+        track = getattr(event, "track", None)
+        if track is not None and track.kind != "audio":
+            return
         if isinstance(event, ParticipantJoined):
             self.send(p.ParticipantJoinedMsg(identity=event.participant.identity))
         elif isinstance(event, ParticipantLeft):
@@ -228,6 +233,9 @@ class Session:
 
     def fanout_for(self, track_sid: str) -> PacketFanout | None:
         return self.fanout if track_sid == self.track_sid else None
+
+    def data_fanout_for(self, track_sid: str) -> DataFanout | None:
+        return None  # the own protocol publishes no data tracks
 
     def subscribe(self, publisher: Peer, track_sid: str) -> bool:
         """Receive ``publisher``'s track ``track_sid`` on this participant's peer connection."""

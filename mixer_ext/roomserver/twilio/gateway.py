@@ -53,9 +53,10 @@ from mixer_ext import metrics
 from mixer_ext.connectors.base import Reason
 from mixer_ext.errors import ConfigError
 from mixer_ext.roomserver.compose.workers import CompositionWorkers
+from mixer_ext.roomserver.datatracks import ChannelOptions, ChannelSink, DataFanout
 from mixer_ext.roomserver.forward import PacketFanout
 from mixer_ext.roomserver.icerestart import is_ice_restart, restart_ice
-from mixer_ext.roomserver.limits import ROLE_PARTICIPANT, PreJoinGuard
+from mixer_ext.roomserver.limits import ROLE_PARTICIPANT, PreJoinGuard, TokenBucket
 from mixer_ext.roomserver.names import check_room_name, for_log
 from mixer_ext.roomserver.peer import Peer, PeerHost
 from mixer_ext.roomserver.recording_rules import RoomRecorder
@@ -143,6 +144,9 @@ class TwilioGateway:
         self.sessions: dict[str, TwilioSession] = {}
         self.callbacks = StatusCallbacks(auth_token)
         settings = settings if settings is not None else Settings()
+        #: each participant's data-track messages (all its data tracks together)
+        self.data_message_rate = settings.room_data_message_rate
+        self.data_message_burst = settings.room_data_message_burst
         #: room and participant records (and their status callbacks), kept by roster events
         self.ledger = RoomLedger(
             account_sid,
@@ -477,6 +481,19 @@ class TwilioSession:
         #: the client's audio track id -> its MT SID (only the first audio track carries media)
         self._published: dict[str, str] = {}
         self._published_errors: dict[str, e.TwilioVideoError] = {}
+        #: the client's data tracks: track id -> MT SID, and the forwarding of each by SID
+        #: (published in the room once the client's channel for it opened: ``_on_datachannel``)
+        self._data: dict[str, str] = {}
+        self._local_data: dict[str, s.LocalTrack] = {}
+        self._data_fanouts: dict[str, DataFanout] = {}
+        #: the client's data channels by label (its track id)
+        self._data_channels: dict[str, Any] = {}
+        self._data_bucket = TokenBucket(
+            gateway.data_message_rate, gateway.data_message_burst, now=time.monotonic()
+        )
+        self._data_warned = 0.0
+        #: publisher's data track sid -> (its forwarding, this client's channel to it)
+        self.data_subscriptions: dict[str, tuple[DataFanout, ChannelSink]] = {}
         self._published_revision = 0
         self._local_revision = -1
         #: publisher's track sid -> (transceiver, relayed track, publisher identity)
@@ -504,6 +521,7 @@ class TwilioSession:
         self._resumed: asyncio.Future[None] | None = None
         self._awaiting_resume = asyncio.Event()
         self.pc.on("track", self._on_track)
+        self.pc.on("datachannel", self._on_datachannel)
         self.pc.on("connectionstatechange", self._on_connection_state)
 
     # --- start -------------------------------------------------------------------------------
@@ -549,7 +567,9 @@ class TwilioSession:
         remote = s.RemoteParticipant(sid=other.sid, identity=other.identity, revision=1)
         for track in other.tracks.values():
             remote.tracks.append(
-                s.RemoteTrack(sid=track.sid, name=track.name, enabled=track.enabled)
+                s.RemoteTrack(
+                    sid=track.sid, name=track.name, kind=track.kind, enabled=track.enabled
+                )
             )
         return remote
 
@@ -685,7 +705,14 @@ class TwilioSession:
         self._local_revision = state.revision
         changed = False
         audio: dict[str, s.LocalTrack] = {}
+        data: dict[str, s.LocalTrack] = {}
         for track in state.tracks:
+            if track.kind == "data":
+                data[track.id] = track
+                if track.id not in self._data:
+                    self._data[track.id] = new_sid(TRACK)
+                    changed = True
+                continue
             if track.kind != "audio":
                 if track.id not in self._published_errors:
                     self._published_errors[track.id] = e.TRACK_KIND_NOT_SUPPORTED
@@ -698,6 +725,12 @@ class TwilioSession:
         for gone in [tid for tid in self._published if tid not in audio]:
             self._unpublish(self._published.pop(gone))
             changed = True
+        for gone in [tid for tid in self._data if tid not in data]:
+            self._unpublish_data(self._data.pop(gone))
+            changed = True
+        self._local_data = data
+        for tid in data:
+            self._publish_data(tid)
         for gone in [
             tid for tid in self._published_errors if tid not in {t.id for t in state.tracks}
         ]:
@@ -732,6 +765,74 @@ class TwilioSession:
             fanout.end()
         if self.server.rooms.unpublish_track(self.room, self.participant, sid) is not None:
             log.info("room server: %s unpublished %s", self.label, sid)
+
+    # --- data tracks (``datatracks``) ----------------------------------------------------------
+
+    def _on_datachannel(self, channel: Any) -> None:
+        """The client opened a data track's channel (its label is the track's id)."""
+        if self.closed:
+            return
+        self._data_channels[str(channel.label)] = channel
+        channel.on("close", lambda: self._data_channels.pop(str(channel.label), None))
+        self._publish_data(str(channel.label))
+
+    def _publish_data(self, tid: str) -> None:
+        """Publish data track ``tid`` once both the client's state and its channel have it;
+        its messages go to the subscribers from then on."""
+        sid = self._data.get(tid)
+        channel = self._data_channels.get(tid)
+        if sid is None or channel is None or sid in self._data_fanouts:
+            return
+        fanout = DataFanout(f"{self.label}/{sid}", self._data_bucket)
+        fanout.options = ChannelOptions(
+            ordered=bool(channel.ordered),
+            max_packet_life_time=channel.maxPacketLifeTime,
+            max_retransmits=channel.maxRetransmits,
+        )
+        self._data_fanouts[sid] = fanout
+
+        def on_message(message: str | bytes) -> None:
+            now = time.monotonic()
+            if fanout.accept(message, now):
+                return
+            metrics.ROOM_SERVER_REJECTED_MESSAGES.labels("data-rate-limited").inc()
+            if now - self._data_warned > 10.0:
+                self._data_warned = now
+                self.server.warn(
+                    "data-rate-limited",
+                    "room server: %s: data messages dropped: over %g/s (burst %d) or 64 KiB",
+                    self.label,
+                    self.gateway.data_message_rate,
+                    self.gateway.data_message_burst,
+                )
+
+        channel.on("message", on_message)
+        local = self._local_data.get(tid)
+        name = local.name if local is not None and local.name else sid
+        log.info("room server: %s published data track %s (%s)", self.label, sid, for_log(name))
+        self.server.rooms.publish_track(self.room, self.participant, sid, name=name, kind="data")
+
+    def _unpublish_data(self, sid: str) -> None:
+        fanout = self._data_fanouts.pop(sid, None)
+        if fanout is not None:
+            fanout.sinks.clear()
+        if self.server.rooms.unpublish_track(self.room, self.participant, sid) is not None:
+            log.info("room server: %s unpublished data track %s", self.label, sid)
+
+    def data_fanout_for(self, track_sid: str) -> DataFanout | None:
+        return self._data_fanouts.get(track_sid)
+
+    def _subscribe_data(self, publisher: Peer, track_sid: str) -> bool:
+        fanout = publisher.data_fanout_for(track_sid)
+        if fanout is None or self.closed:
+            return False
+        if track_sid not in self.data_subscriptions:
+            sink = ChannelSink(fanout.options)
+            fanout.sinks[self.sid] = sink
+            # its channel is made only as the server makes its offer (``_add_transceivers``)
+            self.data_subscriptions[track_sid] = (fanout, sink)
+            self._negotiation_needed.set()
+        return True
 
     def _match_media(self) -> None:
         """Bind each published audio track without media to a receiver that carries media
@@ -851,6 +952,9 @@ class TwilioSession:
 
     def subscribe(self, publisher: Peer, track_sid: str) -> bool:
         """Receive ``publisher``'s track ``track_sid`` (a peer of either protocol)."""
+        track = publisher.participant.tracks.get(track_sid)
+        if track is not None and track.kind == "data":
+            return self._subscribe_data(publisher, track_sid)
         fanout = publisher.fanout_for(track_sid)
         if fanout is None or self.closed:
             return False
@@ -880,8 +984,29 @@ class TwilioSession:
             if transceiver is None:
                 transceiver = self.pc.addTransceiver(relayed, direction="sendrecv")
                 self.subscriptions[sid] = (transceiver, relayed, identity)
+        for _, sink in self.data_subscriptions.values():
+            if sink.channel is None:
+                options = sink.options
+                sink.open(
+                    self.pc.createDataChannel(
+                        sink.id,
+                        ordered=options.ordered,
+                        maxPacketLifeTime=options.max_packet_life_time,
+                        maxRetransmits=options.max_retransmits,
+                    )
+                )
 
     def unsubscribe(self, track_sid: str) -> None:
+        data = self.data_subscriptions.pop(track_sid, None)
+        if data is not None:
+            fanout, sink = data
+            fanout.sinks.pop(self.sid, None)
+            offered = sink.channel is not None
+            sink.stop()
+            if offered:
+                self._subscribed_revision += 1
+                self._send(s.room_state("update", subscribed=self._subscribed_state()))
+            return
         entry = self.subscriptions.pop(track_sid, None)
         if entry is None:
             return
@@ -978,6 +1103,7 @@ class TwilioSession:
 
     def _published_state(self) -> tuple[int, list[s.PublishedTrack]]:
         tracks = [s.PublishedTrack(tid, sid) for tid, sid in self._published.items()]
+        tracks += [s.PublishedTrack(tid, sid) for tid, sid in self._data.items()]
         tracks += [s.PublishedTrack(tid, None, err) for tid, err in self._published_errors.items()]
         return (max(1, self._published_revision), tracks)
 
@@ -986,6 +1112,11 @@ class TwilioSession:
             (sid, relayed.id)
             for sid, (transceiver, relayed, _) in self.subscriptions.items()
             if relayed.readyState == "live" and transceiver is not None
+        ]
+        tracks += [
+            (sid, sink.id)
+            for sid, (_, sink) in self.data_subscriptions.items()
+            if sink.channel is not None
         ]
         return (self._subscribed_revision + 1, tracks)
 
@@ -1022,7 +1153,9 @@ class TwilioSession:
             track = event.track
             if all(t.sid != track.sid for t in found.tracks):
                 found.tracks.append(
-                    s.RemoteTrack(sid=track.sid, name=track.name, enabled=track.enabled)
+                    s.RemoteTrack(
+                        sid=track.sid, name=track.name, kind=track.kind, enabled=track.enabled
+                    )
                 )
                 self._bump(found)
         elif isinstance(event, TrackUnpublished):
@@ -1148,6 +1281,12 @@ class TwilioSession:
         for _, relayed, _ in self.subscriptions.values():
             relayed.stop()
         self.subscriptions.clear()
+        for data_fanout, sink in self.data_subscriptions.values():
+            data_fanout.sinks.pop(self.sid, None)
+            sink.stop()
+        self.data_subscriptions.clear()
+        for data_fanout in self._data_fanouts.values():
+            data_fanout.sinks.clear()
         for fanout in self._fanouts.values():
             await fanout.stop()
         with contextlib.suppress(Exception):
