@@ -114,7 +114,6 @@ class ControlPlane:
         #: the LL-HLS origin (blocking reload, hinted parts) over the workers' HLS directory
         self.origin = HlsOrigin(self.hls_dir)
         self._tasks: list[asyncio.Task[None]] = []
-        self._stopping: dict[str, float] = {}
         #: app timed metadata on its way to each running processor's worker
         self.app_metadata: dict[str, tm.AppMetadataQueue] = {}
         self._app_metadata_posted: dict[str, asyncio.Event] = {}
@@ -151,6 +150,13 @@ class ControlPlane:
                 r.ProcessorEvent.WORKER_LOST,
                 message="the worker exited while the API was not running",
             )
+        # workers asked to stop before the restart: wait for them again, or finish them
+        for sid in self.store.stopping_workers():
+            worker = self.store.worker(sid)
+            if worker is None or not self.launcher.adopt(worker[1]):
+                self._finished(sid)
+            else:
+                log.info("adopted stopping worker of %s (pid %s)", sid, worker[1].get("pid"))
 
     async def _watch(self) -> None:
         while True:
@@ -178,7 +184,7 @@ class ControlPlane:
         for s in self.store.active_streamers():
             if now >= s.date_created + s.max_duration:
                 self.streamer_event(s.sid, r.StreamerEvent.MAX_DURATION)
-        for sid, since in list(self._stopping.items()):
+        for sid, since in self.store.stopping_workers().items():
             worker = self.store.worker(sid)
             if worker is None or not self.launcher.alive(worker[1]):
                 self._finished(sid)
@@ -188,7 +194,7 @@ class ControlPlane:
 
     def _finished(self, sid: str) -> None:
         """The worker of a finished processor has exited: tidy up after it."""
-        self._stopping.pop(sid, None)
+        self.store.set_worker_stopping(sid, None)
         self.app_metadata.pop(sid, None)
         posted = self._app_metadata_posted.pop(sid, None)
         if posted is not None:
@@ -231,7 +237,7 @@ class ControlPlane:
                 worker = self.store.worker(sid)
                 if worker is not None and self.launcher.alive(worker[1]):
                     self.launcher.stop(worker[1])
-                    self._stopping[sid] = now
+                    self.store.set_worker_stopping(sid, now)
                 else:
                     self._finished(sid)
             elif isinstance(effect, r.StartStreamers):
@@ -241,12 +247,15 @@ class ControlPlane:
             elif isinstance(effect, r.EndStreamers):
                 for vj in p.streamer_sids():
                     self.streamer_event(vj, r.StreamerEvent.SOURCE_ENDED, effect.reason)
-        if step.processor.status is not r.ProcessorStatus.STARTED and sid not in self._stopping:
+        if (
+            step.processor.status is not r.ProcessorStatus.STARTED
+            and sid not in self.store.stopping_workers()
+        ):
             worker = self.store.worker(sid)
             if worker is None or not self.launcher.alive(worker[1]):
                 self._finished(sid)
             else:
-                self._stopping[sid] = now
+                self.store.set_worker_stopping(sid, now)
         self.callbacks.wake()
 
     def streamer_event(self, sid: str, event: r.StreamerEvent, reason: str | None = None) -> None:

@@ -67,6 +67,11 @@ MIGRATIONS: tuple[str, ...] = (
         url TEXT NOT NULL, method TEXT NOT NULL, params TEXT NOT NULL,
         attempts INTEGER NOT NULL DEFAULT 0, next_attempt REAL NOT NULL DEFAULT 0);
     """,
+    # 2: a worker asked to stop (SIGTERM) says since when, so an API restarted before the
+    # worker exits still finishes it (recordings completed, SIGKILL after the grace)
+    """
+    ALTER TABLE workers ADD COLUMN stopping_since REAL;
+    """,
 )
 
 _TABLES = {"processor": "media_processors", "streamer": "player_streamers"}
@@ -329,6 +334,21 @@ class Store:
             "SELECT launcher, handle FROM workers WHERE processor_sid=?", (processor_sid,)
         ).fetchone()
         return (str(row[0]), json.loads(row[1])) if row else None
+
+    def set_worker_stopping(self, processor_sid: str, since: float | None) -> None:
+        """Mark the worker as asked to stop at ``since`` (None: no longer waited for)."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE workers SET stopping_since=? WHERE processor_sid=?",
+                (since, processor_sid),
+            )
+
+    def stopping_workers(self) -> dict[str, float]:
+        """Processor SID -> when its worker was asked to stop, for workers not yet gone."""
+        rows = self._db.execute(
+            "SELECT processor_sid, stopping_since FROM workers WHERE stopping_since IS NOT NULL"
+        ).fetchall()
+        return {str(row[0]): float(row[1]) for row in rows}
 
     def drop_worker(self, processor_sid: str) -> None:
         with self._tx() as db:
