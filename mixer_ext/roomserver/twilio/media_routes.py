@@ -54,13 +54,7 @@ class MediaRoutes:
             raise RestError(401, 20003, "Authenticate")
 
     def add_routes(self, app: web.Application) -> None:
-        add, get, post, delete = (
-            app.router.add_route,
-            app.router.add_get,
-            app.router.add_post,
-            app.router.add_delete,
-        )
-        del add
+        get, post, delete = app.router.add_get, app.router.add_post, app.router.add_delete
         w = self._wrap
         get("/v1/Recordings", w(self.list_recordings))
         get("/v1/Recordings/{sid}", w(self.fetch_recording))
