@@ -115,9 +115,11 @@ async def test_the_image_mixes_a_room_into_hls(image: Image, tmp_path: Path) -> 
         elapsed = time.monotonic() - t0
         wlog = worker.log()
         assert rc == 0, wlog[-3000:]
-        assert elapsed < MAX_DURATION + 30, elapsed
+        assert MAX_DURATION <= elapsed < MAX_DURATION + 30, elapsed
         events = [json.loads(ln) for ln in wlog.splitlines() if ln.startswith("{")]
         assert any(e.get("event") == "joined" for e in events), wlog[-3000:]
+        ends = [(e["state"], e.get("reason")) for e in events if e.get("event") == "status"]
+        assert ends[-1] == ("ended", "max-participant-duration"), ends
         assert SECRET not in wlog
 
     # MIXER_HLS_DIR as the image sets it, under the data volume
