@@ -18,6 +18,7 @@ from mixer_ext.roomserver.rooms import (
     RosterEvent,
     Status,
 )
+from mixer_ext.roomserver.subscribe_rules import parse_rules
 
 
 class Recorder:
@@ -206,3 +207,25 @@ def test_a_failing_listener_costs_the_others_nothing() -> None:
     rooms2.attach(rec)
     rooms2.join("r", "a", 0.0)
     assert [e[0] for e in rec.take()] == ["RoomCreated", "ParticipantJoined"]
+
+
+def test_subscribe_rules_say_what_changes() -> None:
+    """The owner keeps a participant's Subscribe Rules and says what to (un)subscribe."""
+    rooms, _ = owner()
+    a = rooms.join("r", "a", 0.0).participant
+    room = rooms["r"]
+    b = rooms.join("r", "b", 0.0).participant
+    c = rooms.join("r", "c", 0.0, auto_subscribe=False).participant
+    rooms.publish_track(room, a, "MTa", name="mic")
+    rooms.publish_track(room, b, "MTb", name="mic")
+    assert not rooms.wants(c, a, a.tracks["MTa"])  # automaticSubscription false, no rules
+    change = rooms.set_subscribe_rules(room, c, parse_rules('[{"type":"include","all":true}]'))
+    assert change is not None
+    assert sorted(sid for _, sid in change.subscribe) == ["MTa", "MTb"] and not change.unsubscribe
+    for _, sid in change.subscribe:
+        rooms.subscribed(c, sid)
+    change = rooms.set_subscribe_rules(
+        room, c, parse_rules('[{"type":"include","all":true},{"type":"exclude","publisher":"a"}]')
+    )
+    assert change is not None and (change.subscribe, change.unsubscribe) == ([], ["MTa"])
+    assert not rooms.wants(a, a, a.tracks["MTa"])  # never one's own

@@ -90,6 +90,7 @@ from mixer_ext.roomserver.rooms import (
     Refusal as JoinRefusal,
 )
 from mixer_ext.roomserver.session import TASK_STOP_TIMEOUT, Session
+from mixer_ext.roomserver.subscribe_rules import SubscribeRule
 from mixer_ext.roomserver.tokens import (
     TokenError,
     mint_token,
@@ -290,7 +291,7 @@ class RoomServer:
                 peer.unsubscribe(event.track.sid)
                 self.rooms.unsubscribed(other, event.track.sid)
             peer.on_roster(event)
-            if isinstance(event, TrackPublished) and other.auto_subscribe:
+            if isinstance(event, TrackPublished) and self.rooms.wants(other, subject, event.track):
                 self._subscribe(other, subject, event.track.sid)
 
     def _subscribe(self, subscriber: Participant, publisher: Participant, track_sid: str) -> None:
@@ -300,6 +301,28 @@ class RoomServer:
             return
         if peer.subscribe(source, track_sid):
             self.rooms.subscribed(subscriber, track_sid)
+
+    def set_subscribe_rules(
+        self, room: Room, participant: Participant, rules: tuple[SubscribeRule, ...]
+    ) -> bool:
+        """Apply Subscribe Rules to a participant now (False: it is not in ``room``)."""
+        change = self.rooms.set_subscribe_rules(room, participant, rules)
+        if change is None:
+            return False
+        peer = cast(Peer | None, participant.connection)
+        for sid in change.unsubscribe:
+            if peer is not None:
+                peer.unsubscribe(sid)
+            self.rooms.unsubscribed(participant, sid)
+        for publisher, sid in change.subscribe:
+            self._subscribe(participant, publisher, sid)
+        log.info(
+            "room server: %s: subscribe rules set (+%d -%d tracks)",
+            for_log(participant.identity),
+            len(change.subscribe),
+            len(change.unsubscribe),
+        )
+        return True
 
     def subscribe_to_room(self, peer: Peer) -> None:
         """``peer`` receives every track published in its room so far."""

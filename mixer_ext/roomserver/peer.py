@@ -16,6 +16,7 @@ from mixer_ext.roomserver.datatracks import DataFanout
 from mixer_ext.roomserver.forward import PacketFanout
 from mixer_ext.roomserver.limits import ConnectionLimits, TokenBucket
 from mixer_ext.roomserver.rooms import Participant, Room, Rooms, RosterEvent
+from mixer_ext.roomserver.subscribe_rules import SubscribeRule
 
 
 class Peer(Protocol):
@@ -66,6 +67,11 @@ class PeerHost(Protocol):
 
     def subscribe_to_room(self, peer: Peer) -> None:
         """``peer`` receives every track published in its room so far."""
+
+    def set_subscribe_rules(
+        self, room: Room, participant: Participant, rules: tuple[SubscribeRule, ...]
+    ) -> bool:
+        """Twilio's Subscribe Rules for ``participant``, applied at once (False: gone)."""
 
     async def remove(self, peer: Peer, reason: str, message: str = "") -> None:
         """``peer`` leaves its room with ``reason`` (if it still holds its seat), then closes."""

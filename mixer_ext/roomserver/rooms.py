@@ -36,6 +36,7 @@ from typing import Protocol
 from mixer_ext.connectors.base import Reason
 from mixer_ext.roomserver.limits import ROLE_PARTICIPANT, identity_refusal
 from mixer_ext.roomserver.names import check_identity, check_room_name
+from mixer_ext.roomserver.subscribe_rules import TRACK_PRIORITY, SubscribeRule, wanted
 from mixer_ext.roomserver.twilio.sids import PARTICIPANT, ROOM, new_sid
 
 log = logging.getLogger(__name__)
@@ -109,6 +110,10 @@ class Participant:
     #: sids of the tracks this participant receives
     subscriptions: set[str] = field(default_factory=set)
     auto_subscribe: bool = True
+    #: Twilio's Subscribe Rules once set over REST (None: ``auto_subscribe`` decides)
+    subscribe_rules: tuple[SubscribeRule, ...] | None = None
+    #: wall clock of the last rules update (the REST resource's date_updated)
+    rules_updated: datetime | None = None
     #: monotonic seconds since when it is reconnecting (None when it is not)
     reconnecting_since: float | None = None
     #: the front-end's handle on this participant's connection (opaque to the owner)
@@ -268,6 +273,14 @@ RosterEvent = (
     | TrackEnabled
     | TrackDisabled
 )
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionChange:
+    """What a rules update changes: (publisher, track sid) to receive, track sids to stop."""
+
+    subscribe: list[tuple[Participant, str]]
+    unsubscribe: list[str]
 
 
 class RosterListener(Protocol):
@@ -581,6 +594,42 @@ class Rooms(Mapping[str, Room]):
         return True
 
     # --- subscriptions ---------------------------------------------------------------------
+
+    def wants(self, subscriber: Participant, publisher: Participant, track: Track) -> bool:
+        """Whether ``subscriber`` is to receive ``publisher``'s ``track`` (rules, else auto)."""
+        if subscriber is publisher:
+            return False
+        if subscriber.subscribe_rules is None:
+            return subscriber.auto_subscribe
+        return wanted(
+            subscriber.subscribe_rules, publisher.identity, track.name, track.kind, TRACK_PRIORITY
+        )
+
+    def set_subscribe_rules(
+        self, room: Room, participant: Participant, rules: tuple[SubscribeRule, ...]
+    ) -> SubscriptionChange | None:
+        """Set ``participant``'s rules; what to subscribe and unsubscribe now (None: gone).
+
+        The owner keeps the rules and says what changes; the caller (the server) does the
+        subscribing, reporting each success with ``subscribed``/``unsubscribed``."""
+        if not self.holds(participant, room):
+            return None
+        participant.subscribe_rules = rules
+        participant.rules_updated = datetime.now(UTC)
+        add: list[tuple[Participant, str]] = []
+        drop: list[str] = []
+        published: set[str] = set()
+        for other in room.participants.values():
+            for track in other.tracks.values():
+                published.add(track.sid)
+                want = self.wants(participant, other, track)
+                have = track.sid in participant.subscriptions
+                if want and not have:
+                    add.append((other, track.sid))
+                elif have and not want:
+                    drop.append(track.sid)
+        drop.extend(sorted(participant.subscriptions - published))
+        return SubscriptionChange(add, drop)
 
     def subscribed(self, participant: Participant, track_sid: str) -> None:
         participant.subscriptions.add(track_sid)

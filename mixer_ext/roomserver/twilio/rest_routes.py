@@ -22,6 +22,7 @@ from aiohttp import web
 from mixer_ext.connectors.base import Reason
 from mixer_ext.roomserver.peer import Peer, PeerHost
 from mixer_ext.roomserver.rooms import (
+    Participant,
     ParticipantJoined,
     ParticipantLeft,
     ParticipantReconnected,
@@ -37,6 +38,7 @@ from mixer_ext.roomserver.rooms import (
     TrackPublished,
     TrackUnpublished,
 )
+from mixer_ext.roomserver.subscribe_rules import RuleError, SubscribeRule, parse_rules
 from mixer_ext.roomserver.twilio import rest as r
 from mixer_ext.roomserver.twilio.callbacks import StatusCallbacks
 
@@ -166,6 +168,18 @@ class VideoRest:
         )
         app.router.add_get(
             "/v1/Rooms/{room}/Participants/{p}/PublishedTracks", self._wrap(self.list_tracks)
+        )
+        app.router.add_get(
+            "/v1/Rooms/{room}/Participants/{p}/PublishedTracks/{t}", self._wrap(self.fetch_track)
+        )
+        rules = "/v1/Rooms/{room}/Participants/{p}/SubscribeRules"
+        app.router.add_get(rules, self._wrap(self.fetch_rules))
+        app.router.add_post(rules, self._wrap(self.update_rules))
+        subscribed = "/v1/Rooms/{room}/Participants/{p}/SubscribedTracks"
+        app.router.add_get(subscribed, self._wrap(self.list_subscribed))
+        app.router.add_get(subscribed + "/{t}", self._wrap(self.fetch_subscribed))
+        app.router.add_post(
+            "/v1/Rooms/{room}/Participants/{p}/Anonymize", self._wrap(self.anonymize)
         )
 
     def add_fallback(self, app: web.Application) -> None:
@@ -313,3 +327,123 @@ class VideoRest:
         return 200, r.page(
             items, "published_tracks", base=base, path=path, query=dict(request.query)
         )
+
+    async def fetch_track(self, request: web.Request) -> tuple[int, Any]:
+        record = self.ledger.find(request.match_info["room"])
+        p = _participant(record, request.match_info["p"])
+        key = request.match_info["t"]
+        # a track SID, or its name as Twilio also allows
+        found = p.tracks.get(key) or next((t for t in p.tracks.values() if t.name == key), None)
+        if found is None:
+            raise r.not_found(f"/Rooms/{record.sid}/Participants/{p.sid}/PublishedTracks/{key}")
+        return 200, r.render_track(record, p, found, self._base(request))
+
+    # --- subscriptions (Twilio's Track Subscriptions API) --------------------------------------
+
+    def _live(
+        self, record: r.RoomRecord, p: r.ParticipantRecord
+    ) -> tuple[Room, Participant] | None:
+        room = self.host.rooms.get(record.unique_name)
+        if room is None or room.sid != record.sid:
+            return None
+        live = room.participants.get(p.identity)
+        return None if live is None or live.sid != p.sid else (room, live)
+
+    def _rules_body(
+        self, record: r.RoomRecord, p: r.ParticipantRecord, live: Participant | None
+    ) -> dict[str, Any]:
+        rules: tuple[SubscribeRule, ...] | None = None if live is None else live.subscribe_rules
+        if rules is None:  # what automaticSubscription chose, as rules
+            auto = live is not None and live.auto_subscribe
+            shown = [{"type": "include" if auto else "exclude", "all": True}]
+        else:
+            shown = [rule.render() for rule in rules]
+        updated = None if live is None else live.rules_updated
+        return {
+            "participant_sid": p.sid,
+            "room_sid": record.sid,
+            "rules": shown,
+            "date_created": r.iso(p.start),
+            "date_updated": r.iso(updated or p.start),
+        }
+
+    async def fetch_rules(self, request: web.Request) -> tuple[int, Any]:
+        record = self.ledger.find(request.match_info["room"])
+        p = _participant(record, request.match_info["p"])
+        live = self._live(record, p)
+        return 200, self._rules_body(record, p, None if live is None else live[1])
+
+    async def update_rules(self, request: web.Request) -> tuple[int, Any]:
+        record = self.ledger.find(request.match_info["room"])
+        p = _participant(record, request.match_info["p"])
+        form = await request.post()
+        raw = form.get("Rules")
+        if not isinstance(raw, str):
+            raise r.RestError(400, 20001, "Rules is required (a JSON list of rules)")
+        try:
+            rules = parse_rules(raw)
+        except RuleError as exc:
+            raise r.RestError(400, 20001, f"Rules: {exc}") from None
+        live = self._live(record, p)
+        if live is None or not self.host.set_subscribe_rules(live[0], live[1], rules):
+            raise r.RestError(400, 20001, "the participant is not connected")
+        log.info("video REST: %s/%s subscribe rules updated", record.sid, p.sid)
+        return 202, self._rules_body(record, p, live[1])
+
+    def _subscribed(self, record: r.RoomRecord, p: r.ParticipantRecord, base: str) -> list[Any]:
+        live = self._live(record, p)
+        if live is None:
+            return []
+        room, subscriber = live
+        out = []
+        for other in room.participants.values():
+            for track in other.tracks.values():
+                if track.sid not in subscriber.subscriptions:
+                    continue
+                out.append(
+                    {
+                        "sid": track.sid,
+                        "participant_sid": subscriber.sid,
+                        "publisher_sid": other.sid,
+                        "room_sid": record.sid,
+                        "name": track.name,
+                        "date_created": r.iso(p.start),
+                        "date_updated": r.iso(p.start),
+                        "enabled": track.enabled,
+                        "kind": track.kind,
+                        "url": f"{base}/v1/Rooms/{record.sid}/Participants/{p.sid}"
+                        f"/SubscribedTracks/{track.sid}",
+                    }
+                )
+        return out
+
+    async def list_subscribed(self, request: web.Request) -> tuple[int, Any]:
+        record = self.ledger.find(request.match_info["room"])
+        p = _participant(record, request.match_info["p"])
+        base = self._base(request)
+        path = f"/v1/Rooms/{record.sid}/Participants/{p.sid}/SubscribedTracks"
+        items = self._subscribed(record, p, base)
+        return 200, r.page(
+            items, "subscribed_tracks", base=base, path=path, query=dict(request.query)
+        )
+
+    async def fetch_subscribed(self, request: web.Request) -> tuple[int, Any]:
+        record = self.ledger.find(request.match_info["room"])
+        p = _participant(record, request.match_info["p"])
+        key = request.match_info["t"]
+        for item in self._subscribed(record, p, self._base(request)):
+            if item["sid"] == key:
+                return 200, item
+        raise r.not_found(f"/Rooms/{record.sid}/Participants/{p.sid}/SubscribedTracks/{key}")
+
+    async def anonymize(self, request: web.Request) -> tuple[int, Any]:
+        """Twilio's Anonymize: a departed participant's identity becomes its SID."""
+        record = self.ledger.find(request.match_info["room"])
+        p = _participant(record, request.match_info["p"])
+        if p.status != "disconnected":
+            raise r.RestError(400, 20001, "only a disconnected participant can be anonymized")
+        p.identity = p.sid
+        body = r.render_participant(record, p, self._base(request))
+        body["url"] += "/Anonymize"
+        body.pop("links", None)
+        return 200, body
