@@ -29,7 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "join a room as a synthetic participant playing a tone or WAV",
     ),
     "api": (
-        "mixer_ext.api.app",
+        "mixer_ext.api.cli",
         "serve the Media v1 API (MediaProcessors, PlayerStreamers) that launches workers",
     ),
     "demo": (

@@ -19,11 +19,12 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from twilio.request_validator import RequestValidator
 
-from mixer_ext.api.app import ControlPlane, build_app
 from mixer_ext.api.callbacks import CallbackDispatcher
 from mixer_ext.api.client import basic_authorization
 from mixer_ext.api.config import ApiSettings
 from mixer_ext.api.launcher import LocalLauncher
+from mixer_ext.api.plane import ControlPlane
+from mixer_ext.api.routes import build_app
 from mixer_ext.api.store import Store
 from tests.test_api_resources import processor
 

@@ -151,9 +151,10 @@ async def test_source_sid_of_a_room_named_by_its_unique_name(tmp_path: Path) -> 
     REST) for the room's SID and sets it on the processor's recordings."""
     from aiohttp.test_utils import TestClient, TestServer
 
-    from mixer_ext.api.app import ControlPlane, build_app
     from mixer_ext.api.client import basic_authorization
     from mixer_ext.api.config import ApiSettings
+    from mixer_ext.api.plane import ControlPlane
+    from mixer_ext.api.routes import build_app
     from tests.twilio_util import ACCOUNT_SID, AUTH_TOKEN, twilio_room
 
     async with twilio_room() as room:

@@ -230,9 +230,10 @@ async def test_api_with_the_kubernetes_launcher(
     from aiohttp import web
     from aiohttp.test_utils import TestClient, TestServer
 
-    from mixer_ext.api.app import ControlPlane, build_app
     from mixer_ext.api.config import ApiSettings
     from mixer_ext.api.kube import KubeJobs
+    from mixer_ext.api.plane import ControlPlane
+    from mixer_ext.api.routes import build_app
 
     launcher, fake = fake_kube
     fake.pod_ip = "127.0.0.1"

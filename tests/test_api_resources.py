@@ -233,6 +233,43 @@ def test_streamer_state_machine() -> None:
     )
 
 
+def test_recording_state_machine() -> None:
+    p = processor()
+    rec = r.new_recording(p, "/data/work/ZX/mix.m4a", "m4a", None)
+    assert (rec.status, rec.format, rec.date_created) == ("processing", "m4a", p.date_created)
+    with pytest.raises(r.ApiError) as refused:  # the worker still writes it
+        r.recording_step(rec, r.RecordingEvent.DELETE_REQUESTED, 5.0)
+    assert refused.value.status == 409 and rec.sid in str(refused.value.body())
+    E = r.RecordingEvent.WORKER_EXITED
+    done = r.recording_step(rec, E, 9.0, media_size=1000, duration=4)
+    assert (done.status, done.media_size, done.duration, done.date_updated) == (
+        "completed",
+        1000,
+        4,
+        9.0,
+    )
+    for size in (None, 0):  # no file, or an empty one
+        failed = r.recording_step(rec, E, 9.0, media_size=size, duration=4)
+        assert (failed.status, failed.media_size) == ("failed", None)
+    assert r.recording_step(done, E, 10.0, media_size=5) == done  # finished is final
+    assert r.recording_step(done, r.RecordingEvent.DELETE_REQUESTED, 10.0) == done
+
+
+def test_streamer_output_rules_name_the_output() -> None:
+    ok, ended, busy = streamer(), streamer(status=r.StreamerStatus.ENDED), streamer()
+    missing = r.new_sid("VJ")
+    known = {ok.sid: ok, ended.sid: ended, busy.sid: busy, missing: None}
+    r.check_streamer_outputs(["hls:a", ok.sid], known, {busy.sid})
+    for outputs, why in (
+        ([ok.sid, missing], f"outputs[1]: PlayerStreamer {missing} not found"),
+        ([ended.sid], f"outputs[0]: PlayerStreamer {ended.sid} is ended"),
+        ([busy.sid], f"PlayerStreamer {busy.sid} already has an active MediaProcessor"),
+    ):
+        with pytest.raises(r.ApiError) as refused:
+            r.check_streamer_outputs(outputs, known, {busy.sid})
+        assert refused.value.status == 400 and why in refused.value.body()["message"]
+
+
 def test_callback_params() -> None:
     p = processor(status=r.ProcessorStatus.ENDED, ended_reason="ended-via-api")
     params = r.processor_callback_params(p, "media-processor-ended", 2, 1438286400)

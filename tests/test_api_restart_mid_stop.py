@@ -24,10 +24,11 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from mixer_ext.api.app import ControlPlane, build_app
 from mixer_ext.api.client import basic_authorization
 from mixer_ext.api.config import ApiSettings
 from mixer_ext.api.launcher import LocalLauncher, process_start_time
+from mixer_ext.api.plane import ControlPlane
+from mixer_ext.api.routes import build_app
 
 ACCOUNT = "AC" + "4" * 32
 TOKEN = "restart-mid-stop-token"

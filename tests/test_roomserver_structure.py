@@ -1,4 +1,5 @@
-"""``mixer_ext/roomserver`` stays a tree: no import circle, no front-end in another's privates.
+"""``mixer_ext/roomserver`` and ``mixer_ext/api`` stay trees: no import circle, no front-end
+in another's privates (the latter checked in roomserver).
 
 Read from the source with ``ast`` (imports under ``TYPE_CHECKING`` and inside functions
 count too), so a circle fails here before it fails at import time (issue 21.1).
@@ -8,6 +9,8 @@ from __future__ import annotations
 
 import ast
 from pathlib import Path
+
+import pytest
 
 from tests.conftest import ROOT
 
@@ -22,12 +25,12 @@ def _module_name(path: Path) -> str:
     return ".".join(parts)
 
 
-def _modules() -> dict[str, ast.Module]:
-    return {_module_name(f): ast.parse(f.read_text(), str(f)) for f in SOURCE.rglob("*.py")}
+def _modules(source: Path = SOURCE) -> dict[str, ast.Module]:
+    return {_module_name(f): ast.parse(f.read_text(), str(f)) for f in source.rglob("*.py")}
 
 
-def _imports(tree: ast.Module, known: set[str]) -> set[str]:
-    """Every roomserver module ``tree`` imports, wherever the import statement is."""
+def _imports(tree: ast.Module, known: set[str], package: str = PACKAGE) -> set[str]:
+    """Every module of ``package`` that ``tree`` imports, wherever the import statement is."""
     found: set[str] = set()
     for node in ast.walk(tree):
         names: list[str] = []
@@ -37,7 +40,7 @@ def _imports(tree: ast.Module, known: set[str]) -> set[str]:
             names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
         for name in names:
             # a submodule, or the module a name comes from; importing a.b.c runs a and a.b
-            while name and name.startswith(PACKAGE):
+            while name and name.startswith(package):
                 if name in known:
                     found.add(name)
                 name = name.rpartition(".")[0]
@@ -77,13 +80,14 @@ def test_cycle_finder_finds_a_circle() -> None:
     assert _imports(tree, {PACKAGE, f"{PACKAGE}.app"}) == {PACKAGE, f"{PACKAGE}.app"}
 
 
-def test_no_import_circle_in_roomserver() -> None:
-    modules = _modules()
+@pytest.mark.parametrize("package", [PACKAGE, "mixer_ext.api"])
+def test_no_import_circle_in_roomserver(package: str) -> None:
+    modules = _modules(ROOT.joinpath(*package.split(".")))
     known = set(modules)
-    graph = {name: _imports(tree, known) - {name} for name, tree in modules.items()}
+    graph = {name: _imports(tree, known, package) - {name} for name, tree in modules.items()}
     # a package's __init__ importing its own submodules is how packages work, not a circle
     for name in graph:
-        if modules[name].body and name == PACKAGE:
+        if modules[name].body and name == package:
             assert not graph[name], f"{name} must import nothing (it is only a docstring)"
     assert _cycle(graph) is None, f"import circle: {' -> '.join(_cycle(graph) or [])}"
 

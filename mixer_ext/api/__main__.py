@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mixer_ext.api.app import add_arguments, main
+from mixer_ext.api.cli import add_arguments, main
 from mixer_ext.errors import ConfigError
 from mixer_ext.log import setup_logging
 from mixer_ext.settings import load_settings

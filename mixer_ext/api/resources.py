@@ -7,11 +7,13 @@ What this module owns (reference: ``shared/reference/twilio-media-v1-api.md``):
 - form parsing and validation of every create/update/list request;
 - JSON rendering of every resource, with ``url``/``links`` absolute on the public URL;
 - paging (``PageSize``/``Page``/``PageToken`` in, ``meta`` out, keyset tokens);
-- one state machine per resource (``processor_step``, ``streamer_step``): an event in,
-  the new state and the effects out, for the app to apply (store, launcher, callbacks).
+- one state machine per resource (``processor_step``, ``streamer_step``,
+  ``recording_step``): an event in, the new state and the effects out, for the control
+  plane (``plane``) to apply (store, launcher, callbacks);
+- the rules a create must pass beyond its form (``check_streamer_outputs``).
 
-Why one module of ~690 lines: it is the whole Media v1 wire format and its rules, kept in
-one sans-I/O place so they are read and tested together against the reference.
+Why one module: it is the whole Media v1 wire format and its rules, kept in one sans-I/O
+place so they are read and tested together against the reference.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import json
 import re
 import secrets
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
@@ -686,6 +688,84 @@ def streamer_step(
     return StreamerStep(
         replace(s, status=StreamerStatus.ENDED, ended_reason=why, date_updated=now),
         [Callback("player-streamer-ended")],
+    )
+
+
+def check_streamer_outputs(
+    outputs: Sequence[str],
+    streamers: Mapping[str, PlayerStreamer | None],
+    busy: Collection[str],
+) -> None:
+    """The PlayerStreamer rules of a MediaProcessor create: each ``VJ…`` output names a
+    streamer that exists, is ``created``/``started``, and has no other active processor.
+
+    ``streamers``: each ``VJ…`` output's stored streamer (None: not found); ``busy``: the
+    streamer SIDs active processors stream to. Raises the 400 naming the output.
+    """
+    for i, out in enumerate(outputs):
+        if not is_sid(STREAMER_PREFIX, out):
+            continue
+        s = streamers.get(out)
+        where = f"ExtensionContext: outputs[{i}]: PlayerStreamer {out}"
+        if s is None:
+            raise bad_request(f"{where} not found")
+        if s.status not in ACTIVE_STREAMER:
+            raise bad_request(f"{where} is {s.status.value}")
+        if out in busy:
+            raise bad_request(f"{where} already has an active MediaProcessor")
+
+
+def new_recording(p: MediaProcessor, path: str, fmt: str, source_sid: str | None) -> MediaRecording:
+    """The MediaRecording of one ``file:`` output, ``processing`` from the processor's
+    creation until its worker has exited (``recording_step``)."""
+    return MediaRecording(
+        sid=new_sid(RECORDING_PREFIX),
+        account_sid=p.account_sid,
+        processor_sid=p.sid,
+        source_sid=source_sid,
+        status=RecordingStatus.PROCESSING,
+        path=path,
+        format=fmt,
+        duration=None,
+        media_size=None,
+        date_created=p.date_created,
+        date_updated=p.date_created,
+    )
+
+
+class RecordingEvent(StrEnum):
+    #: the processor's worker has exited: the file is as complete as it will get
+    WORKER_EXITED = "worker-exited"
+    #: ``DELETE /v1/MediaRecordings/{Sid}``
+    DELETE_REQUESTED = "delete-requested"
+
+
+def recording_step(
+    rec: MediaRecording,
+    event: RecordingEvent,
+    now: float,
+    *,
+    media_size: int | None = None,
+    duration: int | None = None,
+) -> MediaRecording:
+    """The one place a MediaRecording changes state: ``processing`` -> ``completed`` (the
+    worker exited leaving a non-empty file of ``media_size`` bytes) or ``failed`` (no file,
+    or an empty one); finished recordings do not change. A delete is refused (409) while
+    the recording is ``processing``: the worker still writes it.
+    """
+    if event is RecordingEvent.DELETE_REQUESTED:
+        if rec.status is RecordingStatus.PROCESSING:
+            raise ApiError(409, 20409, f"MediaRecording {rec.sid} is still being written")
+        return rec
+    if rec.status is not RecordingStatus.PROCESSING:
+        return rec
+    ok = media_size is not None and media_size > 0
+    return replace(
+        rec,
+        status=RecordingStatus.COMPLETED if ok else RecordingStatus.FAILED,
+        media_size=media_size if ok else None,
+        duration=duration,
+        date_updated=now,
     )
 
 
