@@ -333,6 +333,32 @@ class JitterBuffer:
             self._expected = end
 
     # ------------------------------------------------------------------ pull
+    @property
+    def idle(self) -> bool:
+        """Nothing to play this tick, whatever is pulled: O(1) (issue 27.2).
+
+        True before the first frame, and once everything buffered has played and its
+        concealment has faded to silence (a DTX pause, a muted or absent sender, a
+        drained buffer).  Then ``skip()`` stands for ``pull()``: the next pull would
+        give silence.
+        """
+        return not self._anchored or (
+            self._newest_end <= self._play
+            and self._gap_len >= CONCEAL_SAMPLES
+            and not self._xfade_pending
+        )
+
+    def skip(self) -> None:
+        """Advance one tick without output, for an ``idle`` buffer (no copy, no concealment).
+
+        The playout point moves on with the tick; drift correction waits for the next
+        audio (``pull()`` then corrects whatever the estimate says).
+        """
+        if self._anchored:
+            self._play += self.tick_samples
+        self._tick += 1
+        self.latency_samples = 0
+
     def _correction(self) -> int:
         """Samples to consume beyond one tick now: >0 drops, <0 inserts."""
         est = self._estimate()
@@ -407,6 +433,16 @@ class JitterBuffer:
         H = CONCEAL_PERIOD
         if self._gap_len == 0 and not self._xfade_pending and (valid is None or valid.all()):
             self._hist = seg[-H:] if len(seg) >= H else np.concatenate((self._hist, seg))[-H:]
+            return seg
+        if (
+            self._gap_len >= CONCEAL_SAMPLES
+            and not self._xfade_pending
+            and valid is not None
+            and not valid.any()
+        ):
+            # already faded out and still nothing: silence, no mirror to compute (what the
+            # general path gives: zeros, the history and the fade state unchanged)
+            seg[...] = 0
             return seg
         y = np.concatenate((self._hist, seg))  # int16; only the gaps are computed in float
         total = len(y)

@@ -2,9 +2,11 @@
 
 ``Mixer`` is synchronous and does no I/O; ``MixerClock`` calls ``tick()``
 every 20 ms.  Per tick the work is one ``decode_pending()`` per input (the
-Opus payloads that arrived since the last tick, decoded in one place), a
-handful of numpy operations over a stacked ``(inputs, 960, 2)`` array, plus
-one ``pull()`` per input.
+Opus payloads that arrived since the last tick, decoded in one place), one
+``pull()`` per input with something to play and a handful of numpy operations
+over a stacked ``(active inputs, 960, 2)`` array.  An input with nothing to play
+(a DTX pause, muted, absent, drained: ``JitterBuffer.idle``) costs O(1): no
+decode, no pull or concealment, no row in the mix, no metering (issue 27.2).
 
 An app's timed metadata (``post_app_metadata``) is stamped with the stream time at
 which it arrives and handed out (``take_app_payloads``) right after the mixer's own
@@ -266,7 +268,17 @@ class Mixer:
         for slot in slots:
             # the one place inputs decode: what arrived since the last tick (a muted input's
             # payloads are dropped undecoded, so its silence costs next to nothing)
-            slot.input.decode_pending(slot.enabled or slot.gain > 0.0)
+            inp = slot.input
+            inp.decode_pending(slot.enabled or slot.gain > 0.0)
+            if inp.idle:
+                # nothing to play (DTX pause, muted, absent, drained: issue 27.2): no pull,
+                # no row in the mix, a fade over silence is moot; its level is 0 by state
+                # (-1 if muted, from the meter never being fed)
+                inp.skip()
+                if slot.enabled:
+                    self._participants[slot.identity].meter.add_peak(0)
+                slot.gain = 1.0 if slot.enabled else 0.0
+                continue
             if slot.enabled:
                 slot.input.pull(stack[rows])
                 metered.append((rows, self._participants[slot.identity].meter))
