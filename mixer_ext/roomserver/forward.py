@@ -233,3 +233,35 @@ class PacketFanout:
     async def stop(self) -> None:
         """End every subscriber's track (the publisher's receiver stops with its connection)."""
         self._on_end()
+
+
+#: ``on_level(level)``: a packet's RFC 6464 audio level (0 loudest .. 127 silence)
+LevelSink = Callable[[int], None]
+
+
+class _LevelHook:
+    """Stands in for a receiver's ``_handle_rtp_packet`` (an instance attribute shadowing
+    aiortc's method, which ``RTCDtlsTransport`` calls per routed packet): it reads the
+    audio level aiortc already parsed from the header extension, then hands the packet on."""
+
+    def __init__(self, original: Callable[..., Any], on_level: LevelSink) -> None:
+        self._original = original
+        self.on_level = on_level
+
+    async def __call__(self, packet: Any, arrival_time_ms: int) -> None:
+        level = packet.extensions.audio_level
+        if level is not None:
+            self.on_level(level[1])
+        await self._original(packet, arrival_time_ms)
+
+
+def tap_audio_levels(receiver: RTCRtpReceiver, on_level: LevelSink) -> None:
+    """Call ``on_level`` with the RFC 6464 level of every packet ``receiver`` gets (when the
+    sender includes ``urn:ietf:params:rtp-hdrext:ssrc-audio-level``, as browsers do): one
+    attribute read and a call per packet, no decoding.  Again on the same receiver (reused
+    m-line): the levels go to the new callback."""
+    current = receiver.__dict__.get("_handle_rtp_packet")
+    if isinstance(current, _LevelHook):
+        current.on_level = on_level
+        return
+    receiver._handle_rtp_packet = _LevelHook(receiver._handle_rtp_packet, on_level)  # type: ignore[method-assign]

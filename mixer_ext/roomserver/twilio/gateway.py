@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import json
 import logging
 import os
 import secrets
@@ -54,7 +55,7 @@ from mixer_ext.connectors.base import Reason
 from mixer_ext.errors import ConfigError
 from mixer_ext.roomserver.compose.workers import CompositionWorkers
 from mixer_ext.roomserver.datatracks import ChannelOptions, ChannelSink, DataFanout
-from mixer_ext.roomserver.forward import PacketFanout
+from mixer_ext.roomserver.forward import PacketFanout, tap_audio_levels
 from mixer_ext.roomserver.icerestart import is_ice_restart, restart_ice
 from mixer_ext.roomserver.limits import ROLE_PARTICIPANT, PreJoinGuard, TokenBucket
 from mixer_ext.roomserver.names import check_room_name, for_log
@@ -76,6 +77,7 @@ from mixer_ext.roomserver.rooms import (
     TrackPublished,
     TrackUnpublished,
 )
+from mixer_ext.roomserver.speakers import TICK, DominantSpeaker
 from mixer_ext.roomserver.storage import LocalMediaStore, MediaUrlSigner
 from mixer_ext.roomserver.twilio import connection as tc
 from mixer_ext.roomserver.twilio import errors as e
@@ -171,6 +173,9 @@ class TwilioGateway:
         self.recorder = RoomRecorder(self.media, self._recording_ref)
         self.recorder.on_change = self._recording_changed
         server.rooms.attach(self.recorder)
+        #: each room's dominant speaker, by room SID, fed from RTP audio levels
+        self.speakers: dict[str, DominantSpeaker] = {}
+        self._speaker_task: asyncio.Task[None] | None = None
 
     @classmethod
     def from_environment(
@@ -240,8 +245,37 @@ class TwilioGateway:
     async def start(self) -> None:
         """The media retention sweep; the room records follow the roster events."""
         self.media.start()
+        self._speaker_task = asyncio.create_task(self._speaker_loop(), name="twilio-speakers")
+
+    def speakers_of(self, room: Room) -> DominantSpeaker:
+        found = self.speakers.get(room.sid)
+        if found is None:
+            found = self.speakers[room.sid] = DominantSpeaker()
+        return found
+
+    async def _speaker_loop(self) -> None:
+        """Every ``TICK``: each room's dominant speaker decided, a change told to its
+        twilio-video.js clients that asked (``dominantSpeaker: true``)."""
+        while True:
+            await asyncio.sleep(TICK)
+            now = time.monotonic()
+            for sid, detector in list(self.speakers.items()):
+                room = self.server.rooms.by_sid(sid)
+                if room is None:
+                    del self.speakers[sid]
+                    continue
+                detector.keep({p.sid for p in room.participants.values()})
+                changed, who = detector.tick(now)
+                if not changed:
+                    continue
+                log.info("room server: %s: dominant speaker %s", for_log(room.name), who)
+                for participant in list(room.participants.values()):
+                    peer = participant.connection
+                    if isinstance(peer, TwilioSession):
+                        peer.media_signal("active_speaker", s.active_speaker(who))
 
     async def stop(self) -> None:
+        await stop_tasks([self._speaker_task], TASK_STOP_TIMEOUT, log)
         await self.media.stop()  # recordings closed, compositions cancelled
         await asyncio.sleep(0)  # the last events (room-ended...) are queued by now
         await self.callbacks.stop()
@@ -494,6 +528,11 @@ class TwilioSession:
         self._data_warned = 0.0
         #: publisher's data track sid -> (its forwarding, this client's channel to it)
         self.data_subscriptions: dict[str, tuple[DataFanout, ChannelSink]] = {}
+        #: the media signaling channels the SDK asked for, by name (their label too)
+        self._msp: dict[str, ChannelSink] = {}
+        for name in connect.media_signaling:
+            sink = self._msp[name] = ChannelSink(ChannelOptions())
+            sink.id = name
         self._published_revision = 0
         self._local_revision = -1
         #: publisher's track sid -> (transceiver, relayed track, publisher identity)
@@ -555,8 +594,14 @@ class TwilioSession:
                 published=self._published_state(),
                 subscribed=self._subscribed_state(),
                 recording=self.gateway.recorder.recording_state(self.room),
+                media_signaling=tuple(self._msp),
             )
         )
+        if self._msp:  # their channels come with the server's first offer
+            self._negotiation_needed.set()
+            dominant = self.gateway.speakers_of(self.room).dominant
+            if "active_speaker" in self._msp and dominant is not None:
+                self.media_signal("active_speaker", s.active_speaker(dominant))
         self._sender = asyncio.create_task(self._send_loop(), name=f"twilio-out:{self.label}")
         self._negotiator = asyncio.create_task(
             self._negotiate_loop(), name=f"twilio-neg:{self.label}"
@@ -883,6 +928,9 @@ class TwilioSession:
         # forwarded as received: Opus is never decoded or re-encoded here (room.forward)
         fanout = PacketFanout(receiver, f"{self.label}/{sid}")
         fanout.enabled = track.enabled
+        # the dominant speaker, from the levels in the RTP headers (nothing decoded)
+        speakers, me = self.gateway.speakers_of(self.room), self.sid
+        tap_audio_levels(receiver, lambda level: speakers.level(me, level))
         self._fanouts[sid] = fanout
         if sid in self.participant.tracks:
             return  # its media moved to another m-line: the subscribers keep the old relay
@@ -984,7 +1032,9 @@ class TwilioSession:
             if transceiver is None:
                 transceiver = self.pc.addTransceiver(relayed, direction="sendrecv")
                 self.subscriptions[sid] = (transceiver, relayed, identity)
-        for _, sink in self.data_subscriptions.values():
+        for sink in [sink for _, sink in self.data_subscriptions.values()] + list(
+            self._msp.values()
+        ):
             if sink.channel is None:
                 options = sink.options
                 sink.open(
@@ -1167,6 +1217,12 @@ class TwilioSession:
                     t.enabled = event.track.enabled
             self._bump(found)
 
+    def media_signal(self, name: str, message: dict[str, Any]) -> None:
+        """A message on media signaling channel ``name``, if the SDK asked for it."""
+        sink = self._msp.get(name)
+        if sink is not None and not self.closed:
+            sink.deliver(json.dumps(message))
+
     def recording_changed(self, is_recording: bool, revision: int) -> None:
         self._send(s.room_state("update", recording=(is_recording, revision)))
 
@@ -1285,6 +1341,8 @@ class TwilioSession:
             data_fanout.sinks.pop(self.sid, None)
             sink.stop()
         self.data_subscriptions.clear()
+        for sink in self._msp.values():
+            sink.stop()
         for data_fanout in self._data_fanouts.values():
             data_fanout.sinks.clear()
         for fanout in self._fanouts.values():

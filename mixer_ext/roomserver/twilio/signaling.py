@@ -47,6 +47,8 @@ SESSION_TIMEOUT = 30
 MAX_TRACKS = 16
 MAX_SDP_BYTES = 64 * 1024
 MAX_CANDIDATES = 64
+#: the media signaling channels served (over a data channel each, named as the channel)
+MEDIA_SIGNALING = ("active_speaker",)
 
 
 class SignalingError(ValueError):
@@ -111,6 +113,8 @@ class Connect:
     participant: LocalParticipant
     peer_connections: tuple[PeerConnectionState, ...]
     automatic_subscription: bool = True
+    #: media signaling the SDK asked for and this server offers (``MEDIA_SIGNALING``)
+    media_signaling: tuple[str, ...] = ()
     #: options the SDK asked for that this server does not offer (for the log)
     declined: tuple[str, ...] = ()
 
@@ -245,15 +249,18 @@ def parse_client_body(body: dict[str, Any]) -> ClientMessage:
         if body.get("format", "unified") != "unified":
             raise SignalingError("only unified-plan SDP is supported")
         name = body.get("name")
-        declined = tuple(
-            sorted(k for k in (body.get("media_signaling") or {}) if isinstance(k, str))
-        ) + (("bandwidth_profile",) if body.get("bandwidth_profile") else ())
+        asked = body.get("media_signaling")
+        asked = sorted(k for k in asked if isinstance(k, str)) if isinstance(asked, dict) else []
+        declined = tuple(k for k in asked if k not in MEDIA_SIGNALING) + (
+            ("bandwidth_profile",) if body.get("bandwidth_profile") else ()
+        )
         return Connect(
             name=None if name is None else _str(name, "name", 1024),
             token=_str(body.get("token", ""), "token", 8192),
             participant=_participant(body.get("participant", {})),
             peer_connections=_peer_connections(body.get("peer_connections")),
             automatic_subscription=_automatic_subscription(body.get("subscribe")),
+            media_signaling=tuple(k for k in asked if k in MEDIA_SIGNALING),
             declined=declined,
         )
     if kind == "update":
@@ -354,11 +361,17 @@ def room_state(
     published: tuple[int, list[PublishedTrack]] | None = None,
     subscribed: tuple[int, list[tuple[str, str]]] | None = None,
     recording: tuple[bool, int] | None = None,
+    media_signaling: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """An ``update`` or ``synced`` message; ``subscribed`` is (revision, [(track sid, id)]),
     ``recording`` (is recording, revision): the SDK's ``room.isRecording`` and its
     ``recordingStarted``/``recordingStopped`` events (``signaling/v2/recording.js``)."""
     msg: dict[str, Any] = {"type": kind, "version": RSP_VERSION}
+    if media_signaling:
+        # the SDK then waits for a data channel so labelled (signaling/v2/mediasignaling.js)
+        msg["media_signaling"] = {
+            name: {"transport": {"type": "data-channel", "label": name}} for name in media_signaling
+        }
     if recording is not None:
         msg["recording"] = {"is_recording": recording[0], "revision": recording[1]}
     if participants is not None:
@@ -387,9 +400,11 @@ def connected(
     published: tuple[int, list[PublishedTrack]],
     subscribed: tuple[int, list[tuple[str, str]]],
     recording: tuple[bool, int] = (False, 1),
+    media_signaling: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     msg = room_state(
         "connected",
+        media_signaling=media_signaling,
         participants=participants,
         peer_connections=peer_connections,
         published=published,
@@ -406,6 +421,11 @@ def connected(
         }
     )
     return msg
+
+
+def active_speaker(participant_sid: str | None) -> dict[str, Any]:
+    """Over the ``active_speaker`` channel: the SDK's ``dominantSpeakerChanged``."""
+    return {"type": "active_speaker", "participant": participant_sid}
 
 
 def disconnected_completed() -> dict[str, Any]:
