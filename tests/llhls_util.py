@@ -8,7 +8,7 @@ from fractions import Fraction
 import av
 import numpy as np
 
-from mixer_ext.llhls.tspart import AudioPacket
+from mixer_ext.hls.tspart import AudioPacket
 
 RATE = 48000
 FRAMES_PER_PART = 9

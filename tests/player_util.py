@@ -372,7 +372,7 @@ def check_played_live_stream(
 def check_ended_at_the_streams_end(report: PlayerReport) -> None:
     """hls.js played a live LL-HLS stream that ended (ENDLIST) to its very end, once.
 
-    What went wrong before the writer paced its end (``llhls/writer.py``): after
+    What went wrong before the writer paced its end (``hls/writer.py``): after
     ENDLIST hls.js 1.7.4 reloaded a part it had already appended and its AAC remuxer
     put it after the buffer (0.19 s heard twice, the media 0.19 s longer than the
     playlist), or it never loaded the last part (never Ended).  So: hls.js called

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mixer_ext.llhls.blocking import (
+from mixer_ext.hls.blocking import (
     Directives,
     Ready,
     Reject,
@@ -15,7 +15,7 @@ from mixer_ext.llhls.blocking import (
     is_ready,
     parse_directives,
 )
-from mixer_ext.llhls.playlist import Position
+from mixer_ext.hls.playlist import Position
 
 
 def pos(last: int = 10, last_parts: int = 5, open_parts: int = 2, **kw: object) -> Position:

@@ -23,7 +23,7 @@ from mixer_ext.context import parse_output
 from mixer_ext.core.clock import MixerClock
 from mixer_ext.core.mixer import Mixer
 from mixer_ext.encode.fanout import OutputPipeline
-from mixer_ext.llhls.playlist import parse_media_playlist
+from mixer_ext.hls.playlist import parse_media_playlist
 from mixer_ext.outputs.hls import HlsOutput
 from mixer_ext.settings import JitterBufferSize, Settings
 from mixer_ext.testing.feed import sine_frame
@@ -50,7 +50,7 @@ def capture(pipeline: OutputPipeline) -> list[str]:
     out = pipeline.outputs[0]
     assert isinstance(out, HlsOutput)
     versions: list[str] = []
-    out.on_change = lambda: versions.append(out.playlist_path.read_text())
+    pipeline.add_hls_listener(lambda _name: versions.append(out.playlist_path.read_text()))
     return versions
 
 
@@ -139,10 +139,14 @@ async def test_a_full_output_queue_marks_every_gap(tmp_path: Path) -> None:
     from mixer_ext.encode.encoder import AacEncoder
 
     encoder = AacEncoder(64)
-    out = HlsOutput("a", encoder.params, settings(tmp_path, True))
-    out._queue = queue.Queue(maxsize=8)
     versions: list[str] = []
-    out.on_change = lambda: versions.append(out.playlist_path.read_text())
+    out = HlsOutput(
+        "a",
+        encoder.params,
+        settings(tmp_path, True),
+        on_change=lambda: versions.append(out.playlist_path.read_text()),
+    )
+    out._queue = queue.Queue(maxsize=8)
     await asyncio.to_thread(out.open)
     # 10 s of packets, encoded first, then offered in bursts of 50 (far more than the
     # queue holds) with a pause for the output to drain between them, as an encoder

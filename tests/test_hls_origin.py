@@ -18,8 +18,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from mixer_ext.llhls.origin import HlsOrigin
-from mixer_ext.llhls.playlist import MediaPlaylist, Part, Segment
+from mixer_ext.hls.origin import HlsOrigin
+from mixer_ext.hls.playlist import MediaPlaylist, Part, Segment
 
 PART_TARGET = 0.2
 PART = 0.192

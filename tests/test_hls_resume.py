@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from mixer_ext.llhls.playlist import parse_media_playlist
-from mixer_ext.llhls.tspart import AudioPacket
-from mixer_ext.llhls.writer import PartedStreamWriter
+from mixer_ext.hls.playlist import parse_media_playlist
+from mixer_ext.hls.tspart import AudioPacket
+from mixer_ext.hls.writer import PartedStreamWriter
 from tests.llhls_util import encode_tone
 
 Aac = tuple[list[AudioPacket], bytes, int]

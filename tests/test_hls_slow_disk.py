@@ -31,7 +31,7 @@ from mixer_ext.core.frames import TICK_SAMPLES, TICK_SECONDS, MixedFrame
 from mixer_ext.core.mixer import Mixer
 from mixer_ext.core.payload import MetadataPayload
 from mixer_ext.encode.fanout import OutputPipeline
-from mixer_ext.llhls.playlist import parse_media_playlist
+from mixer_ext.hls.playlist import parse_media_playlist
 from mixer_ext.outputs.hls import HlsOutput
 from mixer_ext.settings import JitterBufferSize, Settings
 
@@ -86,7 +86,7 @@ async def test_a_stalled_segment_write_does_not_make_ticks_late(
         for seg in parse_media_playlist(out.playlist_path.read_text()).segments:
             listed.setdefault(seg.uri, time.monotonic())
 
-    out.on_change = changed
+    pipeline.add_hls_listener(lambda _name: changed())
     sink = TimingSink(pipeline)
     clock = MixerClock(Mixer(JitterBufferSize.SMALL), sink)
     reader = await asyncio.create_subprocess_exec(

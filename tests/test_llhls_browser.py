@@ -24,9 +24,9 @@ import av
 import numpy as np
 import pytest
 
-from mixer_ext.llhls.origin import HlsOrigin
-from mixer_ext.llhls.tspart import AudioPacket
-from mixer_ext.llhls.writer import PartedStreamWriter
+from mixer_ext.hls.origin import HlsOrigin
+from mixer_ext.hls.tspart import AudioPacket
+from mixer_ext.hls.writer import PartedStreamWriter
 from mixer_ext.serve.http import HttpEndpoint
 from mixer_ext.settings import Settings
 from tests.conftest import require_path, require_program

@@ -21,8 +21,8 @@ from pathlib import Path
 import aiohttp
 import av
 
-from mixer_ext.llhls.playlist import parse_media_playlist
-from mixer_ext.llhls.tspart import starts_with_pat_pmt
+from mixer_ext.hls.playlist import parse_media_playlist
+from mixer_ext.hls.tspart import starts_with_pat_pmt
 from tests.player_util import THREE_TALKERS
 from tests.product_stream import ProductStream
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mixer_ext.llhls.tspart import (
+from mixer_ext.hls.tspart import (
     AudioPacket,
     ContinuityCounters,
     Id3Packet,

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from mixer_ext.llhls.origin import HlsOrigin
-from mixer_ext.llhls.playlist import parse_media_playlist, part_durations
-from mixer_ext.llhls.tspart import AudioPacket, Id3Packet, continuity_errors, starts_with_pat_pmt
-from mixer_ext.llhls.writer import PartedStreamWriter
+from mixer_ext.hls.origin import HlsOrigin
+from mixer_ext.hls.playlist import parse_media_playlist, part_durations
+from mixer_ext.hls.tspart import AudioPacket, Id3Packet, continuity_errors, starts_with_pat_pmt
+from mixer_ext.hls.writer import PartedStreamWriter
 from tests.conftest import require_program
 from tests.llhls_util import demux, encode_tone, id3_tag
 

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from mixer_ext.llhls.playlist import (
+from mixer_ext.hls.playlist import (
     MediaPlaylist,
     Part,
     PlaylistSyntaxError,

@@ -18,7 +18,7 @@ from mixer_ext.core.frames import SAMPLE_RATE, TICK_SAMPLES
 from mixer_ext.core.payload import MetadataPayload
 from mixer_ext.encode.fanout import OutputPipeline
 from mixer_ext.errors import MixerError
-from mixer_ext.llhls.playlist import MediaPlaylist, Segment
+from mixer_ext.hls.playlist import MediaPlaylist, Segment
 from mixer_ext.outputs.carriers import parse_id3_txxx
 from mixer_ext.settings import HlsPlaylistType, Settings
 from mixer_ext.testing.feed import TONE_HZ, feed, payload_for, ts_pmt_stream_types

@@ -32,7 +32,7 @@ import av
 import pytest
 from aiohttp import web
 
-from mixer_ext.llhls.playlist import parse_media_playlist
+from mixer_ext.hls.playlist import parse_media_playlist
 from tests.conftest import free_port, require_program
 from tests.hls_reader import read_hls, tone_levels
 from tests.process_util import Proc, processes, start_room_server

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from mixer_ext.llhls.playlist import parse_media_playlist
+from mixer_ext.hls.playlist import parse_media_playlist
 from tests.conftest import free_port, require_path, require_program
 from tests.process_util import Proc, processes, start_room_server
 

@@ -23,7 +23,7 @@ import pytest
 from aiohttp import web
 
 from mixer_ext.context import ExtensionContext
-from mixer_ext.llhls.playlist import parse_media_playlist
+from mixer_ext.hls.playlist import parse_media_playlist
 from mixer_ext.settings import Settings
 from mixer_ext.worker import runner as worker_mod
 from mixer_ext.worker.budget import SHARES, ShutdownBudget

@@ -32,7 +32,7 @@ from mixer_ext.api.signing import playback_key
 from mixer_ext.api.store import Store
 from mixer_ext.context import parse_context
 from mixer_ext.errors import ConfigError
-from mixer_ext.llhls.origin import HlsOrigin
+from mixer_ext.hls.origin import HlsOrigin
 from mixer_ext.tasks import stop_tasks
 
 log = logging.getLogger(__name__)

@@ -34,16 +34,15 @@ from typing import Any
 import av.logging
 
 from mixer_ext.allocator import limit_malloc_arenas
-from mixer_ext.context import FileOutputSpec, HlsOutputSpec, OutputSpec, RtmpOutputSpec
+from mixer_ext.context import OutputSpec
 from mixer_ext.core.frames import MixedFrame
 from mixer_ext.core.payload import MetadataPayload, TimedPayload
 from mixer_ext.encode.encoder import AacEncoder, check_bitrate
 from mixer_ext.errors import MixerError
 from mixer_ext.metrics import ENCODE_SECONDS, ENCODER_DROPPED_FRAMES
 from mixer_ext.outputs.base import CLOSE_TIMEOUT, Output, OutputError, OutputState
+from mixer_ext.outputs.factory import build_output
 from mixer_ext.outputs.hls import HlsOutput
-from mixer_ext.outputs.recording import FileOutput
-from mixer_ext.outputs.rtmp import RtmpOutput
 from mixer_ext.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -97,6 +96,9 @@ class OutputPipeline:
         self._encoder: AacEncoder | None = None
         self._thread: threading.Thread | None = None
         self._listeners: list[PayloadListener] = []
+        #: called with an HLS output's name after each playlist rewrite (output threads);
+        #: replaced, never mutated, so an output thread iterates a stable tuple
+        self._hls_listeners: tuple[Callable[[str], None], ...] = ()
         self._closed = False
         #: a frame was dropped: the next one queued carries ``discontinuity``
         self._gap = False
@@ -116,19 +118,14 @@ class OutputPipeline:
         self._encoder = await asyncio.to_thread(AacEncoder, self.bitrate_kbps)
         params = self._encoder.params
         for spec in self.specs:
-            output: Output
-            if isinstance(spec, HlsOutputSpec):
-                output = HlsOutput(spec.name, params, self.settings)
-            elif isinstance(spec, RtmpOutputSpec):
-                output = RtmpOutput(
-                    spec.url, params, self.settings.rtmp_reconnect_max_delay, **self._rtmp_options
-                )
-            elif isinstance(spec, FileOutputSpec):
-                output = FileOutput(
-                    spec.path, spec.container, params, keep_existing=self.keep_recordings
-                )
-            else:  # pragma: no cover - parse_output admits nothing else
-                raise MixerError(f"unsupported output {spec!r}")
+            output = build_output(
+                spec,
+                params,
+                self.settings,
+                keep_recordings=self.keep_recordings,
+                rtmp_options=self._rtmp_options,
+                on_hls_change=self._hls_changed,
+            )
             self.outputs.append(output)
         failures: list[str] = []
         for output in self.outputs:
@@ -227,6 +224,24 @@ class OutputPipeline:
                 self._listeners.remove(listener)
 
         return remove
+
+    def add_hls_listener(self, listener: Callable[[str], None]) -> Callable[[], None]:
+        """Call ``listener(name)`` after every playlist rewrite of the HLS output ``name``,
+        on that output's thread (it must not block: e.g. ``HlsOrigin.notify_threadsafe``);
+        returns a remover."""
+        self._hls_listeners = (*self._hls_listeners, listener)
+
+        def remove() -> None:
+            self._hls_listeners = tuple(x for x in self._hls_listeners if x is not listener)
+
+        return remove
+
+    def _hls_changed(self, name: str) -> None:
+        for listener in self._hls_listeners:
+            try:
+                listener(name)
+            except Exception:  # a listener's bug must not break the output
+                log.exception("HLS listener failed")
 
     # ------------------------------------------------------------------ status
     def status(self) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 Layout: ``$MIXER_HLS_DIR/<name>/index.m3u8`` and ``seg-NNNNNN.ts`` beside it
 (and, with LL-HLS, ``part-NNNNNN-I.ts``).  The stream is written by
-``llhls.writer.PartedStreamWriter`` in both modes (see there for segmenting,
+``hls.writer.PartedStreamWriter`` in both modes (see there for segmenting,
 discontinuities and resuming after a restart):
 
 * every TS is muxed in memory by PyAV (``mpegts``, ``max_interleave_delta`` 1 µs
@@ -26,10 +26,11 @@ each ``part-MSN-I.ts`` muxed alone, segments ``seg-MSN.ts`` the concatenation
 of a whole number of parts (the nearest to ``MIXER_HLS_SEGMENT_DURATION``:
 2.0 s -> 10 parts = 1.92 s), and the playlist rewritten after every part with
 ``EXT-X-PART``, ``EXT-X-PRELOAD-HINT`` and ``EXT-X-SERVER-CONTROL`` (blocking
-reload).  ``on_change`` (set by whoever serves the directory, e.g. the HTTP
-endpoint's ``HlsOrigin.notify_threadsafe``) is called after each rewrite, on
-the output thread.  Plain HLS players still play the segments.  Without low
-latency, segments are cut on the first AAC frame at or past the target.
+reload).  ``on_change`` (given at construction, by ``outputs/factory.py``: the
+pipeline's fan-out to e.g. the HTTP endpoint's ``HlsOrigin.notify_threadsafe``) is
+called after each rewrite, on the output thread.  Plain HLS players still play the
+segments.  Without low latency, segments are cut on the first AAC frame at or past the
+target.
 """
 
 from __future__ import annotations
@@ -42,8 +43,8 @@ from pathlib import Path
 from mixer_ext.core.frames import SAMPLE_RATE
 from mixer_ext.core.payload import TimedPayload
 from mixer_ext.encode.encoder import AacParams, EncodedPacket
-from mixer_ext.llhls.tspart import AudioPacket, Id3Packet
-from mixer_ext.llhls.writer import PLAYLIST_NAME, PartedStreamWriter
+from mixer_ext.hls.tspart import AudioPacket, Id3Packet
+from mixer_ext.hls.writer import PLAYLIST_NAME, PartedStreamWriter
 from mixer_ext.metrics import OUTPUT_DISCONTINUITIES
 from mixer_ext.outputs.base import Output, OutputError
 from mixer_ext.outputs.carriers import id3_for
@@ -57,7 +58,15 @@ __all__ = ["PLAYLIST_NAME", "HlsOutput"]
 class HlsOutput(Output):
     kind = "hls"
 
-    def __init__(self, name: str, params: AacParams, settings: Settings) -> None:
+    def __init__(
+        self,
+        name: str,
+        params: AacParams,
+        settings: Settings,
+        on_change: Callable[[], None] | None = None,
+    ) -> None:
+        """``on_change``: called after every playlist rewrite (output thread), e.g. an
+        origin's notify; it must not block."""
         super().__init__(f"hls:{name}", params)
         self.directory = Path(settings.hls_dir) / name
         live = settings.hls_playlist_type is HlsPlaylistType.LIVE
@@ -70,12 +79,10 @@ class HlsOutput(Output):
             segment_duration=settings.hls_segment_duration,
             window=settings.hls_list_size if live else None,
             sample_rate=SAMPLE_RATE,
-            on_change=self._changed,
+            on_change=on_change,
         )
         self._written = 0
         self._discontinuities = 0
-        #: called after every playlist rewrite (output thread), e.g. an origin's notify
-        self.on_change: Callable[[], None] | None = None
 
     @property
     def playlist_path(self) -> Path:
@@ -111,10 +118,6 @@ class HlsOutput(Output):
                 f"{exc.strerror or type(exc).__name__}"
             ) from None
         self._call(self.writer.open)
-
-    def _changed(self) -> None:
-        if self.on_change is not None:
-            self.on_change()
 
     def _call(self, fn: Callable[[], None]) -> None:
         try:

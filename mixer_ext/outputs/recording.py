@@ -28,7 +28,7 @@ import av
 from mixer_ext.core.frames import SAMPLE_RATE, TIME_BASE
 from mixer_ext.core.payload import TimedPayload
 from mixer_ext.encode.encoder import AacParams, EncodedPacket
-from mixer_ext.llhls.tspart import PART_OPTIONS
+from mixer_ext.hls.tspart import PART_OPTIONS
 from mixer_ext.outputs.base import Output, OutputError
 from mixer_ext.outputs.carriers import id3_for
 

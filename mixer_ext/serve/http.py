@@ -11,7 +11,7 @@ Paths (all GET):
 * ``/hls/<name>/index.m3u8`` (``application/vnd.apple.mpegurl``,
   ``Cache-Control: no-cache``), ``/hls/<name>/seg-NNNNNN.ts`` and the
   LL-HLS parts ``part-NNNNNN-I.ts`` (``video/mp2t``, ``public, max-age=60,
-  immutable``) from ``MIXER_HLS_DIR``, served by ``llhls.origin.HlsOrigin``:
+  immutable``) from ``MIXER_HLS_DIR``, served by ``hls.origin.HlsOrigin``:
   LL-HLS blocking playlist reload (``_HLS_msn``/``_HLS_part``), the hinted
   next part held until it exists, ``Access-Control-Allow-Origin`` from
   ``MIXER_HTTP_CORS_ORIGIN``.  The pipeline's HLS outputs tell the origin of
@@ -43,14 +43,14 @@ import collections
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
 from aiohttp import WSMsgType, web
 
 from mixer_ext.core.payload import MetadataPayload
-from mixer_ext.llhls.origin import HlsOrigin
-from mixer_ext.outputs.hls import HlsOutput
+from mixer_ext.hls.origin import HlsOrigin
 from mixer_ext.settings import Settings, default_player_dir
 from mixer_ext.tasks import stop_tasks
 
@@ -84,6 +84,8 @@ class PipelineView(Protocol):
 
     def add_payload_listener(self, listener: Any) -> Any: ...
 
+    def add_hls_listener(self, listener: Callable[[str], None]) -> Callable[[], None]: ...
+
 
 class HttpEndpoint:
     """Serves one worker's HLS, player, health and metadata; owns its aiohttp runner."""
@@ -113,6 +115,7 @@ class HttpEndpoint:
         self._outgoing_ready = asyncio.Event()
         self._publisher: asyncio.Task[None] | None = None
         self._remove_listener: Any = None
+        self._remove_hls_listener: Callable[[], None] | None = None
         self.origin = HlsOrigin(self.hls_dir, cors_origin=settings.http_cors_origin)
 
     # ------------------------------------------------------------------ lifecycle
@@ -140,15 +143,17 @@ class HttpEndpoint:
         )
         if self.pipeline is not None:
             self._remove_listener = self.pipeline.add_payload_listener(self.publish)
-            for output in getattr(self.pipeline, "outputs", []):
-                if isinstance(output, HlsOutput):
-                    name = output.directory.name
-                    output.on_change = lambda name=name: self.origin.notify_threadsafe(name)
+            self._remove_hls_listener = self.pipeline.add_hls_listener(
+                self.origin.notify_threadsafe
+            )
 
     async def stop(self) -> None:
         if self._remove_listener is not None:
             self._remove_listener()
             self._remove_listener = None
+        if self._remove_hls_listener is not None:
+            self._remove_hls_listener()
+            self._remove_hls_listener = None
         await stop_tasks([self._publisher], logger=log)
         self._publisher = None
         if self._runner is not None:

@@ -3,7 +3,7 @@
 A Kubernetes container restart (OOM kill, node hiccup, liveness kill) starts the
 worker again with the same context and the same volume.  It must not start a
 second stream under the same URLs: the HLS output continues its playlist (see
-``llhls.writer``), and this small JSON file keeps the rest of the run:
+``hls.writer``), and this small JSON file keeps the rest of the run:
 
 * ``first_join``: wall-clock time (Unix seconds) of the run's first successful
   join, so the maximum participant duration counts from it, not from the restart;

@@ -67,14 +67,14 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from mixer_ext.llhls.playlist import (
+from mixer_ext.hls.playlist import (
     MediaPlaylist,
     Part,
     PlaylistSyntaxError,
     Segment,
     parse_media_playlist,
 )
-from mixer_ext.llhls.tspart import AudioPacket, ContinuityCounters, Id3Packet, mux_part
+from mixer_ext.hls.tspart import AudioPacket, ContinuityCounters, Id3Packet, mux_part
 
 log = logging.getLogger(__name__)
 

@@ -42,7 +42,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from mixer_ext.llhls.blocking import (
+from mixer_ext.hls.blocking import (
     Directives,
     Reject,
     Wait,
@@ -51,7 +51,7 @@ from mixer_ext.llhls.blocking import (
     is_ready,
     parse_directives,
 )
-from mixer_ext.llhls.playlist import (
+from mixer_ext.hls.playlist import (
     MediaPlaylist,
     PlaylistSyntaxError,
     Position,

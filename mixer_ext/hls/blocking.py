@@ -34,7 +34,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from mixer_ext.llhls.playlist import Position
+from mixer_ext.hls.playlist import Position
 
 #: held requests time out after this many target durations (spec 6.2.5.2: 503)
 HOLD_TARGET_DURATIONS = 3
