@@ -36,6 +36,9 @@ and every watch period): ``alive``/``adopt`` answer from that view, so the state
 reconciled from the cluster. Listeners reach a stream through the API, which proxies
 ``/hls/`` to the pod's own HTTP endpoint (pod IP, port 8080) behind the grant check.
 
+Why one module: the Job, its Secret and the launcher that creates, lists and deletes them
+are one contract with the chart's worker pod and Role, checked together by the tests.
+
 Status: tested against ``kubernetes-validate --strict`` and, for its control flow, a
 local fake of the Kubernetes API (tests/test_api_kube.py); never run on a real cluster.
 """

@@ -11,7 +11,7 @@ list); the API makes them on its event loop, which they hold for well under a
 millisecond each.  Status callbacks wait in an outbox table, so a restart delivers what
 was queued, in order, with its sequence numbers.
 
-Why one module of ~450 lines: it is the only code that knows table names; the schema,
+Why one module: it is the only code that knows table names; the schema,
 its migrations and every query stay together on purpose.
 """
 

@@ -36,7 +36,7 @@ interleave.  The connector never reconnects: a destroyed session or a
 closed websocket ends ``events()`` with ``Disconnected("connection-lost")``
 and the worker decides.
 
-Why one module of ~650 lines: the publisher handle's events, the subscriber handle's
+Why one module: the publisher handle's events, the subscriber handle's
 renegotiations and the recycled-m-line routing all run on that one task and share its
 state; the session transport is apart (``janus_session``).
 """

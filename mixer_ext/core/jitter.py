@@ -35,7 +35,7 @@ dropped and counted.
 Everything here is synchronous and allocation-bounded: the ring has a fixed
 capacity, so memory does not grow however long it runs.
 
-Why one module of ~430 lines: the ring, the playout point and its drift/resync rules are
+Why one module: the ring, the playout point and its drift/resync rules are
 one timing model; most of the length is the documentation of that model.
 """
 

@@ -26,7 +26,7 @@ Rendering cost: segments whose parts are no longer listed are rendered once
 and cached, so a 24 h EVENT playlist (86 400 one-second segments) costs a
 join per change, not a re-format of every line.
 
-Why one module of ~430 lines: the media playlist's model, its renderer (with delta
+Why one module: the media playlist's model, its renderer (with delta
 updates) and its parser are one format, tested by round trips.
 """
 

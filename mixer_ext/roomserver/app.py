@@ -36,7 +36,7 @@ track state updates wait in each receiver's outbox one per (identity, track),
 the latest value winning.  Warnings about refused messages and connections are
 rate-limited per kind (``LogThrottle``), so a flood never becomes a log flood.
 
-Why one module of ~790 lines (for now): the aiohttp app, its lifecycle, the project's own
+Why one module (for now): the aiohttp app, its lifecycle, the project's own
 signaling front-end, the operator REST and the CLI; LAYOUT.md splits it into ``server``,
 ``signal``, ``rest`` and ``cli``, which now needs no new owner (the roster is ``rooms``').
 The per-connection state machine is in ``session``, the wire format in ``protocol``, the

@@ -12,7 +12,7 @@ What it knows of a room is a ``RoomRef`` (SID, name, its start on the monotonic 
 its callback): it does not reach into the rooms owner.  Which tracks are recorded is
 decided by ``recording_rules.RoomRecorder``, a listener of the rooms owner.
 
-One concept, one module (about 500 lines): the lifecycle of the media resources
+One concept, one module: the lifecycle of the media resources
 (a recording from start to completed/failed/deleted, a composition from enqueued to
 available, the hooks that create compositions, adoption of stored recordings after a
 restart) and the callbacks each step sends.

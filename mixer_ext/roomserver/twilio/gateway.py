@@ -25,7 +25,7 @@ Tasks per client: ``twilio-out:<room>/<identity>`` writes the connection's outpu
 and its heartbeats (one per socket); ``twilio-neg:<room>/<identity>`` makes the server's
 offers.  Both end in ``close()``.
 
-Why one module of ~1000 lines: it is the I/O half of one client's life (socket, peer
+Why one module: it is the I/O half of one client's life (socket, peer
 connection, negotiation, reconnection, room events), whose states hang together; the wire
 formats are sans-I/O and apart (``connection``, ``signaling``, ``sdp``, ``access_token``),
 and so is what knows aiortc's internals (``icerestart``).

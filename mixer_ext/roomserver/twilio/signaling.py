@@ -29,7 +29,7 @@ server -> client
 
 Revisions only grow; the SDK ignores a state whose revision is not above the last it applied.
 
-Why one module of ~410 lines: it is the whole v2 room-signaling vocabulary (parsers and
+Why one module: it is the whole v2 room-signaling vocabulary (parsers and
 builders of each message), kept together so the wire format can be read in one place.
 """
 
