@@ -91,6 +91,11 @@ JANUS_DROPPED_MESSAGES = Counter(
 JANUS_RENEGOTIATIONS = Counter(
     "mixer_janus_renegotiations_total", "Subscriber offers from Janus answered by the bot."
 )
+JANUS_COALESCED_JOINS = Histogram(
+    "mixer_janus_streams_per_subscribe",
+    "Streams subscribed in one request: joins arriving within the coalescing window share one.",
+    buckets=(1, 2, 5, 10, 25, 50, 100, 250),
+)
 
 # --- embedded room server -----------------------------------------------------------
 ROOM_SERVER_ROOMS = Gauge("mixer_room_server_rooms", "Rooms open on this room server.")

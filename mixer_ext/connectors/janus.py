@@ -89,6 +89,12 @@ VIDEOROOM = "janus.plugin.videoroom"
 FEED_QUEUE_FRAMES = 50
 #: connector events buffered for the consumer; when full the room task waits (backpressure)
 EVENT_QUEUE_SIZE = 1000
+#: seconds new publishers' streams wait to be subscribed together in one renegotiation.
+#: Every renegotiation re-parses and re-answers *every* m-line of the subscriber
+#: PeerConnection (aiortc: ~0.23 ms of the loop per m-line), so one renegotiation per
+#: join made a burst of N joins cost O(N^2) and blocked the loop for seconds; a join
+#: waits at most this long for its audio, and a burst costs a few renegotiations.
+JOIN_COALESCE_WINDOW = 0.25
 
 # Janus core and VideoRoom error codes that say why joining failed.
 _REFUSALS: dict[int, tuple[str, str]] = {
@@ -217,6 +223,9 @@ class JanusRoomConnector(RoomConnector):
         self._participants: dict[FeedId, str] = {}  # janus id -> identity
         self._publishers: dict[FeedId, _Publisher] = {}
         self._subs: dict[str, _Subscription] = {}  # subscriber mid -> subscription
+        #: streams announced but not yet subscribed, flushed at ``_flush_at`` (loop time)
+        self._wanted: list[dict[str, Any]] = []
+        self._flush_at: float | None = None
         self.tap = tap  # False: stock aiortc, one pump task per m-line reads decoded frames
         self._pumps: dict[str, asyncio.Task[None]] = {}  # subscriber mid -> pump (tap False)
         self._tapped: set[str] = set()  # subscriber mids whose receiver is tapped
@@ -292,8 +301,9 @@ class JanusRoomConnector(RoomConnector):
             for attendee in _list(joined.get("attendees")):
                 self._on_joining(attendee)
             await self._on_publishers(_list(joined.get("publishers")))
+            await self._flush_wanted()  # those already in: at once
             while True:
-                msg = await self._session.next_event()
+                msg = await self._next_event()
                 if msg is None:
                     log_event(
                         log,
@@ -313,6 +323,34 @@ class JanusRoomConnector(RoomConnector):
         except Exception:  # the task's top level: log where it came from, then disconnect
             log.exception("janus: room task failed")
         await self._teardown(reason)
+
+    async def _next_event(self) -> dict[str, Any] | None:
+        """The session's next event; subscribes the pending streams when their window ends."""
+        loop = asyncio.get_running_loop()
+        while self._flush_at is not None:
+            delay = self._flush_at - loop.time()
+            if delay <= 0:
+                await self._flush_wanted()
+                continue
+            try:
+                # Queue.get is cancellation-safe: a timed-out wait loses no event
+                return await asyncio.wait_for(self._session.next_event(), delay)
+            except TimeoutError:
+                await self._flush_wanted()
+        return await self._session.next_event()
+
+    async def _flush_wanted(self) -> None:
+        """One subscribe (one renegotiation) for every stream announced in the window."""
+        wanted = [
+            w
+            for w in self._wanted
+            if w["feed"] in self._publishers and w["mid"] in self._publishers[w["feed"]].audio_mids
+        ]
+        self._wanted.clear()
+        self._flush_at = None
+        if wanted:
+            metrics.JANUS_COALESCED_JOINS.observe(len(wanted))
+            await self._subscribe(wanted)
 
     async def _on_event(self, msg: dict[str, Any]) -> str | None:
         """Handle one server event; returns a disconnect reason when the bot is out."""
@@ -422,7 +460,9 @@ class JanusRoomConnector(RoomConnector):
                 entry.audio_mids[mid] = bool(stream.get("moderated", False))
                 wanted.append({"feed": feed_id, "mid": mid})
         if wanted:
-            await self._subscribe(wanted)
+            self._wanted.extend(wanted)
+            if self._flush_at is None:
+                self._flush_at = asyncio.get_running_loop().time() + JOIN_COALESCE_WINDOW
 
     def _on_unpublished(self, feed_id: object) -> None:
         if not is_feed_id(feed_id):
