@@ -361,8 +361,7 @@ async def test_remote_publishers_are_heard_like_any_publisher(janus: JanusServer
         for who, freq in (("r-440", 440.0), ("r-660", 660.0)):
             await wait_audio(listener, sid[who], 2.0)
             assert_tone(listener, sid[who], freq)
-        pc = connector._pc
-        assert pc is not None
+        (pc,) = connector.peer_connections()  # two feeds: one subscriber connection
         lanes = {rtptap.install_fast_lane(t.receiver.transport) for t in pc.getTransceivers()}
         assert len(lanes) == 1  # one bundled transport, one lane
         lane = lanes.pop()

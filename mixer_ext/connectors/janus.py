@@ -95,6 +95,13 @@ EVENT_QUEUE_SIZE = 1000
 #: join made a burst of N joins cost O(N^2) and blocked the loop for seconds; a join
 #: waits at most this long for its audio, and a burst costs a few renegotiations.
 JOIN_COALESCE_WINDOW = 0.25
+#: audio m-lines per subscriber PeerConnection.  setRemoteDescription, createAnswer and
+#: setLocalDescription each walk every transceiver of the connection (about 0.1 ms of
+#: the loop per m-line each, 3-4x that under load), so with at most this many per
+#: connection a renegotiation costs the same at 250 participants as at 20 and each
+#: step stays well inside a 20 ms tick.  Janus recycles a connection's inactive
+#: m-lines, so the bound counts active subscriptions.
+MLINES_PER_CONNECTION = 24
 
 # Janus core and VideoRoom error codes that say why joining failed.
 _REFUSALS: dict[int, tuple[str, str]] = {
@@ -183,10 +190,22 @@ class _Publisher:
     audio_mids: dict[str, bool] = field(default_factory=dict)
 
 
+@dataclass(eq=False)
+class _SubscriberConnection:
+    """One subscriber handle and its PeerConnection: up to ``MLINES_PER_CONNECTION`` feeds."""
+
+    index: int
+    handle: int
+    pc: RTCPeerConnection
+    joined: bool = False
+    tapped: set[str] = field(default_factory=set)  # mids whose receiver is tapped
+
+
 @dataclass
 class _Subscription:
     feed_id: FeedId
     feed_mid: str
+    conn: int  # index of its _SubscriberConnection
     sub_mid: str
     identity: str
     track: FeedTrack
@@ -215,20 +234,20 @@ class JanusRoomConnector(RoomConnector):
         self.room_id = parse_room_id(room)
         self._session = JanusSession(url, api_secret=api_secret, token=token, name="janus-bot")
         self._pub_handle: int | None = None
-        self._sub_handle: int | None = None
-        self._sub_joined = False
         self._own_id: FeedId | None = None
         self._private_id: int | None = None
-        self._pc: RTCPeerConnection | None = None
+        #: subscriber connections, by index; subscriptions are spread over them
+        self._conns: list[_SubscriberConnection] = []
         self._participants: dict[FeedId, str] = {}  # janus id -> identity
         self._publishers: dict[FeedId, _Publisher] = {}
-        self._subs: dict[str, _Subscription] = {}  # subscriber mid -> subscription
+        #: (connection index, subscriber mid) -> subscription
+        self._subs: dict[tuple[int, str], _Subscription] = {}
         #: streams announced but not yet subscribed, flushed at ``_flush_at`` (loop time)
         self._wanted: list[dict[str, Any]] = []
         self._flush_at: float | None = None
         self.tap = tap  # False: stock aiortc, one pump task per m-line reads decoded frames
-        self._pumps: dict[str, asyncio.Task[None]] = {}  # subscriber mid -> pump (tap False)
-        self._tapped: set[str] = set()  # subscriber mids whose receiver is tapped
+        #: (connection index, subscriber mid) -> pump (tap False)
+        self._pumps: dict[tuple[int, str], asyncio.Task[None]] = {}
         self._events: asyncio.Queue[RoomEvent] = asyncio.Queue(EVENT_QUEUE_SIZE)
         self._room_task: asyncio.Task[None] | None = None
         self._teardown_task: asyncio.Task[None] | None = None
@@ -249,7 +268,7 @@ class JanusRoomConnector(RoomConnector):
                     "display": self.identity,
                 },
             )
-            self._sub_handle = await self._session.attach(VIDEOROOM)
+            await self._new_connection()
         except JanusError as exc:
             await self._session.close()
             reason, what = _REFUSALS.get(exc.code, (Reason.PROTOCOL_ERROR, exc.reason))
@@ -263,17 +282,6 @@ class JanusRoomConnector(RoomConnector):
         self._own_id = own if is_feed_id(own) else None
         pvt = data.get("private_id")
         self._private_id = pvt if isinstance(pvt, int) else None
-        self._pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-
-        @self._pc.on("connectionstatechange")
-        def _on_connection_state() -> None:
-            # Janus notices a dead media path late (or never, if only our side
-            # lost it): treat a failed PeerConnection like Janus' hangup.
-            if self._pc is not None and self._pc.connectionState == "failed":
-                self._session.post_local_event(
-                    {"janus": "hangup", "sender": self._sub_handle, "reason": "ICE/DTLS failed"}
-                )
-
         metrics.ROOM_JOINS.inc()
         log_event(log, "janus joined", room=str(self.room_id), identity=self.identity)
         self._room_task = asyncio.create_task(self._run(data), name="janus-room")
@@ -292,6 +300,34 @@ class JanusRoomConnector(RoomConnector):
                     await self._session.message(self._pub_handle, {"request": "leave"}, within=3)
             await stop_tasks([self._room_task])
         await self._teardown(Reason.LEFT)
+
+    async def _new_connection(self) -> _SubscriberConnection:
+        """Attach one more subscriber handle, with its own PeerConnection."""
+        handle = await self._session.attach(VIDEOROOM)
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        conn = _SubscriberConnection(len(self._conns), handle, pc)
+        self._conns.append(conn)
+
+        @pc.on("connectionstatechange")
+        def _on_connection_state() -> None:
+            # Janus notices a dead media path late (or never, if only our side
+            # lost it): treat a failed PeerConnection like Janus' hangup.
+            if pc.connectionState == "failed":
+                self._session.post_local_event(
+                    {"janus": "hangup", "sender": handle, "reason": "ICE/DTLS failed"}
+                )
+
+        return conn
+
+    def peer_connections(self) -> list[RTCPeerConnection]:
+        """The subscriber PeerConnections, one per ``MLINES_PER_CONNECTION`` feeds (for tests)."""
+        return [conn.pc for conn in self._conns]
+
+    def _conn_of(self, handle: object) -> _SubscriberConnection | None:
+        for conn in self._conns:
+            if conn.handle == handle:
+                return conn
+        return None
 
     # --- the room task ----------------------------------------------------------
 
@@ -348,9 +384,23 @@ class JanusRoomConnector(RoomConnector):
         ]
         self._wanted.clear()
         self._flush_at = None
-        if wanted:
-            metrics.JANUS_COALESCED_JOINS.observe(len(wanted))
-            await self._subscribe(wanted)
+        if not wanted:
+            return
+        metrics.JANUS_COALESCED_JOINS.observe(len(wanted))
+        plan: dict[int, list[dict[str, Any]]] = {}
+        active = [0] * len(self._conns)
+        for sub in self._subs.values():
+            active[sub.conn] += 1
+        for conn in self._conns:
+            free = max(0, MLINES_PER_CONNECTION - active[conn.index])
+            if free and wanted:
+                plan[conn.index], wanted = wanted[:free], wanted[free:]
+        while wanted:
+            conn = await self._new_connection()
+            plan[conn.index] = wanted[:MLINES_PER_CONNECTION]
+            wanted = wanted[MLINES_PER_CONNECTION:]
+        for index, streams in plan.items():
+            await self._subscribe(self._conns[index], streams)
 
     async def _on_event(self, msg: dict[str, Any]) -> str | None:
         """Handle one server event; returns a disconnect reason when the bot is out."""
@@ -358,7 +408,8 @@ class JanusRoomConnector(RoomConnector):
         sender = msg.get("sender")
         if kind == "timeout":
             return Reason.CONNECTION_LOST
-        if sender == self._sub_handle and kind in ("hangup", "detached"):
+        conn = self._conn_of(sender) if sender is not None else None
+        if conn is not None and kind in ("hangup", "detached"):
             log_event(log, "janus subscriber media ended", logging.WARNING, janus=kind)
             return Reason.CONNECTION_LOST
         if sender == self._pub_handle and kind == "detached":
@@ -369,8 +420,8 @@ class JanusRoomConnector(RoomConnector):
         if data is None:
             drop_message("event-without-plugindata", str(msg)[:120])
             return None
-        if sender == self._sub_handle:
-            await self._on_subscriber_event(data, msg.get("jsep"))
+        if conn is not None:
+            await self._on_subscriber_event(conn, data, msg.get("jsep"))
             return None
         if sender != self._pub_handle:
             drop_message("unknown-sender", str(sender))
@@ -498,10 +549,8 @@ class JanusRoomConnector(RoomConnector):
 
     # --- subscriber handle -------------------------------------------------------------
 
-    async def _subscribe(self, streams: list[dict[str, Any]]) -> None:
-        if self._sub_handle is None:
-            raise JanusSessionClosed("no subscriber handle")
-        if not self._sub_joined:
+    async def _subscribe(self, conn: _SubscriberConnection, streams: list[dict[str, Any]]) -> None:
+        if not conn.joined:
             body: dict[str, Any] = {
                 "request": "join",
                 "ptype": "subscriber",
@@ -510,24 +559,26 @@ class JanusRoomConnector(RoomConnector):
             }
             if self._private_id is not None:
                 body["private_id"] = self._private_id
-            data, jsep = await self._session.message(self._sub_handle, body)
-            self._sub_joined = True
-            await self._on_subscriber_event(data, jsep)
+            data, jsep = await self._session.message(conn.handle, body)
+            conn.joined = True
+            await self._on_subscriber_event(conn, data, jsep)
             return
         try:
             # The reply is the "updated" offer itself, or "updating" when Janus
             # queues this change behind another one: then the offer arrives
             # later as an event, handled in order by this task.
             data, jsep = await self._session.message(
-                self._sub_handle, {"request": "subscribe", "streams": streams}
+                conn.handle, {"request": "subscribe", "streams": streams}
             )
         except JanusError as exc:
             # e.g. the feed left between its announcement and our request
             log_event(log, "janus subscribe refused", logging.WARNING, error=str(exc))
             return
-        await self._on_subscriber_event(data, jsep)
+        await self._on_subscriber_event(conn, data, jsep)
 
-    async def _on_subscriber_event(self, data: dict[str, Any], jsep: object) -> None:
+    async def _on_subscriber_event(
+        self, conn: _SubscriberConnection, data: dict[str, Any], jsep: object
+    ) -> None:
         vr = data.get("videoroom")
         if "error" in data or "error_code" in data:
             drop_message("subscriber-error", str(data.get("error")))
@@ -537,38 +588,37 @@ class JanusRoomConnector(RoomConnector):
             and jsep.get("type") == "offer"
             and isinstance(jsep.get("sdp"), str)
         ):
-            await self._answer(jsep["sdp"])
+            await self._answer(conn, jsep["sdp"])
         elif vr not in ("attached", "updated", "event", "updating"):
             drop_message("unexpected-subscriber-event", str(vr))
         if vr in ("attached", "updated") and isinstance(data.get("streams"), list):
-            self._apply_streams(data["streams"])
+            self._apply_streams(conn, data["streams"])
 
-    async def _answer(self, sdp: str) -> None:
-        if self._pc is None or self._sub_handle is None:
-            raise JanusSessionClosed("no subscriber peer connection")
-        pc = self._pc
+    async def _answer(self, conn: _SubscriberConnection, sdp: str) -> None:
+        pc = conn.pc
         await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
         _route_offer_ssrcs(pc, sdp)
         for transceiver in pc.getTransceivers():
             mid = transceiver.mid
             if transceiver.kind != "audio" or not mid:
                 continue
-            if self.tap and mid not in self._tapped:
-                tap_receiver(transceiver.receiver, functools.partial(self._deliver, mid))
-                self._tapped.add(mid)
-            elif not self.tap and mid not in self._pumps:
-                self._pumps[mid] = asyncio.create_task(
-                    self._pump(mid, transceiver), name=f"janus-pump-{mid}"
+            key = (conn.index, mid)
+            if self.tap and mid not in conn.tapped:
+                tap_receiver(transceiver.receiver, functools.partial(self._deliver, key))
+                conn.tapped.add(mid)
+            elif not self.tap and key not in self._pumps:
+                self._pumps[key] = asyncio.create_task(
+                    self._pump(key, transceiver), name=f"janus-pump-{conn.index}-{mid}"
                 )
         await pc.setLocalDescription(await pc.createAnswer())
         answer = pc.localDescription
         await self._session.message(
-            self._sub_handle, {"request": "start"}, {"type": answer.type, "sdp": answer.sdp}
+            conn.handle, {"request": "start"}, {"type": answer.type, "sdp": answer.sdp}
         )
         metrics.JANUS_RENEGOTIATIONS.inc()
 
-    def _apply_streams(self, streams: list[Any]) -> None:
-        """Make subscriptions match Janus' list of subscriber streams (mid -> feed)."""
+    def _apply_streams(self, conn: _SubscriberConnection, streams: list[Any]) -> None:
+        """Make ``conn``'s subscriptions match Janus' list of its streams (mid -> feed)."""
         active: dict[str, tuple[FeedId, str]] = {}
         for s in streams:
             if not isinstance(s, dict) or s.get("type") != "audio":
@@ -581,25 +631,25 @@ class JanusRoomConnector(RoomConnector):
                 and isinstance(feed_mid, str)
             ):
                 active[mid] = (feed, feed_mid)
-        for mid, sub in list(self._subs.items()):
-            if active.get(mid) != (sub.feed_id, sub.feed_mid):
+        for sub in list(self._subs.values()):
+            if sub.conn == conn.index and active.get(sub.sub_mid) != (sub.feed_id, sub.feed_mid):
                 self._end_subscription(sub)
         for mid, (feed, feed_mid) in active.items():
-            if mid in self._subs:
+            if (conn.index, mid) in self._subs:
                 continue
             pub = self._publishers.get(feed)
             if pub is None:
                 continue  # gone already (unpublished while the offer was on its way)
-            sub = _Subscription(feed, feed_mid, mid, pub.identity, FeedTrack())
-            self._subs[mid] = sub
+            sub = _Subscription(feed, feed_mid, conn.index, mid, pub.identity, FeedTrack())
+            self._subs[(conn.index, mid)] = sub
             moderated = pub.audio_mids.get(feed_mid, False)
             log_event(log, "janus subscribed", identity=sub.identity, track=sub.track_sid, mid=mid)
             feed = sub.feed if self.tap else None
             self._emit(TrackSubscribed(sub.identity, sub.track_sid, sub.track, not moderated, feed))
 
     def _end_subscription(self, sub: _Subscription) -> None:
-        if self._subs.get(sub.sub_mid) is sub:
-            del self._subs[sub.sub_mid]
+        if self._subs.get((sub.conn, sub.sub_mid)) is sub:
+            del self._subs[(sub.conn, sub.sub_mid)]
             pub = self._publishers.get(sub.feed_id)
             if pub is not None:
                 pub.audio_mids.pop(sub.feed_mid, None)
@@ -614,13 +664,13 @@ class JanusRoomConnector(RoomConnector):
                 return sub
         return None
 
-    async def _pump(self, mid: str, transceiver: RTCRtpTransceiver) -> None:
+    async def _pump(self, key: tuple[int, str], transceiver: RTCRtpTransceiver) -> None:
         """(``tap`` False) Decoded frames of one m-line to whichever subscription holds it."""
         track = transceiver.receiver.track
         try:
             while True:
                 frame = await track.recv()
-                sub = self._subs.get(mid)
+                sub = self._subs.get(key)
                 if sub is not None and isinstance(frame, av.AudioFrame):
                     sub.track.push(frame)
         except MediaStreamError:
@@ -628,11 +678,13 @@ class JanusRoomConnector(RoomConnector):
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception("janus: pump for mid %s failed", mid)
+            log.exception("janus: pump for m-line %s failed", key)
 
-    def _deliver(self, mid: str, codec: Any, seq: int, timestamp: int, payload: bytes) -> None:
-        """One RTP payload of m-line ``mid``: to whichever subscription holds it now."""
-        sub = self._subs.get(mid)
+    def _deliver(
+        self, key: tuple[int, str], codec: Any, seq: int, timestamp: int, payload: bytes
+    ) -> None:
+        """One RTP payload of m-line ``key``: to whichever subscription holds it now."""
+        sub = self._subs.get(key)
         if sub is not None:
             sub.feed.deliver(codec, seq, timestamp, payload)
 
@@ -661,12 +713,12 @@ class JanusRoomConnector(RoomConnector):
         for sub in list(self._subs.values()):
             with contextlib.suppress(JanusSessionClosed):  # queue full: Disconnected says it all
                 self._end_subscription(sub)
-        self._tapped.clear()
         await stop_tasks(list(self._pumps.values()))
         self._pumps.clear()
-        if self._pc is not None:
+        for conn in self._conns:
+            conn.tapped.clear()
             with contextlib.suppress(Exception):
-                await self._pc.close()
+                await conn.pc.close()
         await self._session.close()
         log_event(log, "janus disconnected", reason=str(reason))
         while self._events.full():  # make room: Disconnected must be the last event

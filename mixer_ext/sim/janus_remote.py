@@ -38,6 +38,9 @@ REMOTE_AUDIO_SSRC = 1000
 #: the payload type Janus' VideoRoom uses for Opus
 OPUS_PT = 111
 _HEADER = struct.Struct("!BBHII")
+#: a silent (DTX) talker sends one comfort-noise frame every this many 20 ms frames
+#: (400 ms), as libopus with DTX on does
+DTX_INTERVAL_FRAMES = 20
 
 
 @dataclass
@@ -46,6 +49,7 @@ class _Talker:
     feed_id: int
     address: tuple[str, int]
     loop: OpusLoop
+    dtx: bool = False
     seq: int = 0
     n: int = 0
 
@@ -77,8 +81,13 @@ class RemotePublishers:
         while await self.session.next_event() is not None:
             pass
 
-    async def add(self, display: str, loop: OpusLoop, iface: str) -> int:
-        """Announce a remote publisher ``display`` in the room; its media starts with ``start``."""
+    async def add(self, display: str, loop: OpusLoop, iface: str, *, dtx: bool = False) -> int:
+        """Announce a remote publisher ``display`` in the room; its media starts with ``start``.
+
+        ``dtx``: the talker is silent the way a WebRTC sender with Opus DTX is: the loop's
+        DTX frame every ``DTX_INTERVAL_FRAMES`` frames, nothing in between (RTP timestamps
+        advance, sequence numbers do not).
+        """
         if self.handle is None:
             raise RuntimeError("remote publishers: open() first")
         stream = {"type": "audio", "mindex": 0, "mid": "0", "codec": "opus"}
@@ -98,7 +107,7 @@ class RemotePublishers:
         feed, ip, port = data.get("id"), data.get("ip"), data.get("port")
         if not isinstance(feed, int) or not isinstance(port, int):
             raise RuntimeError(f"janus: add_remote_publisher answered {data}")
-        self.talkers.append(_Talker(display, feed, (str(ip or iface), port), loop))
+        self.talkers.append(_Talker(display, feed, (str(ip or iface), port), loop, dtx))
         return feed
 
     def start(self) -> None:
@@ -121,8 +130,14 @@ class RemotePublishers:
             tick += 1
 
     def _send(self, talker: _Talker) -> None:
-        payloads = talker.loop.payloads
-        payload = payloads[talker.n % len(payloads)]
+        if talker.dtx:
+            if talker.n % DTX_INTERVAL_FRAMES:
+                talker.n += 1
+                return
+            payload = talker.loop.silence
+        else:
+            payloads = talker.loop.payloads
+            payload = payloads[talker.n % len(payloads)]
         header = _HEADER.pack(
             0x80, OPUS_PT, talker.seq, talker.n * FRAME_SAMPLES, REMOTE_AUDIO_SSRC
         )
