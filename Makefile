@@ -12,7 +12,7 @@ LIVE_PLAYER := player_demo/vendor/twilio-live-player.min.js
 LIVE_PLAYER_SRC := $(addprefix player_demo/,live-player.js hls-config.js payload.js source.js)
 PYTEST_ARGS ?=
 
-.PHONY: all setup demo test lint typecheck unit clean helm-lib helm-render helm-lint bench image image-ci
+.PHONY: all setup demo test lint typecheck unit docs clean helm-lib helm-render helm-lint bench image image-ci
 
 all: test
 
@@ -54,13 +54,18 @@ lint: $(VENV_STAMP)
 typecheck: $(VENV_STAMP)
 	$(VENV)/bin/mypy
 
+# The docs site (docs/, mkdocs.yml) into .cache/site; --strict fails on a broken link or
+# anchor and on a page missing from the nav.
+docs: $(VENV_STAMP)
+	$(VENV)/bin/mkdocs build --strict --quiet
+
 # The fast tests only (no browser, Janus, RTMP server or multi-second end-to-end run): a
 # quick check while working; `make test` runs everything.
 unit: $(VENV_STAMP)
 	$(PY) -m pytest -m "not browser and not janus and not rtmp and not slow" $(PYTEST_ARGS)
 
 # pytest exits 5 when it collected no test: that is a failure here, never hidden.
-test: setup lint typecheck helm-lib
+test: setup lint typecheck docs helm-lib
 	$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; \
 	exit $$rc
