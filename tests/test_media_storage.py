@@ -58,3 +58,41 @@ def test_signed_urls_expire_and_cannot_be_altered() -> None:
     assert signer.verify(key, "soon", sig) == "malformed media URL"
     with pytest.raises(ValueError, match="16 bytes"):
         MediaUrlSigner(b"short")
+
+
+def test_media_db_keeps_records_across_a_reopen(tmp_path: Path) -> None:
+    """The media records' SQLite file: WAL, migrated once, records read back equal, a
+    field unknown to this version ignored, nothing created until the first write."""
+    import json
+    import sqlite3
+
+    from mixer_ext.roomserver.mediadb import MIGRATIONS, MediaDb
+    from mixer_ext.roomserver.twilio import media_rest as m
+
+    path = tmp_path / "media" / "media.sqlite3"
+    db = MediaDb(path)
+    assert db.load(m.RecordingRecord) == [] and not path.exists()
+    rec = m.RecordingRecord("RT1", "AC1", "RM1", "PA1", "TR1", "a", "recordings/RM1/RT1.mka")
+    comp = m.CompositionRecord("CJ1", "AC1", "RM1", ["*"], [], True, "mp4", "compositions/CJ1.mp4")
+    hook = m.HookRecord("HK1", "AC1", "h", True, ["a*"], [], False, "webm", None, "POST")
+    for record in (rec, comp, hook):
+        db.save(record)
+    rec.status = "deleted"
+    db.save(rec)
+    db.close()  # (a killed server closes nothing: test_media_restart)
+
+    raw = sqlite3.connect(path)
+    assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert raw.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+    data = json.loads(raw.execute("SELECT data FROM hooks").fetchone()[0])
+    raw.execute("UPDATE hooks SET data=?", (json.dumps({**data, "from_a_newer_version": 1}),))
+    raw.commit()
+    raw.close()
+
+    again = MediaDb(path)
+    assert again.load(m.RecordingRecord) == [rec]
+    assert again.load(m.CompositionRecord) == [comp]
+    assert again.load(m.HookRecord) == [hook]
+    again.forget(m.HookRecord, "HK1")
+    assert again.load(m.HookRecord) == []
+    again.close()

@@ -12,16 +12,21 @@ What it knows of a room is a ``RoomRef`` (SID, name, its start on the monotonic 
 its callback): it does not reach into the rooms owner.  Which tracks are recorded is
 decided by ``recording_rules.RoomRecorder``, a listener of the rooms owner.
 
+Every change of a record is written through to ``mediadb.MediaDb`` (SQLite beside the
+media); a restarted service loads the records, finishes the recordings and runs again
+the compositions an earlier process left unfinished (``start``).
+
 One concept, one module: the lifecycle of the media resources
 (a recording from start to completed/failed/deleted, a composition from enqueued to
-available, the hooks that create compositions, adoption of stored recordings after a
-restart) and the callbacks each step sends.
+available, the hooks that create compositions, recovery after a restart) and the
+callbacks each step sends; persistence is one ``_save`` call per step.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -39,6 +44,7 @@ from mixer_ext.roomserver.compose.spec import (
     plan,
 )
 from mixer_ext.roomserver.compose.workers import CompositionFailed, CompositionWorkers
+from mixer_ext.roomserver.mediadb import MediaDb
 from mixer_ext.roomserver.recorder import (
     RecordingResult,
     RecordingTags,
@@ -97,8 +103,11 @@ class MediaService:
         account_sid: str,
         send: Send,
         next_sequence: Callable[[str], int],
+        db: MediaDb | None = None,
     ) -> None:
         self.store = store
+        #: where the records survive a restart (None: kept in memory only, for unit tests)
+        self.db = db
         self.workers = workers
         self.account_sid = account_sid
         self._send = send
@@ -114,27 +123,102 @@ class MediaService:
         self._retention: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        """Adopt the recordings already stored, then sweep for retention (hourly, in a
-        thread: both walk the directory)."""
+        """Load the records of an earlier process (``db``), then, in a task: adopt the
+        recordings already stored, resume the compositions left unfinished, and sweep for
+        retention (hourly, in a thread: both walk the directory)."""
         if self._retention is None:
+            self._load()
             self._retention = asyncio.create_task(self._sweep(), name="media-adopt-retention")
+
+    def _load(self) -> None:
+        if self.db is None:
+            return
+        for r in self.db.load(m.RecordingRecord):
+            self.recordings[r.sid] = r
+        for c in self.db.load(m.CompositionRecord):
+            self.compositions[c.sid] = c
+        for h in self.db.load(m.HookRecord):
+            self.hooks[h.sid] = h
+        log.info(
+            "media records loaded: %d recordings, %d compositions, %d hooks",
+            len(self.recordings),
+            len(self.compositions),
+            len(self.hooks),
+        )
+
+    def _save(self, record: m.RecordingRecord | m.CompositionRecord | m.HookRecord) -> None:
+        """Keep ``record``'s new state for a restart (a failing database is logged: the
+        service goes on from memory)."""
+        if self.db is not None:
+            try:
+                self.db.save(record)
+            except sqlite3.Error as exc:
+                log.warning("media record %s not saved: %s", record.sid, exc)
+
+    def _orphans(self) -> dict[str, m.RecordingRecord]:
+        """Recordings ``processing`` with no recorder here: an earlier process stopped
+        (or was killed) while writing them."""
+        writing = {live.record.sid for live in [*self._live.values(), *self._finishing.values()]}
+        return {
+            r.sid: r
+            for r in self.recordings.values()
+            if r.status == "processing" and r.sid not in writing
+        }
 
     async def adopt(self) -> int:
         """Make records of the recordings in the store that no record describes (left by
-        an earlier process, also one that was killed): ``completed``, from the files' own
-        tags and payloads.  The files are read in a thread.  Returns how many."""
+        an earlier process without a database), and finish the records an earlier process
+        left ``processing``: ``completed`` from the files' own tags and payloads (a killed
+        recorder's file decodes up to its last second), ``failed`` with the reason when
+        the file is missing or unreadable.  The files are read in a thread.  Returns how
+        many records were made or finished."""
         known = {r.key for r in self.recordings.values()}
-        found = await asyncio.to_thread(self._scan_stored, known)
+        orphans = self._orphans()
+        found, finished = await asyncio.to_thread(
+            self._scan_stored, known, {r.sid: r.key for r in orphans.values()}
+        )
         known = {r.key for r in self.recordings.values()}  # (the loop went on meanwhile)
         adopted = [r for r in found if r.key not in known]
         for record in adopted:
             self._remember(self.recordings, record.sid, record)
-        if adopted:
-            log.info("adopted %d recordings found in the media store", len(adopted))
-        return len(adopted)
+            self._save(record)
+        for sid, outcome in finished.items():
+            record = orphans[sid]
+            if record.status != "processing":
+                continue
+            if isinstance(outcome, str):
+                record.status, record.error = "failed", outcome
+            else:
+                record.status = "completed"
+                record.duration, record.size, record.offset_ms = outcome
+            self._save(record)
+        if adopted or finished:
+            log.info(
+                "adopted %d recordings found in the media store, finished %d left processing",
+                len(adopted),
+                len(finished),
+            )
+        return len(adopted) + len(finished)
 
-    def _scan_stored(self, known: set[str]) -> list[m.RecordingRecord]:
-        """Records of the stored recordings not in ``known`` (blocking: a thread's work)."""
+    def _scan_stored(
+        self, known: set[str], orphans: dict[str, str]
+    ) -> tuple[list[m.RecordingRecord], dict[str, tuple[float, int, int] | str]]:
+        """Records of the stored recordings not in ``known``, and for each orphan (SID ->
+        key) its ``(duration, size, offset_ms)`` or why it failed (blocking: a thread's
+        work)."""
+        finished: dict[str, tuple[float, int, int] | str] = {}
+        for sid, key in orphans.items():
+            path = self.store.readable(key)
+            if path is None:
+                finished[sid] = "the room server stopped while recording; no media was stored"
+                continue
+            try:
+                tags, end = scan_recording(path)
+            except (OSError, ValueError, av.error.FFmpegError) as exc:
+                finished[sid] = f"the room server stopped while recording; unreadable: {exc}"
+                continue
+            offset = int(tags.get("OFFSET_MS", "0") or 0)
+            finished[sid] = (end / SAMPLE_RATE, path.stat().st_size, offset)
         adopted: list[m.RecordingRecord] = []
         for key in self.store.keys("recordings"):
             path = self.store.readable(key)
@@ -167,13 +251,14 @@ class MediaService:
                     created=when,
                 )
             )
-        return sorted(adopted, key=lambda r: r.created)
+        return sorted(adopted, key=lambda r: r.created), finished
 
     async def _sweep(self) -> None:
         try:
             await self.adopt()
         except OSError as exc:
             log.warning("adopting stored recordings failed: %s", exc)
+        self._resume_compositions()
         while True:
             try:
                 gone = set(await asyncio.to_thread(self.store.expire))
@@ -183,6 +268,7 @@ class MediaService:
             for record in list(self.recordings.values()) + list(self.compositions.values()):
                 if record.key in gone and record.status == "completed":
                     record.status = "deleted"
+                    self._save(record)
             await asyncio.sleep(RETENTION_PERIOD)
 
     # ------------------------------------------------------------------ recordings
@@ -219,6 +305,7 @@ class MediaService:
             path = self.store.writable(record.key)
         except (StorageFull, OSError) as exc:
             record.status, record.error = "failed", str(exc)
+            self._save(record)
             log.warning("recording %s of %s failed: %s", sid, track_sid, exc)
             self._room_event(room, "recording-failed", record, identity)
             return None
@@ -244,6 +331,7 @@ class MediaService:
             on_done=done,
         )
         self._live[track_sid] = _Live(record, recorder, identity, room)
+        self._save(record)
         log.info("recording %s: %s/%s (%s)", sid, room.sid, track_sid, record.track_name)
         self._room_event(room, "recording-started", record, identity)
         return recorder.push
@@ -284,6 +372,7 @@ class MediaService:
         else:
             record.status = "completed"
             self._room_event(live.room, "recording-completed", record, live.identity)
+        self._save(record)
         self._maybe_hooks(live.room.sid)
 
     def room_completed(self, room: RoomRef) -> None:
@@ -333,6 +422,7 @@ class MediaService:
             raise RestError(400, m.INVALID_PARAMETER, "a recording in progress cannot be deleted")
         record.status = "deleted"
         record.size = 0
+        self._save(record)
         self.store.delete(record.key)
 
     def _room_event(
@@ -358,24 +448,9 @@ class MediaService:
         self, spec: m.CompositionCreate, hook_sid: str | None = None
     ) -> m.CompositionRecord:
         """Check ``spec`` against the room's recordings and enqueue it (or raise RestError)."""
-        sources = self._sources(spec.room_sid)
-        if not sources:
-            raise RestError(
-                400, m.INVALID_PARAMETER, f"room {spec.room_sid[:40]} has no completed recordings"
-            )
         sid = new_sid(m.COMPOSITION)
         key = f"compositions/{sid}.{spec.format}"
-        try:
-            job = plan(
-                sources,
-                self.store.writable(key),
-                fmt=spec.format,
-                audio_sources=spec.audio_sources,
-                excluded=spec.audio_sources_excluded,
-                trim=spec.trim,
-            )
-        except CompositionSpecError as exc:
-            raise RestError(400, m.INVALID_PARAMETER, str(exc)) from None
+        job = self._plan(spec, key)
         record = m.CompositionRecord(
             sid=sid,
             account_sid=self.account_sid,
@@ -390,11 +465,63 @@ class MediaService:
             hook_sid=hook_sid,
         )
         self._remember(self.compositions, sid, record)
+        self._save(record)
         self._composition_event(record, "composition-enqueued")
+        self._run(record, job)
+        return record
+
+    def _plan(self, spec: m.CompositionCreate, key: str) -> CompositionJob:
+        sources = self._sources(spec.room_sid)
+        if not sources:
+            raise RestError(
+                400, m.INVALID_PARAMETER, f"room {spec.room_sid[:40]} has no completed recordings"
+            )
+        try:
+            return plan(
+                sources,
+                self.store.writable(key),
+                fmt=spec.format,
+                audio_sources=spec.audio_sources,
+                excluded=spec.audio_sources_excluded,
+                trim=spec.trim,
+            )
+        except CompositionSpecError as exc:
+            raise RestError(400, m.INVALID_PARAMETER, str(exc)) from None
+
+    def _run(self, record: m.CompositionRecord, job: CompositionJob) -> None:
+        sid = record.sid
         task = asyncio.create_task(self._compose(record, job), name=f"composition-{sid}")
         self._tasks[sid] = task
         task.add_done_callback(lambda _t: self._tasks.pop(sid, None))
-        return record
+
+    def _resume_compositions(self) -> None:
+        """Run again, from the start, the compositions an earlier process left
+        ``enqueued`` or ``processing`` (their worker died with it); one whose recordings
+        are gone fails with the reason.  Their callbacks go on from where they were
+        (``composition-started`` again when the new run starts)."""
+        for record in list(self.compositions.values()):
+            if record.status not in ("enqueued", "processing") or record.sid in self._tasks:
+                continue
+            record.status, record.progress = "enqueued", 0.0
+            spec = m.CompositionCreate(
+                room_sid=record.room_sid,
+                audio_sources=record.audio_sources,
+                audio_sources_excluded=record.audio_sources_excluded,
+                trim=record.trim,
+                format=record.format,
+                status_callback=record.status_callback,
+                status_callback_method=record.status_callback_method,
+            )
+            try:
+                job = self._plan(spec, record.key)
+            except (RestError, OSError) as exc:
+                reason = exc.message if isinstance(exc, RestError) else str(exc)
+                record.error = f"the room server restarted while composing; {reason}"
+                self._composition_step(record, "fail")
+                continue
+            log.info("composition %s: run again after a restart", record.sid)
+            self._save(record)
+            self._run(record, job)
 
     def _sources(self, room_sid: str) -> list[Source]:
         out = []
@@ -436,6 +563,7 @@ class MediaService:
         record.size = result.size
         record.bitrate = round(result.size * 8 / result.duration / 1000) if result.duration else 0
         if record.status == "deleted":
+            self._save(record)
             self.store.delete(record.key)
             return
         self._composition_step(record, "complete")
@@ -445,6 +573,7 @@ class MediaService:
 
     def _composition_step(self, record: m.CompositionRecord, event: str) -> None:
         callback = m.composition_step(record, event)
+        self._save(record)
         if callback is not None:
             self._composition_event(record, callback)
 
@@ -462,6 +591,7 @@ class MediaService:
     def delete_composition(self, sid: str) -> None:
         record = self.composition(sid)
         m.composition_step(record, "delete")
+        self._save(record)
         task = self._tasks.get(sid)
         if task is not None:
             task.cancel()
@@ -474,6 +604,7 @@ class MediaService:
             raise RestError(409, m.INVALID_PARAMETER, "a hook with this FriendlyName exists")
         hook = m.HookRecord(sid=new_sid(m.HOOK), account_sid=self.account_sid, **fields)  # type: ignore[arg-type]
         self._remember(self.hooks, hook.sid, hook)
+        self._save(hook)
         return hook
 
     def hook(self, sid: str) -> m.HookRecord:
@@ -487,18 +618,22 @@ class MediaService:
         for name, value in fields.items():
             setattr(hook, name, value)
         hook.updated = now_utc()
+        self._save(hook)
         return hook
 
     def delete_hook(self, sid: str) -> None:
         self.hook(sid)
         del self.hooks[sid]
+        if self.db is not None:
+            self.db.forget(m.HookRecord, sid)
 
     # ------------------------------------------------------------------ lifecycle
-    @staticmethod
-    def _remember(table: OrderedDict[str, _R], sid: str, record: _R) -> None:
+    def _remember(self, table: OrderedDict[str, _R], sid: str, record: _R) -> None:
         table[sid] = record
         while len(table) > HISTORY:
-            table.popitem(last=False)
+            _sid, old = table.popitem(last=False)
+            if self.db is not None:
+                self.db.forget(type(old), _sid)  # type: ignore[arg-type]
 
     async def stop(self) -> None:
         """Finish every recording (files closed) and cancel compositions in progress."""
@@ -507,3 +642,5 @@ class MediaService:
         closing = list(self._finishing.values())
         await asyncio.gather(*(asyncio.to_thread(live.recorder.join, 10.0) for live in closing))
         await stop_tasks([*self._tasks.values(), self._retention], 5.0, log)
+        if self.db is not None:
+            self.db.close()

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -185,9 +186,12 @@ def _mix(
     fmt, mux_options = _MUXER[job.format]
     codec, codec_options = _CODEC[job.format]
     job.output.parent.mkdir(parents=True, exist_ok=True)
+    # written under a temporary name and renamed when complete: a reader never sees half a
+    # file, and a run killed with its server leaves no file a new run could collide with
+    part = job.output.with_name(f".{job.output.name}.{os.getpid()}.part")
     limiter = Limiter(tick_samples=BLOCK_SAMPLES, channels=channels)
     done = 0
-    with av.open(str(job.output), "w", format=fmt, options=mux_options) as container:
+    with av.open(str(part), "w", format=fmt, options=mux_options) as container:
         stream: Any = container.add_stream(codec, rate=SAMPLE_RATE, layout=layout)
         stream.codec_context.bit_rate = BITRATE[job.format] * channels
         stream.codec_context.options = codec_options
@@ -218,6 +222,7 @@ def _mix(
                     progress(done / total if total else 1.0)
         for packet in stream.encode(None):
             container.mux(packet)
+    os.replace(part, job.output)
     return CompositionResult(
         duration=done / SAMPLE_RATE,
         size=job.output.stat().st_size,

@@ -6,15 +6,20 @@ starts one process (``spawn``: nothing of the server's loop, threads or sockets 
 inherited), and reads its messages through a pipe with ``loop.add_reader`` (no thread):
 ``("progress", fraction)`` and finally ``("done", CompositionResult)`` or
 ``("failed", reason)``.  Cancelling ``run`` (a deleted composition, the server
-stopping) kills the process and waits for it.  The mix itself is ``engine.compose``.
+stopping) kills the process and waits for it; a worker whose server dies (also by
+SIGKILL) is killed too (Linux ``PR_SET_PDEATHSIG``), so the restarted server's new run is
+the only writer.  The mix itself is ``engine.compose``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import multiprocessing
+import os
+import signal
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
@@ -24,6 +29,7 @@ from mixer_ext.roomserver.compose.spec import CompositionJob
 
 log = logging.getLogger(__name__)
 
+_PR_SET_PDEATHSIG = 1
 #: progress messages are sent at most every this fraction of the work
 PROGRESS_STEP = 0.05
 
@@ -32,8 +38,21 @@ class CompositionFailed(RuntimeError):
     """The worker could not make the composition (a one-line reason)."""
 
 
-def _worker(job: CompositionJob, conn: Connection) -> None:
+def _die_with_parent() -> None:
+    """Linux: this process gets SIGKILL when the server that started it dies (also by
+    SIGKILL), so a restarted server's new run of the composition is the only one."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):  # not Linux: the orphan finishes on its own
+        return
+
+
+def _worker(job: CompositionJob, conn: Connection, parent: int) -> None:
     """The worker process's body: compose, reporting through ``conn``."""
+    _die_with_parent()
+    if os.getppid() != parent:  # the server died before the line above took effect
+        return
     last = [0.0]
 
     def progress(fraction: float) -> None:
@@ -83,7 +102,10 @@ class CompositionWorkers:
         loop = asyncio.get_running_loop()
         ours, theirs = self._ctx.Pipe(duplex=False)
         proc: Any = self._ctx.Process(
-            target=_worker, args=(job, theirs), name=f"compose {job.output.name}", daemon=True
+            target=_worker,
+            args=(job, theirs, os.getpid()),
+            name=f"compose {job.output.name}",
+            daemon=True,
         )
         proc.start()
         theirs.close()

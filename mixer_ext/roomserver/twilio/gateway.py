@@ -58,6 +58,8 @@ from mixer_ext.roomserver.datatracks import ChannelOptions, ChannelSink, DataFan
 from mixer_ext.roomserver.forward import PacketFanout, tap_audio_levels
 from mixer_ext.roomserver.icerestart import is_ice_restart, restart_ice
 from mixer_ext.roomserver.limits import ROLE_PARTICIPANT, PreJoinGuard, TokenBucket
+from mixer_ext.roomserver.mediadb import FILENAME as MEDIA_DB_FILENAME
+from mixer_ext.roomserver.mediadb import MediaDb
 from mixer_ext.roomserver.names import check_room_name, for_log
 from mixer_ext.roomserver.peer import Peer, PeerHost
 from mixer_ext.roomserver.recording_rules import RoomRecorder
@@ -167,6 +169,7 @@ class TwilioGateway:
             account_sid=account_sid,
             send=self.callbacks.send,
             next_sequence=self.callbacks.next_sequence,
+            db=MediaDb(settings.recordings_dir / MEDIA_DB_FILENAME),
         )
         #: signs the temporary ``…/Media`` URLs (a secret of this process: they last 10 min)
         self.media_urls = MediaUrlSigner(secrets.token_bytes(32))
