@@ -8,7 +8,7 @@ that track's ``TrackRecorder.push`` (stamp, bounded queue; the mux in its writer
 into a live ``.mka`` on local disk).  CPU = user + system time of the whole process (all
 threads) from ``os.times()``; the difference is recording's cost, given as a share of one
 core and per payload, beside the room server's own 49 % of a core for 50 publishers
-(README, "Capacity").  Payloads dropped by a full queue are counted (must be 0).
+(CHANGELOG.md, "Capacity").  Payloads dropped by a full queue are counted (must be 0).
 
     .venv/bin/python bench/recording_cost.py [--tracks 50] [--seconds 20] [--quick]
 """
@@ -30,7 +30,7 @@ import benchlib
 from mixer_ext.roomserver.recorder import RecordingTags, TrackRecorder
 from mixer_ext.sim.preencoded import encode_tone
 
-ROOM_SERVER_50 = 0.492  # of one core, README "Capacity" (embedded room, 50 publishers)
+ROOM_SERVER_50 = 0.492  # of one core, CHANGELOG.md "Capacity" (embedded room, 50 publishers)
 
 
 def run(tracks: int, seconds: float, record: bool, work: Path) -> tuple[float, int, int]:

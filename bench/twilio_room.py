@@ -7,7 +7,7 @@ the v2 ``connect``, the server's re-offers answered in ``update``), each sending
 receive (their receivers are tapped like the relay's, so the load generator stays light).
 Then the same on the project's own protocol (``RoomClient``), in a fresh server process.
 (Before the room server forwarded project publishers too, this second run measured the older
-decode/re-encode relay: the README quotes that run as the "before" figure.)  Once
+decode/re-encode relay: docs/topics/benchmarks.md quotes that run as the "before" figure.)  Once
 every speaker receives N-1 streams, the server's CPU (utime+stime of its process, all threads,
 from /proc) is sampled over ``--seconds``; the streams it forwards are N*(N-1).
 

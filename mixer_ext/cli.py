@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mixer-ext",
         description="Self-hosted live audio mixer extension. Settings come from MIXER_* "
-        "environment variables (see the README).",
+        "environment variables (docs/reference/settings.md).",
     )
     parser.add_argument("--version", action="version", version=f"mixer-ext {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)

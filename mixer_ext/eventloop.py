@@ -5,7 +5,7 @@ coroutines on libuv (``pip install 'mixer-ext[uvloop]'``); a missing uvloop is a
 one-line configuration error.  Issue 13 asked whether uvloop makes the receive path
 or the room server's forwarding cheaper: ``bench/capacity.py --receivers
 mixer,uvloop`` measures the worker on both loops side by side, and on this project's
-2-core machine the difference was within the run-to-run noise (README, "Capacity"),
+2-core machine the difference was within the run-to-run noise (CHANGELOG.md, "uvloop"),
 so the default stays the standard loop, which every test runs on.
 """
 

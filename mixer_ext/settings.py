@@ -1,7 +1,7 @@
 """Process settings from ``MIXER_*`` environment variables.
 
 Every knob of the worker, the embedded room server and the talker lives here,
-so that one table in the README documents them all.  Where the extension
+so that one table (docs/reference/settings.md) documents them all.  Where the extension
 context (``mixer_ext.context``) speaks to the same thing, the context wins.
 """
 

@@ -125,7 +125,7 @@ async def test_hlsjs_low_latency_plays_ts_parts_without_stalls(
     assert final["parts"] > 20, final  # parts, not whole segments, were loaded
     # No stall once started.  Right after it starts, hls.js 1.7.4 sometimes stops loading
     # parts for about a second though they are listed (seen in 5 of 62 joins on this
-    # loaded 2-core machine, never later in a run; README "The player"), stalls, and seeks
+    # loaded 2-core machine, never later in a run; docs/reference/player.md), stalls, and seeks
     # back to its target: that start-up hiccup is bounded here, not hidden.
     started = final["playingAt"]
     late = [s for s in final["stallAt"] if s["t"] - started > STARTUP_S]

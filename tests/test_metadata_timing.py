@@ -3,8 +3,9 @@
 The payload describing a 500 ms window can only be built once the window's audio is
 mixed; stamped with the window's start, it reached a player about 0.55 s after its own
 media time, so a player 0.6-0.8 s behind live got it as (or after) the playhead reached
-it.  The product stamps each payload at the end of its window instead (README "Timed
-metadata"); these tests check what a player or an RTMP receiver gets.
+it.  The product stamps each payload at the end of its window instead
+(docs/reference/outputs.md, "Timed metadata"); these tests check what a player or an
+RTMP receiver gets.
 
 * LL-HLS parts and plain HLS segments, written by the real ``Mixer`` ->
   ``OutputPipeline`` -> ``HlsOutput`` and parsed back: every ID3 PES has a PTS no earlier

@@ -4,7 +4,7 @@ Headless Chromium opens the worker's own page (``/``, which plays the
 worker's first HLS output), plays the live mix, shows a meter per talker
 with the muted one muted, and reaches the ended state when the worker ends
 the stream at its maximum duration (ENDLIST).  The screenshot it saves is
-the one the README shows (``docs/player.png``).
+the one the docs show (``docs/player.png``).
 """
 
 from __future__ import annotations

@@ -97,7 +97,8 @@ async def test_player_meters_follow_the_products_stream(
     # to the end: hls.js played the stream's last (short) part once and ended, and the
     # last payload was shown.  (Its cue is excused only if it starts after the media's
     # end: hls.js re-anchored its timeline off the audio's pts after a stall and a seek,
-    # the start-up hiccup of the README's "Low latency", so that cue is never reached.)
+    # the start-up hiccup of docs/reference/player.md's "Low latency", so that cue is
+    # never reached.)
     check_ended_at_the_streams_end(report)
     # The last payload is stamped at the stream's very end (each is stamped at the end of
     # the window it describes, issue 26), which playback reaches only as it ends: the one

@@ -50,7 +50,7 @@ settings (environment):
   MIXER_API_KUBE_RESOURCES, _GRACE_SECONDS, _TTL_SECONDS, _DATA_SIZE_LIMIT,
   _IMAGE_PULL_POLICY, _POD_SPEC, _ROOM_TOKEN_SOURCE
                             kubernetes: the rest of the Jobs' pod (the Helm chart
-                            sets them from its worker values; README "Settings")
+                            sets them from its worker values; docs/reference/settings.md)
   workers inherit the room settings (MIXER_ROOM_URL, MIXER_ROOM_BACKEND,
   MIXER_ROOM_SECRET, ...) from this environment (kubernetes: no credential as
   plain env; a Job's worker gets a token minted for its room, not the secret).
@@ -68,7 +68,7 @@ example:
   grant = client.media.v1.player_streamer(ps.sid).playback_grant().create(ttl=60)
   client.media.v1.media_processor(mp.sid).update(status="ended")
 
-See the README, section "The Media v1 API", for what is and is not compatible.
+See docs/reference/media-api.md for what is and is not compatible.
 """
 
 

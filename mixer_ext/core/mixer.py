@@ -252,7 +252,8 @@ class Mixer:
 
         The payload is stamped with the end of that window (the pts of the next tick):
         it is built only once the window's last sample is mixed, so stamped there it is
-        never behind the audio it travels with (README "Timed metadata", issue 26).
+        never behind the audio it travels with (docs/reference/outputs.md, "Timed
+        metadata", issue 26).
         """
         slots = list(self._slots.values())
         leaving, self._leaving = self._leaving, []
