@@ -10,10 +10,11 @@ from __future__ import annotations
 from enum import StrEnum
 from pathlib import Path
 
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from mixer_ext.errors import ConfigError, describe_validation_error
+from mixer_ext.iceservers import SCHEMES_STUN, SCHEMES_TURN, check_urls
 
 #: 24 h: the longest a participant (and so the mixer) may stay in a room.
 MAX_PARTICIPANT_DURATION_LIMIT = 86_400
@@ -167,6 +168,41 @@ class Settings(BaseSettings):
     record_participants_on_connect: bool = False
     #: compositions mixed at once, each in its own worker process
     composition_workers: int = Field(1, ge=1, le=64)
+
+    # --- ICE servers (STUN/TURN) for WebRTC clients ---------------------------
+    #: STUN URLs handed to clients, comma-separated (``stun:host:3478``)
+    ice_stun_urls: str = ""
+    #: TURN URLs handed to clients, comma-separated (``turn:host:3478?transport=udp``)
+    ice_turn_urls: str = ""
+    #: a fixed TURN username (with ``ice_turn_credential``; unused with ``ice_turn_secret``)
+    ice_turn_username: str | None = None
+    ice_turn_credential: SecretStr | None = None
+    #: TURN shared secret (coturn ``use-auth-secret``): time-limited credentials per client
+    ice_turn_secret: SecretStr | None = Field(None, min_length=8)
+    #: seconds a credential made from ``ice_turn_secret`` is valid
+    ice_turn_ttl: int = Field(86400, ge=60, le=7 * 86400)
+
+    @field_validator("ice_stun_urls")
+    @classmethod
+    def _stun_urls(cls, value: str) -> str:
+        return check_urls(value, SCHEMES_STUN, "comma-separated")
+
+    @field_validator("ice_turn_urls")
+    @classmethod
+    def _turn_urls(cls, value: str) -> str:
+        return check_urls(value, SCHEMES_TURN, "comma-separated")
+
+    @model_validator(mode="after")
+    def _turn_credentials(self) -> Settings:
+        fixed = self.ice_turn_username is not None or self.ice_turn_credential is not None
+        if fixed and (self.ice_turn_username is None or self.ice_turn_credential is None):
+            raise ValueError("MIXER_ICE_TURN_USERNAME and MIXER_ICE_TURN_CREDENTIAL go together")
+        if self.ice_turn_urls and not fixed and self.ice_turn_secret is None:
+            raise ValueError(
+                "MIXER_ICE_TURN_URLS needs MIXER_ICE_TURN_SECRET, or MIXER_ICE_TURN_USERNAME"
+                " and MIXER_ICE_TURN_CREDENTIAL"
+            )
+        return self
 
     @property
     def mixer_identities(self) -> frozenset[str]:

@@ -19,10 +19,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 import aiohttp
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+from aiortc import (
+    RTCConfiguration,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCRtpSender,
+    RTCSessionDescription,
+)
 from aiortc.mediastreams import MediaStreamTrack
 
 from mixer_ext.connectors.base import (
@@ -79,8 +85,10 @@ class RoomClient:
         auto_subscribe: bool = True,
         publish_codec: str | None = None,
         tap: bool = False,
+        ice_servers: Sequence[RTCIceServer] = (),
     ) -> None:
         self.url = signal_url(url)
+        self.ice_servers = list(ice_servers)
         self.tap = tap
         self._feeds: dict[str, EncodedFeed] = {}  # mid -> feed (tap only)
         self.room = room
@@ -119,7 +127,8 @@ class RoomClient:
         return self._pc
 
     def _make_pc(self) -> RTCPeerConnection:
-        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        # no servers: host candidates only (aiortc's default would ask a public STUN server)
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=self.ice_servers))
         pc.on("connectionstatechange", self._on_connection_state)
         if self._publish is not None:
             # The server puts the publish m-line first in its first offer, and aiortc binds
@@ -378,10 +387,26 @@ class EmbeddedRoomConnector(RoomConnector):
     (``TrackSubscribed.source``): no decoder thread, no reader task per track.
     """
 
-    def __init__(self, url: str, room: str, identity: str, token: str, *, tap: bool = True) -> None:
+    def __init__(
+        self,
+        url: str,
+        room: str,
+        identity: str,
+        token: str,
+        *,
+        tap: bool = True,
+        ice_servers: Sequence[RTCIceServer] = (),
+    ) -> None:
         super().__init__(room, identity)
         self._client = RoomClient(
-            url, room, identity, token, publish=None, auto_subscribe=True, tap=tap
+            url,
+            room,
+            identity,
+            token,
+            publish=None,
+            auto_subscribe=True,
+            tap=tap,
+            ice_servers=ice_servers,
         )
 
     async def connect(self) -> None:

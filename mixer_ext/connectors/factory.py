@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from pydantic import SecretStr
 
 from mixer_ext.connectors.base import RoomConnector
@@ -82,7 +84,10 @@ def make_connector(
             token=settings.janus_token.get_secret_value() if settings.janus_token else None,
             tap=tap,
         )
+    from aiortc import RTCIceServer
+
     from mixer_ext.connectors.embedded import EmbeddedRoomConnector
+    from mixer_ext.iceservers import IceServers
     from mixer_ext.roomserver.limits import ROLE_MIXER
     from mixer_ext.roomserver.tokens import mint_token
 
@@ -95,4 +100,12 @@ def make_connector(
         token = mint_token(
             settings.room_secret.get_secret_value(), room, identity, BOT_TOKEN_TTL, role=ROLE_MIXER
         )
-    return EmbeddedRoomConnector(settings.room_url, room, identity, token, tap=tap)
+    # STUN/TURN for the mixer's own peer connection (MIXER_ICE_*), as its clients get them
+    ice = IceServers.from_settings(settings).for_client(identity, time.time())
+    servers = [
+        RTCIceServer(urls=i["urls"], username=i.get("username"), credential=i.get("credential"))
+        for i in ice
+    ]
+    return EmbeddedRoomConnector(
+        settings.room_url, room, identity, token, tap=tap, ice_servers=servers
+    )

@@ -62,6 +62,7 @@ from pydantic import ValidationError
 from mixer_ext import eventloop, metrics
 from mixer_ext.connectors.base import Reason
 from mixer_ext.errors import ConfigError
+from mixer_ext.iceservers import IceServers
 from mixer_ext.redact import add_secret
 from mixer_ext.roomserver import protocol as p
 from mixer_ext.roomserver.limits import (
@@ -140,6 +141,8 @@ class RoomServer:
         open_mode: bool | None = None,
     ) -> None:
         self.secret = secret_from(settings, "the room server")
+        #: STUN/TURN handed to the project's own clients (``/v1/config``)
+        self.ice = IceServers.from_settings(settings)
         self.host = host
         self.port = port
         self.max_participants = max_participants or settings.room_max_participants
@@ -741,7 +744,23 @@ class RoomServer:
         return web.json_response({"token": token})
 
     async def _config(self, request: web.Request) -> web.Response:
-        return web.json_response({"open": self.open_mode, "protocol": p.PROTOCOL_VERSION})
+        """What a client needs before it joins; ``iceServers`` (RTCIceServer dicts) carry TURN
+        credentials only for ``?room=`` with a valid ``Authorization: Bearer`` room token."""
+        identity = None
+        scheme, _, bearer = request.headers.get("Authorization", "").partition(" ")
+        room = request.query.get("room", "")
+        if scheme.lower() == "bearer" and bearer and room:
+            try:
+                identity = verify_token(self.secret, bearer.strip(), room).identity
+            except TokenError:
+                identity = None
+        return web.json_response(
+            {
+                "open": self.open_mode,
+                "protocol": p.PROTOCOL_VERSION,
+                "iceServers": self.ice.for_client(identity, time.time()),
+            }
+        )
 
     async def _healthz(self, request: web.Request) -> web.Response:
         return web.json_response({"ok": True, "rooms": len(self.rooms)})

@@ -117,7 +117,14 @@ async function join(event) {
       video: false,
     });
     state.identity = identity;
-    state.pc = new RTCPeerConnection({ iceServers: [], bundlePolicy: "max-bundle" });
+    // STUN/TURN from the server (TURN credentials for this token's identity)
+    const config = await (await fetch("/v1/config?room=" + encodeURIComponent(room), {
+      headers: { Authorization: "Bearer " + token },
+    })).json();
+    state.pc = new RTCPeerConnection({
+      iceServers: config.iceServers || [],
+      bundlePolicy: "max-bundle",
+    });
     state.pc.ontrack = (ev) => {
       const audio = document.createElement("audio");
       audio.autoplay = true;

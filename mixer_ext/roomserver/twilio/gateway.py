@@ -53,6 +53,7 @@ from aiortc.sdp import candidate_from_sdp
 from mixer_ext import metrics
 from mixer_ext.connectors.base import Reason
 from mixer_ext.errors import ConfigError
+from mixer_ext.iceservers import IceServers
 from mixer_ext.roomserver.compose.workers import CompositionWorkers
 from mixer_ext.roomserver.datatracks import ChannelOptions, ChannelSink, DataFanout
 from mixer_ext.roomserver.forward import PacketFanout, tap_audio_levels
@@ -150,6 +151,8 @@ class TwilioGateway:
         settings = settings if settings is not None else Settings()
         #: each participant's data-track messages (all its data tracks together)
         self.data_message_rate = settings.room_data_message_rate
+        #: STUN/TURN for the ``iced`` answer (TURN credentials per token identity)
+        self.ice = IceServers.from_settings(settings)
         self.data_message_burst = settings.room_data_message_burst
         #: room and participant records (and their status callbacks), kept by roster events
         self.ledger = RoomLedger(
@@ -239,6 +242,16 @@ class TwilioGateway:
             find_room=self.server.rooms.by_sid,
         ).add_routes(app)
         rest.add_fallback(app)
+
+    def _ice_servers(self, token: str) -> list[dict[str, Any]]:
+        """The ``iced`` answer: STUN for anyone, TURN for a valid access token's identity."""
+        try:
+            identity: str | None = verify_access_token(
+                token, account_sid=self.account_sid, api_keys=self.api_keys, room=None
+            ).identity
+        except TwilioTokenError:
+            identity = None  # the connect that follows is refused with the token's error
+        return self.ice.for_client(identity, time.time())
 
     def authenticate(self, user: str, password: str) -> bool:
         """HTTP Basic for the Video REST: the account SID and auth token, or an API key."""
@@ -363,7 +376,7 @@ class TwilioGateway:
                     conn.send(s.error(exc.error), now)
                     continue
                 if isinstance(message, s.IceRequest):
-                    conn.send(s.iced([]), now)  # loopback/LAN: no STUN/TURN needed
+                    conn.send(s.iced(self._ice_servers(message.token)), now)
                 elif isinstance(message, s.Connect):
                     return await self._admit(ws, conn, message, peer)
                 elif isinstance(message, s.Sync):
