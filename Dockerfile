@@ -24,11 +24,20 @@ FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/mixer-ext
 WORKDIR /src
-COPY pyproject.toml README.md ./
-COPY mixer_ext ./mixer_ext
 # A plain (non-editable) install without the dev extra: runtime dependencies only, plus
 # the kubernetes client, for `mixer-ext api` with MIXER_API_LAUNCHER=kubernetes (the chart).
-RUN /opt/mixer-ext/bin/pip install ".[kubernetes]" \
+# The dependencies first, from pyproject.toml alone (an empty package and README stand in
+# for the real ones and are uninstalled): this layer stays cached until pyproject.toml
+# changes, so a change to the code or the README reinstalls only the package.
+COPY pyproject.toml ./
+RUN mkdir mixer_ext && touch mixer_ext/__init__.py README.md \
+ && /opt/mixer-ext/bin/pip install ".[kubernetes]" \
+ && /opt/mixer-ext/bin/pip uninstall --yes mixer-ext \
+ && rm -rf mixer_ext README.md build ./*.egg-info
+COPY README.md ./
+COPY mixer_ext ./mixer_ext
+RUN /opt/mixer-ext/bin/pip install --no-deps . \
+ && /opt/mixer-ext/bin/pip check \
  && /opt/mixer-ext/bin/python -c "import av, aiortc, kubernetes, mixer_ext.cli"
 
 FROM ${PYTHON_IMAGE} AS runtime
