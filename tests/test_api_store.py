@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import replace
 from pathlib import Path
 
@@ -18,6 +19,27 @@ def test_fresh_database_is_wal_and_migrated(tmp_path: Path) -> None:
     # opening again runs no migration twice
     again = Store(tmp_path / "sub" / "api.db")
     assert again.schema_version == len(MIGRATIONS)
+    again.close()
+
+
+def test_a_version_1_database_gains_the_durable_stop(tmp_path: Path) -> None:
+    """Schema 2 (issue 25.4): a worker's stop request outlives the API process."""
+    db = tmp_path / "api.db"
+    old = sqlite3.connect(db)
+    old.executescript(MIGRATIONS[0] + "; PRAGMA user_version=1;")
+    old.execute("INSERT INTO workers VALUES ('ZX1', 'local', '{\"pid\": 1}')")
+    old.commit()
+    old.close()
+    store = Store(db)
+    assert store.schema_version == len(MIGRATIONS) >= 2
+    assert store.worker("ZX1") == ("local", {"pid": 1})
+    assert store.stopping_workers() == {} and store.worker_stopping_since("ZX1") is None
+    store.set_worker_stopping("ZX1", 123.5)
+    store.close()
+    again = Store(db)
+    assert again.stopping_workers() == {"ZX1": 123.5}
+    again.set_worker_stopping("ZX1", None)
+    assert again.worker_stopping_since("ZX1") is None
     again.close()
 
 

@@ -214,7 +214,7 @@ class ControlPlane:
                     self.streamer_event(vj, r.StreamerEvent.SOURCE_ENDED, effect.reason)
         if (
             step.processor.status is not r.ProcessorStatus.STARTED
-            and sid not in self.store.stopping_workers()
+            and self.store.worker_stopping_since(sid) is None
         ):
             worker = self.store.worker(sid)
             if worker is None or not self.launcher.alive(worker[1]):

@@ -321,6 +321,13 @@ class Store:
                 (since, processor_sid),
             )
 
+    def worker_stopping_since(self, processor_sid: str) -> float | None:
+        """When this processor's worker was asked to stop (None: it was not, or is gone)."""
+        row = self._db.execute(
+            "SELECT stopping_since FROM workers WHERE processor_sid=?", (processor_sid,)
+        ).fetchone()
+        return None if row is None or row[0] is None else float(row[0])
+
     def stopping_workers(self) -> dict[str, float]:
         """Processor SID -> when its worker was asked to stop, for workers not yet gone."""
         rows = self._db.execute(
