@@ -1,14 +1,17 @@
-"""A strict player at 0.6 s live latency gets every payload before its time (issue 26).
+"""A strict player at 0.6-0.8 s live latency gets every payload before its time (issue 26).
 
 The real ``Mixer`` on the real ``MixerClock`` feeds ``OutputPipeline`` -> ``HlsOutput``
 (LL-HLS) -> ``HttpEndpoint``; headless Chromium plays it with hls.js (lowLatencyMode,
-``liveSyncDuration`` 0.6 s), which exposes each ID3 tag as a cue on its own ``metadata``
-TextTrack.  The page (tests/browser/metadata_cues.html) only fires cues it had before
-their time: one hls.js adds once the playhead is at or past its start never becomes
-active.  What a user of such a player checks: at 0.6-0.8 s behind live, at least 99 % of
-the payloads of the audio played were active cues (``cuechange``).  With payloads
-stamped at their window's start (before issue 26) a tag reached hls.js about as the
-playhead reached it, and a share of them came too late.
+``liveSyncDuration`` 0.55 s, ``liveMaxLatencyDuration`` 0.85 s: hls.js only speeds up
+with more than 1 s buffered, so after a stall it seeks back to its target), which
+exposes each ID3 tag as a cue on its own ``metadata`` TextTrack.  The page
+(tests/browser/metadata_cues.html) only fires cues it had before their time: one
+hls.js adds once the playhead is at or past its start never becomes active.  What a
+user of such a player checks: at 0.6-0.8 s behind live, at least 99 % of the payloads
+of the audio played were active cues (``cuechange``).  With payloads stamped at their
+window's start (before issue 26) a tag reached hls.js about as the playhead reached
+it, and a share came too late (seen: 2 of 24 and 1 of 20 missed in two runs; with
+end-of-window stamps 0 missed in 5 runs, tags 0.2-0.9 s ahead of their time).
 """
 
 from __future__ import annotations
@@ -44,6 +47,8 @@ SETTLE_S = 4.0
 #: the live latency (s) the payloads are counted at: what the issue asks, with a margin
 #: of half an AAC frame or so for the readout's own jitter
 LATENCY_BAND = (0.58, 0.82)
+#: an LL-HLS part of the product (9 AAC frames)
+PART_S = 9 * 1024 / SAMPLE_RATE
 
 
 async def play(url: str) -> dict[str, Any]:
@@ -120,7 +125,10 @@ async def test_hlsjs_at_sub_second_latency_gets_every_payload_before_its_time(
     some = next(iter(added.values()))
     offset = some["start"] - sent[some["s"]] / SAMPLE_RATE
     start_ct, end_ct = settled[0]["ct"], settled[-1]["ct"] - 0.1
-    skipped = [(k["from"], k["to"]) for k in report["seeks"] if k["to"] > k["from"]]
+    # a seek skips the audio up to its target, and the part before the one it lands in:
+    # a tag stamped within one part after the target may ride in that skipped part
+    # (carried no later than its audio, so possibly one part earlier)
+    skipped = [(k["from"], k["to"] + PART_S) for k in report["seeks"] if k["to"] > k["from"]]
     due = [
         s
         for s, pts in sent.items()
