@@ -211,12 +211,21 @@ def test_the_image_ships_no_build_or_test_tools(image: Image) -> None:
 
 
 def test_the_images_size_is_the_documented_one(image: Image) -> None:
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split("<!-- section: image -->")[1].split("<!-- /section: image -->")[0]
-    documented = [float(w.split()[0]) for w in section.split("image is about ")[1:]]
-    assert documented, "README's image section states no size"
+    """Every page holding the image's section (README.md, docs/) states its size."""
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+    sections = {
+        page.relative_to(ROOT): text.split("<!-- section: image -->")[1].split(
+            "<!-- /section: image -->"
+        )[0]
+        for page in pages
+        if "<!-- section: image -->" in (text := page.read_text())
+    }
+    assert sections, "no page holds the image's section"
     mb = image.size / 1e6
-    assert abs(mb - documented[0]) <= 0.15 * documented[0], (mb, documented)
+    for page, section in sections.items():
+        documented = [float(w.split()[0]) for w in section.split("image is about ")[1:]]
+        assert documented, f"{page}: the image's section states no size"
+        assert abs(mb - documented[0]) <= 0.15 * documented[0], (page, mb, documented)
 
 
 # --------------------------------------------------------------------------- chart and Job
