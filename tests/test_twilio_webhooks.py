@@ -225,3 +225,12 @@ async def test_a_slow_receiver_keeps_a_bounded_queue() -> None:
         stalled.set()
         await sender.stop()
         await runner.cleanup()
+
+
+def test_sequence_numbers_are_per_room_and_bounded() -> None:
+    sender = cb.StatusCallbacks(AUTH_TOKEN)
+    assert [sender.next_sequence("RMa"), sender.next_sequence("RMa")] == [0, 1]
+    assert sender.next_sequence("RMb") == 0
+    for n in range(cb.SEQUENCE_ROOMS + 5):
+        sender.next_sequence(f"RM{n}")
+    assert len(sender._seq) == cb.SEQUENCE_ROOMS

@@ -34,7 +34,7 @@ import hmac
 import logging
 import random
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlencode, urlsplit
@@ -52,6 +52,8 @@ REQUEST_TIMEOUT = 5.0
 MAX_ATTEMPTS = 5
 BACKOFF_BASE = 0.5
 BACKOFF_CAP = 8.0
+#: rooms whose SequenceNumber is kept (the least recently used is forgotten past it)
+SEQUENCE_ROOMS = 10_000
 #: an event is given up once this long has passed since its first attempt
 MAX_EVENT_SECONDS = 60.0
 
@@ -144,7 +146,8 @@ class StatusCallbacks:
         self.queue_size = queue_size
         self._queues: dict[str, deque[tuple[str, str, dict[str, str]]]] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
-        self._seq: dict[str, int] = {}
+        #: next SequenceNumber per room, for the newest ``SEQUENCE_ROOMS`` rooms
+        self._seq: OrderedDict[str, int] = OrderedDict()
         self._http: aiohttp.ClientSession | None = None
         self._rng = random.Random()
         self.dropped = 0
@@ -166,8 +169,10 @@ class StatusCallbacks:
 
     def next_sequence(self, room_sid: str) -> int:
         """The room's next ``SequenceNumber`` (room and recording events share it)."""
-        seq = self._seq.get(room_sid, 0)
-        self._seq[room_sid] = seq + 1
+        seq = self._seq.pop(room_sid, 0)
+        self._seq[room_sid] = seq + 1  # (re)inserted last: the oldest room is dropped first
+        while len(self._seq) > SEQUENCE_ROOMS:
+            self._seq.popitem(last=False)
         return seq
 
     def pending(self) -> int:
