@@ -118,6 +118,11 @@ async def test_subscribe_rules_drive_a_live_sdk_subscriber(
             room.server.rooms["subs"].participants["bot"].sid
         ]
 
+        # a track published after the update follows the rules too
+        eve = client(room.server, "subs", "eve", publish=ToneTrack(1200.0), auto_subscribe=False)
+        await eve.connect()
+        await b.event("c", "trackSubscribed", identity="eve", within=30)
+
         with pytest.raises(TwilioRestException) as bad:
             await asyncio.to_thread(rules.update, rules=[{"type": "include", "kind": "smell"}])
         assert bad.value.status == 400 and "kind" in str(bad.value.msg)
@@ -130,3 +135,4 @@ async def test_subscribe_rules_drive_a_live_sdk_subscriber(
         anon = await asyncio.to_thread(people(dave["participant"]).anonymize().update)
         assert anon.identity == dave["participant"] and anon.status == "disconnected"
         await bot.disconnect()
+        await eve.disconnect()
