@@ -7,11 +7,13 @@ is decoded by FFmpeg (PyAV) and each tone must be where (and only where) its tal
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import av
 import pytest
 
+from mixer_ext.core.payload import MetadataPayload
 from mixer_ext.roomserver.compose.engine import compose
 from mixer_ext.roomserver.compose.spec import (
     CompositionSpecError,
@@ -125,6 +127,48 @@ def test_trim_and_exclusion(room: list[Source], tmp_path: Path) -> None:
     assert tone_level(pcm, 440, 0.2, 2.8) > 0.2
     assert tone_level(pcm, 1000, 0.2, 4.8) < 0.01  # bob removed
     assert tone_level(pcm, 2500, 3.2, 4.8) > 0.2
+
+
+def levels_of(path: Path) -> tuple[list[float], dict[str, list[int]]]:
+    """The levels sidecar parsed: each payload's time, each participant's ``v`` per payload;
+    every payload checked as the live stream's own (``MetadataPayload.from_json``)."""
+    doc = json.loads(path.read_text())
+    assert doc["sample_rate"] == RATE and doc["window"] == 0.5
+    times: list[float] = []
+    by: dict[str, list[int]] = {}
+    for n, item in enumerate(doc["payloads"]):
+        payload = MetadataPayload.from_json(json.dumps(item["payload"]))
+        assert payload.seq == n
+        times.append(item["t"])
+        for identity, v in payload.levels.items():
+            by.setdefault(identity, []).append(v)
+    return times, by
+
+
+def test_levels_beside_the_composition(room: list[Source], tmp_path: Path) -> None:
+    """Per-participant levels by the live mix's rules, per 500 ms of the composition: the
+    peak of each one's own audio, 0 in a DTX pause, -1 where it has no recording."""
+    out = tmp_path / "c.mp4"
+    result = compose(plan(room, out, fmt="mp4", trim=False))
+    assert result.levels == tmp_path / "c-levels.json"
+    times, v = levels_of(result.levels)
+    assert times == [0.5 * (n + 1) for n in range(20)]
+    loud = 3000  # encode_tone's level is about -10 dBFS: a peak near 10 000
+    # alice 0..3 s (windows 0-5), bob 2..3.5 + DTX 3.5..4.5 + 4.5..6, carol 8..10
+    assert all(x > loud for x in v["alice"][:6]) and v["alice"][6:] == [-1] * 14
+    assert v["bob"][:4] == [-1] * 4 and all(x > loud for x in v["bob"][4:7])
+    assert v["bob"][7:9] == [0, 0]  # the DTX pause: present, silent
+    assert all(x > loud for x in v["bob"][9:12]) and v["bob"][12:] == [-1] * 8
+    assert v["carol"][:16] == [-1] * 16 and all(x > loud for x in v["carol"][16:])
+
+    # trimmed and without bob: the levels follow the composition's own timeline
+    out = tmp_path / "t.webm"
+    result = compose(plan(room, out, fmt="webm", excluded=["bob"], trim=True))
+    assert result.levels is not None
+    times, v = levels_of(result.levels)
+    assert len(times) == 10 and set(v) == {"alice", "carol"}
+    assert all(x > loud for x in v["alice"][:6]) and v["alice"][6:] == [-1] * 4
+    assert v["carol"][:6] == [-1] * 6 and all(x > loud for x in v["carol"][6:])
 
 
 async def test_worker_processes_compose_with_bounded_concurrency(

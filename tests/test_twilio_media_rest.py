@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import json
 import time
 import urllib.request
 from pathlib import Path
@@ -174,6 +175,21 @@ async def test_recordings_compositions_and_hooks_with_the_official_client(tmp_pa
         assert tone_level(pcm, 440, a0 + 0.2, a0 + 1.2) > 0.2
         assert tone_level(pcm, 1000, a0 + 0.2, b0 - 0.1) < 0.01  # bob not there yet
         assert tone_level(pcm, 1000, b0 + 0.2, b0 + 1.8) > 0.2
+        # its levels (ours: links.levels): the live stream's payloads, per participant
+        assert done.links["levels"].endswith(f"/v1/Compositions/{comp.sid}/Levels")
+        levels = json.loads(
+            await asyncio.to_thread(download, client, f"{base}/v1/Compositions/{comp.sid}/Levels")
+        )
+        v = {
+            name: [p["payload"]["p"][name]["v"] for p in levels["payloads"]]
+            for name in ("alice", "bob")
+        }
+        assert len(levels["payloads"]) == round(done.duration / 0.5)
+        times = [p["t"] for p in levels["payloads"]]
+        at = {name: [t for t, x in zip(times, v[name], strict=True) if x > 3000] for name in v}
+        assert a0 < at["alice"][0] <= a0 + 1.0 and at["alice"][-1] <= a0 + 3.5
+        assert b0 < at["bob"][0] <= b0 + 1.0 and at["bob"][-1] <= b0 + 2.5
+        assert v["bob"][0] == -1  # no recording of bob yet
 
         excluded = await asyncio.to_thread(
             api.compositions.create,

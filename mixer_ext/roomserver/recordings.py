@@ -562,9 +562,11 @@ class MediaService:
         record.duration = result.duration
         record.size = result.size
         record.bitrate = round(result.size * 8 / result.duration / 1000) if result.duration else 0
+        self.store.commit(m.levels_key(record))
         if record.status == "deleted":
             self._save(record)
             self.store.delete(record.key)
+            self.store.delete(m.levels_key(record))
             return
         self._composition_step(record, "complete")
         log.info(
@@ -596,6 +598,7 @@ class MediaService:
         if task is not None:
             task.cancel()
         self.store.delete(record.key)
+        self.store.delete(m.levels_key(record))
 
     # ------------------------------------------------------------------ hooks
     def create_hook(self, fields: dict[str, object]) -> m.HookRecord:

@@ -14,23 +14,32 @@ the live ``Input``), and the one encode.  Sources are decoded as the channels th
 (what a browser or a talker sends), stereo when any source is stereo: a mono mix
 duplicated into two channels would only double the encoder's work.  The AAC encoder is
 FFmpeg's with ``aac_coder=fast``, the Opus one libopus.
+
+Levels, as the live mix's timed metadata: each source's decoded audio also goes to a
+``core.levels.LevelMeter`` per participant (the recording's ``PARTICIPANT`` tag) and
+500 ms window of the composition, and the payloads (the live stream's own JSON, with
+their times) are written beside the output as ``CJ…-levels.json`` (``write_levels``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
+from pathlib import Path
 from typing import Any
 
 import av
 import numpy as np
 import numpy.typing as npt
 
+from mixer_ext.core.levels import LevelMeter
 from mixer_ext.core.mixer import Limiter
+from mixer_ext.core.payload import MAX_LEVEL, MUTED, MetadataPayload
 from mixer_ext.roomserver.compose.spec import (
     SAMPLE_RATE,
     CompositionJob,
@@ -42,6 +51,8 @@ from mixer_ext.roomserver.recorder import opus_head
 log = logging.getLogger(__name__)
 
 BLOCK_SAMPLES = 4 * SAMPLE_RATE
+#: the levels' window, as the live mix's timed metadata (500 ms)
+LEVEL_WINDOW = SAMPLE_RATE // 2
 #: an Opus payload this small is DTX / comfort noise: silence, not decoded
 DTX_MAX_BYTES = 3
 _TOC_STEREO = 0x04
@@ -62,6 +73,77 @@ class CompositionResult:
     channels: int
     #: lowest gain the limiter applied (1.0: the sum never reached full scale)
     min_gain: float
+    #: the levels' sidecar file (``levels_path(job.output)``), written beside the output
+    levels: Path | None = None
+
+
+def levels_path(output: Path) -> Path:
+    """Where a composition's levels go: ``CJ….mp4`` -> ``CJ…-levels.json``."""
+    return output.with_name(f"{output.stem}-levels.json")
+
+
+class _Levels:
+    """Per-participant levels of the composition, by the live mix's rules (``core.levels``):
+    for each 500 ms window of the composition's own timeline, each participant's peak
+    absolute sample (0..32767) of its own audio before mixing, ``-1`` when none of its
+    recordings covers any of the window.  One ``LevelMeter`` per participant and window
+    (the readers fill a block's windows one after another, not in window order)."""
+
+    def __init__(self) -> None:
+        self.meters: dict[str, dict[int, LevelMeter]] = {}
+
+    def _meter(self, identity: str, window: int) -> LevelMeter:
+        windows = self.meters.setdefault(identity, {})
+        meter = windows.get(window)
+        if meter is None:
+            meter = windows[window] = LevelMeter()
+        return meter
+
+    def present(self, identity: str, start: int, end: int) -> None:
+        """``identity`` has a recording over output samples ``[start, end)``."""
+        for w in range(start // LEVEL_WINDOW, (end - 1) // LEVEL_WINDOW + 1):
+            self._meter(identity, w).add_peak(0)
+
+    def add(self, identity: str, at: int, pcm: FloatBlock) -> None:
+        """``pcm`` (floats, full scale 1.0) of ``identity`` starts at output sample ``at``."""
+        while len(pcm):
+            w = at // LEVEL_WINDOW
+            n = min(len(pcm), (w + 1) * LEVEL_WINDOW - at)
+            seg = pcm[:n]
+            peak = max(float(seg.max()), -float(seg.min()))
+            self._meter(identity, w).add_peak(min(MAX_LEVEL, int(peak * 32768.0)))
+            pcm, at = pcm[n:], at + n
+
+    def payloads(self, total: int) -> list[MetadataPayload]:
+        """One payload per window of a composition ``total`` samples long, stamped (``pts``)
+        with the end of its window, as the live mix stamps its payloads."""
+        windows = (total + LEVEL_WINDOW - 1) // LEVEL_WINDOW
+        out = []
+        for w in range(windows):
+            levels = {}
+            for identity, meters in sorted(self.meters.items()):
+                meter = meters.get(w)
+                levels[identity] = meter.take() if meter is not None else MUTED
+            out.append(
+                MetadataPayload(seq=w, levels=levels, pts=min(total, (w + 1) * LEVEL_WINDOW))
+            )
+        return out
+
+
+def write_levels(path: Path, payloads: list[MetadataPayload]) -> None:
+    """The sidecar: ``{"sample_rate", "window", "payloads": [{"t", "payload"}]}``, where
+    ``payload`` is the live stream's own JSON payload (``{"s", "p": {identity: {"v"}}}``)
+    and ``t`` the composition time in seconds at which it takes effect (its window's end)."""
+    doc = {
+        "sample_rate": SAMPLE_RATE,
+        "window": LEVEL_WINDOW / SAMPLE_RATE,
+        "payloads": [
+            {"t": p.pts / SAMPLE_RATE, "payload": json.loads(p.to_json())} for p in payloads
+        ],
+    }
+    part = path.with_name(f".{path.name}.{os.getpid()}.part")
+    part.write_text(json.dumps(doc, separators=(",", ":")))
+    os.replace(part, path)
 
 
 class _Reader:
@@ -70,6 +152,12 @@ class _Reader:
     def __init__(self, source: Source) -> None:
         self.source = source
         self._container: Any = av.open(str(source.path))
+        tags = {k.upper(): v for k, v in self._container.metadata.items()}
+        #: whose audio this is (the recording's PARTICIPANT tag): the key of its levels
+        self.identity: str = tags.get("PARTICIPANT") or source.name
+        #: where the block being rendered starts, on the composition's own timeline
+        self.out_start = 0
+        self.levels: _Levels | None = None
         stream = self._container.streams.audio[0]
         if stream.codec_context.name != "opus":
             raise ValueError(f"{source.path.name}: not an Opus recording")
@@ -152,6 +240,8 @@ class _Reader:
         n = min(len(pcm), end - at)
         if n > 0:
             out[at - start : at - start + n] += pcm[:n]
+            if self.levels is not None:
+                self.levels.add(self.identity, self.out_start + at - start, pcm[:n])
         if n < len(pcm):
             self._carry = (at + max(n, 0), pcm[max(n, 0) :])
 
@@ -190,6 +280,9 @@ def _mix(
     # file, and a run killed with its server leaves no file a new run could collide with
     part = job.output.with_name(f".{job.output.name}.{os.getpid()}.part")
     limiter = Limiter(tick_samples=BLOCK_SAMPLES, channels=channels)
+    levels = _Levels()
+    for reader in readers:
+        reader.levels = levels
     done = 0
     with av.open(str(part), "w", format=fmt, options=mux_options) as container:
         stream: Any = container.add_stream(codec, rate=SAMPLE_RATE, layout=layout)
@@ -204,7 +297,11 @@ def _mix(
                 block = buf[:n]
                 block.fill(0.0)
                 for reader in readers:
-                    if reader.source.end > at and reader.source.offset < end:
+                    src = reader.source
+                    if src.end > at and src.offset < end:
+                        reader.out_start = done
+                        lo, hi = max(at, src.offset), min(end, src.end)
+                        levels.present(reader.identity, done + lo - at, done + hi - at)
                         reader.render(block, at, end)
                 mix = np.rint(block * 32768.0).astype(np.int32)
                 pcm = limiter.process(mix)
@@ -222,10 +319,13 @@ def _mix(
                     progress(done / total if total else 1.0)
         for packet in stream.encode(None):
             container.mux(packet)
+    sidecar = levels_path(job.output)
+    write_levels(sidecar, levels.payloads(done))
     os.replace(part, job.output)
     return CompositionResult(
         duration=done / SAMPLE_RATE,
         size=job.output.stat().st_size,
         channels=channels,
         min_gain=limiter.min_gain,
+        levels=sidecar,
     )

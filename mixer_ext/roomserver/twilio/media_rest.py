@@ -290,8 +290,14 @@ def render_composition(c: CompositionRecord, base: str) -> dict[str, Any]:
         "status_callback": c.status_callback,
         "status_callback_method": c.status_callback_method,
         "url": url,
-        "links": {"media": f"{url}/Media"},
+        # "levels" is ours: the per-participant levels beside the mix (no Twilio field)
+        "links": {"media": f"{url}/Media", "levels": f"{url}/Levels"},
     }
+
+
+def levels_key(c: CompositionRecord) -> str:
+    """The store key of a composition's levels (``compose.engine.levels_path``)."""
+    return c.key.rsplit(".", 1)[0] + "-levels.json"
 
 
 def render_hook(h: HookRecord, base: str) -> dict[str, Any]:

@@ -69,6 +69,7 @@ class MediaRoutes:
         get("/v1/Compositions/{sid}", w(self.fetch_composition))
         delete("/v1/Compositions/{sid}", w(self.delete_composition))
         get("/v1/Compositions/{sid}/Media", self._media(self.composition_media))
+        get("/v1/Compositions/{sid}/Levels", self._media(self.composition_levels))
         post("/v1/CompositionHooks", w(self.create_hook))
         get("/v1/CompositionHooks", w(self.list_hooks))
         get("/v1/CompositionHooks/{sid}", w(self.fetch_hook))
@@ -225,6 +226,10 @@ class MediaRoutes:
     def composition_media(self, request: web.Request) -> tuple[str, str]:
         c = self.service.composition(request.match_info["sid"])
         return c.status, c.key
+
+    def composition_levels(self, request: web.Request) -> tuple[str, str]:
+        c = self.service.composition(request.match_info["sid"])
+        return c.status, m.levels_key(c)
 
     # --- CompositionHooks ---------------------------------------------------------------------
     async def create_hook(self, request: web.Request) -> tuple[int, Any]:
