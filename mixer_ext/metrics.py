@@ -110,6 +110,13 @@ ROOM_SERVER_REJECTED_MESSAGES = Counter(
 ROOM_SERVER_REFUSED_JOINS = Counter(
     "mixer_room_server_refused_joins_total", "Joins refused, by reason.", ["reason"]
 )
+ROOM_SERVER_STATUS_CALLBACKS = Counter(
+    "mixer_room_server_status_callbacks_total",
+    "Status callback deliveries by outcome (delivered, retried, failed, dropped).",
+    ["outcome"],
+)
+for _outcome in ("delivered", "retried", "failed", "dropped"):
+    ROOM_SERVER_STATUS_CALLBACKS.labels(_outcome)
 
 for _kind in OUTPUT_KINDS:  # make every kind visible at 0 from the start
     OUTPUT_BYTES.labels(_kind)

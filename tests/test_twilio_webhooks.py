@@ -20,6 +20,7 @@ from twilio.base.exceptions import TwilioRestException
 from twilio.request_validator import RequestValidator
 from twilio.rest import Client
 
+from mixer_ext import metrics
 from mixer_ext.roomserver.twilio import callbacks as cb
 from mixer_ext.sim.tracks import ToneTrack
 from tests.room_util import client, until
@@ -213,6 +214,7 @@ async def test_a_slow_receiver_keeps_a_bounded_queue() -> None:
     await web.TCPSite(runner, "127.0.0.1", 0).start()
     base = f"http://127.0.0.1:{runner.addresses[0][1]}"
     sender = cb.StatusCallbacks(AUTH_TOKEN, request_timeout=30.0, queue_size=10)
+    counted = metrics.ROOM_SERVER_STATUS_CALLBACKS.labels("dropped")._value.get()
     try:
         for n in range(100):
             sender.send(
@@ -221,6 +223,7 @@ async def test_a_slow_receiver_keeps_a_bounded_queue() -> None:
         sender.send(f"{base}/quick", "POST", {"RoomSid": "RMquick", "StatusCallbackEvent": "q"})
         await until(lambda: fast == ["q"], 10, "the other room's callback")
         assert sender.pending() == 10 and sender.dropped == 90
+        assert metrics.ROOM_SERVER_STATUS_CALLBACKS.labels("dropped")._value.get() == counted + 90
     finally:
         stalled.set()
         await sender.stop()

@@ -21,8 +21,9 @@ never makes memory grow, and a room's receiver never delays another room's).  A 
 (``REQUEST_TIMEOUT``), a connection error, HTTP 429 or 5xx is retried after a "full jitter"
 backoff (uniform in 0..min(``BACKOFF_CAP``, ``BACKOFF_BASE`` * 2^(attempt-1))), at most
 ``MAX_ATTEMPTS`` attempts and ``MAX_EVENT_SECONDS`` per event; then the event is given up
-(logged, ``failed``) and the next one goes.  Other 4xx are final.  The URL is logged without
-its query string (it may carry secrets).
+(logged, ``failed``) and the next one goes.  Other 4xx are final.  Outcomes are counted in
+``mixer_room_server_status_callbacks_total{outcome}`` (no URL in any label).  The URL is
+logged without its query string (it may carry secrets).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from urllib.parse import urlencode, urlsplit
 
 import aiohttp
 
+from mixer_ext import metrics
 from mixer_ext.roomserver.twilio import rest as r
 from mixer_ext.tasks import stop_tasks
 
@@ -186,6 +188,7 @@ class StatusCallbacks:
             queue = self._queues[key] = deque(maxlen=self.queue_size)
         if len(queue) == queue.maxlen:
             self.dropped += 1
+            metrics.ROOM_SERVER_STATUS_CALLBACKS.labels("dropped").inc()
             log.warning("status callbacks for %s: queue full, the oldest dropped", key[:40])
         queue.append((url, method, params))
         if key not in self._tasks:
@@ -214,19 +217,23 @@ class StatusCallbacks:
             status = await self._attempt(url, method, params, shown)
             if status is not None and status < 400:
                 self.delivered += 1
+                metrics.ROOM_SERVER_STATUS_CALLBACKS.labels("delivered").inc()
                 return
             if not self.policy.retryable(status):
                 self.failed += 1
+                metrics.ROOM_SERVER_STATUS_CALLBACKS.labels("failed").inc()
                 log.warning("status callback %s to %s: HTTP %s, not retried", event, shown, status)
                 return
             wait = self.policy.next_delay(attempt, time.monotonic() - started, self._rng)
             if wait is None:
                 self.failed += 1
+                metrics.ROOM_SERVER_STATUS_CALLBACKS.labels("failed").inc()
                 log.warning(
                     "status callback %s to %s: given up after %d attempts", event, shown, attempt
                 )
                 return
             self.retries += 1
+            metrics.ROOM_SERVER_STATUS_CALLBACKS.labels("retried").inc()
             await asyncio.sleep(wait)
 
     async def _attempt(
