@@ -23,6 +23,10 @@ from mixer_ext.settings import load_settings
 COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("mixer_ext.worker.runner", "join a room and stream the mix (the extension itself)"),
     "room-server": ("mixer_ext.roomserver.app", "run the embedded room server"),
+    "compose": (
+        "mixer_ext.roomserver.compose.cli",
+        "mix one composition job (JSON) from the recordings' storage, outside the room server",
+    ),
     "token": ("mixer_ext.roomserver.tokens", "print an access token for the embedded room server"),
     "talker": (
         "mixer_ext.sim.talker",

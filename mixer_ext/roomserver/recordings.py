@@ -43,7 +43,7 @@ from mixer_ext.roomserver.compose.spec import (
     Source,
     plan,
 )
-from mixer_ext.roomserver.compose.workers import CompositionFailed, CompositionWorkers
+from mixer_ext.roomserver.compose.workers import CompositionFailed, CompositionRunner
 from mixer_ext.roomserver.mediadb import MediaDb
 from mixer_ext.roomserver.recorder import (
     RecordingResult,
@@ -98,7 +98,7 @@ class MediaService:
     def __init__(
         self,
         store: MediaStore,
-        workers: CompositionWorkers,
+        workers: CompositionRunner,
         *,
         account_sid: str,
         send: Send,

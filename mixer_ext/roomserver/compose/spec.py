@@ -11,15 +11,21 @@ Twilio's rules, as its Compositions API states them:
 - ``Format``: ``mp4`` (AAC in MP4) or ``webm`` (Opus in WebM).
 
 Times are 48 kHz sample counts on the room's timeline (0 = the room's start).
+
+A job travels to another process as JSON (``encode_job``/``decode_job``), its files as
+media keys under the storage's root (``mixer-ext compose``, a Kubernetes Job).
 """
 
 from __future__ import annotations
 
 import fnmatch
+import json
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from mixer_ext.roomserver.storage import check_key
 
 SAMPLE_RATE = 48_000
 FORMATS = ("mp4", "webm")
@@ -128,3 +134,60 @@ def plan(
 def output_duration(job: CompositionJob) -> int:
     """Samples in the composition."""
     return sum(end - start for start, end in job.segments)
+
+
+def encode_job(job: CompositionJob, root: Path) -> str:
+    """``job`` as JSON with its files as paths relative to ``root`` (the media store's
+    directory), so a process that mounts the same storage elsewhere (a Kubernetes Job,
+    ``mixer-ext compose``) finds them under its own root."""
+
+    def rel(path: Path) -> str:
+        return path.relative_to(root).as_posix()
+
+    return json.dumps(
+        {
+            "sources": [
+                {"name": s.name, "key": rel(s.path), "offset": s.offset, "duration": s.duration}
+                for s in job.sources
+            ],
+            "output": rel(job.output),
+            "format": job.format,
+            "segments": [list(seg) for seg in job.segments],
+        }
+    )
+
+
+def _key(value: object, what: str) -> str:
+    """A media key as the store's grammar allows it (no "..", no absolute path)."""
+    try:
+        return check_key(str(value))
+    except ValueError:
+        raise CompositionSpecError(f"{what}: not a media key: {str(value)[:80]!r}") from None
+
+
+def decode_job(text: str, root: Path) -> CompositionJob:
+    """The job ``encode_job`` wrote, its keys resolved under ``root``; raises
+    ``CompositionSpecError`` naming what is wrong (keys are checked: no path outside)."""
+    try:
+        doc = json.loads(text)
+        sources = tuple(
+            Source(
+                str(s["name"]),
+                root / _key(s["key"], "sources[].key"),
+                int(s["offset"]),
+                int(s["duration"]),
+            )
+            for s in doc["sources"]
+        )
+        output = root / _key(doc["output"], "output")
+        fmt = doc["format"]
+        spans = tuple((int(a), int(b)) for a, b in doc["segments"])
+    except (ValueError, KeyError, TypeError) as exc:
+        if isinstance(exc, CompositionSpecError):
+            raise
+        raise CompositionSpecError(f"not a composition job: {exc!s:.200}") from None
+    if fmt not in FORMATS:
+        raise CompositionSpecError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    if not sources or not spans or any(a >= b for a, b in spans):
+        raise CompositionSpecError("a composition job needs sources and non-empty segments")
+    return CompositionJob(sources, output, fmt, spans)

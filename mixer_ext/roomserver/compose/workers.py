@@ -22,7 +22,7 @@ import os
 import signal
 from collections.abc import Callable
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import Any, Protocol
 
 from mixer_ext.roomserver.compose.engine import CompositionResult, compose
 from mixer_ext.roomserver.compose.spec import CompositionJob
@@ -36,6 +36,23 @@ PROGRESS_STEP = 0.05
 
 class CompositionFailed(RuntimeError):
     """The worker could not make the composition (a one-line reason)."""
+
+
+class CompositionRunner(Protocol):
+    """Where compositions run, as ``MediaService`` sees it: ``run`` waits for a slot
+    (calling ``on_started`` when the work starts), reports ``on_progress(fraction)`` and
+    returns the result or raises ``CompositionFailed``; cancelling it stops the work.
+
+    ``CompositionWorkers`` (below) runs each in a local process.  Another runner runs
+    ``mixer-ext compose`` (``compose/cli.py``) on a job encoded by ``spec.encode_job``,
+    e.g. as a Kubernetes Job mounting the same storage (not built yet)."""
+
+    async def run(
+        self,
+        job: CompositionJob,
+        on_progress: Callable[[float], None] | None = None,
+        on_started: Callable[[], None] | None = None,
+    ) -> CompositionResult: ...
 
 
 def _die_with_parent() -> None:
