@@ -227,7 +227,11 @@ def test_parse_connect_update_and_disconnect() -> None:
     assert msg.name == "lobby" and msg.token == "T" and msg.automatic_subscription
     assert msg.participant.tracks == (s.LocalTrack("t-audio", "audio", "mic", True),)
     assert msg.peer_connections[0].description == s.Description("offer", 1, "v=0\r\n")
-    assert msg.declined == ("network_quality",)
+    assert msg.media_signaling == ("network_quality",) and msg.declined == ()
+    priority = dict(CONNECT, media_signaling={"track_priority": {}, "active_speaker": {}})
+    parsed = s.parse_client_body(priority)
+    assert isinstance(parsed, s.Connect)
+    assert parsed.media_signaling == ("active_speaker",) and parsed.declined == ("track_priority",)
     excluded = dict(CONNECT, subscribe={"rules": [{"type": "exclude", "all": True}]})
     assert not s.parse_client_body(excluded).automatic_subscription  # type: ignore[union-attr]
     cand = {"candidate": "candidate:1 1 udp 1 127.0.0.1 5000 typ host", "sdpMid": "0"}

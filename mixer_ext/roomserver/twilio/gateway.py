@@ -62,6 +62,8 @@ from mixer_ext.roomserver.limits import ROLE_PARTICIPANT, PreJoinGuard, TokenBuc
 from mixer_ext.roomserver.mediadb import FILENAME as MEDIA_DB_FILENAME
 from mixer_ext.roomserver.mediadb import MediaDb
 from mixer_ext.roomserver.names import check_room_name, for_log
+from mixer_ext.roomserver.netquality import NetworkQuality
+from mixer_ext.roomserver.netquality import message as network_quality_message
 from mixer_ext.roomserver.peer import Peer, PeerHost
 from mixer_ext.roomserver.recording_rules import RoomRecorder
 from mixer_ext.roomserver.recordings import MediaService, RoomRef
@@ -110,6 +112,10 @@ ANSWER_TIMEOUT = 15.0
 CONNECT_TIMEOUT = 20.0
 TASK_STOP_TIMEOUT = 3.0
 MAX_MESSAGE_BYTES = 256 * 1024
+#: network quality is measured and reported every this many dominant-speaker ticks (1 s)
+NETWORK_QUALITY_TICKS = 5
+#: RTP clock of Opus: aiortc reports jitter in its units
+OPUS_CLOCK = 48_000
 
 #: why the room server removed someone -> what the SDK is told
 _REASON_ERRORS: dict[str, e.TwilioVideoError] = {
@@ -271,9 +277,15 @@ class TwilioGateway:
 
     async def _speaker_loop(self) -> None:
         """Every ``TICK``: each room's dominant speaker decided, a change told to its
-        twilio-video.js clients that asked (``dominantSpeaker: true``)."""
+        twilio-video.js clients that asked (``dominantSpeaker: true``); every
+        ``NETWORK_QUALITY_TICKS`` ticks the network quality of the rooms where a client
+        asked for it (``networkQuality``)."""
+        ticks = 0
         while True:
             await asyncio.sleep(TICK)
+            ticks += 1
+            if ticks % NETWORK_QUALITY_TICKS == 0:
+                await self._network_quality()
             now = time.monotonic()
             for sid, detector in list(self.speakers.items()):
                 room = self.server.rooms.by_sid(sid)
@@ -289,6 +301,24 @@ class TwilioGateway:
                     peer = participant.connection
                     if isinstance(peer, TwilioSession):
                         peer.media_signal("active_speaker", s.active_speaker(who))
+
+    async def _network_quality(self) -> None:
+        """Measure every twilio-video.js client in a room where one asked for network
+        quality, then answer those that asked (their level, the others' at their verbosity)."""
+        rooms: dict[str, list[TwilioSession]] = {}
+        for session in list(self.sessions.values()):
+            if not session.closed:
+                rooms.setdefault(session.room.sid, []).append(session)
+        for sessions in rooms.values():
+            if not any(x.wants_network_quality for x in sessions):
+                continue
+            for session in sessions:
+                try:
+                    await session.measure_network()
+                except Exception as exc:  # one client's stats never stop the others'
+                    log.debug("room server: %s: no network stats: %s", session.label, exc)
+            for session in sessions:
+                session.report_network_quality(sessions)
 
     async def stop(self) -> None:
         await stop_tasks([self._speaker_task], TASK_STOP_TIMEOUT, log)
@@ -549,6 +579,11 @@ class TwilioSession:
         for name in connect.media_signaling:
             sink = self._msp[name] = ChannelSink(ChannelOptions())
             sink.id = name
+        #: what the server sees of this client's links, and what the SDK asked to be told
+        #: (its ``networkQuality`` local and remote verbosity, from its last inputs message)
+        self.network = NetworkQuality.new()
+        self._nq_verbosity = (1, 0)
+        self._nq_asked = False
         self._published_revision = 0
         self._local_revision = -1
         #: publisher's track sid -> (transceiver, relayed track, publisher identity)
@@ -1053,14 +1088,15 @@ class TwilioSession:
         ):
             if sink.channel is None:
                 options = sink.options
-                sink.open(
-                    self.pc.createDataChannel(
-                        sink.id,
-                        ordered=options.ordered,
-                        maxPacketLifeTime=options.max_packet_life_time,
-                        maxRetransmits=options.max_retransmits,
-                    )
+                channel = self.pc.createDataChannel(
+                    sink.id,
+                    ordered=options.ordered,
+                    maxPacketLifeTime=options.max_packet_life_time,
+                    maxRetransmits=options.max_retransmits,
                 )
+                sink.open(channel)
+                if sink is self._msp.get("network_quality"):
+                    channel.on("message", self._on_network_quality_inputs)
 
     def unsubscribe(self, track_sid: str) -> None:
         data = self.data_subscriptions.pop(track_sid, None)
@@ -1232,6 +1268,77 @@ class TwilioSession:
                 if t.sid == event.track.sid:
                     t.enabled = event.track.enabled
             self._bump(found)
+
+    # --- network quality (``netquality``) -------------------------------------------------
+
+    @property
+    def wants_network_quality(self) -> bool:
+        return "network_quality" in self._msp
+
+    def _on_network_quality_inputs(self, data: str | bytes) -> None:
+        """The SDK's inputs (its own stats, ignored: the server measures) ask for the next
+        report, at the verbosity they name."""
+        if not isinstance(data, str) or len(data) > 64 * 1024:
+            return
+        try:
+            body = json.loads(data)
+        except ValueError:
+            return
+        if not isinstance(body, dict) or body.get("type") != "network_quality":
+            return
+
+        def verbosity(value: Any, default: int) -> int:
+            return min(3, max(0, value)) if isinstance(value, int) else default
+
+        self._nq_verbosity = (
+            verbosity(body.get("reportLevel"), 1),
+            verbosity(body.get("remoteReportLevel"), 0),
+        )
+        self._nq_asked = True
+
+    async def measure_network(self) -> None:
+        """Feed ``network`` from aiortc's RTP stats of this client's media."""
+        received = lost = 0
+        jitter: float | None = None
+        for receiver in list(self._carriers.values()):
+            for stat in (await receiver.getStats()).values():
+                if getattr(stat, "type", "") == "inbound-rtp":
+                    received += int(stat.packetsReceived)
+                    lost += max(0, int(stat.packetsLost))
+                    jitter = max(jitter or 0.0, float(stat.jitter) / OPUS_CLOCK)
+        if jitter is not None:
+            self.network.send.sample(received, lost, jitter)
+        received = lost = 0
+        jitter, rtt = None, None
+        for transceiver, _, _ in list(self.subscriptions.values()):
+            if transceiver is None:
+                continue
+            for stat in (await transceiver.sender.getStats()).values():
+                if getattr(stat, "type", "") == "remote-inbound-rtp":
+                    received += max(0, int(stat.packetsReceived))
+                    lost += max(0, int(stat.packetsLost))
+                    jitter = max(jitter or 0.0, float(stat.jitter) / OPUS_CLOCK)
+                    if stat.roundTripTime is not None:
+                        rtt = max(rtt or 0.0, float(stat.roundTripTime))
+        if jitter is not None:
+            self.network.recv.sample(received, lost, jitter, rtt)
+
+    def report_network_quality(self, room: list[TwilioSession]) -> None:
+        """Answer the SDK's last inputs: its level and the others' (remote verbosity)."""
+        if not self._nq_asked or not self.wants_network_quality:
+            return
+        local_v, remote_v = self._nq_verbosity
+        local = self.network.report(local_v)
+        remotes: list[tuple[str, Any]] = []
+        if remote_v >= 1:
+            for other in room:
+                report = other.network.report(remote_v)
+                if other is not self and report is not None:
+                    remotes.append((other.sid, report))
+        if local is None and not remotes:
+            return  # nothing measured yet: the SDK asks again
+        self._nq_asked = False
+        self.media_signal("network_quality", network_quality_message(local, remotes))
 
     def media_signal(self, name: str, message: dict[str, Any]) -> None:
         """A message on media signaling channel ``name``, if the SDK asked for it."""

@@ -48,7 +48,7 @@ MAX_TRACKS = 16
 MAX_SDP_BYTES = 64 * 1024
 MAX_CANDIDATES = 64
 #: the media signaling channels served (over a data channel each, named as the channel)
-MEDIA_SIGNALING = ("active_speaker",)
+MEDIA_SIGNALING = ("active_speaker", "network_quality")
 
 
 class SignalingError(ValueError):
