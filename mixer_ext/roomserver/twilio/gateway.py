@@ -595,6 +595,8 @@ class TwilioSession:
         self._revision = 0
         self._lock = asyncio.Lock()
         self._answer: asyncio.Future[str] | None = None
+        #: set once the negotiator took the answer to the server's offer (``_answer`` None)
+        self._answer_applied = asyncio.Event()
         #: the client's first offer: the numbering the server's re-offers keep (``sdp``)
         self._client_sdp: str | None = None
         self._pending_revision = 0
@@ -753,6 +755,13 @@ class TwilioSession:
                 if pending is not None and not pending.done() and expected:
                     pending.set_result(desc.sdp)
             elif desc.type == "offer" and desc.sdp is not None:
+                pending = self._answer
+                if pending is not None and pending.done():
+                    # the SDK answered our offer and re-offers at once (after glare, or
+                    # for a data track's m=application): the answer is applied first, else
+                    # the re-offer would be dropped as if ours were still pending
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._answer_applied.wait(), ANSWER_TIMEOUT)
                 async with self._lock:
                     if self._answer is not None:
                         continue  # our offer is pending: the SDK rolls back and re-offers
@@ -1147,6 +1156,7 @@ class TwilioSession:
                     await self.pc.setLocalDescription(RTCSessionDescription(sdp, "offer"))
                     self._pending_revision = max(self._pending_revision, self._local_desc_rev()) + 1
                     self._answer = asyncio.get_running_loop().create_future()
+                    self._answer_applied.clear()
                     self._send(
                         s.room_state(
                             "update",
@@ -1167,6 +1177,7 @@ class TwilioSession:
                     return
                 async with self._lock:
                     self._answer = None
+                    self._answer_applied.set()  # a waiting re-offer goes next (the lock)
                     try:
                         await self.pc.setRemoteDescription(
                             RTCSessionDescription(answer_sdp, "answer")
