@@ -77,6 +77,7 @@ bench: setup
 	$(PY) bench/encode_fanout.py
 	$(PY) bench/capacity.py --backend embedded --steps 20,50,100
 	$(PY) bench/capacity.py --backend janus --steps 20,50,100
+	$(PY) bench/join_burst.py --steps 100,250
 	$(PY) bench/silent.py
 	$(PY) bench/talkers.py
 	$(PY) bench/opus_decode.py

@@ -6,10 +6,13 @@ The bot uses one Janus session (``JanusSession``) with two VideoRoom handles:
   and never publishes.  It receives the room's events: ``joining``
   (needs ``notify_joining`` on the room), ``publishers``, ``unpublished``,
   ``leaving``, ``moderation``, ``destroyed``.
-- a *subscriber* handle (``join`` ptype subscriber with the audio ``streams``
-  of every publisher, later ``subscribe``).  Janus sends the SDP offer,
+- *subscriber* handles (``join`` ptype subscriber with the audio ``streams``
+  of publishers, later ``subscribe``), each with its own PeerConnection of at
+  most ``MLINES_PER_CONNECTION`` active feeds, so a renegotiation costs the
+  same in a room of 250 as in a room of 20.  Janus sends the SDP offer,
   aiortc answers, ``start``.  Janus renegotiates on its own (``updated``)
-  when a feed goes away.
+  when a feed goes away.  Streams announced within ``JOIN_COALESCE_WINDOW``
+  are subscribed together (one renegotiation per connection for a burst).
 
 Participants are Janus *publishers*; their identity is the publisher's
 ``display`` (``janus-<id>`` when it has none).  A participant's audio is one
@@ -102,6 +105,8 @@ JOIN_COALESCE_WINDOW = 0.25
 #: step stays well inside a 20 ms tick.  Janus recycles a connection's inactive
 #: m-lines, so the bound counts active subscriptions.
 MLINES_PER_CONNECTION = 24
+#: the local event that ends a coalescing window (never sent by Janus)
+FLUSH_JOINS = "mixer-flush-joins"
 
 # Janus core and VideoRoom error codes that say why joining failed.
 _REFUSALS: dict[int, tuple[str, str]] = {
@@ -242,9 +247,10 @@ class JanusRoomConnector(RoomConnector):
         self._publishers: dict[FeedId, _Publisher] = {}
         #: (connection index, subscriber mid) -> subscription
         self._subs: dict[tuple[int, str], _Subscription] = {}
-        #: streams announced but not yet subscribed, flushed at ``_flush_at`` (loop time)
+        #: streams announced but not yet subscribed; a timer queues FLUSH_JOINS behind the
+        #: session's events when the window ends, so the room task handles it in order
         self._wanted: list[dict[str, Any]] = []
-        self._flush_at: float | None = None
+        self._flush_timer: asyncio.TimerHandle | None = None
         self.tap = tap  # False: stock aiortc, one pump task per m-line reads decoded frames
         #: (connection index, subscriber mid) -> pump (tap False)
         self._pumps: dict[tuple[int, str], asyncio.Task[None]] = {}
@@ -339,7 +345,7 @@ class JanusRoomConnector(RoomConnector):
             await self._on_publishers(_list(joined.get("publishers")))
             await self._flush_wanted()  # those already in: at once
             while True:
-                msg = await self._next_event()
+                msg = await self._session.next_event()
                 if msg is None:
                     log_event(
                         log,
@@ -360,21 +366,6 @@ class JanusRoomConnector(RoomConnector):
             log.exception("janus: room task failed")
         await self._teardown(reason)
 
-    async def _next_event(self) -> dict[str, Any] | None:
-        """The session's next event; subscribes the pending streams when their window ends."""
-        loop = asyncio.get_running_loop()
-        while self._flush_at is not None:
-            delay = self._flush_at - loop.time()
-            if delay <= 0:
-                await self._flush_wanted()
-                continue
-            try:
-                # Queue.get is cancellation-safe: a timed-out wait loses no event
-                return await asyncio.wait_for(self._session.next_event(), delay)
-            except TimeoutError:
-                await self._flush_wanted()
-        return await self._session.next_event()
-
     async def _flush_wanted(self) -> None:
         """One subscribe (one renegotiation) for every stream announced in the window."""
         wanted = [
@@ -383,7 +374,9 @@ class JanusRoomConnector(RoomConnector):
             if w["feed"] in self._publishers and w["mid"] in self._publishers[w["feed"]].audio_mids
         ]
         self._wanted.clear()
-        self._flush_at = None
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
         if not wanted:
             return
         metrics.JANUS_COALESCED_JOINS.observe(len(wanted))
@@ -408,6 +401,9 @@ class JanusRoomConnector(RoomConnector):
         sender = msg.get("sender")
         if kind == "timeout":
             return Reason.CONNECTION_LOST
+        if kind == FLUSH_JOINS:
+            await self._flush_wanted()
+            return None
         conn = self._conn_of(sender) if sender is not None else None
         if conn is not None and kind in ("hangup", "detached"):
             log_event(log, "janus subscriber media ended", logging.WARNING, janus=kind)
@@ -512,8 +508,10 @@ class JanusRoomConnector(RoomConnector):
                 wanted.append({"feed": feed_id, "mid": mid})
         if wanted:
             self._wanted.extend(wanted)
-            if self._flush_at is None:
-                self._flush_at = asyncio.get_running_loop().time() + JOIN_COALESCE_WINDOW
+            if self._flush_timer is None:
+                self._flush_timer = asyncio.get_running_loop().call_later(
+                    JOIN_COALESCE_WINDOW, self._session.post_local_event, {"janus": FLUSH_JOINS}
+                )
 
     def _on_unpublished(self, feed_id: object) -> None:
         if not is_feed_id(feed_id):
@@ -710,6 +708,8 @@ class JanusRoomConnector(RoomConnector):
         await asyncio.shield(self._teardown_task)
 
     async def _release(self, reason: str) -> None:
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
         for sub in list(self._subs.values()):
             with contextlib.suppress(JanusSessionClosed):  # queue full: Disconnected says it all
                 self._end_subscription(sub)
