@@ -112,8 +112,12 @@ class ProjectSpeaker:
 class Speaker:
     """A twilio-video.js-protocol participant in Python (aiortc), for load only."""
 
-    def __init__(self, url: str, room: str, identity: str, hz: float) -> None:
+    def __init__(
+        self, url: str, room: str, identity: str, hz: float, *, subscribe: bool = True
+    ) -> None:
         self.url, self.room, self.identity = url, room, identity
+        #: False: ``automaticSubscription: false`` (publishes only)
+        self.subscribe = subscribe
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.track = ToneTrack(hz)
         self.pc.addTransceiver(self.track, direction="sendrecv")
@@ -148,7 +152,8 @@ class Speaker:
                 {"id": "pc1", "description": {"type": "offer", "revision": 1,
                                               "sdp": self.pc.localDescription.sdp}}
             ],
-            "subscribe": {"rules": [{"type": "include", "all": True}], "revision": 1},
+            "subscribe": {"rules": [{"type": "include" if self.subscribe else "exclude",
+                                     "all": True}], "revision": 1},
             "format": "unified",
             "ice_servers": "overrode",
         }  # fmt: skip
