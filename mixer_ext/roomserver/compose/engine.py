@@ -104,15 +104,22 @@ class _Levels:
         for w in range(start // LEVEL_WINDOW, (end - 1) // LEVEL_WINDOW + 1):
             self._meter(identity, w).add_peak(0)
 
-    def add(self, identity: str, at: int, pcm: FloatBlock) -> None:
-        """``pcm`` (floats, full scale 1.0) of ``identity`` starts at output sample ``at``."""
-        while len(pcm):
-            w = at // LEVEL_WINDOW
-            n = min(len(pcm), (w + 1) * LEVEL_WINDOW - at)
-            seg = pcm[:n]
-            peak = max(float(seg.max()), -float(seg.min()))
-            self._meter(identity, w).add_peak(min(MAX_LEVEL, int(peak * 32768.0)))
-            pcm, at = pcm[n:], at + n
+    def add(self, identity: str, pieces: list[tuple[int, FloatBlock]]) -> None:
+        """Decoded pieces of ``identity``'s audio (floats, full scale 1.0), each at its
+        output sample, in time order.  A piece (one payload, 20 ms) counts in the window
+        that holds its middle, as a live tick counts in one window; the peaks are taken
+        in one numpy pass per block, not one per payload."""
+        if not pieces:
+            return
+        if len({len(p) for _, p in pieces}) == 1:
+            stacked = np.stack([p for _, p in pieces]).reshape(len(pieces), -1)
+            peaks = np.abs(stacked).max(axis=1)
+        else:
+            peaks = np.array([float(np.abs(p).max()) for _, p in pieces], np.float32)
+        windows = np.array([(at + len(p) // 2) // LEVEL_WINDOW for at, p in pieces])
+        starts = np.flatnonzero(np.r_[True, np.diff(windows) != 0])
+        for w, peak in zip(windows[starts], np.maximum.reduceat(peaks, starts), strict=True):
+            self._meter(identity, int(w)).add_peak(min(MAX_LEVEL, int(peak * 32768.0)))
 
     def payloads(self, total: int) -> list[MetadataPayload]:
         """One payload per window of a composition ``total`` samples long, stamped (``pts``)
@@ -158,6 +165,7 @@ class _Reader:
         #: where the block being rendered starts, on the composition's own timeline
         self.out_start = 0
         self.levels: _Levels | None = None
+        self._metered: list[tuple[int, FloatBlock]] = []
         stream = self._container.streams.audio[0]
         if stream.codec_context.name != "opus":
             raise ValueError(f"{source.path.name}: not an Opus recording")
@@ -213,7 +221,14 @@ class _Reader:
         return out[0] if len(out) == 1 else np.concatenate(out)
 
     def render(self, out: FloatBlock, start: int, end: int) -> None:
-        """Add this source's audio for ``[start, end)`` of the room's timeline into ``out``."""
+        """Add this source's audio for ``[start, end)`` of the room's timeline into ``out``
+        (and its pieces to the levels)."""
+        self._render(out, start, end)
+        if self.levels is not None:
+            self.levels.add(self.identity, self._metered)
+            self._metered = []
+
+    def _render(self, out: FloatBlock, start: int, end: int) -> None:
         if self._carry is not None:
             at, pcm = self._carry
             self._carry = None
@@ -241,7 +256,7 @@ class _Reader:
         if n > 0:
             out[at - start : at - start + n] += pcm[:n]
             if self.levels is not None:
-                self.levels.add(self.identity, self.out_start + at - start, pcm[:n])
+                self._metered.append((self.out_start + at - start, pcm[:n]))
         if n < len(pcm):
             self._carry = (at + max(n, 0), pcm[max(n, 0) :])
 
