@@ -238,3 +238,43 @@ def test_an_ice_restart_rekeys_in_place_and_the_media_goes_on() -> None:
             await server.close()
 
     asyncio.run(main())
+
+
+def test_the_audio_level_hook_reads_rfc6464_levels_aiortc_parsed_and_hands_packets_on() -> None:
+    """``forward.tap_audio_levels`` (the dominant speaker, issue 22.2) shadows the receiver's
+    ``_handle_rtp_packet`` and reads ``packet.extensions.audio_level``, which aiortc's
+    header-extension map parses from ``urn:ietf:params:rtp-hdrext:ssrc-audio-level``."""
+    from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters, RTCRtpParameters
+    from aiortc.rtp import HeaderExtensionsMap
+
+    from mixer_ext.roomserver.forward import tap_audio_levels
+
+    extensions = HeaderExtensionsMap()
+    extensions.configure(
+        RTCRtpParameters(
+            headerExtensions=[
+                RTCRtpHeaderExtensionParameters(
+                    id=5, uri="urn:ietf:params:rtp-hdrext:ssrc-audio-level"
+                )
+            ]
+        )
+    )
+    sent = RtpPacket(payload_type=111, sequence_number=7, timestamp=960, ssrc=1234)
+    sent.extensions.audio_level = (True, 23)
+    sent.payload = b"\x01\x02"
+    packet = RtpPacket.parse(sent.serialize(extensions), extensions)
+    assert packet.extensions.audio_level == (True, 23)
+
+    class Receiver:
+        def __init__(self) -> None:
+            self.handled: list[int] = []
+
+        async def _handle_rtp_packet(self, packet: Any, arrival_time_ms: int) -> None:
+            self.handled.append(packet.sequence_number)
+
+    receiver = Receiver()
+    levels: list[int] = []
+    tap_audio_levels(receiver, levels.append)  # type: ignore[arg-type]
+    tap_audio_levels(receiver, levels.append)  # again (a reused m-line): not wrapped twice
+    asyncio.run(receiver._handle_rtp_packet(packet, arrival_time_ms=0))
+    assert levels == [23] and receiver.handled == [7]

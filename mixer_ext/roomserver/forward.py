@@ -29,7 +29,7 @@ import contextlib
 import fractions
 import logging
 import queue
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import av
@@ -248,11 +248,12 @@ class _LevelHook:
         self._original = original
         self.on_level = on_level
 
-    async def __call__(self, packet: Any, arrival_time_ms: int) -> None:
+    def __call__(self, packet: Any, arrival_time_ms: int) -> Awaitable[None]:
         level = packet.extensions.audio_level
         if level is not None:
             self.on_level(level[1])
-        await self._original(packet, arrival_time_ms)
+        # the stock coroutine itself, for the transport to await: no extra frame per packet
+        return self._original(packet, arrival_time_ms)  # type: ignore[no-any-return]
 
 
 def tap_audio_levels(receiver: RTCRtpReceiver, on_level: LevelSink) -> None:
@@ -264,4 +265,5 @@ def tap_audio_levels(receiver: RTCRtpReceiver, on_level: LevelSink) -> None:
     if isinstance(current, _LevelHook):
         current.on_level = on_level
         return
-    receiver._handle_rtp_packet = _LevelHook(receiver._handle_rtp_packet, on_level)  # type: ignore[method-assign]
+    hook = _LevelHook(receiver._handle_rtp_packet, on_level)
+    receiver._handle_rtp_packet = hook  # type: ignore[method-assign,assignment]
