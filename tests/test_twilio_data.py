@@ -4,7 +4,8 @@ Alice publishes two ``LocalDataTrack``s (a reliable ordered "chat", an unordered
 "cursor" with ``maxRetransmits: 2``); Bob receives strings and binary messages as
 ``RemoteDataTrack`` ``message`` events, in order on "chat", and his tracks carry the
 publisher's delivery settings.  A flooder loses what is over its rate limit alone: Bob's
-messages still reach Alice, and Alice's later messages pass again.  ``room.isRecording``
+messages still reach Alice, and Alice's later messages pass again.  Unpublishing a data
+track unsubscribes it; the other goes on.  ``room.isRecording``
 is false (nothing records in this room).
 """
 
@@ -128,4 +129,19 @@ async def test_data_tracks_reach_the_other_browser_and_a_flooder_is_limited(
         # ... and Alice, once her bucket refilled, is heard again; she stayed connected
         assert await b.command("a", "eval", expr=SAY.replace("TEXT", "after"))
         await _until(b, "b", lambda g: any(x.get("m") == "after" for x in g))
+        # Alice unpublishes "cursor": Bob's RemoteDataTrack goes (trackUnsubscribed)
+        unpublish = """() => {
+          window.room.localParticipant.unpublishTrack(window.cursor);
+          return true;
+        }"""
+        assert await b.command("a", "eval", expr=unpublish) is True
+        deadline = time.monotonic() + 20
+        while not any(
+            e["id"] == "b" and e["event"] == "trackUnsubscribed" and e.get("name") == "cursor"
+            for e in b.events
+        ):
+            assert time.monotonic() < deadline, b.events
+            await asyncio.sleep(0.2)
+        assert await b.command("a", "eval", expr=SAY.replace("TEXT", "still here")) is True
+        await _until(b, "b", lambda g: any(x.get("m") == "still here" for x in g))
         assert not [e for e in b.events if e["event"] == "disconnected"], b.events
