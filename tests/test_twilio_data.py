@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from tests.room_util import write_tone_wav
+from tests.test_twilio_rest import video_client
 from tests.twilio_util import Browsers, browsers, twilio_room, twilio_token
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(120)]
@@ -92,6 +93,15 @@ async def test_data_tracks_reach_the_other_browser_and_a_flooder_is_limited(
         assert settings["chat"]["maxRetransmits"] is None
         assert settings["cursor"]["ordered"] is False
         assert settings["cursor"]["maxRetransmits"] == 2
+        # the official client lists them as Twilio did: kind "data", beside the audio
+        api = video_client(room)
+        listed = await asyncio.to_thread(
+            api.rooms(alice["sid"]).participants("alice").published_tracks.list
+        )
+        assert sorted((t.kind, t.name) for t in listed if t.kind == "data") == [
+            ("data", "chat"),
+            ("data", "cursor"),
+        ], [(t.kind, t.name) for t in listed]
 
         send = """() => {
           for (let i = 0; i < 20; i++) window.chat.send("chat " + i);
