@@ -21,9 +21,16 @@ Reconnection: a socket that ends without ``bye`` puts the participant in the own
 waits (``await_resume``) until the SDK's ``sync`` on a new socket hands the session over
 (``TwilioGateway._resume`` -> ``resume``) or the owner's window runs out.
 
+Data channels: a client's data track arrives on a channel it opens (label = its track id)
+and is forwarded (``roomserver.datatracks``) on channels the server opens to each
+subscriber; the media signaling the SDK asks for (``active_speaker``, ``network_quality``)
+goes over channels the server opens with its first offer, each labelled with its name.
+
 Tasks per client: ``twilio-out:<room>/<identity>`` writes the connection's output
 and its heartbeats (one per socket); ``twilio-neg:<room>/<identity>`` makes the server's
-offers.  Both end in ``close()``.
+offers.  Both end in ``close()``.  One for the gateway: ``twilio-speakers`` decides each
+room's dominant speaker every 0.2 s (``roomserver.speakers``) and measures and reports
+network quality every second (``roomserver.netquality``); it ends in ``stop()``.
 
 Why one module: it is the I/O half of one client's life (socket, peer
 connection, negotiation, reconnection, room events), whose states hang together; the wire
