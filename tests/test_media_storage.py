@@ -96,3 +96,41 @@ def test_media_db_keeps_records_across_a_reopen(tmp_path: Path) -> None:
     again.forget(m.HookRecord, "HK1")
     assert again.load(m.HookRecord) == []
     again.close()
+
+
+def test_media_db_unreadable_or_unwritable(tmp_path: Path) -> None:
+    """A file that is not a database stops the start with one line naming it; a directory
+    that cannot be written costs the records' persistence only (logged), not the media
+    service (tested through ``MediaService``: a recording still fails with its reason)."""
+    import asyncio
+
+    from mixer_ext.errors import ConfigError
+    from mixer_ext.roomserver.compose.workers import CompositionWorkers
+    from mixer_ext.roomserver.mediadb import MediaDb
+    from mixer_ext.roomserver.recordings import MediaService, RoomRef
+    from mixer_ext.roomserver.twilio import media_rest as m
+
+    bad = tmp_path / "media.sqlite3"
+    bad.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(ConfigError, match=r"media records .*media\.sqlite3 cannot be read"):
+        MediaDb(bad).load(m.HookRecord)
+
+    blocked = tmp_path / "file"
+    blocked.write_text("x")  # a file where the directory should be: nothing can be made
+
+    async def scenario() -> None:
+        service = MediaService(
+            LocalMediaStore(blocked, min_free_bytes=0),
+            CompositionWorkers(1),
+            account_sid="AC1",
+            send=lambda *a: None,
+            next_sequence=lambda _sid: 0,
+            db=MediaDb(blocked / "media.sqlite3"),
+        )
+        room = RoomRef("RM1", "r", time.monotonic())
+        assert service.start_recording(room, "PA1", "alice", "TR1", "mic") is None
+        (record,) = service.recordings.values()
+        assert record.status == "failed" and record.error
+        await service.stop()
+
+    asyncio.run(scenario())

@@ -23,6 +23,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+from mixer_ext.errors import ConfigError
 from mixer_ext.roomserver.twilio.media_rest import CompositionRecord, HookRecord, RecordingRecord
 from mixer_ext.sqlitedb import open_db, transaction
 
@@ -105,8 +106,16 @@ class MediaDb:
             db.execute(f"DELETE FROM {_TABLES[cls]} WHERE sid=?", (sid,))
 
     def load(self, cls: type[_T]) -> list[_T]:
-        """Every record of the kind, oldest first (none when there is no file yet)."""
+        """Every record of the kind, oldest first (none when there is no file yet).
+
+        Raises ``ConfigError`` naming the file when it cannot be read (not a database,
+        not readable): a server that would start without its records would list them
+        as gone."""
         if self._conn is None and not self.path.exists():
             return []
         sql = f"SELECT data FROM {_TABLES[cls]} ORDER BY created, sid"
-        return [_decode(cls, row["data"]) for row in self._db().execute(sql).fetchall()]
+        try:
+            return [_decode(cls, row["data"]) for row in self._db().execute(sql).fetchall()]
+        except (sqlite3.Error, OSError, ValueError, TypeError) as exc:
+            self.close()
+            raise ConfigError(f"the media records {self.path} cannot be read: {exc}") from None

@@ -152,7 +152,7 @@ class MediaService:
         if self.db is not None:
             try:
                 self.db.save(record)
-            except sqlite3.Error as exc:
+            except (sqlite3.Error, OSError) as exc:
                 log.warning("media record %s not saved: %s", record.sid, exc)
 
     def _orphans(self) -> dict[str, m.RecordingRecord]:
@@ -628,7 +628,10 @@ class MediaService:
         self.hook(sid)
         del self.hooks[sid]
         if self.db is not None:
-            self.db.forget(m.HookRecord, sid)
+            try:
+                self.db.forget(m.HookRecord, sid)
+            except (sqlite3.Error, OSError) as exc:
+                log.warning("hook %s not deleted from the media records: %s", sid, exc)
 
     # ------------------------------------------------------------------ lifecycle
     def _remember(self, table: OrderedDict[str, _R], sid: str, record: _R) -> None:
@@ -636,7 +639,10 @@ class MediaService:
         while len(table) > HISTORY:
             _sid, old = table.popitem(last=False)
             if self.db is not None:
-                self.db.forget(type(old), _sid)  # type: ignore[arg-type]
+                try:
+                    self.db.forget(type(old), _sid)  # type: ignore[arg-type]
+                except (sqlite3.Error, OSError) as exc:
+                    log.warning("media record %s not forgotten: %s", _sid, exc)
 
     async def stop(self) -> None:
         """Finish every recording (files closed) and cancel compositions in progress."""
