@@ -202,3 +202,73 @@ async def test_worker_processes_compose_with_bounded_concurrency(
     with pytest.raises(CompositionFailed, match=r"missing\.mka"):
         await workers.run(plan([broken], tmp_path / "x.webm"))
     assert workers.running == 0
+
+
+def test_a_worker_dies_with_its_server(room: list[Source], tmp_path: Path) -> None:
+    """A process running compositions (the room server) is killed with SIGKILL while its
+    worker mixes a long job: the worker dies too, so the restarted server's new run is the
+    only writer, and no finished-looking output is left.  (Two things kill it: SIGKILL at
+    once by ``PR_SET_PDEATHSIG``, and failing to send its next progress on the broken pipe;
+    this test passes with either alone: it was seen passing with the first removed.)"""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from mixer_ext.roomserver.compose.spec import CompositionJob, encode_job
+
+    # an hour of mostly silence: the encode alone keeps the worker busy for many seconds
+    job = CompositionJob(tuple(room), tmp_path / "compositions" / "CJlong.mp4", "mp4",
+                         ((0, 3600 * RATE),))  # fmt: skip
+    (tmp_path / "recordings").mkdir()
+    for s in room:  # the job's sources as media keys under tmp_path
+        (tmp_path / "recordings" / f"{s.path.name}.mka").write_bytes(s.path.read_bytes())
+    moved = tuple(
+        Source(s.name, tmp_path / "recordings" / f"{s.path.name}.mka", s.offset, s.duration)
+        for s in room
+    )
+    text = encode_job(CompositionJob(moved, job.output, job.format, job.segments), tmp_path)
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import asyncio, sys\n"
+            "from pathlib import Path\n"
+            "from mixer_ext.roomserver.compose.spec import decode_job\n"
+            "from mixer_ext.roomserver.compose.workers import CompositionWorkers\n"
+            "job = decode_job(sys.argv[1], Path(sys.argv[2]))\n"
+            "asyncio.run(CompositionWorkers(1).run(job))\n",
+            text,
+            str(tmp_path),
+        ]
+    )
+
+    def children() -> list[int]:
+        found = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == server.pid:
+                found.append(int(stat.parent.name))
+        return found
+
+    try:
+        deadline = time.monotonic() + 60
+        while not list((tmp_path / "compositions").glob(".CJlong.mp4.*.part")):
+            assert time.monotonic() < deadline, "the worker never started writing"
+            assert server.poll() is None
+            time.sleep(0.2)
+        workers = children()
+        assert workers
+        server.send_signal(signal.SIGKILL)
+        server.wait(10)
+        deadline = time.monotonic() + 10
+        while any(Path(f"/proc/{pid}").exists() for pid in workers):
+            assert time.monotonic() < deadline, "the worker outlived its server"
+            time.sleep(0.1)
+        assert not job.output.exists()
+    finally:
+        server.kill()
+        server.wait(10)
