@@ -91,6 +91,10 @@ JANUS_DROPPED_MESSAGES = Counter(
 JANUS_RENEGOTIATIONS = Counter(
     "mixer_janus_renegotiations_total", "Subscriber offers from Janus answered by the bot."
 )
+JANUS_SUBSCRIBE_REFUSALS = Counter(
+    "mixer_janus_subscribe_refusals_total",
+    "Subscribe or subscriber-join requests Janus refused (their streams are retried).",
+)
 JANUS_COALESCED_JOINS = Histogram(
     "mixer_janus_streams_per_subscribe",
     "Streams subscribed in one request: joins arriving within the coalescing window share one.",

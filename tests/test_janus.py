@@ -336,6 +336,47 @@ async def test_string_room_id(tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(90)
+async def test_a_refused_subscribe_is_retried_and_never_loses_the_room(janus: JanusServer) -> None:
+    """Janus refuses a subscribe naming a feed that left between its announcement and
+    the request (a race the coalescing window makes wider); the room stays and the
+    others of the request are subscribed.
+
+    The race is made deterministic: a "ghost" publisher (announced, as the connector
+    believes, but unknown to Janus) is put into the connector's state before a real
+    one joins, so both go into the same first request.  Before retries, that refused
+    first join of the subscriber handle ended the room (``Disconnected``).
+    """
+    from mixer_ext import metrics
+    from mixer_ext.connectors import janus as janus_connector
+
+    connector = JanusRoomConnector(janus.url, str(ROOM), "audio-mixer-v1")
+    await connector.connect()
+    listener = Listener(connector)
+    remote = RemotePublishers(janus.url, ROOM, ROOM_SECRET)
+    refusals0 = metrics.JANUS_SUBSCRIBE_REFUSALS._value.get()
+    try:
+        await remote.open()
+        ghost = 987_654_321
+        connector._publishers[ghost] = janus_connector._Publisher(ghost, "ghost", {"0": False})
+        connector._want([{"feed": ghost, "mid": "0"}])
+        await remote.add("r-440", encode_tone(440.0), janus.host)
+        remote.start()
+        ev = await listener.wait_for(
+            lambda e: isinstance(e, TrackSubscribed) and e.identity == "r-440"
+        )
+        assert isinstance(ev, TrackSubscribed)
+        await wait_audio(listener, ev.track_sid, 1.0)
+        assert_tone(listener, ev.track_sid, 440.0, last_seconds=1.0)
+        assert metrics.JANUS_SUBSCRIBE_REFUSALS._value.get() > refusals0
+        assert not [e for e in listener.events if isinstance(e, Disconnected)], listener.events
+        assert not listener.subscribed("ghost")
+    finally:
+        await remote.close()
+        await listener.close()
+        await connector.disconnect()
+
+
+@pytest.mark.timeout(90)
 async def test_remote_publishers_are_heard_like_any_publisher(janus: JanusServer) -> None:
     """The benchmarks' cheap talkers: Janus remote publishers fed plain RTP (sim.janus_remote).
 

@@ -105,6 +105,8 @@ JOIN_COALESCE_WINDOW = 0.25
 #: step stays well inside a 20 ms tick.  Janus recycles a connection's inactive
 #: m-lines, so the bound counts active subscriptions.
 MLINES_PER_CONNECTION = 24
+#: a stream whose subscribe Janus refuses is tried again in this many later windows
+SUBSCRIBE_RETRIES = 3
 #: the local event that ends a coalescing window (never sent by Janus)
 FLUSH_JOINS = "mixer-flush-joins"
 
@@ -251,6 +253,8 @@ class JanusRoomConnector(RoomConnector):
         #: session's events when the window ends, so the room task handles it in order
         self._wanted: list[dict[str, Any]] = []
         self._flush_timer: asyncio.TimerHandle | None = None
+        #: (feed, publisher mid) -> refused subscribe attempts so far
+        self._tries: dict[tuple[FeedId, str], int] = {}
         self.tap = tap  # False: stock aiortc, one pump task per m-line reads decoded frames
         #: (connection index, subscriber mid) -> pump (tap False)
         self._pumps: dict[tuple[int, str], asyncio.Task[None]] = {}
@@ -380,20 +384,31 @@ class JanusRoomConnector(RoomConnector):
         if not wanted:
             return
         metrics.JANUS_COALESCED_JOINS.observe(len(wanted))
-        plan: dict[int, list[dict[str, Any]]] = {}
+        # streams refused before go one per request, so that one bad stream (a feed
+        # gone from Janus) cannot keep the others of its request out
+        retries = [w for w in wanted if (w["feed"], w["mid"]) in self._tries]
+        wanted = [w for w in wanted if (w["feed"], w["mid"]) not in self._tries]
+        plan: dict[int, list[list[dict[str, Any]]]] = {}
         active = [0] * len(self._conns)
         for sub in self._subs.values():
             active[sub.conn] += 1
         for conn in self._conns:
             free = max(0, MLINES_PER_CONNECTION - active[conn.index])
-            if free and wanted:
-                plan[conn.index], wanted = wanted[:free], wanted[free:]
-        while wanted:
+            if free and (wanted or retries):
+                take, wanted = wanted[:free], wanted[free:]
+                free -= len(take)
+                alone, retries = retries[:free], retries[free:]
+                plan[conn.index] = [take] if take else []
+                plan[conn.index] += [[w] for w in alone]
+        while wanted or retries:
             conn = await self._new_connection()
-            plan[conn.index] = wanted[:MLINES_PER_CONNECTION]
-            wanted = wanted[MLINES_PER_CONNECTION:]
-        for index, streams in plan.items():
-            await self._subscribe(self._conns[index], streams)
+            take, wanted = wanted[:MLINES_PER_CONNECTION], wanted[MLINES_PER_CONNECTION:]
+            free = MLINES_PER_CONNECTION - len(take)
+            alone, retries = retries[:free], retries[free:]
+            plan[conn.index] = ([take] if take else []) + [[w] for w in alone]
+        for index, requests in plan.items():
+            for streams in requests:
+                await self._subscribe(self._conns[index], streams)
 
     async def _on_event(self, msg: dict[str, Any]) -> str | None:
         """Handle one server event; returns a disconnect reason when the bot is out."""
@@ -506,12 +521,17 @@ class JanusRoomConnector(RoomConnector):
                     continue
                 entry.audio_mids[mid] = bool(stream.get("moderated", False))
                 wanted.append({"feed": feed_id, "mid": mid})
-        if wanted:
-            self._wanted.extend(wanted)
-            if self._flush_timer is None:
-                self._flush_timer = asyncio.get_running_loop().call_later(
-                    JOIN_COALESCE_WINDOW, self._session.post_local_event, {"janus": FLUSH_JOINS}
-                )
+        self._want(wanted)
+
+    def _want(self, streams: list[dict[str, Any]]) -> None:
+        """Subscribe ``streams`` when the coalescing window (started by the first) ends."""
+        if not streams:
+            return
+        self._wanted.extend(streams)
+        if self._flush_timer is None:
+            self._flush_timer = asyncio.get_running_loop().call_later(
+                JOIN_COALESCE_WINDOW, self._session.post_local_event, {"janus": FLUSH_JOINS}
+            )
 
     def _on_unpublished(self, feed_id: object) -> None:
         if not is_feed_id(feed_id):
@@ -548,6 +568,39 @@ class JanusRoomConnector(RoomConnector):
     # --- subscriber handle -------------------------------------------------------------
 
     async def _subscribe(self, conn: _SubscriberConnection, streams: list[dict[str, Any]]) -> None:
+        """Join ``conn`` with ``streams`` or add them to it; a refusal is retried, never fatal."""
+        try:
+            await self._subscribe_once(conn, streams)
+        except JanusError as exc:
+            # e.g. a feed left between its announcement and our request (the next
+            # window drops it: it is no longer a publisher), or Janus refused a
+            # renegotiation racing another on this handle: try again in the next window
+            retry = []
+            for stream in streams:
+                key = (stream["feed"], stream["mid"])
+                tries = self._tries.get(key, 0) + 1
+                if tries <= SUBSCRIBE_RETRIES:
+                    self._tries[key] = tries
+                    retry.append(stream)
+                else:
+                    self._tries.pop(key, None)
+                    pub = self._publishers.get(stream["feed"])
+                    if pub is not None:  # a later announcement may try again
+                        pub.audio_mids.pop(stream["mid"], None)
+            metrics.JANUS_SUBSCRIBE_REFUSALS.inc()
+            log_event(
+                log,
+                "janus subscribe refused",
+                logging.WARNING,
+                error=str(exc),
+                streams=len(streams),
+                retried=len(retry),
+            )
+            self._want(retry)
+
+    async def _subscribe_once(
+        self, conn: _SubscriberConnection, streams: list[dict[str, Any]]
+    ) -> None:
         if not conn.joined:
             body: dict[str, Any] = {
                 "request": "join",
@@ -561,17 +614,12 @@ class JanusRoomConnector(RoomConnector):
             conn.joined = True
             await self._on_subscriber_event(conn, data, jsep)
             return
-        try:
-            # The reply is the "updated" offer itself, or "updating" when Janus
-            # queues this change behind another one: then the offer arrives
-            # later as an event, handled in order by this task.
-            data, jsep = await self._session.message(
-                conn.handle, {"request": "subscribe", "streams": streams}
-            )
-        except JanusError as exc:
-            # e.g. the feed left between its announcement and our request
-            log_event(log, "janus subscribe refused", logging.WARNING, error=str(exc))
-            return
+        # The reply is the "updated" offer itself, or "updating" when Janus
+        # queues this change behind another one: then the offer arrives
+        # later as an event, handled in order by this task.
+        data, jsep = await self._session.message(
+            conn.handle, {"request": "subscribe", "streams": streams}
+        )
         await self._on_subscriber_event(conn, data, jsep)
 
     async def _on_subscriber_event(
@@ -638,6 +686,7 @@ class JanusRoomConnector(RoomConnector):
             pub = self._publishers.get(feed)
             if pub is None:
                 continue  # gone already (unpublished while the offer was on its way)
+            self._tries.pop((feed, feed_mid), None)
             sub = _Subscription(feed, feed_mid, conn.index, mid, pub.identity, FeedTrack())
             self._subs[(conn.index, mid)] = sub
             moderated = pub.audio_mids.get(feed_mid, False)
