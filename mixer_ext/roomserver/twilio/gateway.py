@@ -1199,6 +1199,10 @@ class TwilioSession:
         except asyncio.CancelledError:
             raise
         except Exception:
+            if self.pc.connectionState == "closed":  # ended under it: a departure, no bug
+                log.info("room server: %s: negotiation ended: connection closed", self.label)
+                self.fail(e.MEDIA_CONNECTION_FAILED)
+                return
             log.exception("room server: %s: negotiation failed", self.label)
             self.fail(e.SERVER_DESCRIPTION_FAILED)
 
