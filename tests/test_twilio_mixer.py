@@ -25,6 +25,11 @@ from tests.twilio_util import browsers, twilio_room, twilio_token
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(180)]
 
 TONES = {"alice": 520.0, "bob": 780.0}
+NO_VOICE_PROCESSING = {
+    "echoCancellation": False,
+    "noiseSuppression": False,
+    "autoGainControl": False,
+}
 MAX_DURATION = 16
 
 
@@ -49,10 +54,12 @@ async def test_mixer_mixes_twilio_video_speakers(tmp_path: Path, artifacts_dir: 
     ):
         sids = set()
         for b, name in ((ba, "alice"), (bb, "bob")):
-            # alice connects as most apps do, with the camera too: it fails alone (21.2)
-            joined = await b.join(
-                room, name, twilio_token(name, "town"), "town", defaultTracks=name == "alice"
-            )
+            # alice lets the SDK take the microphone and the camera itself, as most apps do
+            # (the camera fails alone, 21.2), with the voice processing off as an audio app
+            # asks for it: with the browser's defaults the fake tone fades to a tenth of bob's
+            # and sits at this test's threshold (test_twilio_camera covers the bare defaults)
+            camera = {"audio": NO_VOICE_PROCESSING, "video": True} if name == "alice" else {}
+            joined = await b.join(room, name, twilio_token(name, "town"), "town", **camera)
             assert "error" not in joined, joined
             sids.add(joined["sid"])
         (room_sid,) = sids
