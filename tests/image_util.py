@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import IN_CI, ROOT, require_program
+from tests.process_util import Proc, processes
 
 #: the tag ``.ci/image`` builds for the tests (MIXER_TEST_IMAGE names another, prebuilt)
 TAG = "localhost/mixer-ext:ci"
@@ -132,7 +132,7 @@ def built_image(log_dir: Path) -> Iterator[Image]:
         _podman("image", "unmount", tag)
 
 
-class ImageProc:
+class ImageProc(Proc):
     """The image's ENTRYPOINT with ``args``, run in its root filesystem as its USER.
 
     ``env`` is added to the image's own environment; ``binds`` maps a path in the image
@@ -159,41 +159,14 @@ class ImageProc:
             "env": {"HOME": image.home(), **image.env, **(env or {})},
             "binds": {k: str(v) for k, v in (binds or {}).items()},
         }
-        self.log_path = log_path
-        self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
         # a private mount namespace: every mount of image_enter goes with the process
         unshare = [shutil.which("unshare") or "unshare", "--mount", "--propagation", "private"]
-        self.popen = subprocess.Popen(
+        self._start(
             [*unshare, sys.executable, "-m", "tests.image_enter", json.dumps(spec)],
-            cwd=ROOT,
-            env={"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(ROOT)},
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
+            {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(ROOT)},
+            log_path,
         )
 
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
 
-    def wait(self, timeout: float) -> int:
-        return self.popen.wait(timeout)
-
-    def stop(self, timeout: float = 15.0) -> int | None:
-        if self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGTERM)
-            try:
-                self.popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait(5)
-        self._log.close()
-        return self.popen.returncode
-
-
-@contextmanager
-def image_processes() -> Iterator[list[ImageProc]]:
-    procs: list[ImageProc] = []
-    try:
-        yield procs
-    finally:
-        for p in reversed(procs):
-            p.stop()
+#: the same list as ``processes()``: every ImageProc appended is stopped on exit
+image_processes = processes

@@ -18,14 +18,14 @@ class Proc:
     """A ``mixer-ext`` subprocess whose output goes to a log file (read with ``.log()``)."""
 
     def __init__(self, args: Sequence[str], env: dict[str, str], log_path: Path) -> None:
+        self._start([*mixer_ext_cmd(), *args], {**os.environ, **env}, log_path)
+
+    def _start(self, argv: Sequence[str], env: dict[str, str], log_path: Path) -> None:
+        """Start ``argv`` with exactly ``env``, its output into ``log_path``."""
         self.log_path = log_path
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.popen = subprocess.Popen(
-            [*mixer_ext_cmd(), *args],
-            env={**os.environ, **env},
-            cwd=ROOT,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
+            list(argv), env=env, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT
         )
 
     def log(self) -> str:
