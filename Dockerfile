@@ -5,8 +5,8 @@
 #   docker build -t registry.example.com/mixer-ext:0.1.0 .
 #
 # Three stages: `web` fetches hls.js at the version pinned in package-lock.json (the
-# player page loads it from its own directory), `build` installs the package and its
-# runtime dependencies into a venv (PyAV and aiortc wheels bundle FFmpeg, libopus, libvpx
+# player page loads it from its own directory) and builds the player module's <script>
+# file, `build` installs the package and its runtime dependencies into a venv (PyAV and aiortc wheels bundle FFmpeg, libopus, libvpx
 # and libsrtp, so the runtime needs no system codec packages), `runtime` is that venv on
 # a slim Python with a non-root user.  No compiler, npm, pip cache or dev extra ships.
 
@@ -16,9 +16,16 @@ ARG NODE_IMAGE=node:20-bookworm-slim
 FROM ${NODE_IMAGE} AS web
 WORKDIR /web
 COPY package.json package-lock.json ./
-# --omit=dev: hls.js only (playwright-core is for the tests).
+# --omit=dev: hls.js and esbuild only (playwright-core, twilio, twilio-video are for the tests).
 RUN npm ci --omit=dev --no-audit --no-fund --loglevel=error \
  && test -s node_modules/hls.js/dist/hls.min.js && test -s node_modules/hls.js/dist/hls.min.mjs
+# The player module's <script> build (twilio-live-player.min.js, as the Live Player SDK
+# shipped it): live-player.js and hls.js in one file, by package.json's build:player.
+COPY player_demo/live-player.js player_demo/hls-config.js player_demo/payload.js player_demo/source.js ./player_demo/
+RUN mkdir -p player_demo/vendor \
+ && cp node_modules/hls.js/dist/hls.min.mjs player_demo/vendor/ \
+ && npm run --silent build:player \
+ && test -s player_demo/vendor/twilio-live-player.min.js
 
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
@@ -61,6 +68,8 @@ COPY player_demo /opt/mixer-ext/player_demo
 COPY --from=web /web/node_modules/hls.js/dist/hls.min.js /opt/mixer-ext/player_demo/vendor/hls.min.js
 # the ES module build, which the page's live-player.js imports
 COPY --from=web /web/node_modules/hls.js/dist/hls.min.mjs /opt/mixer-ext/player_demo/vendor/hls.min.mjs
+# the <script> build of the player module, built in the web stage
+COPY --from=web /web/player_demo/vendor/twilio-live-player.min.js /opt/mixer-ext/player_demo/vendor/twilio-live-player.min.js
 USER 10001:10001
 # /data holds HLS (MIXER_HLS_DIR) and relative file: recordings; mount a volume there
 # when the root filesystem is read-only (the Helm chart mounts an emptyDir).

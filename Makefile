@@ -38,9 +38,9 @@ $(HLSJS_MJS): $(NODE_STAMP)
 
 # The <script> build of the Live Player SDK-compatible module (Twilio.Live.Player, as
 # the SDK's twilio-live-player.min.js): live-player.js and hls.js in one IIFE, by esbuild.
+# The command is package.json's `build:player` script, which the image's web stage runs too.
 $(LIVE_PLAYER): $(NODE_STAMP) $(HLSJS_MJS) $(LIVE_PLAYER_SRC)
-	node_modules/.bin/esbuild player_demo/live-player.js --bundle --format=iife \
-		--global-name=Twilio.Live --minify --target=es2020 --log-level=warning --outfile=$@
+	npm run --silent build:player
 
 setup: $(VENV_STAMP) $(NODE_STAMP) $(HLSJS) $(HLSJS_MJS) $(LIVE_PLAYER)
 

@@ -148,7 +148,11 @@ def test_runtime_dependencies_only_and_non_root_user_matching_the_chart() -> Non
 def test_hls_js_comes_from_the_lockfile() -> None:
     web, _build, runtime = _stages()
     copies = [src for srcs, _d, _f in _copies(web) for src in srcs]
-    assert set(copies) == {"package.json", "package-lock.json"}
+    # the lockfile, and the player module's sources for its <script> build
+    assert set(copies) == {"package.json", "package-lock.json"} | {
+        f"player_demo/{name}"
+        for name in ("live-player.js", "hls-config.js", "payload.js", "source.js")
+    }
     runs = " ".join(rest for word, rest in web.instructions if word == "RUN")
     assert "npm ci" in runs and "--omit=dev" in runs
     lock = json.loads((ROOT / "package-lock.json").read_text(encoding="utf-8"))
@@ -159,10 +163,23 @@ def test_hls_js_comes_from_the_lockfile() -> None:
     env = " ".join(rest for word, rest in runtime.instructions if word == "ENV")
     player_dir = re.search(r"MIXER_PLAYER_DIR=(\S+)", env)
     assert player_dir
-    assert [(sources, dest) for sources, dest in hls_copies] == [
-        ([f"/web/node_modules/hls.js/dist/{name}"], f"{player_dir.group(1)}/vendor/{name}")
-        for name in ("hls.min.js", "hls.min.mjs")
-    ], hls_copies
+    vendor = f"{player_dir.group(1)}/vendor"
+    assert sorted((sources, dest) for sources, dest in hls_copies) == sorted(
+        [
+            *(
+                ([f"/web/node_modules/hls.js/dist/{n}"], f"{vendor}/{n}")
+                for n in ("hls.min.js", "hls.min.mjs")
+            ),
+            (
+                ["/web/player_demo/vendor/twilio-live-player.min.js"],
+                f"{vendor}/twilio-live-player.min.js",
+            ),
+        ]
+    ), hls_copies
+    # the image builds the <script> file with the same command as `make setup`
+    assert "npm run --silent build:player" in runs
+    assert "build:player" in json.loads((ROOT / "package.json").read_text())["scripts"]
+    assert "npm run --silent build:player" in (ROOT / "Makefile").read_text()
     for name in ("hls.min.js", "hls.min.mjs"):
         local = require_path(ROOT / "node_modules/hls.js/dist" / name, "run `make setup` first")
         assert local.stat().st_size > 100_000  # the same path npm ci gives, really there

@@ -210,6 +210,9 @@ def test_the_image_ships_no_build_or_test_tools(image: Image) -> None:
     hls_js = root / player.relative_to("/") / "vendor/hls.min.js"
     assert hls_js.stat().st_size > 100_000
     assert (root / player.relative_to("/") / "index.html").is_file()
+    # the Live Player SDK-compatible <script> build (Twilio.Live.Player), built in the image
+    script = (root / player.relative_to("/") / "vendor/twilio-live-player.min.js").read_text()
+    assert len(script) > 100_000 and "Twilio" in script
 
 
 def test_the_images_size_is_the_documented_one(image: Image) -> None:
