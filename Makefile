@@ -71,7 +71,7 @@ test: setup lint typecheck docs helm-lib
 	exit $$rc
 
 # The full benchmarks (about 30 min; the README's tables come from runs of these scripts).
-# `make test` runs each script only in its --quick form (tests/test_bench_smoke.py).
+# `make test` runs each script only in its --quick form (tests/e2e/test_bench_smoke.py).
 bench: setup
 	$(PY) bench/core_tick.py
 	$(PY) bench/encode_fanout.py
@@ -87,7 +87,7 @@ bench: setup
 	$(PY) bench/endurance.py
 
 # Helm's own engine for the chart's tests: Helm v4's Go library as shipped in the PyPI
-# wheel helm-sdkpy (loaded through ctypes by tests/helm_engine.py; the wheel wants
+# wheel helm-sdkpy (loaded through ctypes by tests/deploy/helm_engine.py; the wheel wants
 # Python >= 3.12, its library loads from any). The exact wheel is pinned by version and
 # sha256 and only the library is kept, in .cache/helm-sdkpy/. A failed download never
 # fails the build: the reason goes to .cache/helm-sdkpy/unavailable, and the Helm tests
@@ -97,18 +97,18 @@ HELM_SDKPY_SHA256 := bcf5bf73cacc373bebedfb9c988969aa12a9eda86a140deba658fbf28eb
 HELM_STAMP := .cache/helm-sdkpy/$(HELM_SDKPY_SHA256).stamp
 
 $(HELM_STAMP): | $(VENV_STAMP)
-	$(PY) -m tests.helm_engine fetch --version $(HELM_SDKPY_VERSION) --sha256 $(HELM_SDKPY_SHA256)
+	$(PY) -m tests.deploy.helm_engine fetch --version $(HELM_SDKPY_VERSION) --sha256 $(HELM_SDKPY_SHA256)
 
 helm-lib: $(HELM_STAMP)
 
 # The chart's reference renderings (helm/rendered/), rendered by Helm itself, re-rendered
-# after any chart change; tests/test_helm.py fails when they are stale.
+# after any chart change; tests/deploy/test_helm.py fails when they are stale.
 helm-render: $(VENV_STAMP) helm-lib
-	$(PY) -m tests.helm_engine render
+	$(PY) -m tests.deploy.helm_engine render
 
 # `helm lint` (Helm's own rules and schema validation) of the chart with every example.
 helm-lint: $(VENV_STAMP) helm-lib
-	$(PY) -m tests.helm_engine lint
+	$(PY) -m tests.deploy.helm_engine lint
 
 # The container image with the Dockerfile's own base images (python:3.11-slim-bookworm,
 # node:20-bookworm-slim from the registry), with Docker when its daemon answers, else
@@ -122,7 +122,7 @@ image:
 	$$engine build --tag $(IMAGE) .
 
 # The same Dockerfile on base images made here from Debian's packages (no registry
-# needed; Podman and debootstrap, as root): what CI builds and tests/test_image.py runs.
+# needed; Podman and debootstrap, as root): what CI builds and tests/deploy/test_image.py runs.
 IMAGE_CI ?= localhost/mixer-ext:ci
 image-ci:
 	.ci/image $(IMAGE_CI)

@@ -22,7 +22,7 @@ forwarded streams, more than two shared cores carry at 30 (``twilio_room.py`` me
 
     .venv/bin/python bench/churn.py --participants 30 --minutes 10   # [--quick]
 
-Not exercised here: switching tracks (the browser test ``tests/test_twilio_tracks.py``
+Not exercised here: switching tracks (the browser test ``tests/browser/test_twilio_tracks.py``
 covers it) and browsers (the load generator is aiortc).
 """
 

@@ -2,7 +2,7 @@
 
 Method.
 
-* Virtual 24 h: the scenario of ``tests/test_core_longrun.py``
+* Virtual 24 h: the scenario of ``tests/core/test_longrun.py``
   (``mixer_ext.testing.core.longrun_senders``: two senders drifting +200/-200 ppm,
   5 % loss, 10 ms + 0..40 ms of delay, default ``medium`` jitter buffer)
   driven by ``mixer_ext.testing.core.simulate`` with 200 ms ticks and frames (the
@@ -266,7 +266,7 @@ def main() -> int:
     print(f"start: {benchlib.load()}")
     print(
         ("method: (1) skipped (--skip-virtual);\n" if args.skip_virtual else
-         "method: (1) tests/test_core_longrun.py's scenario in virtual time, first vs last hour;\n")
+         "method: (1) tests/core/test_longrun.py's scenario in virtual time, first vs last hour;\n")
         + f"        (2) real processes for {seconds:.0f} s, worker RSS from /proc and its "
         f"/metrics, first vs last {window:.0f} s"
         + (" (every output kind)" if args.all_outputs else "")

@@ -1,6 +1,6 @@
 """Keep glibc's malloc from holding freed native memory per thread (issue 16.0).
 
-Measured (``bench/rss_outputs.py``, ``tests/test_output_rss.py``): an event
+Measured (``bench/rss_outputs.py``, ``tests/outputs/test_rss.py``): an event
 HLS output with 0.5 s segments grows its process RSS ~10 MB per audio minute
 after a few minutes (81.5 -> 94.8 MB over 4 minutes; with a ``.ts`` and an
 ``.m4a`` beside it 86 -> 148 MB over 6 minutes), while the Python heap stays

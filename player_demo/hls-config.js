@@ -3,7 +3,7 @@
 //
 // The one copy: the demo page (player.js) and the Live Player SDK-compatible module
 // (live-player.js) make their hls.js here, and so do, through those pages, the browser
-// tests (tests/test_llhls_browser.py, tests/test_api_player_browser.py) and the
+// tests (tests/browser/test_llhls.py, tests/browser/test_api_player.py) and the
 // glass-to-ear benchmark (bench/glass_to_ear.py).  The values were chosen with
 // bench/glass_to_ear.py and the stall counts of the browser test; the README's "Low
 // latency" paragraph quotes the figures.
@@ -39,7 +39,7 @@ const BASE_CONFIG = Object.freeze({ enableID3MetadataCues: false, enableEmsgMeta
 /**
  * True when a playlist's text says the stream is LL-HLS: partial segments
  * (#EXT-X-PART-INF) or a PART-HOLD-BACK.  A multivariant playlist says neither; its
- * media playlist does.  Pure: tested by node --test (tests/js/hls_config.test.mjs).
+ * media playlist does.  Pure: tested by node --test (tests/player_demo/js/hls_config.test.mjs).
  */
 export function isLowLatencyPlaylist(text) {
   if (typeof text !== 'string') return false;

@@ -1,5 +1,5 @@
 // The timed-metadata payload, as a player receives it. Pure: no DOM, no I/O,
-// so node's test runner checks it exactly (tests/js/payload.test.mjs).
+// so node's test runner checks it exactly (tests/player_demo/js/payload.test.mjs).
 //
 // Payload (compact JSON, one every 500 ms of stream time):
 //   {"s":23,"p":{"alice":{"v":300},"bob":{"v":-1}}}

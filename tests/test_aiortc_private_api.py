@@ -12,7 +12,7 @@ tap must get every payload while aiortc's receiver statistics still count them
 and nothing reaches aiortc's decoder.
 
 aiortc is pinned to the minor version measured here (pyproject.toml); a bump
-must come with a rerun of this file and of tests/test_janus.py.
+must come with a rerun of this file and of tests/connectors/test_janus.py.
 """
 
 from __future__ import annotations
@@ -198,7 +198,8 @@ def test_the_ice_connection_has_what_an_ice_restart_rekeys() -> None:
 def test_an_ice_restart_rekeys_in_place_and_the_media_goes_on() -> None:
     """A restart offer (new remote credentials) on a connected pair: the answer carries new
     local credentials, the connection keeps its nominated pair, DTLS stays up, the packets
-    keep coming (the browser test moves them to a new path: tests/test_twilio_reconnect.py)."""
+    keep coming (the browser test moves them to a new path:
+    tests/browser/test_twilio_reconnect.py)."""
 
     async def main() -> None:
         browser, server = (RTCPeerConnection(RTCConfiguration(iceServers=[])) for _ in "ab")

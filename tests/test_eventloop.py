@@ -20,7 +20,7 @@ from mixer_ext.roomserver.tokens import mint_token
 from mixer_ext.settings import EventLoop, load_settings
 from mixer_ext.sim.tracks import ToneTrack
 from mixer_ext.testing.net import ROOT, free_port, mixer_ext_cmd
-from tests.process_util import processes, start_room_server
+from tests.support.process_util import processes, start_room_server
 
 SECRET = "eventloop-test-secret-0123456789abcdef"
 

@@ -4,7 +4,7 @@ The Job has the chart's own worker pod (``helm/mixer-ext/templates/job.yaml``):
 non-root, read-only root filesystem, all capabilities dropped, no service-account token, no
 service links, the same probes, ports and mounts; the image, resources, grace period,
 ``/data`` size and placement come from the chart through ``MIXER_API_KUBE_*``
-(``JobTemplate.from_settings``; tests/test_helm.py compares the two pods field by field,
+(``JobTemplate.from_settings``; tests/deploy/test_helm.py compares the two pods field by field,
 init containers included). By design it runs once, ``backoffLimit: 0`` and
 ``restartPolicy: Never`` (a finished mixer is never started into the room again; a crash
 is the processor's ``failed``). The context (it may hold RTMP stream keys) and the
@@ -22,7 +22,7 @@ only, valid for the processor's maximum duration plus ``TOKEN_MARGIN``; with ``s
 the worker gets the ``room-token`` key as ``MIXER_ROOM_TOKEN``.
 
 The calls to the cluster are few, and the chart's Role grants exactly them: create,
-list and delete Jobs, create Secrets, list pods (tests/test_api_kube.py checks the Role
+list and delete Jobs, create Secrets, list pods (tests/api/test_kube.py checks the Role
 against the calls the API makes).
 
 Ending a processor deletes its Job (propagation ``Background``): the pod gets SIGTERM
@@ -40,7 +40,7 @@ Why one module: the Job, its Secret and the launcher that creates, lists and del
 are one contract with the chart's worker pod and Role, checked together by the tests.
 
 Status: tested against ``kubernetes-validate --strict`` and, for its control flow, a
-local fake of the Kubernetes API (tests/test_api_kube.py); never run on a real cluster.
+local fake of the Kubernetes API (tests/api/test_kube.py); never run on a real cluster.
 """
 
 from __future__ import annotations

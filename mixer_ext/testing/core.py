@@ -101,7 +101,7 @@ class Sender:
 
 
 def longrun_senders(tick: int) -> list[Sender]:
-    """The long-run scenario (tests/test_core_longrun.py, bench/endurance.py): two senders
+    """The long-run scenario (tests/core/test_longrun.py, bench/endurance.py): two senders
     drifting +-200 ppm, 5 % loss, 10 ms + 0..40 ms of delay, frames of ``tick`` samples."""
     common = {"frame": tick, "loss": 0.05, "jitter_s": 0.040, "base_delay_s": 0.010}
     return [

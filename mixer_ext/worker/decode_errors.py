@@ -19,7 +19,7 @@ increments ``mixer_input_malformed_frames_total``; for each decoder thread
 (one per received track, kept weakly) the first record passes, then at most one summary
 line per ``interval`` seconds says how many more were dropped.  Every other
 record of that logger passes untouched.  The message is aiortc's (checked for
-aiortc 1.16; ``tests/test_malformed_input.py`` fails if it changes: the
+aiortc 1.16; ``tests/e2e/test_malformed_input.py`` fails if it changes: the
 counter would stay 0).
 """
 

@@ -1,5 +1,5 @@
 {{/*
-Rendered and linted by Helm's own engine in the tests (tests/helm_engine.py): any
+Rendered and linted by Helm's own engine in the tests (tests/deploy/helm_engine.py): any
 Helm v4 template function works.  After a change run `make helm-render` and commit
 helm/rendered/.
 */}}
