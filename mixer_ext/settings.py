@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from mixer_ext.errors import ConfigError, describe_validation_error
 from mixer_ext.iceservers import SCHEMES_STUN, SCHEMES_TURN, check_urls
+from mixer_ext.kube import DNS_LABEL, DNS_SUBDOMAIN, check_pod_spec
 
 #: 24 h: the longest a participant (and so the mixer) may stay in a room.
 MAX_PARTICIPANT_DURATION_LIMIT = 86_400
@@ -166,8 +168,28 @@ class Settings(BaseSettings):
     recordings_retention_days: float = Field(0.0, ge=0.0)
     #: record every published audio track of rooms that do not say (Twilio's console default)
     record_participants_on_connect: bool = False
-    #: compositions mixed at once, each in its own worker process
+    #: compositions mixed at once, each in its own worker process (or Kubernetes Job)
     composition_workers: int = Field(1, ge=1, le=64)
+    #: where compositions run: ``local`` (worker processes of the room server) or
+    #: ``kubernetes`` (one Job each running ``mixer-ext compose``, roomserver/compose/kube.py)
+    composition_runner: Literal["local", "kubernetes"] = "local"
+    #: kubernetes runner: the Jobs' namespace and image (required), and the existing PVC
+    #: that holds ``MIXER_RECORDINGS_DIR`` (required; mounted at the same path in the Job,
+    #: so it must be ReadWriteMany unless the Jobs land on the room server's node)
+    composition_kube_namespace: str = Field("default", pattern=DNS_LABEL)
+    composition_kube_image: str | None = None
+    composition_kube_image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    composition_kube_claim: str | None = Field(None, pattern=DNS_SUBDOMAIN)
+    #: the Jobs' container resources, JSON (``{"requests": {...}, "limits": {...}}``)
+    composition_kube_resources: dict[
+        Literal["requests", "limits"], dict[str, str | int | float]
+    ] = {"requests": {"cpu": "500m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}}
+    #: a finished composition Job (and its pod) is deleted this long after it ends
+    composition_kube_ttl_seconds: int = Field(3600, ge=0, le=7 * 86400)
+    #: extra fields of the Jobs' pod spec, JSON: placement and pulling only
+    #: (``nodeSelector``, ``tolerations``, ``affinity``, ``priorityClassName``,
+    #: ``imagePullSecrets``)
+    composition_kube_pod_spec: dict[str, Any] = {}
 
     # --- ICE servers (STUN/TURN) for WebRTC clients ---------------------------
     #: STUN URLs handed to clients, comma-separated (``stun:host:3478``)
@@ -181,6 +203,26 @@ class Settings(BaseSettings):
     ice_turn_secret: SecretStr | None = Field(None, min_length=8)
     #: seconds a credential made from ``ice_turn_secret`` is valid
     ice_turn_ttl: int = Field(86400, ge=60, le=7 * 86400)
+
+    @field_validator("composition_kube_pod_spec")
+    @classmethod
+    def _composition_pod_spec(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return check_pod_spec(value)
+
+    @model_validator(mode="after")
+    def _composition_runner(self) -> Settings:
+        if self.composition_runner == "kubernetes":
+            for name in ("composition_kube_image", "composition_kube_claim"):
+                if not getattr(self, name):
+                    raise ValueError(
+                        f"MIXER_COMPOSITION_RUNNER=kubernetes needs MIXER_{name.upper()}"
+                    )
+            if not self.recordings_dir.is_absolute():
+                raise ValueError(
+                    "MIXER_COMPOSITION_RUNNER=kubernetes needs an absolute MIXER_RECORDINGS_DIR"
+                    " (the Jobs mount the same claim at the same path)"
+                )
+        return self
 
     @field_validator("ice_stun_urls")
     @classmethod

@@ -15,14 +15,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from mixer_ext.errors import ConfigError, describe_validation_error
-
-_DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
-_DNS_SUBDOMAIN = r"^[a-z0-9]([-.a-z0-9]*[a-z0-9])?$"
-_QUANTITY = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|k|M|G|T)?$"
-#: what MIXER_API_KUBE_POD_SPEC may set in the Jobs' pod spec
-POD_SPEC_FIELDS = frozenset(
-    {"nodeSelector", "tolerations", "affinity", "priorityClassName", "imagePullSecrets"}
-)
+from mixer_ext.kube import DNS_LABEL, DNS_SUBDOMAIN, QUANTITY, check_pod_spec
 
 
 class LauncherKind(StrEnum):
@@ -52,10 +45,10 @@ class ApiSettings(BaseSettings):
     #: Secret the room credentials come from (keys ``room-secret`` for the init container
     #: that mints the worker's token, or ``room-token``; ``janus-api-secret``,
     #: ``janus-token``, each optional, as for the chart's Job)
-    api_kube_namespace: str = Field("default", pattern=_DNS_LABEL)
+    api_kube_namespace: str = Field("default", pattern=DNS_LABEL)
     api_kube_image: str | None = None
     api_kube_image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
-    api_kube_room_secret: str = Field("mixer-ext-room", pattern=_DNS_SUBDOMAIN)
+    api_kube_room_secret: str = Field("mixer-ext-room", pattern=DNS_SUBDOMAIN)
     #: how a Job's worker gets its room token (embedded backend): ``mint`` = an init
     #: container mints a mixer-role token for the processor's room from ``room-secret``
     #: (the worker never sees the secret); ``secret`` = the ``room-token`` key as is
@@ -71,7 +64,7 @@ class ApiSettings(BaseSettings):
     #: a finished Job (and its pod, its Secret) is deleted this long after it ends
     api_kube_ttl_seconds: int = Field(3600, ge=0, le=7 * 86400)
     #: the size limit of the Jobs' ``/data`` emptyDir (HLS, relative ``file:`` recordings)
-    api_kube_data_size_limit: str = Field("2Gi", pattern=_QUANTITY)
+    api_kube_data_size_limit: str = Field("2Gi", pattern=QUANTITY)
     #: extra fields of the Jobs' pod spec, JSON: placement and pulling only
     #: (``nodeSelector``, ``tolerations``, ``affinity``, ``priorityClassName``,
     #: ``imagePullSecrets``); the security fields are the launcher's own
@@ -80,12 +73,7 @@ class ApiSettings(BaseSettings):
     @field_validator("api_kube_pod_spec")
     @classmethod
     def _pod_spec(cls, v: dict[str, Any]) -> dict[str, Any]:
-        unknown = sorted(set(v) - POD_SPEC_FIELDS)
-        if unknown:
-            raise ValueError(
-                f"{', '.join(unknown)} not allowed (only {', '.join(sorted(POD_SPEC_FIELDS))})"
-            )
-        return v
+        return check_pod_spec(v)
 
     @field_validator("api_public_url", "api_internal_url")
     @classmethod

@@ -57,6 +57,14 @@ from typing import Any
 from mixer_ext.api.config import ApiSettings
 from mixer_ext.api.resources import MAX_MAX_DURATION
 from mixer_ext.errors import ConfigError
+from mixer_ext.kube import (
+    CONTAINER_SECURITY,
+    POD_SECURITY,
+    clients,
+    delete_job,
+    job_finished,
+    read_job,
+)
 
 log = logging.getLogger(__name__)
 
@@ -105,11 +113,6 @@ TOKEN_MARGIN = 600
 INIT_RESOURCES: dict[str, dict[str, str]] = {
     "requests": {"cpu": "50m", "memory": "64Mi"},
     "limits": {"memory": "128Mi"},
-}
-_CONTAINER_SECURITY = {
-    "allowPrivilegeEscalation": False,
-    "readOnlyRootFilesystem": True,
-    "capabilities": {"drop": ["ALL"]},
 }
 
 
@@ -206,7 +209,7 @@ def _room_token_container(t: JobTemplate, request: RoomTokenRequest) -> dict[str
                 },
             }
         ],
-        "securityContext": _CONTAINER_SECURITY,
+        "securityContext": CONTAINER_SECURITY,
         "resources": INIT_RESOURCES,
         "volumeMounts": [
             {"name": "room-token", "mountPath": ROOM_TOKEN_DIR},
@@ -281,13 +284,7 @@ def build_job(
                     "terminationGracePeriodSeconds": t.termination_grace_seconds,
                     "automountServiceAccountToken": False,
                     "enableServiceLinks": False,
-                    "securityContext": {
-                        "runAsNonRoot": True,
-                        "runAsUser": 10001,
-                        "runAsGroup": 10001,
-                        "fsGroup": 10001,
-                        "seccompProfile": {"type": "RuntimeDefault"},
-                    },
+                    "securityContext": POD_SECURITY,
                     **({"initContainers": init_containers} if init_containers else {}),
                     "containers": [
                         {
@@ -321,7 +318,7 @@ def build_job(
                                 "timeoutSeconds": 3,
                                 "failureThreshold": 3,
                             },
-                            "securityContext": _CONTAINER_SECURITY,
+                            "securityContext": CONTAINER_SECURITY,
                             "resources": t.resources,
                             "volumeMounts": [
                                 {"name": "context", "mountPath": "/run/mixer", "readOnly": True},
@@ -395,13 +392,7 @@ class KubernetesLauncher:
 
     @classmethod
     def from_config(cls, template: JobTemplate) -> KubernetesLauncher:
-        from kubernetes import client, config
-
-        try:
-            config.load_incluster_config()  # type: ignore[no-untyped-call]
-        except config.ConfigException:
-            config.load_kube_config()  # type: ignore[no-untyped-call]
-        return cls(template, client.BatchV1Api(), client.CoreV1Api())
+        return cls(template, *clients())
 
     def start(self, sid: str, context_text: str, env: dict[str, str]) -> dict[str, Any]:
         request = (
@@ -417,37 +408,14 @@ class KubernetesLauncher:
         )
         return {"job": job_name(sid), "namespace": self.t.namespace, "uid": uid}
 
-    def _job(self, handle: dict[str, Any]) -> Any | None:
-        from kubernetes.client.exceptions import ApiException
-
-        try:
-            return self.batch.read_namespaced_job(handle["job"], handle["namespace"])
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
-
     def stop(self, handle: dict[str, Any]) -> None:
-        from kubernetes.client.exceptions import ApiException
-
-        try:
-            self.batch.delete_namespaced_job(
-                handle["job"], handle["namespace"], propagation_policy="Background"
-            )
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
+        delete_job(self.batch, handle["job"], handle["namespace"])
 
     def alive(self, handle: dict[str, Any]) -> bool:
-        job = self._job(handle)
+        job = read_job(self.batch, handle["job"], handle["namespace"])
         if job is None or job.metadata.uid != handle.get("uid"):
             return False
-        if job.metadata.deletion_timestamp is not None:
-            return False
-        status = job.status
-        if status is None:
-            return True
-        return not (status.succeeded or status.failed or status.completion_time)
+        return not job_finished(job)
 
     def adopt(self, handle: dict[str, Any]) -> bool:
         return self.alive(handle)
@@ -470,13 +438,7 @@ class KubernetesLauncher:
         """(SID -> the Job is still running, SID -> its pod's IP) for this API's Jobs."""
         selector = f"app.kubernetes.io/managed-by={MANAGED_BY}"
         jobs = self.batch.list_namespaced_job(self.t.namespace, label_selector=selector)
-        running = {}
-        for j in jobs.items:
-            st = j.status
-            done = st is not None and bool(st.succeeded or st.failed or st.completion_time)
-            running[j.metadata.labels[SID_LABEL]] = (
-                not done and j.metadata.deletion_timestamp is None
-            )
+        running = {j.metadata.labels[SID_LABEL]: not job_finished(j) for j in jobs.items}
         pods = self.core.list_namespaced_pod(self.t.namespace, label_selector=selector)
         ips = {
             p.metadata.labels[SID_LABEL]: p.status.pod_ip

@@ -650,6 +650,7 @@ class MediaService:
             self.stop_recording(track_sid)
         closing = list(self._finishing.values())
         await asyncio.gather(*(asyncio.to_thread(live.recorder.join, 10.0) for live in closing))
+        self.workers.close()  # before the runs are cancelled: a Job is left to finish
         await stop_tasks([*self._tasks.values(), self._retention], 5.0, log)
         if self.db is not None:
             self.db.close()

@@ -8,12 +8,17 @@ result are JSON lines on stdout, ``{"progress": 0.05}`` … then
 ``{"done": {"duration", "size", "channels", "min_gain", "levels"}}``; exit 0.  A job that
 cannot be read is one line on stderr and exit 2; a composition that fails (a recording
 missing or unreadable) is ``{"failed": reason}`` and exit 1.
+
+``--status FILE`` also keeps the last of those lines in ``FILE`` (replaced atomically,
+so a reader never sees half of one): how the Kubernetes runner (``compose/kube.py``)
+reads a Job's progress and result from the shared storage, without reading pod logs.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -36,11 +41,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="the media storage's directory (default: MIXER_RECORDINGS_DIR)",
     )
+    parser.add_argument(
+        "--status",
+        type=Path,
+        default=None,
+        help="also keep the last progress/done/failed line in this file (replaced atomically)",
+    )
 
 
-def _say(doc: dict[str, object]) -> None:
-    sys.stdout.write(json.dumps(doc) + "\n")
+def _say(doc: dict[str, object], status: Path | None = None) -> None:
+    line = json.dumps(doc)
+    sys.stdout.write(line + "\n")
     sys.stdout.flush()
+    if status is not None:
+        part = status.with_name(f".{status.name}.{os.getpid()}.tmp")
+        part.write_text(line + "\n")
+        os.replace(part, status)
 
 
 def main(args: argparse.Namespace, settings: Settings) -> int:
@@ -58,12 +74,12 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
     def progress(fraction: float) -> None:
         if fraction - last[0] >= PROGRESS_STEP or fraction >= 1.0:
             last[0] = fraction
-            _say({"progress": round(fraction, 4)})
+            _say({"progress": round(fraction, 4)}, args.status)
 
     try:
         result = compose(job, progress)
     except (OSError, ValueError, av.error.FFmpegError) as exc:
-        _say({"failed": f"{type(exc).__name__}: {exc}"[:500]})
+        _say({"failed": f"{type(exc).__name__}: {exc}"[:500]}, args.status)
         return 1
     _say(
         {
@@ -74,6 +90,7 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
                 "min_gain": result.min_gain,
                 "levels": result.levels.relative_to(root).as_posix() if result.levels else None,
             }
-        }
+        },
+        args.status,
     )
     return 0

@@ -43,9 +43,11 @@ class CompositionRunner(Protocol):
     (calling ``on_started`` when the work starts), reports ``on_progress(fraction)`` and
     returns the result or raises ``CompositionFailed``; cancelling it stops the work.
 
-    ``CompositionWorkers`` (below) runs each in a local process.  Another runner runs
-    ``mixer-ext compose`` (``compose/cli.py``) on a job encoded by ``spec.encode_job``,
-    e.g. as a Kubernetes Job mounting the same storage (not built yet)."""
+    ``CompositionWorkers`` (below) runs each in a local process;
+    ``kube.KubeCompositionJobs`` runs ``mixer-ext compose`` (``compose/cli.py``) on a job
+    encoded by ``spec.encode_job`` as a Kubernetes Job mounting the same storage.
+    ``close()`` says the server is stopping (before it cancels the runs): a local worker
+    dies with its run; a Job is left to finish, and the restarted server follows it."""
 
     async def run(
         self,
@@ -53,6 +55,8 @@ class CompositionRunner(Protocol):
         on_progress: Callable[[float], None] | None = None,
         on_started: Callable[[], None] | None = None,
     ) -> CompositionResult: ...
+
+    def close(self) -> None: ...
 
 
 def _die_with_parent() -> None:
@@ -97,6 +101,9 @@ class CompositionWorkers:
         self._slots = asyncio.Semaphore(max_workers)
         self._ctx = multiprocessing.get_context("spawn")
         self.running = 0
+
+    def close(self) -> None:
+        """Nothing to do: cancelling a run kills its process."""
 
     async def run(
         self,

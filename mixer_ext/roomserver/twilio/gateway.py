@@ -61,7 +61,7 @@ from mixer_ext import metrics
 from mixer_ext.connectors.base import Reason
 from mixer_ext.errors import ConfigError
 from mixer_ext.iceservers import IceServers
-from mixer_ext.roomserver.compose.workers import CompositionWorkers
+from mixer_ext.roomserver.compose.runners import runner_from_settings
 from mixer_ext.roomserver.datatracks import ChannelOptions, ChannelSink, DataFanout
 from mixer_ext.roomserver.forward import PacketFanout, tap_audio_levels
 from mixer_ext.roomserver.icerestart import is_ice_restart, restart_ice
@@ -181,7 +181,7 @@ class TwilioGateway:
                 min_free_bytes=settings.recordings_min_free_mb << 20,
                 retention_seconds=settings.recordings_retention_days * 86400,
             ),
-            CompositionWorkers(settings.composition_workers),
+            runner_from_settings(settings),
             account_sid=account_sid,
             send=self.callbacks.send,
             next_sequence=self.callbacks.next_sequence,
