@@ -7,6 +7,7 @@ context (``mixer_ext.context``) speaks to the same thing, the context wins.
 
 from __future__ import annotations
 
+import json
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
@@ -203,6 +204,12 @@ class Settings(BaseSettings):
     ice_turn_secret: SecretStr | None = Field(None, min_length=8)
     #: seconds a credential made from ``ice_turn_secret`` is valid
     ice_turn_ttl: int = Field(86400, ge=60, le=7 * 86400)
+
+    @field_validator("composition_kube_resources", "composition_kube_pod_spec", mode="before")
+    @classmethod
+    def _json_object(cls, value: object) -> object:
+        """JSON text (as the environment gives it, also when passed by keyword)."""
+        return json.loads(value) if isinstance(value, str) else value
 
     @field_validator("composition_kube_pod_spec")
     @classmethod

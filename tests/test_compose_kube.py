@@ -64,7 +64,10 @@ def test_compose_job_manifest_validates_strict(version: str) -> None:
     ]  # fmt: skip
     # the recordings' claim at the room server's own MIXER_RECORDINGS_DIR; no secret at all
     assert {"name": "recordings", "mountPath": "/recordings"} in c["volumeMounts"]
-    assert {"name": "recordings", "persistentVolumeClaim": {"claimName": "mixer-ext-recordings"}} in pod["volumes"]
+    assert {
+        "name": "recordings",
+        "persistentVolumeClaim": {"claimName": "mixer-ext-recordings"},
+    } in pod["volumes"]
     assert {e["name"] for e in c["env"]} == {"MIXER_RECORDINGS_DIR", "MIXER_LOG_FORMAT"}
     assert "secret" not in json.dumps(job).lower()
 
@@ -156,6 +159,8 @@ async def test_compositions_run_as_jobs(cluster: Any, storage: Path) -> None:
     assert compose_job_name("CJ4") not in kube.jobs
     hold.set()
     assert runner.running == 0
+    # the room server's Role in the chart grants exactly these calls
+    assert kube.calls == _granted_to_the_room_server()
 
 
 async def test_a_stopping_server_leaves_its_job_and_the_next_one_follows_it(
@@ -187,8 +192,7 @@ async def test_a_stopping_server_leaves_its_job_and_the_next_one_follows_it(
     result = await asyncio.wait_for(follow, 60)
     assert abs(result.duration - 3.0) < 0.01
     assert kubelet.started == [compose_job_name("CJ5")]  # one Job, one writer
-    # the room server's Role in the chart grants exactly these calls
-    assert kube.calls == _granted_to_the_room_server()
+    assert kube.calls <= _granted_to_the_room_server()
 
 
 def _granted_to_the_room_server() -> set[tuple[str, str, str]]:
@@ -230,3 +234,50 @@ def test_the_kubernetes_runner_needs_its_settings(monkeypatch: pytest.MonkeyPatc
     assert (t.image, t.claim, t.root, t.pod_spec) == (
         "mixer-ext:0.1.0", "rec", Path("/recordings"), {"nodeSelector": {"a": "b"}},
     )  # fmt: skip
+
+
+def test_the_charts_room_server_builds_jobs_that_share_its_recordings() -> None:
+    """The committed rendering of helm/examples/room-server.yaml: the room server's own
+    env (its MIXER_* values) makes a composition Job with the chart's image, mounting the
+    rendered recordings claim (ReadWriteMany) at the room server's own mount path, with a
+    pod as restricted as the chart's; the server runs as the ServiceAccount the Role is
+    bound to, and no credential is a literal value."""
+    import yaml
+
+    from mixer_ext.settings import Settings
+
+    rendering = Path(__file__).parent.parent / "helm" / "rendered" / "room-server.yaml"
+    docs = [d for d in yaml.safe_load_all(rendering.read_text()) if d]
+    (deploy,) = [
+        d
+        for d in docs
+        if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-room-server")
+    ]
+    pod = deploy["spec"]["template"]["spec"]
+    (server,) = pod["containers"]
+    env = {e["name"]: e.get("value") for e in server["env"]}
+    for secret in ("MIXER_ROOM_SECRET", "MIXER_ACCOUNT_SID", "MIXER_API_KEYS", "MIXER_AUTH_TOKEN"):
+        assert env[secret] is None, secret  # by secretKeyRef only
+    settings = Settings(
+        **{k.removeprefix("MIXER_").lower(): v for k, v in env.items() if v is not None}
+    )
+    job = build_compose_job(ComposeJobTemplate.from_settings(settings), "CJ" + "b" * 32)
+    kubernetes_validate.validate(job, kubernetes_validate.latest_version(), strict=True)
+    (pvc,) = [d for d in docs if d["kind"] == "PersistentVolumeClaim"]
+    assert pvc["spec"]["accessModes"] == ["ReadWriteMany"]
+    (claim,) = [v for v in pod["volumes"] if "persistentVolumeClaim" in v]
+    assert claim["persistentVolumeClaim"]["claimName"] == pvc["metadata"]["name"]
+    (mount,) = [m for m in server["volumeMounts"] if m["name"] == claim["name"]]
+    job_pod = job["spec"]["template"]["spec"]
+    (c,) = job_pod["containers"]
+    assert c["image"] == server["image"]
+    assert {
+        "name": "recordings",
+        "persistentVolumeClaim": {"claimName": pvc["metadata"]["name"]},
+    } in job_pod["volumes"]
+    assert {"name": "recordings", "mountPath": mount["mountPath"]} in c["volumeMounts"]
+    assert job_pod["securityContext"] == pod["securityContext"]
+    assert c["securityContext"] == server["securityContext"]
+    (binding,) = [d for d in docs if d["kind"] == "RoleBinding"]
+    assert binding["subjects"][0]["name"] == pod["serviceAccountName"]
+    assert pod["automountServiceAccountToken"] is True

@@ -197,8 +197,8 @@ class LocalKubelet:
 
     def _created(self, job: dict[str, Any]) -> None:
         t = threading.Thread(target=self._run, args=(job,), daemon=True)
-        self._threads.append(t)
         t.start()
+        self._threads.append(t)
 
     def _run(self, job: dict[str, Any]) -> None:
         name = job["metadata"]["name"]

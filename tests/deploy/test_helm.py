@@ -626,6 +626,48 @@ def test_room_server_release_points_the_mixer_at_it(helm: Helm) -> None:
     assert env_cm["MIXER_ROOM_URL"] == f"ws://{service['metadata']['name']}:7880"
 
 
+def test_room_server_recordings_off_or_local(helm: Helm) -> None:
+    """Recordings off (the default): no volume, no claim, no service-account token.  On
+    with the local runner on an existing ReadWriteOnce claim: the volume and the settings,
+    still no token, no Role and no claim of the chart's own."""
+    base = {
+        "context": {"room": {"name": "R"}},
+        "secrets": {
+            "roomSecret": "s3cret",
+            "accountSid": "AC" + "0" * 32,
+            "apiKeys": "SK" + "0" * 32 + ":k",
+        },
+    }
+    off = _render(helm, base | {"roomServer": {"enabled": True}})
+    pod = _one(off, "Deployment")["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False and "serviceAccountName" not in pod
+    assert [v["name"] for v in pod["volumes"]] == ["tmp"]
+    assert "MIXER_RECORDINGS_DIR" not in _env(pod["containers"][0])
+    local = _render(
+        helm,
+        base
+        | {
+            "roomServer": {
+                "enabled": True,
+                "recordings": {
+                    "enabled": True,
+                    "persistence": {"existingClaim": "mine", "accessMode": "ReadWriteOnce"},
+                    "compositions": {"runner": "local", "maxConcurrent": 3},
+                },
+            }
+        },
+    )
+    kinds = {d["kind"] for d in local}
+    assert not kinds & {"PersistentVolumeClaim", "Role", "RoleBinding", "ServiceAccount"}
+    pod = _one(local, "Deployment")["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False
+    assert {"name": "recordings", "persistentVolumeClaim": {"claimName": "mine"}} in pod["volumes"]
+    env = _env(pod["containers"][0])
+    assert env["MIXER_COMPOSITION_RUNNER"]["value"] == "local"
+    assert env["MIXER_COMPOSITION_WORKERS"]["value"] == "3"
+    assert "MIXER_COMPOSITION_KUBE_IMAGE" not in env
+
+
 REFUSED_RENDERS: dict[str, tuple[dict[str, Any], str]] = {
     "no room name": ({"settings": BASE["settings"]}, "context.room.name is required"),
     "embedded backend without a room url": (
@@ -651,6 +693,29 @@ REFUSED_RENDERS: dict[str, tuple[dict[str, Any], str]] = {
     "room server without its secret": (
         {"context": {"room": {"name": "R"}}, "roomServer": {"enabled": True}},
         "roomServer.enabled needs secrets.roomSecret",
+    ),
+    "recordings without the twilio front-end's credentials": (
+        {
+            "context": {"room": {"name": "R"}},
+            "secrets": {"roomSecret": "s3cret", "accountSid": "AC" + "0" * 32},
+            "roomServer": {"enabled": True, "recordings": {"enabled": True}},
+        },
+        "roomServer.recordings.enabled needs secrets.accountSid and secrets.apiKeys",
+    ),
+    "composition jobs on a ReadWriteOnce claim": (
+        {
+            "context": {"room": {"name": "R"}},
+            "secrets": {
+                "roomSecret": "s3cret",
+                "accountSid": "AC" + "0" * 32,
+                "apiKeys": "SK" + "0" * 32 + ":k",
+            },
+            "roomServer": {
+                "enabled": True,
+                "recordings": {"enabled": True, "persistence": {"accessMode": "ReadWriteOnce"}},
+            },
+        },
+        "runner kubernetes needs persistence.accessMode ReadWriteMany",
     ),
     "grace period shorter than the shutdown budget": (
         BASE

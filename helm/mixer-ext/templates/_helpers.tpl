@@ -30,6 +30,15 @@ helm/rendered/.
 {{- printf "%s-room-server" (include "mixer-ext.fullname" .) -}}
 {{- end -}}
 
+{{/* The room server's recordings claim: the user's, or the chart's own. */}}
+{{- define "mixer-ext.recordingsClaim" -}}
+{{- if .Values.roomServer.recordings.persistence.existingClaim -}}
+{{- .Values.roomServer.recordings.persistence.existingClaim -}}
+{{- else -}}
+{{- printf "%s-recordings" (include "mixer-ext.fullname" .) -}}
+{{- end -}}
+{{- end -}}
+
 {{- define "mixer-ext.labels" -}}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
 {{ include "mixer-ext.selectorLabels" . }}
