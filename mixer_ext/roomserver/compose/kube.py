@@ -26,10 +26,10 @@ the unfinished compositions again (``MediaService``), finds the Job of the same 
 (409) and follows it rather than start a second writer.
 
 The calls are create, get and delete of Jobs in one namespace: exactly what the chart's
-Role for the room server grants (tests/test_compose_kube.py checks the two together).
+Role for the room server grants (tests/roomserver/compose/test_kube.py checks the two together).
 
 Status: tested with the real ``kubernetes`` client against a local fake of the API server
-that runs each Job's container command as a local process (tests/test_compose_kube.py);
+that runs each Job's container command as a local process (tests/roomserver/compose/test_kube.py);
 never run on a real cluster.
 """
 

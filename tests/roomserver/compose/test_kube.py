@@ -1,7 +1,7 @@
 """Compositions as Kubernetes Jobs (issue 23.4): ``KubeCompositionJobs`` behind the
 ``CompositionRunner`` interface.
 
-Level of realism, the same as tests/test_api_kube.py for the worker launcher, one step
+Level of realism, the same as tests/api/test_kube.py for the worker launcher, one step
 further for what runs in the Job: the Job manifest passes ``kubernetes-validate
 --strict``; the runner talks through the official ``kubernetes`` client (real HTTP) to a
 local fake of the API server (``mixer_ext.testing.fakekube.FakeKube``, a stand-in in a
@@ -35,8 +35,9 @@ from mixer_ext.roomserver.compose.kube import (  # noqa: E402
 from mixer_ext.roomserver.compose.spec import Source, plan  # noqa: E402
 from mixer_ext.roomserver.compose.workers import CompositionFailed  # noqa: E402
 from mixer_ext.testing.fakekube import FakeKube, LocalKubelet  # noqa: E402
+from mixer_ext.testing.net import ROOT  # noqa: E402
 from mixer_ext.testing.timeline import decode_timeline, tone_level  # noqa: E402
-from tests.test_compose import RATE, record  # noqa: E402
+from tests.roomserver.compose.test_compose import RATE, record  # noqa: E402
 
 
 def _template(root: Path) -> ComposeJobTemplate:
@@ -197,10 +198,10 @@ async def test_a_stopping_server_leaves_its_job_and_the_next_one_follows_it(
 
 def _granted_to_the_room_server() -> set[tuple[str, str, str]]:
     """(group, resource, verb) of the chart's Role for the room server (the committed
-    rendering of helm/examples/room-server.yaml, kept up to date by tests/test_helm.py)."""
+    rendering of helm/examples/room-server.yaml, kept up to date by tests/deploy/test_helm.py)."""
     import yaml
 
-    rendering = Path(__file__).parent.parent / "helm" / "rendered" / "room-server.yaml"
+    rendering = ROOT / "helm" / "rendered" / "room-server.yaml"
     (role,) = [d for d in yaml.safe_load_all(rendering.read_text()) if d and d["kind"] == "Role"]
     return {
         (group, resource, verb)
@@ -246,7 +247,7 @@ def test_the_charts_room_server_builds_jobs_that_share_its_recordings() -> None:
 
     from mixer_ext.settings import Settings
 
-    rendering = Path(__file__).parent.parent / "helm" / "rendered" / "room-server.yaml"
+    rendering = ROOT / "helm" / "rendered" / "room-server.yaml"
     docs = [d for d in yaml.safe_load_all(rendering.read_text()) if d]
     (deploy,) = [
         d
