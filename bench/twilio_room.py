@@ -46,7 +46,7 @@ SECRET = "bench-api-key-secret-0123456789abcdef"
 async def serve(port: int) -> None:
     from aiohttp import web
 
-    from mixer_ext.roomserver.app import RoomServer
+    from mixer_ext.roomserver.server import RoomServer
     from mixer_ext.roomserver.twilio.gateway import TwilioGateway
     from mixer_ext.settings import Settings
 

@@ -22,7 +22,7 @@ from mixer_ext.settings import load_settings
 #: command -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("mixer_ext.worker.runner", "join a room and stream the mix (the extension itself)"),
-    "room-server": ("mixer_ext.roomserver.app", "run the embedded room server"),
+    "room-server": ("mixer_ext.roomserver.cli", "run the embedded room server"),
     "compose": (
         "mixer_ext.roomserver.compose.cli",
         "mix one composition job (JSON) from the recordings' storage, outside the room server",

@@ -75,9 +75,9 @@ def test_cycle_finder_finds_a_circle() -> None:
     assert _cycle({"a": {"b"}, "b": {"c"}, "c": set()}) is None
     tree = ast.parse(
         "from typing import TYPE_CHECKING\n"
-        "if TYPE_CHECKING:\n    from mixer_ext.roomserver.app import RoomServer\n"
+        "if TYPE_CHECKING:\n    from mixer_ext.roomserver.server import RoomServer\n"
     )
-    assert _imports(tree, {PACKAGE, f"{PACKAGE}.app"}) == {PACKAGE, f"{PACKAGE}.app"}
+    assert _imports(tree, {PACKAGE, f"{PACKAGE}.server"}) == {PACKAGE, f"{PACKAGE}.server"}
 
 
 @pytest.mark.parametrize("package", [PACKAGE, "mixer_ext.api"])

@@ -1,6 +1,6 @@
 """What the room server allows one connection, one address and one identity: no I/O.
 
-The server (``mixer_ext.roomserver.app``) asks these small classes before it acts,
+The server (``mixer_ext.roomserver.server``) asks these small classes before it acts,
 so that one misbehaving peer costs only itself (issue 16, items 1, 2 and 4):
 
 * ``TokenBucket``: messages a joined connection may send (a burst, then a

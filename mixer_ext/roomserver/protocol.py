@@ -22,11 +22,14 @@ track it carries, ``publish_mid`` is the m-line the client sends on),
 from __future__ import annotations
 
 import json
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from mixer_ext.safejson import loads_bounded
+
+if TYPE_CHECKING:
+    from mixer_ext.roomserver.rooms import Participant
 
 PROTOCOL_VERSION = 1
 #: Path of the signaling WebSocket on the room server.
@@ -90,6 +93,15 @@ class ParticipantInfo(BaseModel):
     #: ISO 8601 UTC
     joined_at: str
     tracks: list[TrackInfo] = []
+
+
+def participant_info(state: Participant) -> ParticipantInfo:
+    """A participant as the protocol (``joined``) and the operator REST describe it."""
+    return ParticipantInfo(
+        identity=state.identity,
+        joined_at=state.joined_iso(),
+        tracks=[TrackInfo(sid=t.sid, enabled=t.enabled) for t in state.tracks.values()],
+    )
 
 
 class Joined(Message):

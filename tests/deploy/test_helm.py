@@ -1179,7 +1179,7 @@ async def test_the_init_containers_command_mints_a_token_the_real_server_accepts
     import aiohttp
 
     from mixer_ext.connectors.factory import make_connector, read_room_token_file
-    from mixer_ext.roomserver.app import RoomServer
+    from mixer_ext.roomserver.server import RoomServer
     from mixer_ext.settings import Settings
     from mixer_ext.testing.net import mixer_ext_cmd
 

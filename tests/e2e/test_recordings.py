@@ -22,7 +22,7 @@ from unittest import mock
 import pytest
 from twilio.rest import Client
 
-from mixer_ext.roomserver.app import RoomServer
+from mixer_ext.roomserver.server import RoomServer
 from mixer_ext.sim.tracks import ToneTrack
 from mixer_ext.testing.timeline import decode_timeline, tone_level
 from tests.browser.test_twilio_rest import callback_receiver

@@ -1,6 +1,6 @@
 """Room server security (issue 16, items 1-4): failing tests first, real server and peers.
 
-Each test was a strict xfail until its fix landed (in ``mixer_ext/roomserver/app.py``,
+Each test was a strict xfail until its fix landed (in ``mixer_ext/roomserver/``,
 ``session.py`` and ``tokens.py``); the limits they expect are those of
 ``mixer_ext.roomserver.limits``, set by the ``MIXER_ROOM_*`` settings.
 """
@@ -20,7 +20,7 @@ from mixer_ext.connectors.base import TrackEnabledChanged, TrackSubscribed
 from mixer_ext.connectors.embedded import EmbeddedRoomConnector
 from mixer_ext.redact import redact_text
 from mixer_ext.roomserver import protocol as p
-from mixer_ext.roomserver.app import LOG_LINES_PER_KIND, RoomServer
+from mixer_ext.roomserver.server import LOG_LINES_PER_KIND, RoomServer
 from mixer_ext.roomserver.tokens import TokenError, verify_token
 from mixer_ext.sim.tracks import ToneTrack
 from tests.support.room_util import (
@@ -189,7 +189,9 @@ async def test_coalesced_state_updates_keep_receivers_through_a_flood() -> None:
         toggles = [p.encode(p.SetEnabled(enabled=i % 2 == 0)) for i in range(3000)]
         await asyncio.gather(*(toggler.send_raw(t) for t in toggles))
         state = server.rooms["c1"].participants["mallory"]
-        await until(lambda: server._handlers and all(not t.enabled for t in state.tracks.values()))
+        await until(
+            lambda: server.signal.open_sockets and all(not t.enabled for t in state.tracks.values())
+        )
         changes = []
         with contextlib.suppress(TimeoutError):
             while True:  # what the mixer hears until the room is quiet for a second
@@ -247,7 +249,7 @@ async def test_refused_messages_are_logged_at_a_bounded_rate(
     async with room_server() as server:
         noisy = client(server, "l1", "noisy")
         await noisy.connect()
-        with caplog.at_level(logging.WARNING, logger="mixer_ext.roomserver.app"):
+        with caplog.at_level(logging.WARNING, logger="mixer_ext.roomserver.server"):
             for _ in range(40):  # within the rate limit's burst: refused, not disconnected
                 await noisy.send_raw("not json")
             await asyncio.sleep(0.5)

@@ -17,7 +17,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from mixer_ext.connectors.base import RoomEvent
 from mixer_ext.connectors.embedded import RoomClient
 from mixer_ext.core.frames import EncodedSource
-from mixer_ext.roomserver.app import RoomServer
+from mixer_ext.roomserver.server import RoomServer
 from mixer_ext.roomserver.tokens import mint_token
 from mixer_ext.settings import Settings
 

@@ -22,7 +22,7 @@ from aiohttp import web
 from twilio.jwt.access_token import AccessToken
 from twilio.jwt.access_token.grants import VideoGrant
 
-from mixer_ext.roomserver.app import RoomServer
+from mixer_ext.roomserver.server import RoomServer
 from mixer_ext.roomserver.twilio.gateway import TwilioGateway
 from tests.conftest import ROOT, require_path, require_program
 from tests.support.room_util import settings

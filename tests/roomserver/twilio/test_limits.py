@@ -21,7 +21,7 @@ import aiohttp
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection
 
-from mixer_ext.roomserver.app import RoomServer
+from mixer_ext.roomserver.server import RoomServer
 from tests.support.room_util import settings
 from tests.support.twilio_util import ACCOUNT_SID, API_KEY_SECRET, API_KEY_SID, twilio_token
 

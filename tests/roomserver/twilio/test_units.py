@@ -347,7 +347,7 @@ def test_reoffer_keeps_the_clients_extension_ids_and_payload_types() -> None:
 
 
 def test_gateway_from_the_environment() -> None:
-    from mixer_ext.roomserver.app import RoomServer
+    from mixer_ext.roomserver.server import RoomServer
     from mixer_ext.roomserver.twilio.gateway import TwilioGateway
     from tests.support.room_util import settings
 
