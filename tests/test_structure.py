@@ -1,5 +1,6 @@
 """``mixer_ext/roomserver`` and ``mixer_ext/api`` stay trees: no import circle, no front-end
-in another's privates (the latter checked in roomserver).
+in another's privates (the latter checked in roomserver); a roomserver module over
+``MAX_LINES`` says at its top why it is one module (LAYOUT.md), without a line count.
 
 Read from the source with ``ast`` (imports under ``TYPE_CHECKING`` and inside functions
 count too), so a circle fails here before it fails at import time (issue 21.1).
@@ -8,6 +9,7 @@ count too), so a circle fails here before it fails at import time (issue 21.1).
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,10 @@ from tests.conftest import ROOT
 
 PACKAGE = "mixer_ext.roomserver"
 SOURCE = ROOT / "mixer_ext" / "roomserver"
+#: LAYOUT.md's rule: a module over ~500 lines says at its top why it is one concept
+MAX_LINES = 500
+WHY_ONE_MODULE = re.compile(r"Why one module:")
+LINE_COUNT = re.compile(r"~?\d+ lines")
 
 
 def _module_name(path: Path) -> str:
@@ -138,3 +144,40 @@ def test_private_check_finds_a_reach() -> None:
         "b": ast.parse("def f(server):\n    server._remove()\n"),
     }
     assert _foreign_private_uses(modules) == ["b:2 server._remove (of a)"]
+
+
+def _oversized_without_a_reason(source: Path = SOURCE, root: Path = ROOT) -> list[str]:
+    """Modules over ``MAX_LINES`` whose docstring has no "Why one module:" note (or whose
+    note gives a line count, which drifts: issue 25.5)."""
+    problems = []
+    for path in sorted(source.rglob("*.py")):
+        text = path.read_text()
+        lines = text.count("\n")
+        if lines <= MAX_LINES:
+            continue
+        doc = ast.get_docstring(ast.parse(text)) or ""
+        name = str(path.relative_to(root))
+        if not WHY_ONE_MODULE.search(doc):
+            problems.append(f"{name}: {lines} lines and no 'Why one module:' in its docstring")
+        elif LINE_COUNT.search(doc):
+            problems.append(f"{name}: its docstring gives a line count ({LINE_COUNT.search(doc)})")
+    return problems
+
+
+def test_a_big_module_says_why_it_is_one() -> None:
+    assert _oversized_without_a_reason() == []
+
+
+def test_size_check_finds_a_big_module(tmp_path: Path) -> None:
+    """The check itself can fail: a long module without the note, or with a count, is found."""
+    body = "x = 1\n" * (MAX_LINES + 1)
+    cases = {
+        "quiet.py": '"""A module."""\n' + body,
+        "counted.py": '"""A module.\n\nWhy one module: one thing, ~600 lines."""\n' + body,
+        "reasoned.py": '"""A module.\n\nWhy one module: one thing."""\n' + body,
+        "small.py": '"""A module."""\nx = 1\n',
+    }
+    for name, text in cases.items():
+        (tmp_path / name).write_text(text)
+    found = _oversized_without_a_reason(tmp_path, tmp_path)
+    assert [p.split(":")[0] for p in found] == ["counted.py", "quiet.py"], found

@@ -16,7 +16,7 @@ Every change of a record is written through to ``mediadb.MediaDb`` (SQLite besid
 media); a restarted service loads the records, finishes the recordings and runs again
 the compositions an earlier process left unfinished (``start``).
 
-One concept, one module: the lifecycle of the media resources
+Why one module: it is the lifecycle of the media resources
 (a recording from start to completed/failed/deleted, a composition from enqueued to
 available, the hooks that create compositions, recovery after a restart) and the
 callbacks each step sends; persistence is one ``_save`` call per step.

@@ -22,6 +22,12 @@ mixer too), and an identity already present is replaced (the old participant lea
 
 The participant carries ``connection``: an opaque handle the front-end that admitted it
 puts there (its session object), so that other front-ends reach it only through the owner.
+
+Why one module: it is the owner itself; rooms, participants, tracks, subscriptions,
+admission and the room rules change one another (a leave ends subscriptions, an empty
+room times out, a reconnection keeps a seat) and emit one ordered stream of roster
+events.  Split, the pieces would have to reach into each other's state, which is what
+the owner replaced (issue 21.1).  Names and limits are apart (``names``, ``limits``).
 """
 
 from __future__ import annotations

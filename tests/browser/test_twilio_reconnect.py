@@ -333,7 +333,7 @@ async def test_a_sync_before_the_server_noticed_the_drop_takes_over(
         bob = await b.join(room, "b", twilio_token("bob", "road"), "road")
         assert "error" not in bob, bob
         await b.event("b", "trackSubscribed", identity="alice", kind="audio", within=30)
-        caplog.set_level(logging.INFO, logger="mixer_ext.roomserver.twilio.gateway")
+        caplog.set_level(logging.INFO, logger="mixer_ext.roomserver.twilio.session")
         proxy.sever(server_notices=False)
         await b.event("a", "reconnecting", within=20)
         proxy.restore()
