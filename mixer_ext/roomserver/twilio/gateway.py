@@ -5,7 +5,7 @@
 ``session.TwilioSession``) or ``sync`` (a client back on a new socket: its session carries
 on, ``_resume``), and serves the Video REST subset (``rest_routes``), recordings and
 compositions (``media_routes``) on the same app.  It keeps the room ledger
-(``rest_routes.RoomLedger``) and the recorder (``recording_rules``) attached to the owner,
+(``ledger.RoomLedger``) and the recorder (``recording_rules``) attached to the owner,
 and one task: ``twilio-speakers`` decides each room's dominant speaker every 0.2 s
 (``roomserver.speakers``) and measures and reports network quality every second
 (``roomserver.netquality``); it ends in ``stop()``.
@@ -48,8 +48,9 @@ from mixer_ext.roomserver.twilio.access_token import (
     verify_access_token,
 )
 from mixer_ext.roomserver.twilio.callbacks import StatusCallbacks
+from mixer_ext.roomserver.twilio.ledger import RoomLedger
 from mixer_ext.roomserver.twilio.media_routes import MediaRoutes
-from mixer_ext.roomserver.twilio.rest_routes import RoomLedger, VideoRest
+from mixer_ext.roomserver.twilio.rest_routes import VideoRest
 from mixer_ext.roomserver.twilio.session import TASK_STOP_TIMEOUT, TwilioSession, flush
 from mixer_ext.settings import Settings
 from mixer_ext.tasks import stop_tasks
