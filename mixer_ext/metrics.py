@@ -95,6 +95,10 @@ JANUS_SUBSCRIBE_REFUSALS = Counter(
     "mixer_janus_subscribe_refusals_total",
     "Subscribe or subscriber-join requests Janus refused (their streams are retried).",
 )
+JANUS_REPAIRED_ANNOUNCEMENTS = Counter(
+    "mixer_janus_repaired_announcements_total",
+    "Publishers Janus listed in the room but never announced to the bot (found and subscribed).",
+)
 JANUS_COALESCED_JOINS = Histogram(
     "mixer_janus_streams_per_subscribe",
     "Streams subscribed in one request: joins arriving within the coalescing window share one.",

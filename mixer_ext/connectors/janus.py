@@ -20,18 +20,21 @@ Participants are Janus *publishers*; their identity is the publisher's
 ``"<feed id>:<publisher mid>"``.  Moderation mute maps to
 ``TrackEnabledChanged(enabled=False)``; video is never subscribed.
 
-Recycled m-lines: after a feed is unpublished Janus marks its m-line
-inactive and reuses it for the next subscription, with a new SSRC.  Stock
-aiortc registers a receiver's SSRCs only the first time it starts, and with
-several audio m-lines sharing one payload type it drops packets from an SSRC
-it does not know.  After every offer this connector registers the offer's
-SSRCs with the transport's RTP router itself (``_route_offer_ssrcs``).  And
-because aiortc keeps one receiver per m-line, the connector taps each audio
-m-line's receiver once (``mixer_ext.connectors.rtptap``) and routes its encoded
-payloads to whichever subscription holds the m-line now: each subscription has
-its own ``EncodedFeed`` (``TrackSubscribed.source``) and its own ``FeedTrack``
-(ended when the subscription ends), so a consumer that stops what it was given
-for one feed never stops the m-line for the next.
+Missed announcements: Janus can fail to announce a publisher (Debian's 1.1.2
+does, for remote publishers added at once).  Every ``RECONCILE_INTERVAL`` s and
+shortly after each burst the connector lists the room's participants and
+handles any publisher it was never told about as if the event had come
+(``mixer_ext.connectors.janus_reconcile``).
+
+Recycled m-lines: Janus reuses an inactive m-line with a new SSRC, which stock
+aiortc ignores; after every offer the connector routes the offer's SSRCs itself
+(``mixer_ext.connectors.janus_feeds``). And because aiortc keeps one receiver per
+m-line, the connector taps each audio m-line's receiver once
+(``mixer_ext.connectors.rtptap``) and routes its encoded payloads to whichever
+subscription holds the m-line now: each subscription has its own ``EncodedFeed``
+(``TrackSubscribed.source``) and its own ``FeedTrack`` (ended when the subscription
+ends), so a consumer that stops what it was given for one feed never stops the
+m-line for the next.
 
 Everything runs on one named task (``janus-room``) that consumes the
 session's events in order and does all signaling, so renegotiations never
@@ -39,9 +42,12 @@ interleave.  The connector never reconnects: a destroyed session or a
 closed websocket ends ``events()`` with ``Disconnected("connection-lost")``
 and the worker decides.
 
-Why one module: the publisher handle's events, the subscriber handle's
-renegotiations and the recycled-m-line routing all run on that one task and share its
-state; the session transport is apart (``janus_session``).
+Why one module (about 700 lines): the publisher handle's events, the subscriber
+handles' renegotiations, the coalescing window and the reconciliation all run on that
+one task and share its state (publishers, subscriptions, connections); what has no
+part in that state is apart: the session transport (``janus_session``), the
+subscription records and SSRC routing (``janus_feeds``) and the reconciliation's
+rules (``janus_reconcile``, sans-I/O).
 """
 
 from __future__ import annotations
@@ -51,13 +57,11 @@ import contextlib
 import functools
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from typing import Any, TypeGuard
+from typing import Any
 
 import av
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpTransceiver, RTCSessionDescription
-from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
-from aiortc.sdp import SessionDescription
+from aiortc.mediastreams import MediaStreamError
 from websockets.exceptions import InvalidHandshake
 
 from mixer_ext import metrics
@@ -73,6 +77,25 @@ from mixer_ext.connectors.base import (
     TrackSubscribed,
     TrackUnsubscribed,
 )
+from mixer_ext.connectors.janus_feeds import (
+    FeedId,
+    FeedTrack,
+    Publisher,
+    SubscriberConnection,
+    Subscription,
+    is_feed_id,
+    offer_ssrcs,
+    parse_room_id,
+    route_offer_ssrcs,
+)
+from mixer_ext.connectors.janus_reconcile import (
+    RECONCILE_AFTER_JOINS,
+    RECONCILE_GRACE,
+    RECONCILE_INTERVAL,
+    ListedPublisher,
+    PublisherReconciler,
+    publishers_from_streams,
+)
 from mixer_ext.connectors.janus_session import (
     JanusError,
     JanusSession,
@@ -80,16 +103,23 @@ from mixer_ext.connectors.janus_session import (
     drop_message,
     plugin_data,
 )
-from mixer_ext.connectors.rtptap import EncodedFeed, tap_receiver
+from mixer_ext.connectors.rtptap import tap_receiver
 from mixer_ext.log import log_event
 from mixer_ext.redact import redact_url
 from mixer_ext.tasks import stop_tasks
 
 log = logging.getLogger(__name__)
 
+__all__ = [
+    "FeedId",
+    "FeedTrack",
+    "JanusRoomConnector",
+    "is_feed_id",
+    "offer_ssrcs",
+    "parse_room_id",
+]
+
 VIDEOROOM = "janus.plugin.videoroom"
-#: frames buffered per subscription before the oldest is dropped (1 s of 20 ms frames)
-FEED_QUEUE_FRAMES = 50
 #: connector events buffered for the consumer; when full the room task waits (backpressure)
 EVENT_QUEUE_SIZE = 1000
 #: seconds new publishers' streams wait to be subscribed together in one renegotiation.
@@ -109,6 +139,8 @@ MLINES_PER_CONNECTION = 24
 SUBSCRIBE_RETRIES = 3
 #: the local event that ends a coalescing window (never sent by Janus)
 FLUSH_JOINS = "mixer-flush-joins"
+#: the local event that asks Janus for the room's participants (``janus_reconcile``)
+RECONCILE = "mixer-reconcile"
 
 # Janus core and VideoRoom error codes that say why joining failed.
 _REFUSALS: dict[int, tuple[str, str]] = {
@@ -119,108 +151,6 @@ _REFUSALS: dict[int, tuple[str, str]] = {
     433: (Reason.UNAUTHORIZED, "unauthorized (room pin or token)"),
     432: (Reason.ROOM_FULL, "room is full"),
 }
-
-
-#: a Janus participant (feed) id: an integer, or a string when the plugin uses string_ids
-FeedId = int | str
-
-
-def is_feed_id(value: object) -> TypeGuard[FeedId]:
-    """A usable feed id: an int (not a bool) or a non-empty string other than "ok"."""
-    if isinstance(value, bool):
-        return False
-    return isinstance(value, int) or (isinstance(value, str) and value not in ("", "ok"))
-
-
-def parse_room_id(room: str) -> int | str:
-    """VideoRoom id of ``room.name``: numeric string -> integer id, anything else a string id."""
-    return int(room) if room.isascii() and room.isdigit() else room
-
-
-class FeedTrack(MediaStreamTrack):
-    """Audio of one subscription: ``recv()`` returns ``av.AudioFrame``, blocks while silent.
-
-    Frames arrive from the m-line's pump; the queue holds ``FEED_QUEUE_FRAMES``
-    and drops the oldest when the consumer lags (live audio: the newest
-    matters).  pts are re-based to start at 0 for each subscription, because
-    a recycled m-line continues the previous feed's RTP timeline.  After
-    ``end()`` (unsubscribed, or the connector closed) ``recv()`` raises
-    ``MediaStreamError``.
-    """
-
-    kind = "audio"
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._queue: asyncio.Queue[av.AudioFrame | None] = asyncio.Queue(FEED_QUEUE_FRAMES)
-        self._base_pts: int | None = None
-        self.ended = False
-
-    def push(self, frame: av.AudioFrame) -> None:
-        if self.ended:
-            return
-        if frame.pts is not None:
-            if self._base_pts is None:
-                self._base_pts = frame.pts
-            frame.pts -= self._base_pts
-        if self._queue.full():
-            self._queue.get_nowait()
-        self._queue.put_nowait(frame)
-
-    def end(self) -> None:
-        if self.ended:
-            return
-        self.ended = True
-        if self._queue.full():
-            self._queue.get_nowait()
-        self._queue.put_nowait(None)
-        super().stop()
-
-    def stop(self) -> None:
-        self.end()
-
-    async def recv(self) -> av.AudioFrame:
-        if self.ended and self._queue.empty():
-            raise MediaStreamError
-        frame = await self._queue.get()
-        if frame is None:
-            self._queue.put_nowait(None)  # later callers see the end too
-            raise MediaStreamError
-        return frame
-
-
-@dataclass
-class _Publisher:
-    feed_id: FeedId
-    identity: str
-    #: publisher mid -> moderated (muted by a moderator)
-    audio_mids: dict[str, bool] = field(default_factory=dict)
-
-
-@dataclass(eq=False)
-class _SubscriberConnection:
-    """One subscriber handle and its PeerConnection: up to ``MLINES_PER_CONNECTION`` feeds."""
-
-    index: int
-    handle: int
-    pc: RTCPeerConnection
-    joined: bool = False
-    tapped: set[str] = field(default_factory=set)  # mids whose receiver is tapped
-
-
-@dataclass
-class _Subscription:
-    feed_id: FeedId
-    feed_mid: str
-    conn: int  # index of its _SubscriberConnection
-    sub_mid: str
-    identity: str
-    track: FeedTrack
-    feed: EncodedFeed = field(default_factory=EncodedFeed)
-
-    @property
-    def track_sid(self) -> str:
-        return f"{self.feed_id}:{self.feed_mid}"
 
 
 class JanusRoomConnector(RoomConnector):
@@ -244,17 +174,21 @@ class JanusRoomConnector(RoomConnector):
         self._own_id: FeedId | None = None
         self._private_id: int | None = None
         #: subscriber connections, by index; subscriptions are spread over them
-        self._conns: list[_SubscriberConnection] = []
+        self._conns: list[SubscriberConnection] = []
         self._participants: dict[FeedId, str] = {}  # janus id -> identity
-        self._publishers: dict[FeedId, _Publisher] = {}
+        self._publishers: dict[FeedId, Publisher] = {}
         #: (connection index, subscriber mid) -> subscription
-        self._subs: dict[tuple[int, str], _Subscription] = {}
+        self._subs: dict[tuple[int, str], Subscription] = {}
         #: streams announced but not yet subscribed; a timer queues FLUSH_JOINS behind the
         #: session's events when the window ends, so the room task handles it in order
         self._wanted: list[dict[str, Any]] = []
         self._flush_timer: asyncio.TimerHandle | None = None
         #: (feed, publisher mid) -> refused subscribe attempts so far
         self._tries: dict[tuple[FeedId, str], int] = {}
+        #: publishers Janus lists but never announced (``janus_reconcile``); its timer
+        #: queues RECONCILE like FLUSH_JOINS
+        self._reconciler = PublisherReconciler(ignore_display=identity)
+        self._reconcile_timer: asyncio.TimerHandle | None = None
         self.tap = tap  # False: stock aiortc, one pump task per m-line reads decoded frames
         #: (connection index, subscriber mid) -> pump (tap False)
         self._pumps: dict[tuple[int, str], asyncio.Task[None]] = {}
@@ -290,6 +224,7 @@ class JanusRoomConnector(RoomConnector):
             raise RoomConnectError(f"cannot reach janus at {where}: {exc}") from exc
         own = data.get("id")
         self._own_id = own if is_feed_id(own) else None
+        self._reconciler.own_id = self._own_id
         pvt = data.get("private_id")
         self._private_id = pvt if isinstance(pvt, int) else None
         metrics.ROOM_JOINS.inc()
@@ -311,11 +246,11 @@ class JanusRoomConnector(RoomConnector):
             await stop_tasks([self._room_task])
         await self._teardown(Reason.LEFT)
 
-    async def _new_connection(self) -> _SubscriberConnection:
+    async def _new_connection(self) -> SubscriberConnection:
         """Attach one more subscriber handle, with its own PeerConnection."""
         handle = await self._session.attach(VIDEOROOM)
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        conn = _SubscriberConnection(len(self._conns), handle, pc)
+        conn = SubscriberConnection(len(self._conns), handle, pc)
         self._conns.append(conn)
 
         @pc.on("connectionstatechange")
@@ -333,7 +268,7 @@ class JanusRoomConnector(RoomConnector):
         """The subscriber PeerConnections, one per ``MLINES_PER_CONNECTION`` feeds (for tests)."""
         return [conn.pc for conn in self._conns]
 
-    def _conn_of(self, handle: object) -> _SubscriberConnection | None:
+    def _conn_of(self, handle: object) -> SubscriberConnection | None:
         for conn in self._conns:
             if conn.handle == handle:
                 return conn
@@ -348,6 +283,7 @@ class JanusRoomConnector(RoomConnector):
                 self._on_joining(attendee)
             await self._on_publishers(_list(joined.get("publishers")))
             await self._flush_wanted()  # those already in: at once
+            self._schedule_reconcile(RECONCILE_INTERVAL)
             while True:
                 msg = await self._session.next_event()
                 if msg is None:
@@ -409,6 +345,91 @@ class JanusRoomConnector(RoomConnector):
         for index, requests in plan.items():
             for streams in requests:
                 await self._subscribe(self._conns[index], streams)
+        # a burst of joins is when Janus 1.1.2 loses announcements: check soon
+        self._schedule_reconcile(RECONCILE_AFTER_JOINS)
+
+    # --- reconciliation: publishers Janus never announced (janus_reconcile) -------------
+
+    def _schedule_reconcile(self, delay: float) -> None:
+        """Queue RECONCILE in ``delay`` s, unless one is already due sooner."""
+        loop = asyncio.get_running_loop()
+        when = loop.time() + delay
+        if self._reconcile_timer is not None:
+            if self._reconcile_timer.when() <= when:
+                return
+            self._reconcile_timer.cancel()
+        self._reconcile_timer = loop.call_at(
+            when, self._session.post_local_event, {"janus": RECONCILE}
+        )
+
+    async def _reconcile(self) -> None:
+        """List the room; announce to ourselves any publisher Janus never announced."""
+        self._reconcile_timer = None
+        if self._pub_handle is None:
+            return
+        try:
+            data, _ = await self._session.message(
+                self._pub_handle, {"request": "listparticipants", "room": self.room_id}
+            )
+        except JanusError as exc:
+            log_event(log, "janus: listparticipants refused", logging.WARNING, error=str(exc))
+            data = {}
+        now = asyncio.get_running_loop().time()
+        missing = self._reconciler.observe(data.get("participants"), self._publishers, now)
+        if missing:
+            await self._repair(missing)
+        self._schedule_reconcile(
+            RECONCILE_GRACE if self._reconciler.pending else RECONCILE_INTERVAL
+        )
+
+    async def _repair(self, missing: list[ListedPublisher]) -> None:
+        """Learn the missing publishers' streams and handle them as the lost event would."""
+        displays = {p.feed_id: p.display for p in missing}
+        streams = await self._streams_of(list(displays))
+        if streams is None and len(displays) > 1:  # one of them refused: each on its own
+            found: list[Any] = []
+            for feed in displays:
+                found += await self._streams_of([feed]) or []
+            streams = found
+        publishers = publishers_from_streams(streams, displays)
+        if not publishers:
+            return
+        self._reconciler.repaired([p["id"] for p in publishers])
+        metrics.JANUS_REPAIRED_ANNOUNCEMENTS.inc(len(publishers))
+        log_event(
+            log,
+            "janus: publishers never announced by Janus, found in its listing",
+            logging.WARNING,
+            count=len(publishers),
+            feeds=",".join(str(p["id"]) for p in publishers)[:200],
+        )
+        await self._on_publishers(publishers)
+
+    async def _streams_of(self, feeds: list[FeedId]) -> list[Any] | None:
+        """The streams of ``feeds`` (Janus' ``attached`` list), from a throw-away handle.
+
+        A subscriber handle that joins with ``{"feed": id}`` is told every stream of
+        that feed; it never answers the offer and is detached at once.  None when
+        Janus refuses (e.g. one of the feeds left meanwhile).
+        """
+        handle = await self._session.attach(VIDEOROOM)
+        try:
+            data, _ = await self._session.message(
+                handle,
+                {
+                    "request": "join",
+                    "ptype": "subscriber",
+                    "room": self.room_id,
+                    "streams": [{"feed": f} for f in feeds],
+                },
+            )
+            return _list(data.get("streams"))
+        except JanusError as exc:
+            log_event(log, "janus: stream listing refused", logging.WARNING, error=str(exc))
+            return None
+        finally:
+            with contextlib.suppress(JanusError, TimeoutError):
+                await self._session.detach(handle)
 
     async def _on_event(self, msg: dict[str, Any]) -> str | None:
         """Handle one server event; returns a disconnect reason when the bot is out."""
@@ -418,6 +439,9 @@ class JanusRoomConnector(RoomConnector):
             return Reason.CONNECTION_LOST
         if kind == FLUSH_JOINS:
             await self._flush_wanted()
+            return None
+        if kind == RECONCILE:
+            await self._reconcile()
             return None
         conn = self._conn_of(sender) if sender is not None else None
         if conn is not None and kind in ("hangup", "detached"):
@@ -510,7 +534,7 @@ class JanusRoomConnector(RoomConnector):
             )
             if not self._add_participant(feed_id, identity):
                 continue
-            entry = self._publishers.setdefault(feed_id, _Publisher(feed_id, identity))
+            entry = self._publishers.setdefault(feed_id, Publisher(feed_id, identity))
             for stream in _list(pub.get("streams")):
                 if not isinstance(stream, dict) or stream.get("type") != "audio":
                     continue
@@ -567,7 +591,7 @@ class JanusRoomConnector(RoomConnector):
 
     # --- subscriber handle -------------------------------------------------------------
 
-    async def _subscribe(self, conn: _SubscriberConnection, streams: list[dict[str, Any]]) -> None:
+    async def _subscribe(self, conn: SubscriberConnection, streams: list[dict[str, Any]]) -> None:
         """Join ``conn`` with ``streams`` or add them to it; a refusal is retried, never fatal."""
         try:
             await self._subscribe_once(conn, streams)
@@ -599,7 +623,7 @@ class JanusRoomConnector(RoomConnector):
             self._want(retry)
 
     async def _subscribe_once(
-        self, conn: _SubscriberConnection, streams: list[dict[str, Any]]
+        self, conn: SubscriberConnection, streams: list[dict[str, Any]]
     ) -> None:
         if not conn.joined:
             body: dict[str, Any] = {
@@ -623,7 +647,7 @@ class JanusRoomConnector(RoomConnector):
         await self._on_subscriber_event(conn, data, jsep)
 
     async def _on_subscriber_event(
-        self, conn: _SubscriberConnection, data: dict[str, Any], jsep: object
+        self, conn: SubscriberConnection, data: dict[str, Any], jsep: object
     ) -> None:
         vr = data.get("videoroom")
         if "error" in data or "error_code" in data:
@@ -640,10 +664,10 @@ class JanusRoomConnector(RoomConnector):
         if vr in ("attached", "updated") and isinstance(data.get("streams"), list):
             self._apply_streams(conn, data["streams"])
 
-    async def _answer(self, conn: _SubscriberConnection, sdp: str) -> None:
+    async def _answer(self, conn: SubscriberConnection, sdp: str) -> None:
         pc = conn.pc
         await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
-        _route_offer_ssrcs(pc, sdp)
+        route_offer_ssrcs(pc, sdp)
         for transceiver in pc.getTransceivers():
             mid = transceiver.mid
             if transceiver.kind != "audio" or not mid:
@@ -663,7 +687,7 @@ class JanusRoomConnector(RoomConnector):
         )
         metrics.JANUS_RENEGOTIATIONS.inc()
 
-    def _apply_streams(self, conn: _SubscriberConnection, streams: list[Any]) -> None:
+    def _apply_streams(self, conn: SubscriberConnection, streams: list[Any]) -> None:
         """Make ``conn``'s subscriptions match Janus' list of its streams (mid -> feed)."""
         active: dict[str, tuple[FeedId, str]] = {}
         for s in streams:
@@ -687,14 +711,14 @@ class JanusRoomConnector(RoomConnector):
             if pub is None:
                 continue  # gone already (unpublished while the offer was on its way)
             self._tries.pop((feed, feed_mid), None)
-            sub = _Subscription(feed, feed_mid, conn.index, mid, pub.identity, FeedTrack())
+            sub = Subscription(feed, feed_mid, conn.index, mid, pub.identity, FeedTrack())
             self._subs[(conn.index, mid)] = sub
             moderated = pub.audio_mids.get(feed_mid, False)
             log_event(log, "janus subscribed", identity=sub.identity, track=sub.track_sid, mid=mid)
             feed = sub.feed if self.tap else None
             self._emit(TrackSubscribed(sub.identity, sub.track_sid, sub.track, not moderated, feed))
 
-    def _end_subscription(self, sub: _Subscription) -> None:
+    def _end_subscription(self, sub: Subscription) -> None:
         if self._subs.get((sub.conn, sub.sub_mid)) is sub:
             del self._subs[(sub.conn, sub.sub_mid)]
             pub = self._publishers.get(sub.feed_id)
@@ -705,7 +729,7 @@ class JanusRoomConnector(RoomConnector):
             log_event(log, "janus unsubscribed", identity=sub.identity, track=sub.track_sid)
             self._emit(TrackUnsubscribed(sub.identity, sub.track_sid))
 
-    def _sub_for(self, feed_id: FeedId, feed_mid: str) -> _Subscription | None:
+    def _sub_for(self, feed_id: FeedId, feed_mid: str) -> Subscription | None:
         for sub in self._subs.values():
             if sub.feed_id == feed_id and sub.feed_mid == feed_mid:
                 return sub
@@ -757,8 +781,9 @@ class JanusRoomConnector(RoomConnector):
         await asyncio.shield(self._teardown_task)
 
     async def _release(self, reason: str) -> None:
-        if self._flush_timer is not None:
-            self._flush_timer.cancel()
+        for timer in (self._flush_timer, self._reconcile_timer):
+            if timer is not None:
+                timer.cancel()
         for sub in list(self._subs.values()):
             with contextlib.suppress(JanusSessionClosed):  # queue full: Disconnected says it all
                 self._end_subscription(sub)
@@ -773,38 +798,6 @@ class JanusRoomConnector(RoomConnector):
         while self._events.full():  # make room: Disconnected must be the last event
             self._events.get_nowait()
         self._events.put_nowait(Disconnected(str(reason)))
-
-
-def offer_ssrcs(sdp: str) -> dict[str, list[int]]:
-    """mid -> SSRCs announced for it, per media section of an SDP (aiortc's own parser)."""
-    out: dict[str, list[int]] = {}
-    for media in SessionDescription.parse(sdp).media:
-        ssrcs = sorted({s.ssrc for s in media.ssrc})
-        if media.rtp.muxId and ssrcs:
-            out[media.rtp.muxId] = ssrcs
-    return out
-
-
-def _route_offer_ssrcs(pc: RTCPeerConnection, sdp: str) -> None:
-    """Point every SSRC of the offer at its m-line's receiver (aiortc only does it once).
-
-    Uses aiortc's ``RTCDtlsTransport._rtp_router`` (private, present in
-    aiortc 1.x); if it is missing the connector still works for m-lines
-    that are never recycled, and says so in the log.
-    """
-    by_mid = offer_ssrcs(sdp)
-    for transceiver in pc.getTransceivers():
-        ssrcs = by_mid.get(transceiver.mid or "")
-        if not ssrcs:
-            continue
-        receiver = transceiver.receiver
-        router = getattr(receiver.transport, "_rtp_router", None)
-        table = getattr(router, "ssrc_table", None)
-        if not isinstance(table, dict):
-            log_event(log, "janus: cannot route recycled m-line (aiortc changed)", logging.WARNING)
-            return
-        for ssrc in ssrcs:
-            table[ssrc] = receiver
 
 
 def _list(value: object) -> list[Any]:

@@ -185,6 +185,10 @@ class JanusSession:
         reply = await self.request({"janus": "attach", "plugin": plugin})
         return _int_field(reply.get("data"), "id")
 
+    async def detach(self, handle_id: int) -> None:
+        """Detach a handle (Janus tears down whatever the plugin set up for it)."""
+        await self.request({"janus": "detach"}, handle_id=handle_id)
+
     async def message(
         self,
         handle_id: int,
