@@ -17,6 +17,16 @@ not arrive in one burst.
 Janus tells the streams of a remote publisher apart by SSRC: stream ``mindex``
 is ``1000 + 10 * mindex`` (its ``REMOTE_PUBLISHER_BASE_SSRC`` and ``_STEP``), so
 the one audio stream of a talker (mindex 0) is sent with SSRC 1000.
+
+Adds go one request at a time, whoever calls ``add`` concurrently.  Janus 1.1.2
+(Debian) puts each new remote publisher into the room's participant table from
+that publisher's own thread *without the room's lock* (fixed upstream in 1.3.0,
+commit dadc2abd).  Asked for many at once, its threads insert concurrently, and
+a notification loop over the table stops halfway (``GLib-CRITICAL ...
+g_hash_table_iter_next`` in Janus' log: a participant is never told of a
+publisher); two inserts at once can also corrupt the table itself.  One at a
+time costs a round trip each (about 1-5 ms here), which is still a burst to
+the room: 97 in well under a second.
 """
 
 from __future__ import annotations
@@ -70,6 +80,8 @@ class RemotePublishers:
         self._sock.setblocking(False)
         self._pacer: asyncio.Task[None] | None = None
         self._drain: asyncio.Task[None] | None = None
+        #: one add_remote_publisher in flight at a time (see the module docstring)
+        self._adding = asyncio.Lock()
 
     async def open(self) -> None:
         await self.session.open()
@@ -93,17 +105,18 @@ class RemotePublishers:
         stream = {"type": "audio", "mindex": 0, "mid": "0", "codec": "opus"}
         if loop.channels == 2:
             stream["stereo"] = True
-        data, _ = await self.session.message(
-            self.handle,
-            {
-                "request": "add_remote_publisher",
-                "room": self.room,
-                "secret": self.secret,
-                "display": display,
-                "iface": iface,
-                "streams": [stream],
-            },
-        )
+        async with self._adding:
+            data, _ = await self.session.message(
+                self.handle,
+                {
+                    "request": "add_remote_publisher",
+                    "room": self.room,
+                    "secret": self.secret,
+                    "display": display,
+                    "iface": iface,
+                    "streams": [stream],
+                },
+            )
         feed, ip, port = data.get("id"), data.get("ip"), data.get("port")
         if not isinstance(feed, int) or not isinstance(port, int):
             raise RuntimeError(f"janus: add_remote_publisher answered {data}")

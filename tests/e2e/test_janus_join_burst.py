@@ -8,7 +8,9 @@ m-lines, the worker's loop blocked for hundreds of ms at a time and the room cou
 be lost.  What a listener would check: the bot joined once and stayed (no rejoin),
 the burst took a few renegotiations (97 before), the three tones are in every
 second of the HLS from before the burst to the end, and at the end every one of
-the 100 participants is mixed (a level, not -1, in the timed metadata).
+the 100 participants is mixed (a level, not -1, in the timed metadata).  Debian's
+Janus 1.1.2 fails to announce one of the crowd in about one burst in three (see
+``mixer_ext.connectors.janus_reconcile``): the worker must find it all the same.
 """
 
 from __future__ import annotations
@@ -138,30 +140,25 @@ async def test_a_burst_of_97_joins_keeps_the_room_and_the_talkers(
             reneg0, late0 = await _scrape(metrics_port)
             silent = encode_tone(1000.0, 0.2)  # only its DTX frame is sent
             burst_at = time.monotonic()
-            # added ten at a time: Janus 1.1.2 itself sometimes dropped the load generator's
-            # WebSocket when all 97 remote publishers were asked for at once (2 runs in 6);
-            # ten at a time is still a burst to the worker (asserted below: under 5 s)
+            # RemotePublishers sends one add at a time (a few ms each: still a burst, asserted
+            # below).  Janus 1.1.2 still loses an announcement now and then (its remote
+            # publisher table has no lock): the worker must find those (janus_reconcile).
             try:
-                for first in range(0, CROWD, 10):
-                    await asyncio.gather(
-                        *(
-                            publishers.add(f"crowd{i:03d}", silent, host, dtx=True)
-                            for i in range(first, min(first + 10, CROWD))
-                        )
-                    )
+                await asyncio.gather(
+                    *(publishers.add(f"crowd{i:03d}", silent, host, dtx=True) for i in range(CROWD))
+                )
             except JanusSessionClosed as exc:
-                # the load generator's own session to Janus, not the worker's: Janus 1.1.2
-                # drops it with no close frame in about one burst in four (issue 27, open)
-                pytest.skip(f"Janus dropped the load generator while adding the crowd: {exc}")
+                # the load generator's own session (not the worker's) was dropped: never a
+                # skip; say whether Janus itself went away, and what it logged
+                alive = janus.process.poll() is None
+                raise AssertionError(
+                    f"load generator's Janus session closed ({exc}); Janus "
+                    f"{'still running' if alive else f'exited {janus.process.returncode}'}:\n"
+                    f"{janus.log_tail(30)}"
+                ) from exc
             added = time.monotonic() - burst_at
-            # All are subscribed within a second or two, except in about one burst in three
-            # where ONE publisher's announcement never reaches the worker (no
-            # participant-joined for it at all): an open defect of issue 27, not yet placed
-            # in Janus or in the connector.  It is allowed here (at most one, named in the
-            # output) so the rest of what this test checks keeps running in CI.
-            with contextlib.suppress(AssertionError):
-                await _wait_log(worker, "track-subscribed", len(TALKERS) + CROWD, within=20)
-            print(f"burst: waited {time.monotonic() - burst_at:.1f} s for the subscriptions")
+            await _wait_log(worker, "track-subscribed", len(TALKERS) + CROWD, within=20)
+            print(f"burst: all subscribed {time.monotonic() - burst_at:.1f} s after the first join")
             reneg1, late1 = await _scrape(metrics_port)
             rc = await asyncio.to_thread(worker.wait, MAX_DURATION + 30)
         finally:
@@ -198,9 +195,4 @@ async def test_a_burst_of_97_joins_keeps_the_room_and_the_talkers(
     crowd = {f"crowd{i:03d}" for i in range(CROWD)}
     last = payloads[-1].levels
     missing = sorted((crowd | set(TALKERS)) - {w for w, v in last.items() if v >= 0})
-    never_joined = crowd - {
-        e.get("identity") for e in events if e.get("event") == "participant-joined"
-    }
-    print(f"burst: never announced to the worker: {sorted(never_joined)}")
-    assert len(never_joined) <= 1, f"{len(never_joined)} never announced: {sorted(never_joined)}"
-    assert not set(missing) - never_joined, f"{len(missing)} not mixed at the end: {missing[:10]}"
+    assert not missing, f"{len(missing)} not mixed at the end: {missing[:10]}"
