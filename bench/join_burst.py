@@ -14,6 +14,11 @@ connector lost the room.  The "before" row runs the connector of ``--before``
 (``git archive`` into .cache/) with this checkout's load generator.
 
     .venv/bin/python bench/join_burst.py --steps 100,250 --before 1b764d4
+
+``JOIN_BURST_SLOW_MS=20`` runs each row's loop in asyncio debug mode and logs every
+callback that held it longer than that to the row's log (``$TMPDIR/join-burst-ROOM.log``):
+where the blocks come from (debug mode itself slows the loop: use it to find them, not
+to measure them).  ``--only-this`` skips the "before" rows.
 """
 
 from __future__ import annotations
@@ -42,6 +47,14 @@ async def row(url: str, room: int, n: int) -> None:
     from mixer_ext.connectors.base import Disconnected, TrackSubscribed
     from mixer_ext.connectors.janus import JanusRoomConnector
 
+    slow_ms = os.environ.get("JOIN_BURST_SLOW_MS")
+    if slow_ms:  # name every callback that holds the loop longer (asyncio debug mode)
+        import logging
+
+        logging.basicConfig(stream=sys.stderr, level=logging.WARNING)
+        loop = asyncio.get_running_loop()
+        loop.set_debug(True)
+        loop.slow_callback_duration = float(slow_ms) / 1000
     conn = JanusRoomConnector(url, str(room), "audio-mixer-v1")
     await conn.connect()
     subscribed = 0
@@ -152,6 +165,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", default="100,250", help="N joining at once (100,250)")
     parser.add_argument("--before", default="1b764d4", help="revision of the 'before' rows")
+    parser.add_argument("--only-this", action="store_true", help="no 'before' rows")
     parser.add_argument("--row", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.row:  # not benchlib: it puts this checkout first on sys.path
@@ -163,11 +177,13 @@ def main() -> int:
     from mixer_ext.testing.janus import room_config, start_janus, stop_janus
 
     steps = [int(s) for s in args.steps.split(",")]
-    before = before_checkout(args.before)
-    # the load generator is this checkout's (DTX talkers) in both rows
-    (before / "mixer_ext/sim/janus_remote.py").write_bytes(
-        (benchlib.ROOT / "mixer_ext/sim/janus_remote.py").read_bytes()
-    )
+    before = benchlib.ROOT
+    if not args.only_this:
+        before = before_checkout(args.before)
+        # the load generator is this checkout's (DTX talkers) in both rows
+        (before / "mixer_ext/sim/janus_remote.py").write_bytes(
+            (benchlib.ROOT / "mixer_ext/sim/janus_remote.py").read_bytes()
+        )
     print(f"machine: {benchlib.machine()}")
     print(f"start: {benchlib.load()}")
     print(__doc__.split("\n\n")[1].replace("\n", "\n        "))
@@ -175,6 +191,7 @@ def main() -> int:
         (n, name, path)
         for n in steps
         for name, path in (("this", benchlib.ROOT), (f"before {args.before}", before))
+        if name == "this" or not args.only_this
     ]
     rooms = "".join(room_config(ROOM0 + i, publishers=n + 10) for i, (n, _, _) in enumerate(rows))
     janus = start_janus(Path(tempfile.mkdtemp(prefix="join-burst-")), rooms=rooms)
