@@ -15,10 +15,12 @@ connector lost the room.  The "before" row runs the connector of ``--before``
 
     .venv/bin/python bench/join_burst.py --steps 100,250 --before 1b764d4
 
-``JOIN_BURST_SLOW_MS=20`` runs each row's loop in asyncio debug mode and logs every
-callback that held it longer than that to the row's log (``$TMPDIR/join-burst-ROOM.log``):
-where the blocks come from (debug mode itself slows the loop: use it to find them, not
-to measure them).  ``--only-this`` skips the "before" rows.
+``JOIN_BURST_SLOW_MS=10`` lists, in each row's log (``$TMPDIR/join-burst-ROOM.log``),
+every loop callback that used more than that much of the loop thread's CPU (not wall
+time: on a shared machine that includes time the process was not scheduled), by kind
+and the worst ones, and the garbage collector's passes over it: where the blocks come
+from.  The row freezes its startup heap as ``mixer-ext run`` does
+(``JOIN_BURST_NO_GC_FREEZE=1``: not).  ``--only-this`` skips the "before" rows.
 """
 
 from __future__ import annotations
@@ -48,15 +50,14 @@ async def row(url: str, room: int, n: int) -> None:
     from mixer_ext.connectors.janus import JanusRoomConnector
 
     slow_ms = os.environ.get("JOIN_BURST_SLOW_MS")
-    if slow_ms:  # name every callback that holds the loop longer (asyncio debug mode)
-        import logging
-
-        logging.basicConfig(stream=sys.stderr, level=logging.WARNING)
-        loop = asyncio.get_running_loop()
-        loop.set_debug(True)
-        loop.slow_callback_duration = float(slow_ms) / 1000
+    slow = _measure_callbacks(float(slow_ms) / 1000) if slow_ms else None
     conn = JanusRoomConnector(url, str(room), "audio-mixer-v1")
     await conn.connect()
+    if not os.environ.get("JOIN_BURST_NO_GC_FREEZE"):  # as `mixer-ext run` does now
+        import gc  # (inline: the "before" checkout has no eventloop.freeze_startup_heap)
+
+        gc.collect()
+        gc.freeze()
     subscribed = 0
     lost: str | None = None
     done = asyncio.Event()
@@ -113,11 +114,81 @@ async def row(url: str, room: int, n: int) -> None:
         "ticks": len(window),
         "lost": lost,
     }
+    if slow is not None:
+        _report_callbacks(slow)
     print(json.dumps(out), flush=True)
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
     await conn.disconnect()
+
+
+def _measure_callbacks(threshold: float) -> list[tuple[float, float, str]]:
+    """Record every loop callback that used more than ``threshold`` s of this thread's CPU.
+
+    CPU time (``time.thread_time``), not wall time: on a loaded machine a callback's wall
+    time includes the time the process was not scheduled at all.  Returns the list the
+    wrapped ``Handle._run`` appends (cpu s, wall s, what) to.
+    """
+    import asyncio.events
+
+    slow: list[tuple[float, float, str]] = []
+    run = asyncio.events.Handle._run
+
+    def _run(handle: asyncio.events.Handle) -> None:
+        cpu0, wall0 = time.thread_time(), time.perf_counter()
+        run(handle)
+        cpu = time.thread_time() - cpu0
+        if cpu > threshold:
+            slow.append((cpu, time.perf_counter() - wall0, _describe(handle)))
+
+    asyncio.events.Handle._run = _run  # type: ignore[method-assign]
+
+    import gc  # the garbage collector's passes over the threshold, as "gc generation N"
+
+    started: list[float] = []
+
+    def _gc(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            started[:] = [time.thread_time(), time.perf_counter()]
+        elif started and time.thread_time() - started[0] > threshold:
+            cpu, wall = time.thread_time() - started[0], time.perf_counter() - started[1]
+            slow.append((cpu, wall, f"gc generation {info.get('generation')}"))
+
+    gc.callbacks.append(_gc)
+    return slow
+
+
+def _describe(handle: asyncio.events.Handle) -> str:
+    """A task step as ``coroutine @ where it stopped``, any other callback by its name."""
+    callback = getattr(handle, "_callback", None)
+    task = getattr(callback, "__self__", None)
+    if isinstance(task, asyncio.Task):
+        coro: Any = task.get_coro()
+        name = str(getattr(coro, "__qualname__", coro))
+        frames = []  # down the chain of awaits to where the step stopped
+        while coro is not None and getattr(coro, "cr_frame", None) is not None:
+            code = coro.cr_frame.f_code
+            frames.append(f"{code.co_name}:{coro.cr_frame.f_lineno}")
+            coro = getattr(coro, "cr_await", None)
+        return f"{name} @ {' > '.join(frames[1:4])}" if len(frames) > 1 else name
+    return str(getattr(callback, "__qualname__", callback))
+
+
+def _report_callbacks(slow: list[tuple[float, float, str]]) -> None:
+    """The row's stderr: the slow callbacks by kind (count, total, max CPU) and the worst."""
+    kinds: dict[str, list[float]] = {}
+    for cpu, _, what in slow:
+        kinds.setdefault(what, []).append(cpu)
+    print(f"callbacks over the threshold: {len(slow)}", file=sys.stderr)
+    for what, cpus in sorted(kinds.items(), key=lambda kv: -sum(kv[1])):
+        print(
+            f"  {len(cpus):>4} x  total {1000 * sum(cpus):7.1f} ms  max {1000 * max(cpus):6.1f}"
+            f" ms  {what}",
+            file=sys.stderr,
+        )
+    for cpu, wall, what in sorted(slow, reverse=True)[:15]:
+        print(f"  cpu {1000 * cpu:6.1f} ms wall {1000 * wall:6.1f} ms  {what}", file=sys.stderr)
 
 
 async def burst(url: str, room: int, n: int, pythonpath: Path) -> dict[str, Any]:

@@ -12,6 +12,7 @@ so the default stays the standard loop, which every test runs on.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
@@ -35,6 +36,25 @@ def loop_factory(choice: EventLoop) -> Callable[[], asyncio.AbstractEventLoop]:
             ) from None
         return uvloop.new_event_loop
     return asyncio.new_event_loop
+
+
+def freeze_startup_heap() -> None:
+    """Take everything alive now (modules, settings, codecs) out of the collector's passes.
+
+    A full (generation 2) pass of Python's cyclic garbage collector walks every tracked
+    object, and most of a worker's are there from its imports (aiortc, PyAV, numpy,
+    pydantic...).  Such a pass lands inside whatever callback allocates at the time:
+    during a burst of 250 Janus joins it took 30-34 ms of the loop's CPU at once, more
+    than a tick (``bench/join_burst.py`` with ``JOIN_BURST_SLOW_MS``).  ``gc.freeze()``
+    after a collection moves them to the permanent generation (as the ``gc`` docs
+    suggest for long-lived processes); the objects made later are collected as
+    before, so a pass still walks those (one burst's 250 subscriptions: a 24 ms pass
+    was left in one run of two, none over 5 ms in the other).  The price: cyclic
+    garbage among the startup objects is never freed (made before the run began, it
+    does not grow).
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def run(main: Coroutine[Any, Any, T], choice: EventLoop) -> T:

@@ -438,4 +438,5 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
     check_room_settings(settings)
     decode_errors.install()  # undecodable payloads: counted, logged once per track then every 10 s
     worker = Worker(context, settings)
+    eventloop.freeze_startup_heap()  # no 30 ms collector pass inside a tick (issue 27)
     return eventloop.run(_main_async(worker), settings.event_loop)
