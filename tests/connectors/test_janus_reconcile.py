@@ -3,7 +3,7 @@
 No Janus here: the listings are what ``listparticipants`` returns, and one
 announcement is dropped deliberately by leaving its feed out of ``known`` (what a
 lost ``publishers`` event leaves the connector with).  The connector against a real
-Janus is in ``tests/test_janus.py``.
+Janus is in ``tests/connectors/test_janus.py``.
 """
 
 from __future__ import annotations
