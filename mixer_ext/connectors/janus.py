@@ -42,7 +42,7 @@ interleave.  The connector never reconnects: a destroyed session or a
 closed websocket ends ``events()`` with ``Disconnected("connection-lost")``
 and the worker decides.
 
-Why one module (about 700 lines): the publisher handle's events, the subscriber
+Why one module (about 800 lines): the publisher handle's events, the subscriber
 handles' renegotiations, the coalescing window and the reconciliation all run on that
 one task and share its state (publishers, subscriptions, connections); what has no
 part in that state is apart: the session transport (``janus_session``), the
