@@ -50,6 +50,10 @@ async def serve(port: int) -> None:
     from mixer_ext.roomserver.twilio.gateway import TwilioGateway
     from mixer_ext.settings import Settings
 
+    if os.environ.get("BENCH_SERVER_CONSENT") == "aioice":  # churn.py's "before"
+        from mixer_ext.roomserver import consent
+
+        consent.ice_connections = lambda pc: []  # keep_consent() finds nothing to replace
     server = RoomServer(Settings(room_secret="b" * 40), "127.0.0.1", 0, max_participants=500)
     await server.start()
     gateway = TwilioGateway(server, account_sid=ACCOUNT, api_keys={KEY: SECRET})
@@ -59,6 +63,15 @@ async def serve(port: int) -> None:
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     print(f"ready {server.port}", flush=True)
+    diag = os.environ.get("BENCH_MEDIA_LOG")
+    kept: list[asyncio.Task[None]] = []  # runs until the process is terminated
+    if diag:  # churn.py --diagnose: timestamped media states and loop lag of the server
+        import mediadiag
+
+        mediadiag.log_media(diag, "server")
+        lag = mediadiag.LoopLag()
+        lag.start()
+        kept.append(asyncio.create_task(mediadiag.report_lag(lag), name="bench-lag-report"))
     await asyncio.Event().wait()
 
 
