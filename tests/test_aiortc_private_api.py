@@ -279,3 +279,30 @@ def test_the_audio_level_hook_reads_rfc6464_levels_aiortc_parsed_and_hands_packe
     tap_audio_levels(receiver, levels.append)  # again (a reused m-line): not wrapped twice
     asyncio.run(receiver._handle_rtp_packet(packet, arrival_time_ms=0))
     assert levels == [23] and receiver.handled == [7]
+
+
+def test_the_ice_connection_has_what_rfc7675_consent_replaces() -> None:
+    """``mixer_ext.roomserver.consent`` replaces aioice's consent task using these."""
+    from aioice import ice
+
+    from mixer_ext.roomserver import consent
+
+    async def main() -> None:
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        try:
+            pc.addTransceiver("audio", direction="recvonly")
+            (conn,) = consent.ice_connections(pc)
+            for name in ("_nominated", "_query_consent_task", "remote_password", "_protocols"):
+                assert hasattr(conn, name), f"aioice Connection.{name} is gone"
+            params = list(inspect.signature(conn.build_request).parameters)
+            assert params == ["pair", "nominate"], params
+            params = list(inspect.signature(ice.StunProtocol.request).parameters)
+            assert params[:5] == ["self", "request", "addr", "integrity_key", "retransmissions"]
+            # what consent.py corrects: one try, no retransmission, 0.5 s for the answer
+            source = inspect.getsource(type(conn).query_consent)
+            assert "retransmissions=0" in source and "CONSENT_FAILURES" in source
+            assert "return await self.close()" in source
+        finally:
+            await pc.close()
+
+    asyncio.run(main())

@@ -18,8 +18,9 @@ media sent during the restart goes to the old path instead of raising
 ``ConnectionError``, which would end aiortc's sender tasks.  The browser's checks with
 the new credentials are answered and triggered back (aioice's ``check_incoming``); the
 pair it nominates replaces the old one in ``_nominated``, and the traffic moves.  The
-consent freshness task is restarted, so its failure count starts again: a path that
-never comes back still fails after aioice's 6 x 5 s, and the session ends then.
+consent freshness task is restarted (``consent.freshness``, RFC 7675 timing), so its
+30 s expiry starts again: a path that never comes back still fails then, and the session
+ends.
 
 Only the controlled side is supported (the room server is: twilio-video.js offers first,
 so it is the controlling agent); a controlling connection, which would have to nominate,
@@ -44,6 +45,7 @@ from typing import Any
 from aioice.utils import random_string
 from aiortc import RTCPeerConnection
 
+from mixer_ext.roomserver import consent
 from mixer_ext.tasks import stop_tasks
 
 log = logging.getLogger(__name__)
@@ -117,5 +119,5 @@ async def restart_ice(pc: RTCPeerConnection, offer_sdp: str) -> None:
         conn._check_list_state = asyncio.Queue()
         # _nominated is kept: the old pair carries the media until the new one is nominated
         conn._query_consent_task = asyncio.get_running_loop().create_task(
-            conn.query_consent(), name="ice-consent"
+            consent.freshness(conn), name=consent.TASK_NAME
         )

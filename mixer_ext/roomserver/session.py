@@ -28,6 +28,7 @@ from aiortc.mediastreams import MediaStreamTrack
 from mixer_ext import metrics
 from mixer_ext.connectors.base import Reason
 from mixer_ext.roomserver import protocol as p
+from mixer_ext.roomserver.consent import keep_consent
 from mixer_ext.roomserver.datatracks import DataFanout
 from mixer_ext.roomserver.forward import PacketFanout
 from mixer_ext.roomserver.limits import LatestWins, TokenBucket
@@ -227,6 +228,8 @@ class Session:
 
     def _on_connection_state(self) -> None:
         state = None if self.pc is None else self.pc.connectionState
+        if state == "connected" and self.pc is not None:
+            keep_consent(self.pc)  # a late answer is an answer (RFC 7675), not a departure
         if state in ("failed", "closed") and not self.closed:  # closed under it: gone too
             log.warning("room server: %s: media connection %s", self.label, state)
             self.host.schedule_removal(self, Reason.CONNECTION_LOST)

@@ -55,6 +55,7 @@ from aiortc.sdp import candidate_from_sdp
 
 from mixer_ext import metrics
 from mixer_ext.connectors.base import Reason
+from mixer_ext.roomserver.consent import keep_consent
 from mixer_ext.roomserver.datatracks import ChannelOptions, ChannelSink, DataFanout
 from mixer_ext.roomserver.forward import PacketFanout, tap_audio_levels
 from mixer_ext.roomserver.icerestart import is_ice_restart, restart_ice
@@ -605,6 +606,7 @@ class TwilioSession:
     def _on_connection_state(self) -> None:
         if self.pc.connectionState == "connected":
             self._media_up.set()
+            keep_consent(self.pc)  # a late answer is an answer (RFC 7675), not a departure
         # closed under it (aiortc gave up, the loop starved it...) is as final as failed: a
         # departure at once, never a ghost the others keep renegotiating with
         state = self.pc.connectionState
