@@ -24,6 +24,9 @@ process, from /proc), the load generators' worst event-loop lag and the datagram
 dropped at full receive buffers, server side and load-generator side, and the load average;
 the end gives each process's CPU.  ``--diagnose DIR`` writes every process's timestamped
 media states (ICE, DTLS, consent checks, loop lag: ``mediadiag.py``) into DIR.
+``--server-consent aioice`` runs the room server with aioice's own consent timing (the
+"before" of ``mixer_ext/roomserver/consent.py``); the clients use RFC 7675's timing as the
+server does (``--client-consent aioice``: stock aiortc clients).
 
     .venv/bin/python bench/churn.py --participants 30 --minutes 10   # [--quick]
 
