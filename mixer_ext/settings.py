@@ -107,6 +107,10 @@ class Settings(BaseSettings):
     #: LL-HLS part length (seconds, whole AAC frames: 0.2 -> 9 frames = 0.192 s);
     #: segments are a whole number of parts, the nearest to MIXER_HLS_SEGMENT_DURATION
     hls_part_target: float = Field(0.2, ge=0.05, le=2.0)
+    #: LL-HLS PART-HOLD-BACK (seconds): how far behind the live edge players start and
+    #: stay (the project's player follows it); unset: 3 x MIXER_HLS_PART_TARGET.  The
+    #: spec asks at least 2 x the part target (RFC 8216bis 4.4.3.8)
+    hls_part_hold_back: float | None = Field(None, ge=0.1, le=30.0)
     rtmp_reconnect_max_delay: float = Field(30.0, ge=0.5, le=600.0)
 
     # --- worker endpoints ---------------------------------------------------
@@ -240,6 +244,16 @@ class Settings(BaseSettings):
     @classmethod
     def _turn_urls(cls, value: str) -> str:
         return check_urls(value, SCHEMES_TURN, "comma-separated")
+
+    @model_validator(mode="after")
+    def _part_hold_back(self) -> Settings:
+        hold = self.hls_part_hold_back
+        if hold is not None and hold < 2 * self.hls_part_target - 1e-9:
+            raise ValueError(
+                f"MIXER_HLS_PART_HOLD_BACK ({hold:g} s) must be at least twice"
+                f" MIXER_HLS_PART_TARGET ({self.hls_part_target:g} s): RFC 8216bis 4.4.3.8"
+            )
+        return self
 
     @model_validator(mode="after")
     def _turn_credentials(self) -> Settings:

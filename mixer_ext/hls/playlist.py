@@ -37,8 +37,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
-#: Apple-AS 14.3: PART-HOLD-BACK MUST be >= 3 x PART-TARGET
-MIN_PART_HOLD_BACK_FACTOR = 3.0
+#: the default PART-HOLD-BACK in part targets (Apple-AS 14.3 asks >= 3 x PART-TARGET)
+DEFAULT_PART_HOLD_BACK_FACTOR = 3.0
+#: RFC 8216bis 4.4.3.8: PART-HOLD-BACK MUST be >= 2 x PART-TARGET
+MIN_PART_HOLD_BACK_FACTOR = 2.0
 #: RFC 8216bis 4.4.3.8: CAN-SKIP-UNTIL MUST be >= 6 x TARGETDURATION
 SKIP_FACTOR = 6
 
@@ -120,7 +122,7 @@ class MediaPlaylist:
     #: segments listed in a live playlist; None = event playlist (keep all)
     window: int | None
     part_target: float | None = None
-    #: seconds; None = 3 x part_target (the least Apple-AS 14.3 allows)
+    #: seconds; None = 3 x part_target (Apple-AS 14.3); at least 2 x part_target (the spec)
     part_hold_back: float | None = None
     #: seconds; None = 3 x TARGETDURATION (the spec's default)
     hold_back: float | None = None
@@ -154,7 +156,9 @@ class MediaPlaylist:
             if self.part_target <= 0:
                 raise ValueError("part_target must be positive")
             if self.part_hold_back is None:
-                self.part_hold_back = MIN_PART_HOLD_BACK_FACTOR * self.part_target
+                self.part_hold_back = DEFAULT_PART_HOLD_BACK_FACTOR * self.part_target
+            elif self.part_hold_back < MIN_PART_HOLD_BACK_FACTOR * self.part_target - 1e-9:
+                raise ValueError("part_hold_back must be at least twice part_target")
 
     # ------------------------------------------------------------------ building
     @property

@@ -108,6 +108,7 @@ class PartedStreamWriter:
         extradata: bytes,
         bit_rate: int,
         part_target: float | None = 0.2,
+        part_hold_back: float | None = None,
         segment_duration: float = 1.0,
         window: int | None = 6,
         delta_updates: bool | None = None,
@@ -138,6 +139,7 @@ class PartedStreamWriter:
             segment_duration,
             window,
             part_target=part_target,
+            part_hold_back=part_hold_back if part_target is not None else None,
             delta_updates=(
                 self.low_latency and (window is None if delta_updates is None else delta_updates)
             ),

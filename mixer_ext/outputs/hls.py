@@ -76,6 +76,7 @@ class HlsOutput(Output):
             extradata=params.extradata,
             bit_rate=params.bit_rate,
             part_target=settings.hls_part_target if self._low_latency else None,
+            part_hold_back=settings.hls_part_hold_back,
             segment_duration=settings.hls_segment_duration,
             window=settings.hls_list_size if live else None,
             sample_rate=SAMPLE_RATE,

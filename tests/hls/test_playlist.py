@@ -65,6 +65,21 @@ def test_ll_header_tags_and_hold_backs() -> None:
     assert text.count("#EXT-X-PRELOAD-HINT") == 1
 
 
+def test_part_hold_back_is_configurable_never_below_twice_the_part_target() -> None:
+    """MIXER_HLS_PART_HOLD_BACK (issue 27.4): the origin says how far behind players sit;
+    RFC 8216bis 4.4.3.8 wants at least 2 x PART-TARGET, and the setting says so."""
+    text = build(1, 1, part_hold_back=0.5).render()
+    assert "PART-HOLD-BACK=0.5,HOLD-BACK=3" in text
+    assert parse_media_playlist(text).part_hold_back == 0.5
+    with pytest.raises(ValueError, match="twice"):
+        MediaPlaylist(1.0, window=6, part_target=0.2, part_hold_back=0.39)
+    from mixer_ext.settings import Settings
+
+    assert Settings(hls_part_target=0.5, hls_part_hold_back=1.5).hls_part_hold_back == 1.5
+    with pytest.raises(ValueError, match=r"MIXER_HLS_PART_HOLD_BACK .* twice"):
+        Settings(hls_part_target=0.5, hls_part_hold_back=0.9)
+
+
 def test_pdt_precedes_first_part_and_parts_precede_their_segment() -> None:
     lines = build(1, 1).render().splitlines()
     i = lines.index("#EXT-X-INDEPENDENT-SEGMENTS")
