@@ -17,21 +17,89 @@
 // 3 target durations, 7.5 s behind live, because its config.json was missing).
 
 export const LOW_LATENCY_CONFIG = Object.freeze({
-  // Load parts (EXT-X-PART) and use blocking playlist reload.
+  // Load parts (EXT-X-PART) and use blocking playlist reload.  No liveSyncDuration: the
+  // target is the playlist's PART-HOLD-BACK (hls.js' own rule in lowLatencyMode), so the
+  // origin's MIXER_HLS_PART_HOLD_BACK decides it for every listener, and a far listener
+  // sets `targetLatency` instead (createHls below).
   lowLatencyMode: true,
   // hls.js raises its target latency by 1 s after every stall by default, so one
   // hiccup would cost a second for the rest of the session: keep it fixed.
   liveSyncOnStallIncrease: 0,
-  // Target 0.6 s behind the live edge (PART-HOLD-BACK) instead of 3 segments (the
-  // hls.js default, 6 s for 2 s segments).
-  liveSyncDuration: 0.6,
-  // Further than 1.6 s behind (after a stall or a background tab): jump back to
-  // the target instead of staying late.
-  liveMaxLatencyDuration: 1.6,
-  // Catch up smoothly by playing at most 20 % fast (inaudible on speech) when
-  // between the target and the max latency.
-  maxLiveSyncPlaybackRate: 1.2,
+  // hls.js' own catch-up only acts with more than 1 s buffered ahead, which a sub-second
+  // target never has: it is off, and keepLatency() below does the catching up.
+  maxLiveSyncPlaybackRate: 1,
 });
+
+/**
+ * The catch-up: play this fast while the playhead is more than CATCH_UP_START behind
+ * its target, back to 1 once within CATCH_UP_STOP (speech at 1.2 keeps its pitch:
+ * preservesPitch is on by default).  hls.js starts about its target behind the edge
+ * plus the time it took to load and append the first part, and without catch-up it
+ * stays there (0.84-1.06 s instead of 0.6 s, bench/glass_to_ear.py before issue 27).
+ */
+export const CATCH_UP = Object.freeze({ rate: 1.2, start: 0.1, stop: 0.03 });
+/** Further than this beyond the target (a stall, a background tab): jump to the target. */
+export const MAX_LATENCY_MARGIN = 1.0;
+
+/**
+ * The playback rate the catch-up wants now.  Pure (tests/js/hls_config.test.mjs).
+ * `latency`, `target`: seconds behind the live edge (hls.js' `latency`, `targetLatency`);
+ * `ahead`: seconds buffered ahead of the playhead; `partTarget`: the playlist's
+ * PART-TARGET; `rate`: the current playback rate.  Never faster with less than 1.5
+ * parts buffered ahead (a faster playhead would reach the end of the buffer and stall).
+ */
+export function catchUpRate({ latency, target, ahead, partTarget, rate }) {
+  if (!(latency > 0) || !(target > 0)) return 1;
+  const minAhead = Math.max(0.25, 1.5 * (partTarget || 0.2));
+  if (ahead < minAhead) return 1;
+  const excess = latency - target;
+  if (excess > CATCH_UP.start) return CATCH_UP.rate;
+  if (rate > 1 && excess > CATCH_UP.stop) return rate;
+  return 1;
+}
+
+/** Seconds buffered ahead of the playhead in `media`. */
+function bufferedAhead(media) {
+  const t = media.currentTime;
+  const b = media.buffered;
+  for (let i = 0; i < b.length; i++) {
+    if (b.start(i) <= t + 0.05 && t < b.end(i)) return b.end(i) - t;
+  }
+  return 0;
+}
+
+/**
+ * Keep a tuned LL-HLS hls.js at its target latency: the catch-up above on every
+ * `timeupdate`, and a ceiling (liveMaxLatencyDuration, target + MAX_LATENCY_MARGIN) that
+ * makes hls.js jump back to its target when far behind.
+ */
+function keepLatency(Hls, hls) {
+  let media = null;
+  const onTime = () => {
+    const details = hls.latestLevelDetails;
+    if (!media || !hls.lowLatencyTuned || !details || !details.live || media.paused) return;
+    const rate = catchUpRate({
+      latency: hls.latency,
+      target: hls.targetLatency,
+      ahead: bufferedAhead(media),
+      partTarget: details.partTarget,
+      rate: media.playbackRate,
+    });
+    if (rate !== media.playbackRate) media.playbackRate = rate;
+  };
+  hls.on(Hls.Events.MEDIA_ATTACHED, (_e, data) => {
+    media = data.media;
+    media.addEventListener('timeupdate', onTime);
+  });
+  hls.on(Hls.Events.MEDIA_DETACHING, () => {
+    if (media) media.removeEventListener('timeupdate', onTime);
+    media = null;
+  });
+  hls.on(Hls.Events.LEVEL_UPDATED, () => {
+    const target = hls.targetLatency;
+    if (hls.lowLatencyTuned && target) hls.config.liveMaxLatencyDuration = target + MAX_LATENCY_MARGIN;
+  });
+}
 
 /** Our own cues from FRAG_PARSING_METADATA instead of hls.js's (see player.js). */
 const BASE_CONFIG = Object.freeze({ enableID3MetadataCues: false, enableEmsgMetadataCues: false });
@@ -47,14 +115,13 @@ export function isLowLatencyPlaylist(text) {
 }
 
 /** Switch a running hls.js to the LL tuning (before it parsed the LL playlist). */
-function applyLowLatency(hls) {
+function applyLowLatency(hls, targetLatency) {
   const c = LOW_LATENCY_CONFIG;
   hls.config.lowLatencyMode = true;
   hls.config.liveSyncOnStallIncrease = c.liveSyncOnStallIncrease;
-  hls.config.liveMaxLatencyDuration = c.liveMaxLatencyDuration;
   hls.config.maxLiveSyncPlaybackRate = c.maxLiveSyncPlaybackRate;
   // hls.js' public setter: sets liveSyncDuration and makes the latency controller use it
-  hls.targetLatency = c.liveSyncDuration;
+  if (targetLatency) hls.targetLatency = targetLatency;
 }
 
 /**
@@ -81,23 +148,30 @@ function sniffingLoader(Base, sniff) {
  * A new hls.js for a live mix.  `lowLatency`: 'auto' (the default) learns it from the
  * playlist; true applies the tuning from the start; false plays whole segments as a
  * player without LL-HLS would (hls.js' own default would still load parts).
- * `hls.lowLatencyTuned` says whether the tuning is on.
+ * `targetLatency` (seconds, LL-HLS only): play this far behind the live edge instead of
+ * the playlist's PART-HOLD-BACK, e.g. 1.5 for a listener far from the origin
+ * (docs/howto/far-listeners.md).  `hls.lowLatencyTuned` says whether the tuning is on.
  */
-export function createHls(Hls, { lowLatency = 'auto', config = {} } = {}) {
+export function createHls(Hls, { lowLatency = 'auto', config = {}, targetLatency = null } = {}) {
+  if (targetLatency !== null && !(Number.isFinite(targetLatency) && targetLatency > 0 && targetLatency <= 30)) {
+    throw new RangeError(`targetLatency must be seconds in (0, 30], not ${targetLatency}`);
+  }
   if (lowLatency === false) {
     const hls = new Hls({ ...BASE_CONFIG, ...config, lowLatencyMode: false });
     hls.lowLatencyTuned = false;
     return hls;
   }
   if (lowLatency === true) {
-    const hls = new Hls({ ...BASE_CONFIG, ...LOW_LATENCY_CONFIG, ...config });
+    const target = targetLatency ? { liveSyncDuration: targetLatency } : {};
+    const hls = new Hls({ ...BASE_CONFIG, ...LOW_LATENCY_CONFIG, ...target, ...config });
     hls.lowLatencyTuned = true;
+    keepLatency(Hls, hls);
     return hls;
   }
   let hls = null;
   const sniff = (text) => {
     if (hls && !hls.lowLatencyTuned && isLowLatencyPlaylist(text)) {
-      applyLowLatency(hls);
+      applyLowLatency(hls, targetLatency);
       hls.lowLatencyTuned = true;
     }
   };
@@ -108,5 +182,6 @@ export function createHls(Hls, { lowLatency = 'auto', config = {} } = {}) {
     pLoader: sniffingLoader(Hls.DefaultConfig.loader, sniff),
   });
   hls.lowLatencyTuned = false;
+  keepLatency(Hls, hls);
   return hls;
 }

@@ -262,7 +262,9 @@ export class Player extends Emitter {
    * Connect to the live stream of a player access token (its `player` grant).
    * @param {string} accessToken
    * @param {object} [options] the SDK's (`playerWasmAssetsPath`, accepted and unused) and this
-   *   project's: `lowLatency` ('auto' | true | false, see hls-config.js), `onHls` (called
+   *   project's: `lowLatency` ('auto' | true | false, see hls-config.js), `targetLatency`
+   *   (seconds behind live instead of the stream's PART-HOLD-BACK: 1.5 for a listener far
+   *   from the origin, docs/howto/far-listeners.md), `onHls` (called
    *   with the hls.js instance before it loads), `element` (play in this media element),
    *   `engine` ('hlsjs' | 'native'), `keepAfterEnd` (a finished stream can be played
    *   again), `signal` (an AbortSignal that disconnects).
@@ -294,6 +296,10 @@ export class Player extends Emitter {
   static async _open(src, grant, options) {
     const engine = chooseEngine(options.engine);
     if (engine === null) throw new PlayerError.PlaybackNotSupportedError('no MSE and no native HLS with metadata');
+    const t = options.targetLatency;
+    if (t !== undefined && t !== null && !(Number.isFinite(t) && t > 0 && t <= 30)) {
+      throw new RangeError(`options.targetLatency must be seconds in (0, 30], not ${t}`);
+    }
     const player = new Player(src, grant, { ...options, engine });
     // this project's option: an AbortSignal that disconnects the player (also while connecting)
     if (options.signal) {
@@ -471,7 +477,11 @@ export class Player extends Emitter {
   _start(element) {
     this._bindMedia(element);
     if (this._options.engine === 'hlsjs') {
-      const hls = createHls(Hls, { lowLatency: this._options.lowLatency ?? 'auto', config: this._hlsConfig() });
+      const hls = createHls(Hls, {
+        lowLatency: this._options.lowLatency ?? 'auto',
+        targetLatency: this._options.targetLatency ?? null,
+        config: this._hlsConfig(),
+      });
       this._hls = hls;
       if (typeof this._options.onHls === 'function') this._options.onHls(hls);
       hls.on(Hls.Events.MANIFEST_LOADED, () => this._onConnected());

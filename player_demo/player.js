@@ -190,6 +190,10 @@ class Player {
     // whole segments as a player without LL-HLS would.
     const llParam = new URL(location.href).searchParams.get('lowLatency');
     this.lowLatency = llParam === null ? 'auto' : llParam !== '0';
+    // ?targetLatency=1.5: seconds behind live instead of the stream's PART-HOLD-BACK (a
+    // listener far from the origin, docs/howto/far-listeners.md)
+    const target = new URL(location.href).searchParams.get('targetLatency');
+    this.targetLatency = target === null ? null : Number(target);
     if (choice.error) {
       this.noSource = true;
       this.el.source.textContent = 'none';
@@ -239,6 +243,7 @@ class Player {
       element: this.media,
       engine: this.engine,
       lowLatency: this.lowLatency,
+      targetLatency: this.targetLatency,
       keepAfterEnd: true, // a finished recording can be played again (Play after Ended)
       signal: abort.signal,
       onHls: (hls) => this.onHls(hls, attempt),

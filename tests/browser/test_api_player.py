@@ -106,10 +106,12 @@ async def test_player_page_plays_a_player_access_token(tmp_path: Path) -> None:
     check_played_live_stream(report, identities={"alice": False, "bob": False})
     # The listeners' path is the fast path (issue 24.2): the grant's playlist is LL-HLS, so
     # the page plays it with the project's LL tuning although nothing told it so (no
-    # config.json beside the API's page): it settles about PART-HOLD-BACK behind live,
-    # not hls.js's 3 target durations (7.5 s here before the page learnt it).
+    # config.json beside the API's page): it settles about PART-HOLD-BACK (0.6 s) behind
+    # live, not hls.js's 3 target durations (7.5 s here before the page learnt it), and
+    # stays there (issue 27.4: without the page's catch-up hls.js stayed where it started,
+    # 0.84-1.06 s behind, and this bound failed).
     live = [s for s in report.samples if s["state"] == "live" and s["latency"]]
     settled = sorted(s["latency"] for s in live[len(live) // 3 :])
     assert settled, report.summary()
     median = settled[len(settled) // 2]
-    assert median < 2.0, f"{median:.2f} s behind live through the API's page: {settled}"
+    assert median < 0.8, f"{median:.2f} s behind live through the API's page: {settled}"

@@ -4,7 +4,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 
-import { isLowLatencyPlaylist } from '../../../player_demo/hls-config.js';
+import { CATCH_UP, catchUpRate, isLowLatencyPlaylist } from '../../../player_demo/hls-config.js';
 
 const LL = `#EXTM3U
 #EXT-X-VERSION:10
@@ -30,5 +30,30 @@ describe('isLowLatencyPlaylist', () => {
   });
   it('is not fooled by the tag name inside a URI', () => {
     assert.equal(isLowLatencyPlaylist('#EXTM3U\n#EXTINF:2,\nEXT-X-PART-INF.ts\n'), false);
+  });
+});
+
+// The catch-up (issue 27.4): hls.js' own only acts with more than 1 s buffered ahead, so
+// a player that started 0.3-0.5 s late stayed late; ours plays 1.2x until it is back
+// within a few ms of the target, and never with too little buffered to do it safely.
+describe('catchUpRate', () => {
+  const at = (over) => ({ latency: 0.6, target: 0.6, ahead: 0.5, partTarget: 0.2, rate: 1, ...over });
+  it('speeds up when well behind the target with enough buffered', () => {
+    assert.equal(catchUpRate(at({ latency: 1.0, ahead: 0.8 })), CATCH_UP.rate);
+  });
+  it('keeps the speed until back near the target, then plays at 1', () => {
+    assert.equal(catchUpRate(at({ latency: 0.68, rate: CATCH_UP.rate })), CATCH_UP.rate);
+    assert.equal(catchUpRate(at({ latency: 0.62, rate: CATCH_UP.rate })), 1);
+    assert.equal(catchUpRate(at({ latency: 0.68, rate: 1 })), 1);
+  });
+  it('never speeds up with less than 1.5 parts buffered ahead', () => {
+    assert.equal(catchUpRate(at({ latency: 1.0, ahead: 0.25 })), 1);
+    assert.equal(catchUpRate(at({ latency: 1.0, ahead: 0.25, rate: CATCH_UP.rate })), 1);
+    assert.equal(catchUpRate(at({ latency: 2.0, ahead: 0.6, partTarget: 0.5 })), 1);
+    assert.equal(catchUpRate(at({ latency: 2.0, ahead: 0.8, partTarget: 0.5 })), CATCH_UP.rate);
+  });
+  it('does nothing without a latency or a target', () => {
+    assert.equal(catchUpRate(at({ latency: 0 })), 1);
+    assert.equal(catchUpRate(at({ target: null })), 1);
   });
 });
