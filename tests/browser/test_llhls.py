@@ -45,7 +45,15 @@ STARTUP_S = 3.0
 class LiveTone:
     """Encodes a tone in real time (start + n x 1024 samples) into a PartedStreamWriter."""
 
-    def __init__(self, directory: Path, origin: HlsOrigin, name: str) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        origin: HlsOrigin,
+        name: str,
+        *,
+        part_target: float = 0.2,
+        part_hold_back: float | None = None,
+    ) -> None:
         self.enc: Any = av.CodecContext.create("aac", "w")
         self.enc.sample_rate, self.enc.layout, self.enc.format = RATE, "stereo", "fltp"
         self.enc.bit_rate, self.enc.time_base = 128000, Fraction(1, RATE)
@@ -54,6 +62,8 @@ class LiveTone:
             directory,
             extradata=bytes(self.enc.extradata or b""),
             bit_rate=128000,
+            part_target=part_target,
+            part_hold_back=part_hold_back,
             on_change=lambda: origin.notify_threadsafe(name),
         )
         directory.mkdir(parents=True, exist_ok=True)
@@ -91,9 +101,23 @@ async def server(tmp_path: Path) -> AsyncIterator[tuple[HlsOrigin, str]]:
         await endpoint.stop()
 
 
-async def play(base: str, name: str, *, low_latency: bool, play_s: float, until_ended: bool) -> Any:
-    page = f"{base}/?engine=hlsjs&lowLatency={int(low_latency)}&src=/hls/{name}/index.m3u8"
-    spec = {"url": page, "playMs": int(play_s * 1000), "untilEnded": until_ended}
+async def play(
+    base: str,
+    name: str,
+    *,
+    low_latency: bool,
+    play_s: float,
+    until_ended: bool,
+    latency_ms: int = 0,
+    query: str = "",
+) -> Any:
+    page = f"{base}/?engine=hlsjs&lowLatency={int(low_latency)}&src=/hls/{name}/index.m3u8{query}"
+    spec = {
+        "url": page,
+        "playMs": int(play_s * 1000),
+        "untilEnded": until_ended,
+        "latencyMs": latency_ms,
+    }
     proc = await asyncio.create_subprocess_exec(
         "node",
         str(DRIVER),
@@ -137,6 +161,51 @@ async def test_hlsjs_low_latency_plays_ts_parts_without_stalls(
     assert worst < 1.5, f"live latency up to {worst:.2f} s"
     times = [s["ct"] for s in settled]
     assert times[-1] - times[0] > 0.9 * (settled[-1]["t"] - settled[0]["t"])  # it kept playing
+
+
+#: what docs/howto/far-listeners.md tells a deployment whose listeners are ~300 ms away
+FAR = {"MIXER_HLS_PART_TARGET": "0.5", "MIXER_HLS_PART_HOLD_BACK": "1.5"}
+#: the round trip Chromium adds to every request of the page (DevTools network emulation)
+FAR_RTT_MS = 300
+
+
+async def test_far_listener_setting_plays_through_300ms_of_latency(
+    tmp_path: Path, server: tuple[HlsOrigin, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A listener 300 ms away: with the default 0.192 s parts hls.js (one part per round
+    trip, hinted parts not requested) falls behind and stalls every few seconds (5 stalls
+    in 25 s when this test was written); with the far setting it plays on, about the
+    hold-back behind live."""
+    for key, value in FAR.items():
+        monkeypatch.setenv(key, value)
+    settings = Settings()
+    origin, base = server
+    live = LiveTone(
+        tmp_path / "far",
+        origin,
+        "far",
+        part_target=settings.hls_part_target,
+        part_hold_back=settings.hls_part_hold_back,
+    )
+    live.thread.start()
+    try:
+        await asyncio.sleep(2.5)
+        report = await play(
+            base, "far", low_latency=True, play_s=20, until_ended=False, latency_ms=FAR_RTT_MS
+        )
+    finally:
+        live.stop.set()
+        await asyncio.to_thread(live.thread.join, 5)
+    assert not report.get("problem") and not report["pageErrors"], report
+    final = report["final"]
+    assert final["engine"] == "hlsjs" and final["playing"], final
+    assert final["parts"] > 15, final  # still LL-HLS: parts, not whole segments
+    started = final["playingAt"]
+    late = [s for s in final["stallAt"] if s["t"] - started > STARTUP_S]
+    assert not late, (late, final["log"])
+    settled = sorted(s["latency"] for s in report["samples"] if s["t"] > 6 and s["latency"])
+    assert len(settled) > 30
+    assert settled[len(settled) // 2] < 2.2, f"{settled[len(settled) // 2]:.2f} s behind live"
 
 
 async def test_hlsjs_without_low_latency_plays_to_endlist(

@@ -6,7 +6,9 @@
 // (tests/browser/test_llhls.py does).
 //
 // usage: node llhls_check.mjs '{"url": player page URL (with ?lowLatency=0|1),
-//                               "playMs": n, "untilEnded": bool}'
+//                               "playMs": n, "untilEnded": bool, "latencyMs": n}'
+// latencyMs: Chromium's own network emulation (DevTools Network.emulateNetworkConditions)
+// adds that much latency to every request of the page: a listener far from the origin.
 import { chromium } from 'playwright-core';
 
 const spec = JSON.parse(process.argv[2]);
@@ -22,6 +24,13 @@ const browser = await chromium.launch({
 const report = { samples: [], pageErrors: [] };
 try {
   const page = await browser.newPage();
+  if (spec.latencyMs) {
+    const cdp = await page.context().newCDPSession(page);
+    await cdp.send('Network.enable');
+    await cdp.send('Network.emulateNetworkConditions', {
+      offline: false, latency: spec.latencyMs, downloadThroughput: -1, uploadThroughput: -1,
+    });
+  }
   page.on('pageerror', (e) => report.pageErrors.push(String(e)));
   // Before any page script: watch the hls.js instance the player creates.
   await page.addInitScript(() => {
