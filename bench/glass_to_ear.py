@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import random
@@ -203,14 +204,20 @@ class UsersPath:
                 self.client.media.v1.media_processor(self.processor).update(status="ended")
 
 
-async def run_path(room_url: str, tmp: Path, path: str, seconds: float) -> dict[str, Any]:
-    room = f"g2e-{path}"
+_RUNS = itertools.count()
+
+
+async def run_path(
+    room_url: str, tmp: Path, path: str, seconds: float, extra_env: dict[str, str] | None = None
+) -> dict[str, Any]:
+    room = f"g2e-{path}-{next(_RUNS)}"
     port = free_port()
     env = {
         **os.environ,
         "MIXER_ROOM_URL": room_url,
         "MIXER_ROOM_SECRET": SECRET,
         "MIXER_LOG_LEVEL": "WARNING",
+        **(extra_env or {}),
     }
     procs: list[subprocess.Popen[bytes]] = []
     sent: list[float] = []
@@ -298,7 +305,21 @@ LABELS = {
 }
 
 
-async def run(seconds: float, paths: list[str]) -> None:
+def parse_sweep(text: str) -> list[tuple[float, float]]:
+    """``"0.2/0.6,0.1/0.3"`` -> [(part target, part hold-back), ...] (seconds)."""
+    out = []
+    for item in filter(None, text.split(",")):
+        part, _, hold = item.partition("/")
+        try:
+            out.append((float(part), float(hold)))
+        except ValueError:
+            raise ValueError(f"--sweep: {item!r} is not PART/HOLD_BACK (seconds)") from None
+    return out
+
+
+async def run(
+    seconds: float, paths: list[str], sweep: list[tuple[float, float]], before: str | None
+) -> None:
     print(f"machine: {benchlib.machine()}")
     start_load = os.getloadavg()[0]
     print(f"start: {benchlib.load()}")
@@ -316,10 +337,16 @@ async def run(seconds: float, paths: list[str]) -> None:
         p50: dict[str, float] = {}
         try:
             benchlib.wait_for_port(port)
-            for path in paths:
-                label = LABELS[path]
+            runs: list[tuple[str, str, dict[str, str]]] = [(p, LABELS[p], {}) for p in paths]
+            if before:  # the same users' path with another player (e.g. main's, built)
+                runs.append(("users", "users' path, player from --before-player",
+                             {"MIXER_PLAYER_DIR": before}))  # fmt: skip
+            for part, hold in sweep:  # the users' path, parts and hold-back set on the worker
+                env = {"MIXER_HLS_PART_TARGET": str(part), "MIXER_HLS_PART_HOLD_BACK": str(hold)}
+                runs.append(("users", f"users' path, part {part:g} s / hold {hold:g} s", env))
+            for path, label, extra in runs:
                 try:
-                    r = await run_path(room_url, tmp, path, seconds)
+                    r = await run_path(room_url, tmp, path, seconds, extra)
                 except (RuntimeError, ImportError) as exc:
                     print(f"{label}: FAILED: {exc}")
                     continue
@@ -328,10 +355,10 @@ async def run(seconds: float, paths: list[str]) -> None:
                     why = f"{rep.get('problem')}, engine {rep.get('engine')}"
                     print(f"{label}: FAILED: no measurement ({why})")
                     continue
-                p50[path] = percentile(lat, 50)
+                p50.setdefault(path, percentile(lat, 50))
                 hl = rep.get("latency") or [float("nan")]
                 print(
-                    f"{label:32s} clicks heard {len(lat):3d}/{len(r['sent']):3d}  "
+                    f"{label:40s} clicks heard {len(lat):3d}/{len(r['sent']):3d}  "
                     f"p50 {percentile(lat, 50):.3f} s  p99 {percentile(lat, 99):.3f} s  "
                     f"max {max(lat):.3f} s  stalls {rep['stalls']} "
                     f"({rep['stalls'] / (seconds / 60):.2f}/min)  engine {rep['engine']}  "
@@ -357,6 +384,17 @@ def main() -> int:
     ap.add_argument(
         "--paths", default="users,worker,plain", help="comma-separated: users, worker, plain"
     )
+    ap.add_argument(
+        "--sweep",
+        default="",
+        help="then the users' path once per PART/HOLD_BACK pair (seconds), e.g. 0.2/0.6,0.1/0.3",
+    )
+    ap.add_argument(
+        "--before-player",
+        metavar="DIR",
+        help="then the users' path once more with the player_demo/ in DIR (built with its"
+        " vendor/), e.g. an older checkout's, for a before/after in one run",
+    )
     ap.add_argument("--click-talker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--url", help=argparse.SUPPRESS)
     ap.add_argument("--room", help=argparse.SUPPRESS)
@@ -369,7 +407,11 @@ def main() -> int:
     unknown = sorted(set(paths) - set(LABELS))
     if unknown:
         ap.error(f"--paths: unknown {', '.join(unknown)} (known: {', '.join(LABELS)})")
-    asyncio.run(run(args.seconds, paths))
+    try:
+        sweep = parse_sweep(args.sweep)
+    except ValueError as exc:
+        ap.error(str(exc))
+    asyncio.run(run(args.seconds, paths, sweep, args.before_player))
     return 0
 
 
