@@ -109,9 +109,9 @@ async def test_player_page_plays_a_player_access_token(tmp_path: Path) -> None:
     # config.json beside the API's page): it settles about PART-HOLD-BACK (0.6 s) behind
     # live, not hls.js's 3 target durations (7.5 s here before the page learnt it), and
     # stays there (issue 27.4: without the page's catch-up hls.js stayed where it started,
-    # 0.84-1.06 s behind, and this bound failed).
+    # 0.80-1.06 s behind, and this bound failed: 0.80 s with main's player).
     live = [s for s in report.samples if s["state"] == "live" and s["latency"]]
     settled = sorted(s["latency"] for s in live[len(live) // 3 :])
     assert settled, report.summary()
     median = settled[len(settled) // 2]
-    assert median < 0.8, f"{median:.2f} s behind live through the API's page: {settled}"
+    assert median < 0.75, f"{median:.2f} s behind live through the API's page: {settled}"
