@@ -22,9 +22,12 @@ export const LOW_LATENCY_CONFIG = Object.freeze({
   // origin's MIXER_HLS_PART_HOLD_BACK decides it for every listener, and a far listener
   // sets `targetLatency` instead (createHls below).
   lowLatencyMode: true,
-  // hls.js raises its target latency by 1 s after every stall by default, so one
-  // hiccup would cost a second for the rest of the session: keep it fixed.
-  liveSyncOnStallIncrease: 0,
+  // After every stall hls.js raises its target for the rest of the session (at most by
+  // one target duration): by 1 s by default, which one hiccup would make cost a second;
+  // 0.2 s here, so a player on a starved machine or network backs off in small steps
+  // (on this loaded 2-core machine, load 24, a 0.6 s target stalled 4-9 times in 30 s
+  // where main's player, sitting ~1 s behind, stalled 0-6 times).
+  liveSyncOnStallIncrease: 0.2,
   // hls.js' own catch-up only acts with more than 1 s buffered ahead, which a sub-second
   // target never has: it is off, and keepLatency() below does the catching up.
   maxLiveSyncPlaybackRate: 1,
