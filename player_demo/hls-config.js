@@ -45,7 +45,7 @@ export const CATCH_UP = Object.freeze({ rate: 1.2, start: 0.1, stop: 0.03 });
 export const MAX_LATENCY_MARGIN = 1.0;
 
 /**
- * The playback rate the catch-up wants now.  Pure (tests/js/hls_config.test.mjs).
+ * The playback rate the catch-up wants now.  Pure (tests/player_demo/js/hls_config.test.mjs).
  * `latency`, `target`: seconds behind the live edge (hls.js' `latency`, `targetLatency`);
  * `ahead`: seconds buffered ahead of the playhead; `partTarget`: the playlist's
  * PART-TARGET; `rate`: the current playback rate.  Never faster with less than 1.5
