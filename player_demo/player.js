@@ -468,6 +468,9 @@ class Player {
   refreshLatency() {
     const lat = this.latencySeconds();
     this.root.dataset.latency = lat === null ? '' : lat.toFixed(2);
+    // where hls.js aims to be (PART-HOLD-BACK, or targetLatency, + 0.2 s per stall)
+    const target = lat !== null && this.hls ? this.hls.targetLatency : null;
+    this.root.dataset.targetLatency = Number.isFinite(target) ? target.toFixed(2) : '';
     let text = '';
     if (lat !== null) text = `${lat.toFixed(1)} s behind live`;
     else if (this.endlist) text = 'The broadcast has ended';

@@ -106,12 +106,15 @@ async def test_player_page_plays_a_player_access_token(tmp_path: Path) -> None:
     check_played_live_stream(report, identities={"alice": False, "bob": False})
     # The listeners' path is the fast path (issue 24.2): the grant's playlist is LL-HLS, so
     # the page plays it with the project's LL tuning although nothing told it so (no
-    # config.json beside the API's page): it settles about PART-HOLD-BACK (0.6 s) behind
-    # live, not hls.js's 3 target durations (7.5 s here before the page learnt it), and
-    # stays there (issue 27.4: without the page's catch-up hls.js stayed where it started,
-    # 0.80-1.06 s behind, and this bound failed: 0.80 s with main's player).
-    live = [s for s in report.samples if s["state"] == "live" and s["latency"]]
-    settled = sorted(s["latency"] for s in live[len(live) // 3 :])
+    # config.json beside the API's page): it aims at PART-HOLD-BACK (0.6 s) behind live,
+    # not hls.js's 3 target durations (7.5 s here before the page learnt it), and it
+    # gets there (issue 27.4): it settles within 0.1 s of its target.  Main's player aimed
+    # at a fixed 0.6 s but stayed where it started, 0.80-1.06 s behind (0.2-0.46 s over).
+    # Each stall raises the target by 0.2 s, so the target itself is bounded too.
+    live = [s for s in report.samples if s["state"] == "live" and s["latency"] and s["target"]]
+    settled = live[len(live) // 3 :]
     assert settled, report.summary()
-    median = settled[len(settled) // 2]
-    assert median < 0.75, f"{median:.2f} s behind live through the API's page: {settled}"
+    over = sorted(s["latency"] - s["target"] for s in settled)
+    assert over[len(over) // 2] < 0.1, f"behind live minus the target: {over}"
+    lat = sorted(s["latency"] for s in settled)
+    assert lat[len(lat) // 2] < 1.0, f"behind live through the API's page: {lat}"

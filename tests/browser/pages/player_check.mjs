@@ -81,6 +81,7 @@ async function sample(page) {
       ct: media.currentTime,
       buffered: media.buffered.length ? media.buffered.start(0) : null,
       latency: root.dataset.latency ? Number(root.dataset.latency) : null,
+      target: root.dataset.targetLatency ? Number(root.dataset.targetLatency) : null,
       latencyText: document.getElementById('latency').textContent,
       endlist: root.dataset.endlist === 'true',
       seq: root.dataset.seq === undefined ? null : Number(root.dataset.seq),
