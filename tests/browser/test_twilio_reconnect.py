@@ -9,22 +9,43 @@ Signaling: its WebSocket goes through a TCP proxy the test severs for 5 s: the S
 the others see ``participantReconnecting`` / ``participantReconnected`` and no leave, the
 Video REST says ``reconnecting`` meanwhile.  Cut for longer than the window, it leaves
 cleanly: the others see it go, REST says ``disconnected``, its late ``sync`` gets 53001.
+
+The mix: a mixer worker's HLS through both cuts has no gap longer than the outage
+(``test_the_mix_has_no_gap_longer_than_the_outage``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import os
+import shutil
+import time
+import urllib.request
 from collections.abc import AsyncIterator, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import numpy as np
 import pytest
 
 from mixer_ext.connectors.base import TrackSubscribed
-from tests.support.room_util import client, next_event, record, spectrum_peak, until, write_tone_wav
+from tests.conftest import free_port
+from tests.support.hls_reader import HlsRead, read_hls, runs_where, tone_levels
+from tests.support.process_util import Proc, processes
+from tests.support.room_util import (
+    SECRET,
+    client,
+    next_event,
+    record,
+    spectrum_peak,
+    until,
+    write_tone_wav,
+)
 from tests.support.twilio_util import (
     ACCOUNT_SID,
     AUTH_TOKEN,
@@ -346,3 +367,168 @@ async def test_a_sync_before_the_server_noticed_the_drop_takes_over(
         await b.event("b", "trackDisabled", identity="alice", within=10)
         left = [e for e in b.events if e["event"] in ("disconnected", "participantDisconnected")]
         assert not left, left
+
+
+# --- the mix through both cuts (issue 21.4: "without a gap longer than the outage") -------
+
+#: analysis window: the tone is looked for in every 100 ms of the HLS a player receives
+WINDOW = 0.1
+#: what the gap in the mix may exceed the measured outage by: the worker's jitter buffer
+#: re-anchoring on the first frame after the gap (it waits ``depth``, tens of ms), one
+#: window of quantisation at each end of the gap, and the harness reporting ``reconnected``
+#: to the test late (it polls the browser's events; the outage is measured from the test)
+RESUME_SLACK = 0.5
+#: the mix's timeline (``PROGRAM-DATE-TIME``: when the mixer made the sample) runs behind the
+#: moment a sound left the browser by the jitter buffer's depth and the encoder's delay;
+#: intervals are cut this far from the moments the test acted at
+EDGE = 0.5
+
+
+def _segment_clock(playlist: str) -> list[tuple[float, float]]:
+    """(media time of the segment's start, its ``PROGRAM-DATE-TIME`` as a Unix time)."""
+    out: list[tuple[float, float]] = []
+    media, pdt = 0.0, None
+    for line in playlist.splitlines():
+        if line.startswith("#EXT-X-PROGRAM-DATE-TIME:"):
+            stamp = line.split(":", 1)[1].strip().replace("Z", "+00:00")
+            pdt = datetime.fromisoformat(stamp).timestamp()
+        elif line.startswith("#EXTINF:"):
+            if pdt is not None:
+                out.append((media, pdt))
+                pdt = None
+            media += float(line.split(":", 1)[1].split(",")[0])
+    return out
+
+
+def _tone_windows(hls: HlsRead, hz: float) -> list[tuple[float, bool]]:
+    """(wall-clock time of the window's start, tone present) for each 100 ms of the mix.
+
+    Present: the tone's FFT amplitude is at least a third of the median window's (the
+    fake microphone plays it without a break, so the median is the tone as mixed)."""
+    clock = _segment_clock(hls.playlist)
+    assert clock, hls.playlist[:500]
+    step = int(hls.sample_rate * WINDOW)
+    levels = [
+        tone_levels(hls.audio[i : i + step], hls.sample_rate, [hz])[hz]
+        for i in range(0, len(hls.audio) - step + 1, step)
+    ]
+    floor = max(0.005, float(np.median(levels)) / 3)
+    out = []
+    for n, level in enumerate(levels):
+        t = n * WINDOW
+        start, wall = next((s, w) for s, w in reversed(clock) if s <= t + 1e-6)
+        out.append((wall + t - start, level >= floor))
+    return out
+
+
+def _longest_gap(windows: list[tuple[float, bool]], start: float, end: float) -> float:
+    """The longest run without the tone among the windows starting in [start, end), s."""
+    inside = [present for t, present in windows if start <= t < end]
+    runs = runs_where(inside, lambda present: not present)
+    return max((length for _, length in runs), default=0) * WINDOW
+
+
+def _count(b: Browsers, event: str) -> int:
+    return sum(1 for e in b.events if e["id"] == "a" and e["event"] == event)
+
+
+def _metrics(port: int) -> str:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
+            return str(resp.read().decode())
+    except OSError:
+        return ""
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+async def test_the_mix_has_no_gap_longer_than_the_outage(
+    tmp_path: Path, artifacts_dir: Path
+) -> None:
+    """A mixer worker (``mixer-ext run`` to HLS) hears alice through a signaling cut of 5 s
+    and a media path cut, measured on the HLS a player receives (the tone by FFT in every
+    100 ms, placed in time by the segments' ``PROGRAM-DATE-TIME``).
+
+    Signaling cut: media flows on, so the mix has no gap beyond its normal (the longest
+    gap before the first cut and after the last: none on a quiet machine, a window or two
+    when other processes starve the worker).  Media cut: the old path
+    is gone for good (a phone's old network), so the outage lasts from the cut until the
+    SDK's ``reconnected``: its inactivity detection, then the ICE restart the room server
+    answers in place (``icerestart``).  The server's forwarding and the worker's
+    subscription never stop meanwhile, so the mix must resume as soon as the packets do:
+    the gap is at most that outage plus ``RESUME_SLACK``, and at least half of it (the
+    measure sees the cut at all)."""
+    wav = tmp_path / "mic.wav"
+    write_tone_wav(wav, TONE_HZ, 2.0, rate=48_000)
+    log = artifacts_dir / "twilio-mix-gap.log"
+    hls_dir = tmp_path / "hls"
+    async with twilio_room() as room, severable(room) as proxy, browsers(room, wav, log) as b:
+        alice = await _join_through(b, proxy, "a", "alice")
+        assert "error" not in alice, alice
+        metrics_port = free_port()
+        env = {
+            "MIXER_ROOM_SECRET": SECRET,
+            "MIXER_ROOM_URL": room.server.url,
+            "MIXER_HLS_DIR": str(hls_dir),
+            "MIXER_HLS_PLAYLIST_TYPE": "event",
+            "MIXER_METRICS_PORT": str(metrics_port),
+        }
+        context = {"room": {"name": "road"}, "outputs": ["hls:road"]}
+        with processes() as procs:
+            worker = Proc(["run", "--context", json.dumps(context)], env, tmp_path / "w.log")
+            procs.append(worker)
+            deadline = time.monotonic() + 40
+            while "mixer_inputs 1.0" not in (await asyncio.to_thread(_metrics, metrics_port)):
+                assert time.monotonic() < deadline, worker.log()[-3000:]
+                await asyncio.sleep(0.5)
+            await asyncio.sleep(2.0)
+            heard_from = time.time()
+            await asyncio.sleep(2.0)  # the mix as it is without a cut
+
+            signaling_cut = time.time()
+            proxy.sever()
+            await b.event("a", "reconnecting", within=20)
+            await asyncio.sleep(5.0)
+            proxy.restore()
+            await b.event("a", "reconnected", within=20)
+            signaling_back = time.time()
+            await asyncio.sleep(2.0)
+
+            with cut_media_path(room, "road", "alice"):
+                media_cut = time.time()
+                await until(lambda: _count(b, "reconnected") == 2, 40, "reconnected again")
+                media_back = time.time()
+            await asyncio.sleep(3.0)
+            heard_until = time.time()
+            assert worker.stop() == 0, worker.log()[-3000:]
+            (artifacts_dir / "twilio-mix-gap-worker.log").write_text(worker.log())
+    shutil.copytree(hls_dir, artifacts_dir / "twilio-mix-gap-hls", dirs_exist_ok=True)
+    hls = read_hls(hls_dir / "road")
+    windows = _tone_windows(hls, TONE_HZ)
+    # the mix as it is on this machine without a cut: before the first, after the last
+    normal = max(
+        _longest_gap(windows, heard_from, signaling_cut),
+        _longest_gap(windows, media_back + RESUME_SLACK + EDGE, heard_until - EDGE),
+    )
+    # (up to EDGE before the media cut: the mix's clock is the players', a window or so
+    # off the moment the test cut the path at)
+    through_signaling = _longest_gap(windows, signaling_cut, media_cut - EDGE)
+    outage = media_back - media_cut
+    through_media = _longest_gap(windows, media_cut - EDGE, heard_until - EDGE)
+    gaps = [
+        f"{t - signaling_cut:+.1f}"
+        for (t, present), (_, before) in zip(windows[1:], windows, strict=False)
+        if not present and before and heard_from <= t < heard_until
+    ]
+    figures = (
+        f"normal {normal:.1f} s; signaling cut {signaling_back - signaling_cut:.1f} s -> gap "
+        f"{through_signaling:.1f} s; media outage {outage:.2f} s -> gap {through_media:.1f} s; "
+        f"gaps start at {', '.join(gaps) or 'none'} s from the signaling cut; "
+        f"load {os.getloadavg()[0]:.1f}"
+    )
+    print(figures)
+    # media flowed on through the signaling cut: no gap beyond the mix's normal (a gap
+    # the machine's load makes may straddle one window more: the windows' quantisation)
+    assert through_signaling <= normal + WINDOW, figures
+    assert through_media <= outage + RESUME_SLACK, figures
+    assert through_media >= outage / 2, figures  # the cut is seen: the measure can fail
