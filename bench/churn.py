@@ -3,10 +3,10 @@
 Method: the room server (with the twilio-video.js gateway) runs in its own process; the
 participants are aiortc clients speaking twilio-video.js's wire protocol
 (``twilio_room.Speaker``: TCMP + v2 signaling, a tone each), spread over several load-generator
-processes: each listener alone in one, the publishers round-robin over ``--publisher-procs``,
-so that the soak measures the room server and not one starved Python process.  Every wave
-(``--wave`` seconds) picks, at random (seeded): some absent participants to join, some present
-ones to mute or unmute (a participant state update, as ``track.disable()`` sends), some to
+processes: each listener alone in one, the publishers round-robin over ``--publisher-procs``
+(at nice 10), so that the soak measures the room server and not one starved Python process.
+Every wave (``--wave`` seconds) picks, at random (seeded): some absent participants to join,
+some present ones to mute or unmute (a participant state update, as ``track.disable()`` sends), some to
 **drop** (the socket closed without ``bye``, as a phone losing its network) and some to
 **leave** (``bye``).  After each wave settles, it checks:
 
@@ -124,7 +124,11 @@ async def load_generator(url: str, diagnose: str | None, label: str, consent: st
     """One load-generator process: JSON commands on stdin, one JSON answer each on stdout."""
     global CLIENT_CONSENT
     CLIENT_CONSENT = consent
-    os.nice(10)  # the load yields to the process under measurement (and to the machine's)
+    if not label.startswith("loadgen-l"):
+        # the publishers' encoders are the bulk of the load: they yield to the process under
+        # measurement (and to the machine's); a listener keeps its priority, or its socket,
+        # 26 streams drained one datagram per loop iteration, overflows first
+        os.nice(10)
     if diagnose:
         mediadiag.log_media(os.path.join(diagnose, f"{label}.log"), label)
     lag = mediadiag.LoopLag()
