@@ -6,9 +6,9 @@ participants are aiortc clients speaking twilio-video.js's wire protocol
 processes: each listener alone in one, the publishers round-robin over ``--publisher-procs``
 (at nice 10), so that the soak measures the room server and not one starved Python process.
 Every wave (``--wave`` seconds) picks, at random (seeded): some absent participants to join,
-some present ones to mute or unmute (a participant state update, as ``track.disable()`` sends), some to
-**drop** (the socket closed without ``bye``, as a phone losing its network) and some to
-**leave** (``bye``).  After each wave settles, it checks:
+some present ones to mute or unmute (a participant state update, as ``track.disable()``
+sends), some to **drop** (the socket closed without ``bye``, as a phone losing its network)
+and some to **leave** (``bye``).  After each wave settles, it checks:
 
 * **no ghost**: the Video REST's connected participants are exactly the live ones;
 * **no collateral disconnect**: no participant that was not dropped or told to leave got an
