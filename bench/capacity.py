@@ -67,6 +67,11 @@ RECEIVERS = ("mixer", "uvloop", "before", "floor")
 # --- child roles --------------------------------------------------------------------
 
 
+def talks(i: int, percent: int) -> bool:
+    """Whether talker ``i`` talks when ``percent`` % do: every (100 / percent)-th one."""
+    return percent >= 100 or (percent > 0 and i % round(100 / percent) == 0)
+
+
 async def run_talkers(args: argparse.Namespace) -> None:
     """``--talkers``: ``count`` talkers from index ``first``; prints JOINED, runs until SIGTERM."""
     stop = asyncio.Event()
@@ -87,7 +92,8 @@ async def run_talkers(args: argparse.Namespace) -> None:
         await remote.open()
         host = urlsplit(args.url).hostname or "127.0.0.1"
         for i in range(args.first, args.first + args.count):
-            await remote.add(f"talker{i:03d}", encode_tone(200.0 + 10.0 * i, 0.1), host)
+            tone = encode_tone(200.0 + 10.0 * i, 0.1)
+            await remote.add(f"talker{i:03d}", tone, host, dtx=not talks(i, args.talking))
         remote.start()
         leave.append(remote.close)
     for i in range(args.first, args.first + args.count):
@@ -299,6 +305,7 @@ def measure(
     before: Path | None = None,
     profile: Path | None = None,
     janus_talkers: str = "rtp",
+    talking: int = 100,
 ) -> Row:
     """One fresh room + receiver + N talkers; the window starts once all N are in."""
     with tempfile.TemporaryDirectory(prefix="bench-capacity-") as tmpdir:
@@ -376,7 +383,7 @@ def measure(
                 p = _spawn(
                     [sys.executable, __file__, "--talkers", "--backend", backend, "--url", url,
                      "--first", str(first), "--count", str(count),
-                     "--janus-talkers", janus_talkers],
+                     "--janus-talkers", janus_talkers, "--talking", str(talking)],
                     env,
                     None,
                     tmp / f"talkers-{first}.log",
@@ -492,6 +499,12 @@ def main() -> int:
         help="janus: remote publishers fed plain RTP (rtp), or WebRTC publishers",
     )
     parser.add_argument(
+        "--talking",
+        type=int,
+        default=100,
+        help="percent of the talkers talking, the rest silent as Opus DTX (janus rtp only)",
+    )
+    parser.add_argument(
         "--profile", type=Path, help="py-spy each receiver over its window (pip install py-spy)"
     )
     # child roles
@@ -508,6 +521,8 @@ def main() -> int:
         asyncio.run(run_floor(args))
         return 0
 
+    if args.talking < 100 and not (args.backend == "janus" and args.janus_talkers == "rtp"):
+        parser.error("--talking below 100 needs --backend janus with rtp talkers (DTX senders)")
     steps = [3] if args.quick else [int(s) for s in args.steps.split(",")]
     receivers = ["mixer", "floor"] if args.quick else args.receivers.split(",")
     if any(r not in RECEIVERS for r in receivers) or "mixer" not in receivers:
@@ -520,6 +535,7 @@ def main() -> int:
     method = [
         f"method: backend={args.backend}"
         + (f" ({args.janus_talkers} talkers)" if args.backend == "janus" else "")
+        + (f"; {args.talking} % talking, the rest DTX" if args.talking < 100 else "")
         + "; per N and receiver a fresh room, receiver and N",
         f"pre-encoded Opus talkers ({args.per_process} per process); window {seconds:.0f} s",
         f"after all N are in + {settle:.0f} s; CPU = utime+stime from /proc over the window,",
@@ -548,6 +564,7 @@ def main() -> int:
                 before,
                 args.profile,
                 args.janus_talkers,
+                args.talking,
             )
             print(rows[receiver].line(), flush=True)
         mixer = rows["mixer"]
