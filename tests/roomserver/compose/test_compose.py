@@ -11,9 +11,11 @@ import json
 from pathlib import Path
 
 import av
+import numpy as np
 import pytest
 
 from mixer_ext.core.payload import MetadataPayload
+from mixer_ext.roomserver.compose import opus_runs
 from mixer_ext.roomserver.compose.engine import compose
 from mixer_ext.roomserver.compose.spec import (
     CompositionSpecError,
@@ -22,7 +24,7 @@ from mixer_ext.roomserver.compose.spec import (
     segments,
     select,
 )
-from mixer_ext.roomserver.recorder import RecordingTags, TrackRecorder
+from mixer_ext.roomserver.recorder import RecordingTags, TrackRecorder, opus_head
 from mixer_ext.sim.preencoded import encode_tone
 from mixer_ext.testing.timeline import decode_timeline, tone_level
 
@@ -272,3 +274,73 @@ def test_a_worker_dies_with_its_server(room: list[Source], tmp_path: Path) -> No
     finally:
         server.kill()
         server.wait(10)
+
+
+def _decode_each(payloads: list[bytes], channels: int) -> np.ndarray:
+    decoder = av.CodecContext.create("opus", "r")
+    decoder.extradata = opus_head(channels)
+    decoder.sample_rate = RATE
+    decoder.layout = "stereo" if channels == 2 else "mono"
+    # (channels, samples): planes side by side, however many samples a frame holds
+    return np.concatenate(
+        [f.to_ndarray() for p in payloads for f in decoder.decode(av.Packet(p))], axis=1
+    )
+
+
+@pytest.mark.parametrize(("bitrate", "channels"), [(32_000, 1), (256_000, 1), (96_000, 2)])
+def test_joined_payloads_decode_to_the_same_samples(bitrate: int, channels: int) -> None:
+    """Consecutive single-frame payloads joined into 120 ms packets (``opus_runs``) give
+    FFmpeg's decoder the same frames: the samples are bit for bit those of one payload per
+    call.  256 kbps payloads (~640 bytes) take the two-byte frame sizes (RFC 6716 3.2.1)."""
+    payloads = encode_tone(733, 0.5, channels=channels, bitrate=bitrate).payloads  # 1 s
+    assert all(opus_runs.joinable(p) for p in payloads)
+    if bitrate == 256_000:
+        assert min(len(p) for p in payloads) > 252
+    run = opus_runs.max_run(payloads[0][0])
+    assert run == 6  # 20 ms frames: 120 ms at most per packet
+    joined = [opus_runs.join(payloads[k : k + run]) for k in range(0, len(payloads), run)]
+    assert len(joined) < len(payloads)
+    alone = _decode_each(payloads, channels)
+    together = _decode_each(joined, channels)
+    assert alone.shape == (channels, len(payloads) * FRAME)
+    assert np.array_equal(alone, together)
+
+
+def test_frame_sizes_and_run_lengths_follow_the_toc() -> None:
+    assert [opus_runs.frame_samples(c << 3) for c in (0, 1, 2, 3)] == [480, 960, 1920, 2880]
+    assert [opus_runs.frame_samples(c << 3) for c in (12, 13)] == [480, 960]
+    assert [opus_runs.frame_samples(c << 3) for c in (16, 17, 18, 19)] == [120, 240, 480, 960]
+    assert opus_runs.max_run(16 << 3) == 48  # 2.5 ms CELT: the 6-bit frame count caps it
+    assert opus_runs.max_run(3 << 3) == 2  # 60 ms SILK
+    assert not opus_runs.joinable(bytes([31 << 3 | 1, 0, 0]))  # code 1: two frames
+    assert not opus_runs.joinable(bytes([31 << 3]) + bytes(1276))  # larger than a frame
+    one = bytes([31 << 3, 1, 2, 3])
+    assert opus_runs.join([one]) is one
+
+
+def test_runs_change_no_sample(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The composition and its levels are byte for byte those of one payload per decoder
+    call (``max_run`` forced to 1), with offsets off the 20 ms grid so payloads straddle
+    the 4 s blocks' edges, a DTX pause, a hole trimmed away, mp4 and webm."""
+    sources = [
+        record(tmp_path / "dave", 330, 0.013, [(0.0, 2.5), (3.3, 5.1)]),
+        record(tmp_path / "erin", 1500, 3.991, [(0.0, 4.3)]),
+        record(tmp_path / "fred", 2200, 10.507, [(0.0, 1.1)]),
+    ]
+    results = {}
+    for fmt in ("mp4", "webm"):
+        for how in ("runs", "alone"):
+            if how == "alone":
+                monkeypatch.setattr(opus_runs, "max_run", lambda toc: 1)
+            out = tmp_path / how / f"c.{fmt}"
+            result = compose(plan(sources, out, fmt=fmt, trim=True))
+            assert result.levels is not None
+            media = decode_timeline(out, keep_start=True) if fmt == "webm" else out.read_bytes()
+            results[fmt, how] = (media, result.levels.read_bytes(), result.min_gain)
+            monkeypatch.undo()
+    mp4_runs, mp4_alone = results["mp4", "runs"], results["mp4", "alone"]
+    assert mp4_runs == mp4_alone  # the AAC/MP4 file is deterministic: the same bytes
+    webm_runs, webm_alone = results["webm", "runs"], results["webm", "alone"]
+    # a WebM file carries a random segment UID: its decoded samples are compared
+    assert np.array_equal(webm_runs[0], webm_alone[0]) and webm_runs[1:] == webm_alone[1:]
+    assert tone_level(webm_runs[0], 1500, 5.0, 6.0) > 0.2  # erin is in there
