@@ -16,10 +16,17 @@ after the other, each pinned to one core (``taskset -c``), in a child process me
   encoder and settings (FFmpeg's AAC, ``aac_coder=fast``, mono 64 kbps, MP4), one
   thread.
 
-x real time = the room's duration / wall time.  Both outputs are checked: each talker's
-pitch must be present in its first spurt (FFT), so neither side wins by doing nothing.
+- **before** (with ``--before REF``): the engine as it was at git commit ``REF`` (its
+  ``mixer_ext`` exported with ``git archive`` into a temporary directory), on the same
+  job, so one run shows a change's effect beside ffmpeg; its output must be the same bytes
+  as ours (media and levels sidecar), or the run says how they differ.
+
+x real time = the room's duration / wall time; "by cpu" = the room's duration / CPU time,
+the fair figure on a machine shared with other work.  Every output is checked: each
+talker's pitch must be present in its first spurt (FFT), so no side wins by doing nothing.
 
     .venv/bin/python bench/composition.py [--tracks 10] [--seconds 3600] [--quick]
+        [--profile meeting|busy|both] [--before REF]
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import benchlib
 import numpy as np
 
+from mixer_ext.roomserver.compose.engine import levels_path
 from mixer_ext.roomserver.compose.spec import Source, plan
 from mixer_ext.roomserver.recorder import RecordingTags, TrackRecorder
 from mixer_ext.sim.preencoded import FRAME_SAMPLES, SAMPLE_RATE, _encode_frames, _encoder
@@ -232,9 +240,23 @@ def main() -> int:
     ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "mixer-ext-bench")
     ap.add_argument("--core", type=int, default=os.cpu_count() - 1 if os.cpu_count() else 0)
     ap.add_argument("--quick", action="store_true", help="3 tracks of 20 s")
+    ap.add_argument(
+        "--before", metavar="REF", help="also run the engine of git commit REF (same job)"
+    )
     args = ap.parse_args()
     if args.quick:
         args.tracks, args.seconds = 3, 20.0
+    if args.before:
+        args.before_root = Path(tempfile.mkdtemp(prefix="mixer-ext-before-"))
+        archive = subprocess.run(
+            ["git", "-C", str(benchlib.ROOT), "archive", args.before, "mixer_ext"],
+            capture_output=True,
+            check=False,
+        )
+        if archive.returncode != 0:
+            print(f"--before {args.before}: {archive.stderr.decode(errors='replace').strip()}")
+            return 2
+        subprocess.run(["tar", "-x", "-C", str(args.before_root)], input=archive.stdout, check=True)
     print(f"machine: {benchlib.machine()}")
     print(
         f"method: {args.tracks} speech-like Opus tracks of {args.seconds:.0f} s (talker i joins "
@@ -244,8 +266,12 @@ def main() -> int:
     )
     profiles = ("meeting", "busy") if args.profile == "both" else (args.profile,)
     failed = False
-    for profile in profiles:
-        failed = run(profile, args) or failed
+    try:
+        for profile in profiles:
+            failed = run(profile, args) or failed
+    finally:
+        if args.before:
+            shutil.rmtree(args.before_root, ignore_errors=True)
     return 1 if failed else 0
 
 
@@ -265,10 +291,18 @@ def run(profile: str, args: argparse.Namespace) -> bool:
     work = Path(tempfile.mkdtemp(prefix="mixer-ext-compose-"))
     failed = False
     try:
+        runs: list[tuple[str, tuple[float, float, float, int], Path]] = []
+        if args.before:
+            before_out = work / "before.mp4"
+            job = plan(sources, before_out, fmt="mp4", trim=False)
+            script = OURS.format(root=str(args.before_root), job=pickle.dumps(job).hex())
+            before = measured([sys.executable, "-c", script], args.core)
+            runs.append((f"before ({args.before})", before, before_out))
         ours_out = work / "ours.mp4"
         job = plan(sources, ours_out, fmt="mp4", trim=False)
         script = OURS.format(root=str(benchlib.ROOT), job=pickle.dumps(job).hex())
         ours = measured([sys.executable, "-c", script], args.core)
+        runs.append(("ours", ours, ours_out))
         ff_out = work / "ffmpeg.mp4"
         inputs: list[str] = []
         chains: list[str] = []
@@ -305,24 +339,39 @@ def run(profile: str, args: argparse.Namespace) -> bool:
             str(ff_out),
         ]
         ff = measured(ff_cmd, args.core)
+        runs.append(("ffmpeg", ff, ff_out))
         print(f"room duration: {room_seconds:.1f} s")
+        width = max(len(name) for name, _, _ in runs)
         print(
-            f"{'method':8} {'wall':>10} {'cpu':>10} {'x real time':>12} "
+            f"{'method':{width}} {'wall':>10} {'cpu':>10} {'x real time':>12} "
             f"{'x rt by cpu':>12} {'peak RSS':>12}"
         )
-        for name, (wall, cpu, rss, code) in (("ours", ours), ("ffmpeg", ff)):
+        for name, (wall, cpu, rss, code), _ in runs:
             if code != 0:
                 print(f"{FAILED} {name} exited {code}")
                 failed = True
                 continue
             print(
-                f"{name:8} {wall:9.2f}s {cpu:9.2f}s {room_seconds / wall:11.1f}x "
+                f"{name:{width}} {wall:9.2f}s {cpu:9.2f}s {room_seconds / wall:11.1f}x "
                 f"{room_seconds / cpu:11.1f}x {rss:8.1f} MiB"
             )
         if not failed:
             print(f"ratio: ffmpeg wall / ours wall = {ff[0] / ours[0]:.2f}x")
             print(f"ratio: ffmpeg cpu / ours cpu = {ff[1] / ours[1]:.2f}x")
-            for name, out in (("ours", ours_out), ("ffmpeg", ff_out)):
+            if args.before:
+                print(f"ratio: before cpu / ours cpu = {before[1] / ours[1]:.2f}x")
+                same = [
+                    what
+                    for what, a, b in (
+                        ("media", before_out, ours_out),
+                        ("levels", levels_path(before_out), levels_path(ours_out)),
+                    )
+                    if a.read_bytes() == b.read_bytes()
+                ]
+                verdict = "the same bytes" if len(same) == 2 else f"{FAILED} only {same} alike"
+                print(f"check ours vs before: media and levels sidecar are {verdict}")
+                failed = failed or len(same) != 2
+            for name, _, out in runs:
                 pcm = decode_timeline(out, keep_start=True)
                 missing = [
                     i

@@ -8,7 +8,7 @@ import pytest
 from mixer_ext.core.frames import TICK_SAMPLES, TICKS_PER_PAYLOAD
 from mixer_ext.core.input import Input
 from mixer_ext.core.levels import LevelMeter, peak_of
-from mixer_ext.core.mixer import Limiter, Mixer
+from mixer_ext.core.mixer import Limiter, Mixer, forward_min
 from mixer_ext.core.payload import MetadataPayload
 from mixer_ext.settings import JitterBufferSize
 from mixer_ext.testing.core import amplitude_at, max_step, s16_frame, tone
@@ -196,3 +196,12 @@ def test_a_participant_who_joins_starts_at_the_current_tick() -> None:
     stats = mixer.input_stats()
     assert [(s.identity, s.track_sid, s.enabled) for s in stats] == [("alice", "TR_a", True)]
     assert stats[0].input.late_frames == 0 and stats[0].input.latency_seconds > 0
+
+
+def test_forward_min_is_the_sliding_minimum() -> None:
+    """The limiter's look-ahead minimum by doubling equals the plain sliding minimum."""
+    rng = np.random.default_rng(27)
+    for n, width in [(1, 1), (10, 10), (97, 97), (300, 97), (1000, 64), (1000, 65), (999, 3)]:
+        values = rng.random(n)
+        plain = np.lib.stride_tricks.sliding_window_view(values, width).min(axis=1)
+        assert np.array_equal(forward_min(values, width), plain), (n, width)
