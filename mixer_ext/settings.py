@@ -31,16 +31,22 @@ class RoomBackend(StrEnum):
 
 
 class JitterBufferSize(StrEnum):
-    """Jitter buffer sizes, as named by the conference reference."""
+    """Jitter buffer sizes, as named by the conference reference, and ``adaptive``.
+
+    ``adaptive`` (issue 27.3) sizes itself to the jitter measured on each input, between
+    0 and 60 ms (``large``), starting at 40 ms (``medium``); see ``mixer_ext.core.jitter``.
+    """
 
     OFF = "off"
     SMALL = "small"
     MEDIUM = "medium"
     LARGE = "large"
+    ADAPTIVE = "adaptive"
 
     @property
     def milliseconds(self) -> int:
-        return {"off": 0, "small": 20, "medium": 40, "large": 60}[self.value]
+        """The fixed depth; for ``adaptive`` its upper bound."""
+        return {"off": 0, "small": 20, "medium": 40, "large": 60, "adaptive": 60}[self.value]
 
 
 class HlsPlaylistType(StrEnum):

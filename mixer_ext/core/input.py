@@ -86,6 +86,7 @@ class Input(JitterBuffer):
             jitter.milliseconds * SAMPLE_RATE // 1000,
             tick_samples=tick_samples,
             start_tick=start_tick,
+            adaptive=jitter is JitterBufferSize.ADAPTIVE,
         )
         self.jitter = jitter
         self._resampler: av.AudioResampler | None = None
@@ -243,7 +244,9 @@ class Input(JitterBuffer):
         self.decoded_channels = channels
         return ctx
 
-    def _push_decoded(self, pts: int, frame: av.AudioFrame, arrival: float | None) -> int:
+    def _push_decoded(
+        self, pts: int, frame: av.AudioFrame, arrival: float | None, measured: bool = True
+    ) -> int:
         n = frame.samples
         if n == 0:
             return pts
@@ -253,7 +256,7 @@ class Input(JitterBuffer):
         )
         if ch != self.channels:  # mono into a buffer that was stereo already: both ears
             block = np.repeat(block, 2, axis=1) if ch == 1 else _downmix(block)
-        self.push_samples(pts, block, arrival)
+        self.push_samples(pts, block, arrival, measured=measured)
         return pts + n
 
     def _plc(self, frames: int, arrival: float | None) -> None:
@@ -276,7 +279,7 @@ class Input(JitterBuffer):
                 try:
                     end = pts
                     for frame in dec.decode(av.Packet(plc)):
-                        end = self._push_decoded(end, frame, arrival)
+                        end = self._push_decoded(end, frame, arrival, measured=False)
                 except (av.FFmpegError, ValueError):
                     return
                 if end == pts:

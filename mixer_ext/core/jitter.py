@@ -26,6 +26,32 @@ Timing model (why pts *and* arrival):
 * Without an arrival time (``arrival=None``) a frame counts as arriving just
   before the next pull: it works, but drift is then seen only in 20 ms steps.
 
+Adaptive depth (``adaptive=True``, ``JitterBufferSize.ADAPTIVE``, issue 27.3).
+A fixed depth pays its full size in latency whatever the network does.  The
+adaptive buffer also tracks the *smallest* ``a`` of each window: the spread
+``max(a) - min(a)`` is the jitter actually seen (network and event-loop delay).
+The depth is that spread, remembered over the last ``SPREAD_MEMORY_WINDOWS``
+windows, plus ``ADAPTIVE_MARGIN_SAMPLES``, within ``[0, depth_samples]``.  It
+starts at ``ADAPTIVE_START_SAMPLES`` (``medium``: the first seconds are as safe
+as the old default), grows at once (a frame that would be late makes the
+playout point step back before it is judged, so it plays instead of being
+dropped: the step is filled by concealment), and shrinks by at most
+``ADAPTIVE_SHRINK_SAMPLES`` a tick (4 ms a second).  Lost frames do not grow it:
+waiting longer does not bring a lost frame back.
+
+Playout phase (adaptive only).  With the fixed depths the playout point sits a
+whole tick below ``est - depth``, because a pull that straddles two frames
+needs the later one too.  When the sender's frames are one tick long (20 ms
+Opus, the usual case) the adaptive buffer instead puts the pull boundaries on
+the sender's frame boundaries (``k = phase (mod tick)``): each pull then needs
+one frame, and the playout point is the highest aligned one at or below
+``est - depth``: a quantisation of 0-20 ms (10 on average) instead of always 20.
+It moves up as soon as a whole tick fits, down only once it is more than
+``ALIGN_HYSTERESIS_SAMPLES`` above ``est - depth`` (the depth's margin covers
+that), and always by whole ticks, so clock drift is followed by a 20 ms step (cross-faded; skip or
+concealment) every ``20 ms / drift`` (100 s at 200 ppm) rather than by single
+samples.  Frames of other lengths keep the whole-tick rule.
+
 Loss and late frames: a missing stretch is concealed by the last 20 ms
 played back and forth (mirror extension: continuous, no step) under a
 linear fade to silence over 60 ms; audio that comes back is cross-faded in
@@ -67,6 +93,16 @@ LATE_STREAK_RESYNC = 5
 LOSS_GAP_SAMPLES = 5760
 #: the delay estimate is the max over the current and previous window of this length (1 s)
 ESTIMATE_WINDOW_SAMPLES = SAMPLE_RATE
+#: adaptive depth: where it starts (40 ms, ``medium``) and the margin above the spread (2 ms)
+ADAPTIVE_START_SAMPLES = 1920
+ADAPTIVE_MARGIN_SAMPLES = 96
+#: adaptive depth: at most this much shrink a tick (4 samples = 4 ms a second)
+ADAPTIVE_SHRINK_SAMPLES = 4
+#: adaptive depth: the spread of this many past windows is remembered (5 s)
+SPREAD_MEMORY_WINDOWS = 5
+#: adaptive playout phase: an aligned playout point is kept while at most this much above
+#: ``est - depth`` (the margin covers it); it moves up as soon as a whole tick fits
+ALIGN_HYSTERESIS_SAMPLES = 96
 
 
 def _stretch(src: Int16Block, delta: int) -> Int16Block:
@@ -104,7 +140,8 @@ class JitterBuffer:
     (half the memory traffic), which ``pull(out)`` writes to both channels of a stereo
     ``out``: a mono participant is upmixed only as it enters the mix.
 
-    ``depth_samples``: the jitter the buffer absorbs (``JitterBufferSize``).
+    ``depth_samples``: the jitter the buffer absorbs (``JitterBufferSize``); with
+    ``adaptive`` its upper bound, the depth in use being ``current_depth_samples``.
     ``tick_samples``: samples per pull (960; larger only in simulations).
     ``start_tick``: the mixer tick of this buffer's first pull, so that
     arrival times on the mixer timeline line up with its pulls.
@@ -116,15 +153,36 @@ class JitterBuffer:
     ``samples_dropped`` / ``samples_inserted`` (drift correction),
     ``latency_samples`` (buffered ahead of the playout point at the last
     pull) and ``peak_latency_samples`` (its maximum since the last
-    ``reset_peak_latency()``).
+    ``reset_peak_latency()``); adaptive: ``current_depth_samples``,
+    ``spread_samples`` (the jitter it sizes itself to) and ``depth_grown`` (steps back).
     """
 
     def __init__(
-        self, depth_samples: int, *, tick_samples: int = TICK_SAMPLES, start_tick: int = 0
+        self,
+        depth_samples: int,
+        *,
+        tick_samples: int = TICK_SAMPLES,
+        start_tick: int = 0,
+        adaptive: bool = False,
     ) -> None:
         if depth_samples < 0 or tick_samples < 2:
             raise ValueError("depth must be >= 0 and tick_samples >= 2")
         self.depth_samples = depth_samples
+        self.adaptive = adaptive
+        #: the depth in use: ``depth_samples`` when fixed; measured when adaptive
+        self.current_depth_samples = (
+            min(depth_samples, ADAPTIVE_START_SAMPLES) if adaptive else depth_samples
+        )
+        #: adaptive: the jitter (spread of ``pts - arrival``) the depth follows
+        self.spread_samples = 0.0
+        #: adaptive: times the depth grew and the playout point stepped back for it
+        self.depth_grown = 0
+        self._min_cur: float | None = None  # smallest a of the current / previous window
+        self._min_prev: float | None = None
+        self._spreads: list[float] = []  # spread of the last SPREAD_MEMORY_WINDOWS windows
+        self._frame_len = 0  # length and pts phase (mod tick) of the last measured frame
+        self._phase: int | None = None
+        self._aligned: int | None = None  # the aligned playout offset held (adaptive)
         self.tick_samples = tick_samples
         self._cap = _ring_capacity(tick_samples)
         self._mask = self._cap - 1
@@ -195,7 +253,14 @@ class JitterBuffer:
     def _rotate(self) -> None:
         w = (self._tick * self.tick_samples) // self._window
         if w != self._win_idx:
-            self._win_prev = self._win_cur if w == self._win_idx + 1 else None
+            adjacent = w == self._win_idx + 1
+            if self.adaptive:
+                if self._win_cur is not None and self._min_cur is not None:
+                    self._spreads.append(self._win_cur - self._min_cur)
+                    del self._spreads[:-SPREAD_MEMORY_WINDOWS]
+                self._min_prev = self._min_cur if adjacent else None
+                self._min_cur = None
+            self._win_prev = self._win_cur if adjacent else None
             self._win_cur = None
             self._win_idx = w
 
@@ -207,7 +272,60 @@ class JitterBuffer:
         return cur if prev is None or cur > prev else prev
 
     def _target_play_offset(self, est: float) -> float:
-        return est - self.depth_samples - self.tick_samples
+        if not self.adaptive:
+            return est - self.depth_samples - self.tick_samples
+        T = self.tick_samples
+        base = est - self.current_depth_samples
+        phase = self._phase
+        if phase is None or self._frame_len != T:
+            self._aligned = None
+            return base - T
+        held = self._aligned
+        if (
+            held is not None
+            and (held - phase) % T == 0
+            and base - T < held <= base + ALIGN_HYSTERESIS_SAMPLES
+        ):
+            return held
+        # the highest playout offset at or below est - depth whose pulls start on frame starts
+        aligned = phase + T * int((base - phase) // T)
+        self._aligned = aligned
+        return aligned
+
+    # ------------------------------------------------------------------ adaptive depth
+    def _spread(self) -> float:
+        """The jitter seen: max - min of ``a`` over the current + previous window and the
+        remembered windows (adaptive only)."""
+        hi = [v for v in (self._win_cur, self._win_prev) if v is not None]
+        lo = [v for v in (self._min_cur, self._min_prev) if v is not None]
+        now = max(hi) - min(lo) if hi and lo else 0.0
+        return max([now, *self._spreads])
+
+    def _adapt(self, per_tick: bool) -> bool:
+        """Size the depth to the spread: grow at once, shrink a little per tick (``per_tick``).
+
+        Returns True when it grew.
+        """
+        self._rotate()
+        spread = self._spread()
+        self.spread_samples = spread
+        want = min(self.depth_samples, max(0, round(spread) + ADAPTIVE_MARGIN_SAMPLES))
+        depth = self.current_depth_samples
+        if want > depth:
+            self.current_depth_samples = want
+            self.depth_grown += 1
+            return True
+        if per_tick and want < depth:
+            self.current_depth_samples = max(want, depth - ADAPTIVE_SHRINK_SAMPLES)
+        return False
+
+    def _step_back_for(self, est: float) -> None:
+        """Adaptive: move the playout point back at once if the target is now behind it."""
+        k = self._play - self._tick * self.tick_samples
+        err = self._target_play_offset(est) - k
+        if err < -TOLERANCE_SAMPLES:
+            self._jump(round(err))
+            self._correcting = False
 
     def _jump(self, delta: int) -> None:
         """Move the playout point by ``delta`` samples at once (cross-faded)."""
@@ -217,12 +335,15 @@ class JitterBuffer:
             self._valid[:] = False  # nothing buffered can stay in place
         elif delta > 0:
             self._clear(self._play, delta)
+        else:  # stepping back: new frames may land where the history view points
+            self._hist = self._hist.copy()
         self._play += delta
         self._xfade_pending = True
         self.resyncs += 1
 
     def _resync(self, a: float) -> None:
         self._win_cur, self._win_prev = a, None
+        self._min_cur, self._min_prev = a, None
         self._late_streak = 0
         target = round(self._target_play_offset(a)) + self._tick * self.tick_samples
         self._valid[:] = False  # a new timeline: nothing buffered belongs to it
@@ -272,12 +393,21 @@ class JitterBuffer:
         return seg, valid
 
     # ------------------------------------------------------------------ push
-    def push_samples(self, pts: int, samples: Int16Block, arrival: float | None = None) -> None:
+    def push_samples(
+        self,
+        pts: int,
+        samples: Int16Block,
+        arrival: float | None = None,
+        *,
+        measured: bool = True,
+    ) -> None:
         """Store ``samples`` (int16, shape (n, channels), 48 kHz) whose first sample is ``pts``.
 
         ``arrival``: when it arrived, in samples on the mixer timeline (tick
         ``n`` is pulled at ``n * tick_samples``); ``None`` means "just now",
         i.e. before the next pull (coarser: drift is then seen only in steps).
+        ``measured`` False: made up here (the decoder's concealment), not received:
+        it says nothing about the network, so the adaptive depth ignores it.
         """
         n = len(samples)
         if n == 0:
@@ -291,6 +421,9 @@ class JitterBuffer:
         self.largest_frame = max(self.largest_frame, n)
         if arrival is None:
             arrival = float(self._tick * self.tick_samples)
+        if measured and self.adaptive:
+            self._frame_len = n
+            self._phase = pts % self.tick_samples
         a = pts - arrival
         est = self._estimate()
         if (
@@ -300,8 +433,17 @@ class JitterBuffer:
         ):
             self._resync(a)
             self._expected = None
-        elif self._win_cur is None or a > self._win_cur:
-            self._win_cur = a
+        elif measured or not self.adaptive:
+            if self._win_cur is None or a > self._win_cur:
+                self._win_cur = a
+            if self.adaptive:
+                if self._min_cur is None or a < self._min_cur:
+                    self._min_cur = a
+                if pts < self._play and self._adapt(False):
+                    # (partly) late: the depth grows now and the playout point steps
+                    # back before the frame is judged, so it still plays
+                    est = self._estimate()
+                    self._step_back_for(a if est is None else est)
 
         end = pts + n
         expected = self._expected
@@ -364,9 +506,13 @@ class JitterBuffer:
         est = self._estimate()
         if est is None or not self._anchored:
             return 0
+        behind = JUMP_BEHIND_SAMPLES
+        if self.adaptive:
+            self._adapt(True)
+            behind = 2 * TOLERANCE_SAMPLES  # a deeper buffer is wanted now, not in seconds
         k = self._play - self._tick * self.tick_samples
         err = self._target_play_offset(est) - k
-        if err > JUMP_AHEAD_SAMPLES or err < -JUMP_BEHIND_SAMPLES:
+        if err > JUMP_AHEAD_SAMPLES or err < -behind:
             self._jump(round(err))
             self._correcting = False
             return 0
