@@ -2,24 +2,37 @@
 
 Method.  A room server (``mixer-ext room-server``) and a click talker (this
 script with ``--click-talker``: a real aiortc peer, Opus) run as processes;
-the worker (``mixer_ext.worker.runner.Worker``, one HLS output, the HTTP endpoint
-serving it, default segment settings) runs *in this process* so it can be
-observed; a player (this script with ``--player``) runs as a process.  The
-talker sends silence with a click every 1.06 s: a 10 ms, 2 kHz burst at half
-full scale starting on the first sample of a 20 ms frame, stamped with
-``time.time()`` when the paced track hands that frame to aiortc's encoder
-(a microphone would hand it over at the end of its 20 ms, so glass time is
-up to 20 ms earlier than this stamp: the figures are that much optimistic).
+two workers (``mixer_ext.worker.runner.Worker``, one HLS output each) run *in
+this process* side by side in the same room, so they get the same input: one
+with today's fixed ``medium`` jitter buffer, one ``adaptive`` (issue 27.3); the
+default one also serves its HLS over its HTTP endpoint to a player (this
+script with ``--player``, a process).  The talker sends quiet noise with a
+click every 1.06 s: a 10 ms, 2 kHz burst at half full scale starting on the
+first sample of a 20 ms frame, stamped with ``time.time()`` when the paced
+track hands that frame to aiortc's encoder (a microphone would hand it over at
+the end of its 20 ms, so glass time is up to 20 ms earlier than this stamp: the
+figures are that much optimistic).  The noise keeps every frame a real Opus
+frame: digital silence would be 3-byte DTX payloads, which the input never
+decodes, so the jitter buffer would see only the clicks.
+
+Two phases: the network (loopback, the machine's load) as it is; then each
+payload is delayed by uniform 0-30 ms and 3 % are dropped, in front of both
+workers' inputs alike (decided by the payload's bytes, in this process: a
+simulated network, stated as such), so the late / concealed / lost counts show
+what each mode costs the mix.
 
 (a) Inside the mixer.  Wrapped in this process (no product code changed;
 the wrappers cost one ``max(abs())`` over 960 samples per frame):
 ``Input.push_encoded`` records when each payload arrives and ``Input.push_samples``
 whether its decoded samples hold a click onset (so arrival = the payload's),
-``OutputPipeline.on_mix`` where the onset lands in the mix (sample P), and
-``Output.offer`` when each AAC packet is handed to the outputs.  Latency =
-hand-off of the packet whose [pts, pts + duration) holds P, minus the
-arrival.  It includes the jitter buffer (default ``medium``), waiting for
-the tick, the encoder queue and AAC's lookahead.
+``OutputPipeline.on_mix`` where the onset lands in the mix (sample P; "in the
+mix" = the tick's time + P's offset in its 20 ms), ``AacEncoder.encode`` when
+the encoder thread starts on a frame (the hand-off), and ``Output.offer`` when
+each AAC packet is handed to the outputs.  Latency = hand-off of the packet
+whose [pts, pts + duration) holds P, minus the arrival.  It includes the
+jitter buffer, waiting for the tick, the encoder queue and AAC's lookahead
+(FFmpeg's encoder hands out the packet for [Q, Q + 1024) once it has samples
+up to Q + 3072: 43-64 ms of stream, whole ticks).
 
 (b) Glass to player.  The player polls the playlist over HTTP every 0.5 s,
 downloads every new segment at once and decodes it with one AAC decoder
@@ -38,8 +51,8 @@ the segment; it is paired with the emission 0..1 s before it.  Two figures:
   player; the distribution is over (click, player) pairs, so it spans the
   phase of the join inside a segment, which is what a listener gets.
 
-    .venv/bin/python bench/latency.py [--seconds 120]
-    .venv/bin/python bench/latency.py --quick        # 12 s
+    .venv/bin/python bench/latency.py [--seconds 90 --impaired 60 --settle 15]
+    .venv/bin/python bench/latency.py --quick        # 14 s + 10 s
 """
 
 from __future__ import annotations
@@ -72,7 +85,8 @@ ROOM = "latency"
 #: every phase of a segment over a run; more than the talker-to-mix latency, so pairing
 #: a click with the emission just before it is unambiguous
 CLICK_EVERY = 53
-ONSET = 8000  # int16: a click sample (the click is 16384 peak; silence is ~0)
+ONSET = 8000  # int16: a click sample (the click is 16384 peak; between clicks noise)
+NOISE = 300  # int16 peak of the noise between clicks
 POLL = 0.5
 LIVE_SYNC_COUNT = 3  # hls.js liveSyncDurationCount default
 
@@ -87,8 +101,12 @@ async def run_click_talker(url: str) -> None:
     from mixer_ext.sim.tracks import PacedAudioTrack
 
     class ClickTrack(PacedAudioTrack):
+        rng = np.random.default_rng(7)
+
         def samples(self, n: int) -> np.ndarray:
-            out = np.zeros(960)
+            # quiet noise between clicks: a talker who is talking (silence would be Opus
+            # DTX-sized payloads, which the input never decodes: no steady stream at all)
+            out = self.rng.uniform(-NOISE, NOISE, 960)
             if n % CLICK_EVERY == 0 and n > 0:
                 t = np.arange(480) / 48000
                 out[:480] = 16384 * np.sin(2 * np.pi * 2000 * t)
@@ -196,73 +214,143 @@ def run_player(url: str, out: Path) -> None:
 
 # --- the measurement ------------------------------------------------------------------
 
+#: the two jitter-buffer modes run side by side: today's fixed default and the adaptive one
+MODES = ("medium", "adaptive")
+#: the impaired phase: each payload delayed by uniform 0..IMPAIR_JITTER s, IMPAIR_LOSS dropped
+IMPAIR_JITTER = 0.030
+IMPAIR_LOSS = 0.03
+
 
 @dataclass
 class Observed:
-    """What the wrappers in this process saw, in ``time.perf_counter()`` seconds."""
+    """What the wrappers saw for one worker, in ``time.perf_counter()`` seconds."""
 
     arrivals: list[float] = field(default_factory=list)
-    mixed: list[tuple[int, float]] = field(default_factory=list)  # (sample P, time)
+    mixed: list[tuple[int, float]] = field(default_factory=list)  # (sample P, its time)
     packets: list[tuple[int, int, float]] = field(default_factory=list)  # (pts, duration, time)
+    inputs: list[Any] = field(default_factory=list)  # the worker's Input objects
+    handoff: list[float] = field(default_factory=list)  # on_mix -> the encoder starts on it
 
 
-def instrument(obs: Observed) -> None:
+@dataclass
+class Phase:
+    """A stretch of the run: the network as it is, or impaired in front of both workers."""
+
+    name: str
+    start: float  # perf_counter
+    end: float = float("inf")
+    counters: dict[str, tuple[int, int, int]] = field(default_factory=dict)  # at its start
+    final: dict[str, tuple[int, int, int]] = field(default_factory=dict)
+    depth: dict[str, float] = field(default_factory=dict)  # ms, at its end
+
+
+def counters(inputs: list[Any]) -> tuple[int, int, int]:
+    """(late, concealed ticks, lost) summed over a worker's inputs."""
+    return (
+        sum(i.late_frames for i in inputs),
+        sum(i.concealed_ticks for i in inputs),
+        sum(i.lost_frames for i in inputs),
+    )
+
+
+def instrument(obs: dict[str, Observed], impair: dict[str, Any]) -> None:
     """Wrap the input, OutputPipeline.on_mix and Output.offer (class attributes, this process).
 
     The input decodes in the tick: a payload's arrival is when ``push_encoded`` got it,
     and the click onset is seen when its samples reach the jitter buffer
-    (``push_samples``, stamped with the payload's RTP timestamp as pts).
+    (``push_samples``, stamped with the payload's RTP timestamp as pts).  Each worker is
+    told apart by its jitter-buffer mode.  While ``impair["on"]``, every payload is
+    delayed (uniform 0..``IMPAIR_JITTER``) or dropped (``IMPAIR_LOSS``) before it reaches
+    the input, decided by the payload's bytes: both workers get the same impairment.
     """
+    import random
+
     from mixer_ext.core.input import Input
-    from mixer_ext.encode.encoder import EncodedPacket
+    from mixer_ext.encode.encoder import AacEncoder, EncodedPacket
     from mixer_ext.encode.fanout import OutputPipeline
     from mixer_ext.outputs.base import Output
 
     push_encoded, push_samples = Input.push_encoded, Input.push_samples
-    on_mix, offer = OutputPipeline.on_mix, Output.offer
-    last = {"in": -1.0, "mix": -1.0}
+    on_mix, offer, encode = OutputPipeline.on_mix, Output.offer, AacEncoder.encode
+    handed: dict[int, tuple[float, str]] = {}  # id(frame) -> (on_mix time, mode)
+    last = {f"{m}:{k}": -1.0 for m in MODES for k in ("in", "mix")}
     arrived: dict[tuple[int, int], float] = {}  # (input, pts) -> when its payload arrived
+    seen_inputs: set[int] = set()
 
-    def push_encoded_w(self: Any, *args: Any, **kwargs: Any) -> None:
+    def received(self: Any, *args: Any) -> None:
         t = time.perf_counter()
-        push_encoded(self, *args, **kwargs)
+        if id(self) not in seen_inputs:
+            seen_inputs.add(id(self))
+            obs[self.jitter.value].inputs.append(self)
+        push_encoded(self, *args)
         arrived[(id(self), self._ts_ext)] = t
         if len(arrived) > 10_000:
             arrived.clear()
 
-    def push_samples_w(self: Any, pts: int, samples: Any, arrival: float | None = None) -> None:
+    def push_encoded_w(
+        self: Any, codec: Any, seq: int, ts: int, payload: bytes, arrival: float | None = None
+    ) -> None:
+        if not impair["on"]:
+            received(self, codec, seq, ts, payload, arrival)
+            return
+        rng = random.Random(hash(payload))
+        if rng.random() < IMPAIR_LOSS:
+            return
+        d = rng.uniform(0.0, IMPAIR_JITTER)
+        later = None if arrival is None else arrival + d
+        impair["loop"].call_later(d, received, self, codec, seq, ts, payload, later)
+
+    def push_samples_w(self: Any, pts: int, samples: Any, *args: Any, **kwargs: Any) -> None:
         t = arrived.pop((id(self), pts), time.perf_counter())
-        if t - last["in"] > 0.5 and int(np.abs(samples).max()) > ONSET:
-            last["in"] = t
-            obs.arrivals.append(t)
-        push_samples(self, pts, samples, arrival)
+        mode = self.jitter.value
+        if t - last[f"{mode}:in"] > 0.5 and int(np.abs(samples).max()) > ONSET:
+            last[f"{mode}:in"] = t
+            obs[mode].arrivals.append(t)
+        push_samples(self, pts, samples, *args, **kwargs)
 
     def on_mix_w(self: Any, frame: Any) -> None:
         t = time.perf_counter()
+        mode = self.settings.jitter_buffer.value
         loud = np.flatnonzero(np.abs(frame.samples[:, 0].astype(np.int32)) > ONSET)
-        if len(loud) and t - last["mix"] > 0.5:
-            last["mix"] = t
-            obs.mixed.append((int(frame.pts) + int(loud[0]), t))
+        if len(loud) and t - last[f"{mode}:mix"] > 0.5:
+            last[f"{mode}:mix"] = t
+            # in the mix = when the tick ran + where in its 20 ms the onset sounds
+            obs[mode].mixed.append((int(frame.pts) + int(loud[0]), t + int(loud[0]) / 48000))
+        handed[id(frame)] = (time.perf_counter(), mode)
         on_mix(self, frame)
+
+    def encode_w(self: Any, frame: Any) -> Any:
+        got = handed.pop(id(frame), None)
+        if got is not None:
+            obs[got[1]].handoff.append(time.perf_counter() - got[0])
+        if len(handed) > 1000:
+            handed.clear()
+        return encode(self, frame)
 
     def offer_w(self: Any, item: Any) -> None:
         if isinstance(item, EncodedPacket):
-            obs.packets.append((item.pts, item.duration, time.perf_counter()))
+            mode = self.label.rsplit("-", 1)[-1]
+            obs[mode].packets.append((item.pts, item.duration, time.perf_counter()))
         offer(self, item)
 
     Input.push_encoded = push_encoded_w  # type: ignore[method-assign]
     Input.push_samples = push_samples_w  # type: ignore[method-assign]
     OutputPipeline.on_mix = on_mix_w  # type: ignore[method-assign]
     Output.offer = offer_w  # type: ignore[method-assign]
+    AacEncoder.encode = encode_w  # type: ignore[method-assign]
 
 
-def inside_mixer(obs: Observed) -> tuple[list[float], list[float], list[float]]:
-    """(arrival->packet, arrival->mix, mix->packet) seconds per click."""
+def inside_mixer(
+    obs: Observed, since: float = 0.0, until: float = float("inf")
+) -> tuple[list[float], list[float], list[float]]:
+    """(arrival->packet, arrival->mix, mix->packet) seconds per click arriving in the span."""
     total, to_mix, to_packet = [], [], []
     starts = [p[0] for p in obs.packets]
     for sample, t_mix in obs.mixed:
         i = bisect.bisect_right(obs.arrivals, t_mix) - 1
         if i < 0 or t_mix - obs.arrivals[i] > 0.5:
+            continue
+        if not since <= obs.arrivals[i] < until:
             continue
         j = bisect.bisect_right(starts, sample) - 1
         if j < 0 or not (starts[j] <= sample < starts[j] + obs.packets[j][1]):
@@ -323,9 +411,13 @@ def glass_to_player(
     return available, played, players, stalls
 
 
-async def run(seconds: float, tmp: Path) -> tuple[Observed, list[float], dict[str, Any]]:
+async def run(
+    clean: float, impaired: float, tmp: Path
+) -> tuple[dict[str, Observed], list[Phase], list[float], dict[str, Any]]:
+    """One room, one click talker, two workers side by side (``MODES``), the network as
+    it is for ``clean`` seconds, then impaired for ``impaired`` seconds."""
     from mixer_ext.context import load_context
-    from mixer_ext.settings import Settings
+    from mixer_ext.settings import JitterBufferSize, Settings
     from mixer_ext.worker.runner import Worker
 
     port, http_port = free_port(), free_port()
@@ -333,8 +425,10 @@ async def run(seconds: float, tmp: Path) -> tuple[Observed, list[float], dict[st
     env = {**os.environ, "MIXER_ROOM_SECRET": SECRET, "MIXER_LOG_LEVEL": "WARNING"}
     log = open(tmp / "room.log", "wb")  # noqa: SIM115, ASYNC230 - closed below; before any I/O
     procs: list[subprocess.Popen[bytes]] = []
-    obs = Observed()
-    instrument(obs)
+    obs = {m: Observed() for m in MODES}
+    impair: dict[str, Any] = {"on": False, "loop": asyncio.get_running_loop()}
+    instrument(obs, impair)
+    workers: list[tuple[Any, asyncio.Task[Any]]] = []
     try:
         server = subprocess.Popen(  # noqa: ASYNC220 - start-up, nothing runs yet
             [*benchlib.mixer_cmd(), "room-server", "--host", "127.0.0.1", "--port", str(port)],
@@ -342,20 +436,28 @@ async def run(seconds: float, tmp: Path) -> tuple[Observed, list[float], dict[st
         )  # fmt: skip
         procs.append(server)
         benchlib.wait_for_port(port)
-        settings = Settings(
-            room_url=url,
-            room_secret=SECRET,  # type: ignore[arg-type]
-            hls_dir=tmp / "hls",
-            http_port=http_port,
-            log_level="WARNING",
-        )
-        context = load_context(
-            json.dumps(
-                {"room": {"name": ROOM}, "outputs": ["hls:bench"], "maxParticipantDuration": 3600}
+        for mode in MODES:
+            settings = Settings(
+                room_url=url,
+                room_secret=SECRET,  # type: ignore[arg-type]
+                hls_dir=tmp / "hls",
+                # the player listens to the default mode's worker
+                http_port=http_port if mode == Settings().jitter_buffer.value else None,
+                log_level="WARNING",
+                jitter_buffer=JitterBufferSize(mode),
             )
-        )
-        worker = Worker(context, settings)
-        worker_task = asyncio.create_task(worker.run(), name="bench-worker")
+            context = load_context(
+                json.dumps(
+                    {
+                        "room": {"name": ROOM},
+                        "identity": f"bench-{mode}",
+                        "outputs": [f"hls:bench-{mode}"],
+                        "maxParticipantDuration": 3600,
+                    }
+                )
+            )
+            worker = Worker(context, settings)
+            workers.append((worker, asyncio.create_task(worker.run(), name=f"bench-{mode}")))
         talker = subprocess.Popen(  # noqa: ASYNC220 - a fork: ~ms, before the window
             [sys.executable, __file__, "--click-talker", "--url", url],
             env=env, cwd=benchlib.ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
@@ -371,21 +473,39 @@ async def run(seconds: float, tmp: Path) -> tuple[Observed, list[float], dict[st
                     emitted.append(float(parts[2]))
 
         reader = asyncio.create_task(read_clicks(), name="bench-click-reader")
-        playlist = f"http://127.0.0.1:{http_port}/hls/bench/index.m3u8"
+        default = Settings().jitter_buffer.value
+        playlist = f"http://127.0.0.1:{http_port}/hls/bench-{default}/index.m3u8"
         player = subprocess.Popen(  # noqa: ASYNC220 - a fork: ~ms
             [sys.executable, __file__, "--player", "--url", playlist,
              "--out", str(tmp / "player.json")],
             env=env, cwd=benchlib.ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
         )  # fmt: skip
         procs.append(player)
-        await asyncio.sleep(seconds)
+        phases: list[Phase] = []
+        for name, seconds, on in (
+            ("as is", clean, False),
+            (f"+0-{IMPAIR_JITTER * 1e3:.0f} ms, {IMPAIR_LOSS:.0%} loss", impaired, True),
+        ):
+            impair["on"] = on
+            phase = Phase(name, time.perf_counter())
+            phase.counters = {m: counters(obs[m].inputs) for m in MODES}
+            phases.append(phase)
+            await asyncio.sleep(seconds)
+            phase.end = time.perf_counter()
+            phase.final = {m: counters(obs[m].inputs) for m in MODES}
+            phase.depth = {
+                m: max((i.current_depth_samples / 48 for i in obs[m].inputs), default=0.0)
+                for m in MODES
+            }
+        impair["on"] = False
         stop_process(player)
         stop_process(talker)
         await asyncio.wait({reader}, timeout=5)
-        worker.request_stop()
-        await asyncio.wait({worker_task}, timeout=30)
+        for worker, _ in workers:
+            worker.request_stop()
+        await asyncio.wait({task for _, task in workers}, timeout=30)
         seen = json.loads((tmp / "player.json").read_text())
-        return obs, emitted, seen
+        return obs, phases, emitted, seen
     finally:
         for p in reversed(procs):
             stop_process(p)
@@ -403,8 +523,10 @@ def ms(values: list[float]) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="12 s smoke run")
-    parser.add_argument("--seconds", type=float, default=120.0)
+    parser.add_argument("--quick", action="store_true", help="14 s + 10 s smoke run")
+    parser.add_argument("--seconds", type=float, default=90.0, help="network as it is")
+    parser.add_argument("--impaired", type=float, default=60.0, help="then impaired")
+    parser.add_argument("--settle", type=float, default=15.0, help="first seconds not counted")
     parser.add_argument("--click-talker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--player", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
@@ -416,34 +538,67 @@ def main() -> int:
     if args.player:
         run_player(args.url, args.out)
         return 0
-    seconds = 12.0 if args.quick else args.seconds
+    clean, impaired, settle = (
+        (14.0, 10.0, 6.0) if args.quick else (args.seconds, args.impaired, args.settle)
+    )
     from mixer_ext.settings import Settings
 
     defaults = Settings()
     print(f"machine: {benchlib.machine()}")
     print(f"start: {benchlib.load()}")
     method = [
-        "method: one click talker (aiortc, Opus) -> room server -> worker in this process",
-        f"(jitter buffer {defaults.jitter_buffer.value}, AAC, HLS "
-        f"{defaults.hls_segment_duration:g} s segments, list size {defaults.hls_list_size})",
-        f"-> HTTP -> Python player polling every {POLL} s; {seconds:.0f} s, a click every "
-        f"{CLICK_EVERY * 0.02:.2f} s;",
-        "(a) Input.push_encoded arrival -> Output.offer of the AAC packet holding the click",
-        "(wrappers in this process);",
+        "method: one click talker (aiortc, Opus; quiet noise between clicks) -> room server ->",
+        f"two workers in this process side by side, jitter buffer {' vs '.join(MODES)}",
+        f"(default: {defaults.jitter_buffer.value}), each AAC, HLS "
+        f"{defaults.hls_segment_duration:g} s segments, list size {defaults.hls_list_size};",
+        f"the network as it is for {clean:.0f} s (the first {settle:.0f} s not counted: the "
+        "adaptive depth starts at 40 ms),",
+        f"then each payload delayed by uniform 0-{IMPAIR_JITTER * 1e3:.0f} ms and "
+        f"{IMPAIR_LOSS:.0%} dropped in front of both inputs alike for {impaired:.0f} s;",
+        f"a click every {CLICK_EVERY * 0.02:.2f} s;",
+        "(a) Input.push_encoded arrival -> the onset in the mix (tick time + its offset in",
+        "the 20 ms) -> Output.offer of the AAC packet holding it (wrappers in this process);",
         "(b) emission (time.time() when the frame enters the talker's encoder) ->",
         "segment downloaded ('available') / heard by a player that joins at the live edge",
         f"like hls.js ({LIVE_SYNC_COUNT} x target duration behind the end, real time, "
-        "stalls added)",
+        f"stalls added), on the {defaults.jitter_buffer.value} worker -> HTTP -> Python "
+        f"player polling every {POLL} s",
     ]
     print("\n        ".join(method))
     with tempfile.TemporaryDirectory(prefix="bench-latency-") as tmpdir:
-        obs, emitted, seen = asyncio.run(run(seconds, Path(tmpdir)))
-    total, to_mix, to_packet = inside_mixer(obs)
+        obs, phases, emitted, seen = asyncio.run(run(clean, impaired, Path(tmpdir)))
+    default = defaults.jitter_buffer.value
+    counted = [(phases[0], phases[0].start + settle), (phases[1], phases[1].start)]
+    total, to_mix, to_packet = inside_mixer(obs[default], counted[0][1], phases[0].end)
     available, played, players, stalls = glass_to_player(emitted, seen)
     print(f"clicks emitted {len(emitted)}, seen by the player {len(seen['clicks'])}")
-    print(f"(a) in mixer, arrival -> packet to outputs: {ms(total)}")
+    print(f"(a) in mixer, arrival -> packet to outputs: {ms(total)}  [{default}, network as is]")
     print(f"      arrival -> in the mix (jitter buffer + tick): {ms(to_mix)}")
     print(f"      mix -> AAC packet handed to the outputs:      {ms(to_packet)}")
+    print(f"      of which the hand-off to the encoder thread:  {ms(obs[default].handoff)}")
+    print("    side by side, same input, one run (p50 / p99 ms; counts over the phase):")
+    print(
+        f"    {'input':<24} {'jitter buffer':<13} {'arrival->in mix':>17} "
+        f"{'arrival->AAC packet':>21} {'mix->packet p50':>16} {'late':>5} "
+        f"{'concealed':>9} {'lost':>5} {'depth at end':>12}"
+    )
+    for phase, since in counted:
+        for mode in MODES:
+            t, m, k = inside_mixer(obs[mode], since, phase.end)
+            late, conc, lost = (
+                b - a for a, b in zip(phase.counters[mode], phase.final[mode], strict=True)
+            )
+
+            def pp(v: list[float]) -> str:
+                if not v:
+                    return "no samples"
+                return f"{percentile(v, 50) * 1e3:.1f} / {percentile(v, 99) * 1e3:.1f}"
+
+            k50 = f"{percentile(k, 50) * 1e3:.1f}" if k else "-"
+            print(
+                f"    {phase.name:<24} {mode:<13} {pp(m):>17} {pp(t):>21} {k50:>16} "
+                f"{late:>5} {conc:>9} {lost:>5} {phase.depth[mode]:>9.1f} ms  (n={len(t)})"
+            )
     print(f"(b) glass -> segment available at the player:    {ms(available)}")
     print(f"    glass -> played (live-edge player model):    {ms(played)}")
     print(f"    players modelled: {players} join instants, stalls: {stalls}")

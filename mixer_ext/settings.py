@@ -34,7 +34,8 @@ class JitterBufferSize(StrEnum):
     """Jitter buffer sizes, as named by the conference reference, and ``adaptive``.
 
     ``adaptive`` (issue 27.3) sizes itself to the jitter measured on each input, between
-    0 and 60 ms (``large``), starting at 40 ms (``medium``); see ``mixer_ext.core.jitter``.
+    0 and 40 ms (``medium``: never more delay than that fixed default), starting at 40 ms;
+    see ``mixer_ext.core.jitter``.
     """
 
     OFF = "off"
@@ -46,7 +47,7 @@ class JitterBufferSize(StrEnum):
     @property
     def milliseconds(self) -> int:
         """The fixed depth; for ``adaptive`` its upper bound."""
-        return {"off": 0, "small": 20, "medium": 40, "large": 60, "adaptive": 60}[self.value]
+        return {"off": 0, "small": 20, "medium": 40, "large": 60, "adaptive": 40}[self.value]
 
 
 class HlsPlaylistType(StrEnum):
