@@ -69,6 +69,20 @@ def spiky(seconds: float, *, spike_ms: float, every: int, seed: int = 2) -> Trac
     return out
 
 
+def stalls(seconds: float, *, stall_ms: float, every_s: float, jitter_ms: float) -> Trace:
+    """A loaded machine: 0-``jitter_ms`` of jitter, and every ``every_s`` the event loop
+    stalls ``stall_ms``: what arrives meanwhile is stamped at its end, in a burst."""
+    rng = np.random.default_rng(5)
+    out: Trace = []
+    for k in range(int(seconds * 50)):
+        t = k * 20 + 12.1 + rng.uniform(0, jitter_ms)
+        into = t % (every_s * 1000)
+        if into < stall_ms:
+            t += stall_ms - into + rng.uniform(0, 1)
+        out.append((k * T, t * MS))
+    return out
+
+
 def marker(k: int) -> int:
     return 1000 + k % 30000
 
@@ -125,6 +139,12 @@ def test_the_adaptive_depth_follows_the_measured_spread(jitter_ms: float) -> Non
         ("uniform 0-10 ms, 10 % loss", trace(60, 10.0, loss=0.10, seed=3)),
         ("1 frame in 40 delayed 30 ms", spiky(60, spike_ms=30.0, every=40)),
         ("1 frame in 100 delayed 35 ms", spiky(60, spike_ms=35.0, every=100, seed=4)),
+        # the jitter fills the bound: exactly the fixed depth (an aligned pull would lose
+        # whole frames that the fixed depth's straddling pull loses only in part)
+        ("loop stalls 50 ms every 2 s", stalls(60, stall_ms=50, every_s=2, jitter_ms=10)),
+        ("loop stalls 100 ms every 3 s", stalls(60, stall_ms=100, every_s=3, jitter_ms=3)),
+        # the jitter fits below it
+        ("loop stalls 30 ms every 1 s", stalls(60, stall_ms=30, every_s=1, jitter_ms=3)),
     ],
 )
 def test_adaptive_never_underruns_more_than_the_fixed_depth_on_the_same_trace(

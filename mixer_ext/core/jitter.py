@@ -46,6 +46,10 @@ Opus, the usual case) the adaptive buffer instead puts the pull boundaries on
 the sender's frame boundaries (``k = phase (mod tick)``): each pull then needs
 one frame, and the playout point is the highest aligned one at or below
 ``est - depth``: a quantisation of 0-20 ms (10 on average) instead of always 20.
+The whole tick is not only waste: a frame later than the depth by less than it
+loses only its late part (the pull it straddles takes the rest), where an
+aligned pull loses it whole.  So at its bound (the measured jitter fills it)
+the adaptive buffer is exactly the fixed depth, whole-tick rule included.
 It moves up as soon as a whole tick fits, down only once it is more than
 ``ALIGN_HYSTERESIS_SAMPLES`` above ``est - depth`` (the depth's margin covers
 that), and always by whole ticks, so clock drift is followed by a 20 ms step (cross-faded; skip or
@@ -277,7 +281,13 @@ class JitterBuffer:
         T = self.tick_samples
         base = est - self.current_depth_samples
         phase = self._phase
-        if phase is None or self._frame_len != T:
+        if (
+            phase is None
+            or self._frame_len != T
+            or self.current_depth_samples >= self.depth_samples
+        ):
+            # at its bound (the jitter fills it) it is the fixed depth, whole-tick rule and
+            # all: a frame a little later than that then loses only its late part
             self._aligned = None
             return base - T
         held = self._aligned
