@@ -57,7 +57,7 @@ def test_silence_when_nothing_arrives() -> None:
     assert inp.latency_samples == 0
 
 
-# the fixed depths (adaptive sizes itself: tests/test_core_jitter_adaptive.py)
+# the fixed depths (adaptive sizes itself: tests/core/test_jitter_adaptive.py)
 @pytest.mark.parametrize(
     "size", [s for s in JitterBufferSize if s is not JitterBufferSize.ADAPTIVE]
 )
