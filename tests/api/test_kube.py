@@ -1,23 +1,21 @@
 """The Kubernetes launcher: its Job and Secret pass ``kubernetes-validate --strict``, and
 its control flow runs against a local fake of the Kubernetes API.
 
-The fake (``_FakeKube``) is a stand-in for the API server in a unit test of the code
-around the official ``kubernetes`` client: the real client sends real HTTP to it; the
-fake keeps Jobs and Secrets in dicts and answers as the API server does for the calls
-used (create, read, delete, list by label). Nothing here ran on a real cluster.
+The fake (``mixer_ext.testing.fakekube.FakeKube``, shared with the composition Jobs'
+test) is a stand-in for the API server in a unit test of the code around the official
+``kubernetes`` client: the real client sends real HTTP to it; the fake keeps Jobs and
+Secrets in dicts and answers as the API server does for the calls used (create, read,
+delete, list by label). Nothing here ran on a real cluster.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import threading
-import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -35,6 +33,7 @@ from mixer_ext.api.kube import (  # noqa: E402
     job_name,
 )
 from mixer_ext.api.resources import MAX_MAX_DURATION, new_sid  # noqa: E402
+from mixer_ext.testing.fakekube import FakeKube  # noqa: E402
 
 TEMPLATE = JobTemplate(namespace="live", image="mixer-ext:0.1.0", room_secret_name="mixer-room")
 ENV = {
@@ -75,105 +74,17 @@ def test_manifests_validate_strict(version: str) -> None:
         build_job(TEMPLATE, sid, ENV)
 
 
-class _FakeKube(BaseHTTPRequestHandler):
-    jobs: dict[str, dict[str, Any]]
-    secrets: dict[str, dict[str, Any]]
-    #: the IP of every Job's pod (as the Job controller and the kubelet would report it)
-    pod_ip = "10.0.0.1"
-    #: (API group, resource, RBAC verb) of every request, as the API server authorizes it
-    calls: set[tuple[str, str, str]]
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-    def parse_request(self) -> bool:
-        ok = super().parse_request()
-        if ok:
-            url = urlsplit(self.path)
-            parts = url.path.strip("/").split("/")
-            group = parts[1] if parts[0] == "apis" else ""
-            rest = parts[parts.index("namespaces") + 2 :]
-            named = len(rest) > 1
-            verb = {"POST": "create", "DELETE": "delete", "PUT": "update", "PATCH": "patch"}.get(
-                self.command, "get" if named else "list"
-            )
-            if "watch=true" in url.query:
-                verb = "watch"
-            self.calls.add((group, rest[0], verb))
-        return ok
-
-    def _send(self, status: int, body: dict[str, Any]) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def _not_found(self, name: str) -> None:
-        self._send(
-            404,
-            {
-                "kind": "Status",
-                "apiVersion": "v1",
-                "status": "Failure",
-                "reason": "NotFound",
-                "code": 404,
-                "message": f"{name} not found",
-            },
-        )
-
-    def do_POST(self) -> None:
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        body["metadata"]["uid"] = str(uuid.uuid4())
-        store = self.jobs if "/jobs" in self.path else self.secrets
-        store[body["metadata"]["name"]] = body
-        self._send(201, body)
-
-    def do_GET(self) -> None:
-        url = urlsplit(self.path)
-        if url.path.endswith("/pods"):
-            self._send(200, _pods(self))
-            return
-        if url.path.endswith("/jobs"):
-            selector = parse_qs(url.query).get("labelSelector", [""])[0]
-            key, _, value = selector.partition("=")
-            items = [j for j in self.jobs.values() if j["metadata"]["labels"].get(key) == value]
-            self._send(
-                200, {"kind": "JobList", "apiVersion": "batch/v1", "metadata": {}, "items": items}
-            )
-            return
-        name = url.path.rsplit("/", 1)[1]
-        if name not in self.jobs:
-            self._not_found(name)
-            return
-        self._send(200, self.jobs[name])
-
-    def do_DELETE(self) -> None:
-        name = urlsplit(self.path).path.rsplit("/", 1)[1]
-        if self.jobs.pop(name, None) is None:
-            self._not_found(name)
-            return
-        self.secrets.pop(name, None)  # owner reference: garbage-collected with the Job
-        self._send(200, {"kind": "Status", "apiVersion": "v1", "status": "Success"})
-
-
 @pytest.fixture
-def fake_kube() -> Iterator[tuple[KubernetesLauncher, type[_FakeKube]]]:
-    handler = type("Fake", (_FakeKube,), {"jobs": {}, "secrets": {}, "calls": set()})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    cfg = kubernetes.client.Configuration()
-    cfg.host = f"http://127.0.0.1:{server.server_address[1]}"
-    api = kubernetes.client.ApiClient(cfg)
+def fake_kube() -> Iterator[tuple[KubernetesLauncher, FakeKube]]:
+    fake = FakeKube()
+    api = fake.client()
     launcher = KubernetesLauncher(
         TEMPLATE, kubernetes.client.BatchV1Api(api), kubernetes.client.CoreV1Api(api)
     )
-    handler.url = cfg.host
     try:
-        yield launcher, handler
+        yield launcher, fake
     finally:
-        server.shutdown()
+        fake.close()
         api.close()
 
 
@@ -199,22 +110,6 @@ def test_control_flow_against_a_fake_api(fake_kube: Any) -> None:
     assert not launcher.alive(handle)
     launcher.stop(handle)  # stopping twice is harmless (404)
     assert launcher.reconcile() == {}
-
-
-def _pods(fake: Any) -> dict[str, Any]:
-    """The fake's pods: one per Job, at the fake's ``pod_ip`` (as the Job controller would)."""
-    return {
-        "kind": "PodList",
-        "apiVersion": "v1",
-        "metadata": {},
-        "items": [
-            {
-                "metadata": {"name": n + "-x", "labels": j["metadata"]["labels"]},
-                "status": {"podIP": fake.pod_ip},
-            }
-            for n, j in fake.jobs.items()
-        ],
-    }
 
 
 async def test_api_with_the_kubernetes_launcher(
