@@ -134,3 +134,63 @@ def test_media_db_unreadable_or_unwritable(tmp_path: Path) -> None:
         await service.stop()
 
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("what", ["garbage", "truncated", "directory"])
+def test_room_server_refuses_an_unreadable_media_db(tmp_path: Path, what: str) -> None:
+    """``mixer-ext room-server`` (the real CLI, the Twilio front-end on) started against a
+    ``media.sqlite3`` it cannot read: exit 2 and one line on stderr naming the file and
+    what is wrong; the file and the media beside it are left exactly as they were."""
+    import hashlib
+    import sqlite3
+    import subprocess
+
+    from mixer_ext.testing.net import free_port, mixer_ext_cmd
+
+    media = tmp_path / "media"
+    (media / "recordings" / "RM1").mkdir(parents=True)
+    (media / "recordings" / "RM1" / "RT1.mka").write_bytes(b"\x1aE\xdf\xa3 kept as is")
+    db = media / "media.sqlite3"
+    if what == "garbage":
+        db.write_bytes(b"this is not a database" * 100)
+    elif what == "truncated":  # a real database cut short (a disk that lost its tail)
+        full = tmp_path / "full.sqlite3"
+        conn = sqlite3.connect(full)
+        conn.execute("CREATE TABLE recordings (sid TEXT PRIMARY KEY, created REAL, data TEXT)")
+        conn.executemany(
+            "INSERT INTO recordings VALUES (?, 0, ?)", [(f"RT{i}", "x" * 500) for i in range(200)]
+        )
+        conn.commit()
+        conn.close()
+        db.write_bytes(full.read_bytes()[:12288])
+    else:
+        db.mkdir()
+
+    def snapshot() -> dict[str, str]:
+        return {
+            str(p.relative_to(media)): hashlib.sha256(p.read_bytes()).hexdigest()
+            if p.is_file()
+            else "dir"
+            for p in sorted(media.rglob("*"))
+        }
+
+    before = snapshot()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MIXER_")} | {
+        "MIXER_ROOM_SECRET": "s" * 40,
+        "MIXER_ACCOUNT_SID": "AC" + "0" * 32,
+        "MIXER_API_KEYS": "SK" + "0" * 32 + ":api-key-secret",
+        "MIXER_RECORDINGS_DIR": str(media),
+    }
+    proc = subprocess.run(
+        [*mixer_ext_cmd(), "room-server", "--host", "127.0.0.1", "--port", str(free_port())],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert f"the media records {db} cannot be read: " in lines[0], lines[0]
+    assert snapshot() == before
