@@ -31,7 +31,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
 import av
@@ -121,6 +121,8 @@ class MediaService:
         #: rooms completed whose recordings are still being finished, for the hooks
         self._closing: dict[str, RoomRef] = {}
         self._retention: asyncio.Task[None] | None = None
+        #: records created before this are an earlier process's (its rooms are gone)
+        self._started_at = now_utc()
 
     def start(self) -> None:
         """Load the records of an earlier process (``db``), then, in a task: adopt the
@@ -258,7 +260,9 @@ class MediaService:
             await self.adopt()
         except OSError as exc:
             log.warning("adopting stored recordings failed: %s", exc)
+        await self._discard_partial()
         self._resume_compositions()
+        self._reconcile_hooks()
         while True:
             try:
                 gone = set(await asyncio.to_thread(self.store.expire))
@@ -270,6 +274,59 @@ class MediaService:
                     record.status = "deleted"
                     self._save(record)
             await asyncio.sleep(RETENTION_PERIOD)
+
+    async def _discard_partial(self) -> None:
+        """Delete what an earlier process's composition writers left half-written (the
+        ``.part`` files engine.compose renames when complete, the runner's job/status
+        files): never served, never finished.  The compositions they belonged to, if
+        unfinished, run again from the start (``_resume_compositions``).  Kept: those of
+        compositions running here already, and, with a runner whose work survives a
+        restart (a Kubernetes Job), of the unfinished ones it will follow."""
+        keep = set(self._tasks)
+        if getattr(self.workers, "survives_restart", False):
+            keep |= {
+                c.sid for c in self.compositions.values() if c.status in ("enqueued", "processing")
+            }
+        try:
+            gone = await asyncio.to_thread(self.store.discard_partial, keep)
+        except OSError as exc:
+            log.warning("leftover partial files not swept: %s", exc)
+            return
+        if gone:
+            log.info("swept %d partial files an earlier process left: %s", len(gone), gone)
+
+    def _reconcile_hooks(self) -> None:
+        """Compose by the enabled hooks the rooms an earlier process ended without doing
+        so: it stopped (or was killed) before the room completed, or before the hook's
+        composition was enqueued.  Such a room has completed recordings made before this
+        process started and no composition by that hook; a hook composes only rooms that
+        ended after it was created, as it would have live.  (When the history limit has
+        dropped compositions, rooms older than the oldest kept one are left alone.)"""
+        hooks = [h for h in self.hooks.values() if h.enabled]
+        if not hooks:
+            return
+        ended: dict[str, datetime] = {}
+        for r in self.recordings.values():
+            if r.status == "completed" and r.created < self._started_at:
+                end = r.created + timedelta(seconds=r.duration)
+                ended[r.room_sid] = max(ended.get(r.room_sid, end), end)
+        done = {(c.room_sid, c.hook_sid) for c in self.compositions.values() if c.hook_sid}
+        horizon = None
+        if len(self.compositions) >= HISTORY:
+            horizon = next(iter(self.compositions.values())).created
+        for room_sid, end in sorted(ended.items(), key=lambda item: item[1]):
+            if self.is_recording(room_sid) or room_sid in self._closing:
+                continue
+            if horizon is not None and end < horizon:
+                continue
+            todo = [h for h in hooks if (room_sid, h.sid) not in done and h.created <= end]
+            if todo:
+                log.info(
+                    "room %s ended while the room server was down: composed by %s",
+                    room_sid,
+                    ", ".join(h.sid for h in todo),
+                )
+                self._compose_by_hooks(room_sid, todo)
 
     # ------------------------------------------------------------------ recordings
     def start_recording(
@@ -393,21 +450,25 @@ class MediaService:
             r.room_sid == room_sid and r.status == "completed" for r in self.recordings.values()
         ):
             return
-        for hook in self.hooks.values():
-            if hook.enabled:
-                spec = m.CompositionCreate(
-                    room_sid=room_sid,
-                    audio_sources=hook.audio_sources,
-                    audio_sources_excluded=hook.audio_sources_excluded,
-                    trim=hook.trim,
-                    format=hook.format,
-                    status_callback=hook.status_callback,
-                    status_callback_method=hook.status_callback_method,
-                )
-                try:
-                    self.create_composition(spec, hook_sid=hook.sid)
-                except RestError as exc:
-                    log.warning("hook %s: room %s not composed: %s", hook.sid, room_sid, exc)
+        self._compose_by_hooks(room_sid, [h for h in self.hooks.values() if h.enabled])
+
+    def _compose_by_hooks(self, room_sid: str, hooks: list[m.HookRecord]) -> None:
+        for hook in hooks:
+            spec = m.CompositionCreate(
+                room_sid=room_sid,
+                audio_sources=hook.audio_sources,
+                audio_sources_excluded=hook.audio_sources_excluded,
+                trim=hook.trim,
+                format=hook.format,
+                status_callback=hook.status_callback,
+                status_callback_method=hook.status_callback_method,
+            )
+            try:
+                record = self.create_composition(spec, hook_sid=hook.sid)
+            except RestError as exc:
+                log.warning("hook %s: room %s not composed: %s", hook.sid, room_sid, exc)
+            else:
+                log.info("hook %s: room %s composed as %s", hook.sid, room_sid, record.sid)
 
     def recording(self, sid: str, room_sid: str | None = None) -> m.RecordingRecord:
         record = self.recordings.get(sid)

@@ -15,6 +15,10 @@ older than ``MIXER_RECORDINGS_RETENTION_DAYS`` (the REST resources keep their me
 ``MediaUrlSigner`` makes the temporary URLs a ``…/Media`` request redirects to: the key and
 an expiry signed with HMAC-SHA256 under a server secret; a URL whose expiry passed, or
 whose key or expiry was changed, is refused.
+
+``discard_partial`` deletes what a killed composition writer left under a temporary name
+(a room server start does it; recordings have none: they are written in place, live
+Matroska, and decode up to their last second after a SIGKILL).
 """
 
 from __future__ import annotations
@@ -30,6 +34,13 @@ from typing import Protocol
 
 #: what a key may look like: a few safe path segments, no "..", no absolute path
 _KEY = re.compile(r"^(recordings|compositions)(/[A-Za-z0-9_-]+)+\.[a-z0-9]{2,4}$")
+
+
+#: a composition's temporary file: ``.CJ….{mp4,webm,json}.<pid>.part``, ``.CJ….job.json``,
+#: ``.CJ….status.json`` (and its ``.<pid>.tmp``); group 1 is the composition's SID
+_TEMPORARY = re.compile(
+    r"^\.(CJ[0-9a-f]{32})[^/]*(\.part|\.job\.json|\.status\.json|\.status\.json\.\d+\.tmp)$"
+)
 
 
 class StorageFull(RuntimeError):
@@ -60,6 +71,8 @@ class MediaStore(Protocol):
     def ensure_space(self) -> None: ...
 
     def expire(self, now: float | None = None) -> list[str]: ...
+
+    def discard_partial(self, keep: set[str]) -> list[str]: ...
 
 
 class LocalMediaStore:
@@ -132,6 +145,23 @@ class LocalMediaStore:
                         path.unlink(missing_ok=True)
                         gone.append(key)
         return sorted(gone)
+
+    def discard_partial(self, keep: set[str]) -> list[str]:
+        """Delete the temporary files of compositions (``compositions/.CJ….part``, the
+        Kubernetes runner's ``.CJ….job.json``/``.status.json`` and their ``.tmp``) except
+        those of the SIDs in ``keep``; returns the names deleted."""
+        base = self.root / "compositions"
+        if not base.is_dir():
+            return []
+        gone: list[str] = []
+        for path in sorted(base.iterdir()):
+            name = path.name
+            match = _TEMPORARY.match(name)
+            if match is None or match.group(1) in keep or not path.is_file():
+                continue
+            path.unlink(missing_ok=True)
+            gone.append(name)
+        return gone
 
 
 class MediaUrlSigner:

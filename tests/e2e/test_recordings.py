@@ -184,12 +184,20 @@ async def test_room_recorded_downloaded_and_composed(tmp_path: Path) -> None:
         await hooks.cleanup()
 
 
+def server_log(path: Path, sid: str) -> str:
+    """The lines of a server's log that name ``sid``."""
+    return "\n".join(line for line in path.read_text().splitlines() if sid in line)
+
+
 async def test_a_sigkilled_room_server_leaves_decodable_recordings(tmp_path: Path) -> None:
     """``mixer-ext room-server`` recording two talkers is killed with SIGKILL: each track's
     file decodes to its own tone up to about its last second, and a new server on the same
-    directory lists them (adopted from the files' own tags) and composes them.  (Before the
-    recorder's live Matroska options a killed writer left undecodable files:
-    ``test_recorder``.)"""
+    directory lists them ``completed`` (the records left ``processing`` finished from the
+    files' own tags) and composes them.  A CompositionHook enabled before the kill composes
+    the room the killed server never completed, once, on the next start (reconciliation
+    over the media records); a half-written composition (``.part``) left by a killed
+    worker is swept at that start.  (Before the recorder's live Matroska options a killed
+    writer left undecodable files: ``test_recorder``.)"""
     import signal
 
     from mixer_ext.connectors.embedded import RoomClient
@@ -217,6 +225,14 @@ async def test_a_sigkilled_room_server_leaves_decodable_recordings(tmp_path: Pat
     ]
     with processes() as procs:
         server = start_room_server(procs, port, env, tmp_path / "server.log")
+        c = Client(API_KEY_SID, API_KEY_SECRET, ACCOUNT_SID)
+        c.video.base_url = f"http://127.0.0.1:{port}"
+        hook = await asyncio.to_thread(
+            c.video.v1.composition_hooks.create,
+            friendly_name="after-a-crash",
+            audio_sources=["*"],
+            format="webm",
+        )
         try:
             connected = []
             for t in talkers:
@@ -243,6 +259,10 @@ async def test_a_sigkilled_room_server_leaves_decodable_recordings(tmp_path: Pat
             if tone_level(pcm, hz, 0.3, seconds - 0.1) > 0.1:
                 heard.add(hz)
     assert heard == {440, 1000}
+    # what a composition worker killed mid-way leaves (the output under a temporary name)
+    leftover = media / "compositions" / ".CJ0123456789abcdef0123456789abcdef.webm.4242.part"
+    leftover.parent.mkdir(parents=True, exist_ok=True)
+    leftover.write_bytes(b"\x1aE\xdf\xa3 half a webm")
 
     # a new server on the same directory adopts them: listed completed, composable
     port2 = free_port()
@@ -263,3 +283,12 @@ async def test_a_sigkilled_room_server_leaves_decodable_recordings(tmp_path: Pat
             lambda: (x := api.compositions(comp.sid).fetch()).status == "completed" and x
         )
         assert done.duration >= 2
+        # the hook composed the room the killed server left (once), and the leftover is gone
+        hooked = await until(
+            lambda: [x for x in api.compositions.list(room_sid=room_sid) if x.sid != comp.sid]
+        )
+        assert len(hooked) == 1
+        await until(lambda: api.compositions(hooked[0].sid).fetch().status == "completed")
+        assert hook.sid in server_log(tmp_path / "server2.log", hooked[0].sid)
+        assert not leftover.exists()
+        assert api.recordings.list(status="processing") == []

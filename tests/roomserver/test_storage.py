@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -194,3 +195,104 @@ def test_room_server_refuses_an_unreadable_media_db(tmp_path: Path, what: str) -
     assert len(lines) == 1, proc.stderr
     assert f"the media records {db} cannot be read: " in lines[0], lines[0]
     assert snapshot() == before
+
+
+async def test_hooks_compose_the_rooms_an_earlier_process_left(tmp_path: Path) -> None:
+    """Reconciliation over the media records at start: a room whose recordings completed
+    in an earlier process, with no composition by an enabled hook, is composed by it once
+    (a second start composes nothing more); a room the hook composed already, a room that
+    ended before the hook existed, a disabled hook and a hook made after the room ended
+    compose nothing; a composition's leftover ``.part`` is swept.  A unit test of
+    ``MediaService``: the runner is a stand-in that returns a result without mixing (the
+    mix itself: tests/roomserver/compose); the end-to-end case (a SIGKILLed server, the real runner) is tests/e2e/test_recordings.py."""
+    import asyncio
+    from datetime import timedelta
+
+    from mixer_ext.roomserver.compose.engine import CompositionResult
+    from mixer_ext.roomserver.compose.spec import CompositionJob
+    from mixer_ext.roomserver.mediadb import MediaDb
+    from mixer_ext.roomserver.recordings import MediaService
+    from mixer_ext.roomserver.twilio import media_rest as m
+    from mixer_ext.roomserver.twilio.rest import now_utc
+
+    ran: list[str] = []
+
+    class Runner:  # a stand-in: records what would run
+        async def run(
+            self, job: CompositionJob, on_progress: Any = None, on_started: Any = None
+        ) -> CompositionResult:
+            ran.append(job.output.stem)
+            if on_started is not None:
+                on_started()
+            return CompositionResult(duration=1.0, size=1, channels=1, min_gain=1.0)
+
+        def close(self) -> None:
+            pass
+
+    root = tmp_path / "media"
+    db = MediaDb(root / "media.sqlite3")
+    t0 = now_utc() - timedelta(hours=2)
+
+    def hook(sid: str, created: Any, enabled: bool = True) -> m.HookRecord:
+        return m.HookRecord(
+            sid=sid, account_sid="AC1", friendly_name=sid, enabled=enabled, audio_sources=["*"],
+            audio_sources_excluded=[], trim=True, format="webm", status_callback=None,
+            status_callback_method="POST", created=created, updated=created,
+        )  # fmt: skip
+
+    def recording(room: str, n: int, created: Any) -> None:
+        key = f"recordings/{room}/RT{n}.mka"
+        (root / key).parent.mkdir(parents=True, exist_ok=True)
+        (root / key).write_bytes(b"media")
+        db.save(
+            m.RecordingRecord(
+                sid=f"RT{n}", account_sid="AC1", room_sid=room, participant_sid="PA1",
+                source_sid=f"TR{n}", track_name=f"t{n}", key=key, status="completed",
+                duration=60.0, created=created,
+            )
+        )  # fmt: skip
+
+    db.save(hook("HKon", t0))
+    db.save(hook("HKoff", t0, enabled=False))
+    db.save(hook("HKlate", t0 + timedelta(hours=1)))  # made after RMleft and RMdone ended
+    recording("RMleft", 1, t0 + timedelta(minutes=1))
+    recording("RMleft", 2, t0 + timedelta(minutes=2))
+    recording("RMdone", 3, t0 + timedelta(minutes=1))
+    recording("RMold", 4, t0 - timedelta(hours=1))  # ended before any hook existed
+    done = m.CompositionRecord(
+        sid="CJ" + "d" * 32, account_sid="AC1", room_sid="RMdone", audio_sources=["*"],
+        audio_sources_excluded=[], trim=True, format="webm", key=f"compositions/CJ{'d' * 32}.webm",
+        hook_sid="HKon", status="completed",
+    )  # fmt: skip
+    db.save(done)
+    db.close()
+    leftover = root / "compositions" / f".CJ{'e' * 32}.webm.77.part"
+    leftover.parent.mkdir(parents=True, exist_ok=True)
+    leftover.write_bytes(b"half")
+
+    async def start() -> MediaService:
+        service = MediaService(
+            LocalMediaStore(root, min_free_bytes=0),
+            Runner(),
+            account_sid="AC1",
+            send=lambda *a: None,
+            next_sequence=lambda _sid: 0,
+            db=MediaDb(root / "media.sqlite3"),
+        )
+        service.start()
+        for _ in range(100):
+            if not leftover.exists() and not service._tasks:
+                break
+            await asyncio.sleep(0.05)
+        return service
+
+    service = await start()
+    made = [c for c in service.compositions.values() if c.sid != done.sid]
+    assert [(c.room_sid, c.hook_sid, c.status) for c in made] == [("RMleft", "HKon", "completed")]
+    assert ran == [made[0].sid]
+    assert not leftover.exists()
+    await service.stop()
+
+    again = await start()  # composed once: nothing more on the next start
+    assert len(again.compositions) == 2 and ran == [made[0].sid]
+    await again.stop()

@@ -216,6 +216,9 @@ class KubeCompositionJobs:
         batch, _core = clients()
         return cls(ComposeJobTemplate.from_settings(settings), batch, settings.composition_workers)
 
+    #: a Job goes on while the room server restarts; the next server follows it
+    survives_restart = True
+
     def close(self) -> None:
         self._closing = True
 
@@ -303,6 +306,8 @@ class KubeCompositionJobs:
             raise
         finally:
             if finished or not self._closing:
-                for path in job_files(self.t, sid):
+                # the job and status files, and what a failed or deleted pod half-wrote
+                parts = list(job_files(self.t, sid)[0].parent.glob(f".{sid}*.part"))
+                for path in [*job_files(self.t, sid), *parts]:
                     with contextlib.suppress(OSError):
                         path.unlink(missing_ok=True)
