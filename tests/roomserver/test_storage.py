@@ -204,7 +204,8 @@ async def test_hooks_compose_the_rooms_an_earlier_process_left(tmp_path: Path) -
     ended before the hook existed, a disabled hook and a hook made after the room ended
     compose nothing; a composition's leftover ``.part`` is swept.  A unit test of
     ``MediaService``: the runner is a stand-in that returns a result without mixing (the
-    mix itself: tests/roomserver/compose); the end-to-end case (a SIGKILLed server, the real runner) is tests/e2e/test_recordings.py."""
+    mix itself: tests/roomserver/compose); the end-to-end case (a SIGKILLed server, the
+    real runner) is tests/e2e/test_recordings.py."""
     import asyncio
     from datetime import timedelta
 
