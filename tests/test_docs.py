@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import ROOT
+from tests.support.env import ROOT
 
 #: the README says what it is, the two commands and one short path per audience
 README_MAX_LINES = 200

@@ -20,6 +20,7 @@ from mixer_ext.roomserver.tokens import mint_token
 from mixer_ext.settings import EventLoop, load_settings
 from mixer_ext.sim.tracks import ToneTrack
 from mixer_ext.testing.net import ROOT, free_port, mixer_ext_cmd
+from mixer_ext.testing.spectrum import peak_hz
 from tests.support.process_util import processes, start_room_server
 
 SECRET = "eventloop-test-secret-0123456789abcdef"
@@ -92,7 +93,6 @@ async def test_the_room_server_on_uvloop_forwards_a_tone(tmp_path: Path) -> None
             await bot.disconnect()
             await alice.disconnect()
         audio = np.concatenate(chunks[10:]).astype(np.float64)
-        spectrum = np.abs(np.fft.rfft(audio * np.hanning(len(audio))))
-        peak_hz = np.argmax(spectrum) * 48_000 / len(audio)
-        assert abs(peak_hz - 440.0) < 5, peak_hz
+        heard = peak_hz(audio, 48_000)
+        assert abs(heard - 440.0) < 5, heard
         assert "event loop: uvloop" in server.log(), server.log()[-2000:]

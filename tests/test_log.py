@@ -18,7 +18,7 @@ import threading
 import time
 from pathlib import Path
 
-from tests.conftest import ROOT, mixer_ext_cmd
+from tests.support.env import ROOT, mixer_ext_cmd
 
 KEY = "sk_live_Zq8VtQ3mPw"
 

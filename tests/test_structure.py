@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.support.env import ROOT
 
 PACKAGE = "mixer_ext.roomserver"
 SOURCE = ROOT / "mixer_ext" / "roomserver"

@@ -42,15 +42,6 @@ def s16_frame(samples: Int16Block, pts: int, rate: int = SAMPLE_RATE) -> av.Audi
     return f
 
 
-def amplitude_at(signal: npt.NDArray[np.float64], freq: float, rate: int = SAMPLE_RATE) -> float:
-    """Amplitude of the sine at ``freq`` in ``signal`` (Hann-windowed FFT, peak-corrected)."""
-    n = len(signal)
-    w = np.hanning(n)
-    spec = np.abs(np.fft.rfft(signal * w))
-    k = round(freq * n / rate)
-    return float(spec[k - 2 : k + 3].max() * 2 / w.sum())
-
-
 def max_step(x: npt.NDArray[np.int16]) -> int:
     """Largest sample-to-sample change (either channel): a click shows up here."""
     return int(np.abs(np.diff(x.astype(np.int32), axis=0)).max())

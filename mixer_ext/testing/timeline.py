@@ -13,7 +13,7 @@ import numpy as np
 import numpy.typing as npt
 
 from mixer_ext.core.frames import SAMPLE_RATE
-from mixer_ext.testing.core import amplitude_at
+from mixer_ext.testing.spectrum import amplitude_at
 
 FloatArray = npt.NDArray[np.float64]
 

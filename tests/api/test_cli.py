@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT, free_port, mixer_ext_cmd
+from tests.support.env import ROOT, free_port, mixer_ext_cmd
 
 
 def _env_without_mixer() -> dict[str, str]:

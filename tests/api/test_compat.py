@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from mixer_ext.api import resources as r
-from tests.api.test_routes import AUTH, RecordingLauncher, _client
+from tests.support.api import AUTH, RecordingLauncher, _client
 
 ROOM_SID = "RM" + "c" * 32
 

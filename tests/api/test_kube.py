@@ -19,6 +19,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from mixer_ext.testing.wait import until, until_sync
+
 kubernetes = pytest.importorskip("kubernetes")
 import kubernetes_validate  # noqa: E402
 
@@ -120,7 +122,6 @@ async def test_api_with_the_kubernetes_launcher(
     creating a processor creates its Job and Secret, the stream is proxied from the pod's
     HTTP endpoint behind the grant, a restarted API re-adopts the Job from the cluster and
     fails a processor whose Job vanished, and ending deletes the Job."""
-    import asyncio
 
     from aiohttp import web
     from aiohttp.test_utils import TestClient, TestServer
@@ -168,13 +169,6 @@ async def test_api_with_the_kubernetes_launcher(
         await plane.start()
         return client, plane, jobs
 
-    async def until(what: str, check: Any) -> None:
-        for _ in range(100):
-            if check():
-                return
-            await asyncio.sleep(0.05)
-        raise AssertionError(what)
-
     client, plane, _ = await api()
     try:
         vj = (await (await client.post("/v1/PlayerStreamers", headers=auth)).json())["sid"]
@@ -184,7 +178,7 @@ async def test_api_with_the_kubernetes_launcher(
         assert resp.status == 201, await resp.text()
         zx = (await resp.json())["sid"]
         name = job_name(zx)
-        await until("the Job is created", lambda: name in fake.jobs)
+        await until(lambda: name in fake.jobs, 5, "the Job is created")
         job_env = fake.jobs[name]["spec"]["template"]["spec"]["containers"][0]["env"]
         env = {e["name"]: e for e in job_env}
         assert env["MIXER_ROOM_URL"]["value"] == "ws://room.live.svc:7880"
@@ -204,7 +198,7 @@ async def test_api_with_the_kubernetes_launcher(
         assert fake.secrets[name]["stringData"]["context.json"] == ctx
 
         # listeners: the grant's URL, proxied from the pod (once a listing has seen it)
-        await until("the pod is listed", lambda: plane.stream_base(vj) is not None)
+        await until(lambda: plane.stream_base(vj) is not None, 5, "the pod is listed")
         grant = await client.post(f"/v1/PlayerStreamers/{vj}/PlaybackGrant", headers=auth)
         url = urlsplit((await grant.json())["grant"]["playbackUrl"])
         master = await (await client.get(f"{url.path}?{url.query}")).text()
@@ -228,7 +222,7 @@ async def test_api_with_the_kubernetes_launcher(
             f"/v1/MediaProcessors/{zx}", data={"Status": "ended"}, headers=auth
         )
         assert (await resp.json())["ended_reason"] == "ended-via-api"
-        await until("the Job is deleted", lambda: name not in fake.jobs)
+        await until(lambda: name not in fake.jobs, 5, "the Job is deleted")
         assert name not in fake.secrets
         # another processor, whose Job then vanishes while the API is down
         vj2 = (await (await client.post("/v1/PlayerStreamers", headers=auth)).json())["sid"]
@@ -236,7 +230,7 @@ async def test_api_with_the_kubernetes_launcher(
         zx2 = (await (await client.post("/v1/MediaProcessors", data=form, headers=auth)).json())[
             "sid"
         ]
-        await until("the second Job is created", lambda: job_name(zx2) in fake.jobs)
+        await until(lambda: job_name(zx2) in fake.jobs, 5, "the second Job is created")
     finally:
         await client.close()
         await plane.stop()
@@ -314,7 +308,6 @@ def test_mixer_ext_api_runs_with_the_charts_settings(fake_kube: Any, tmp_path: P
     import os
     import signal
     import subprocess
-    import time
     import urllib.error
     import urllib.parse
     import urllib.request
@@ -359,12 +352,6 @@ def test_mixer_ext_api_runs_with_the_charts_settings(fake_kube: Any, tmp_path: P
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read()
 
-    def until(what: str, check: Any) -> None:
-        deadline = time.monotonic() + 20
-        while not check():
-            assert time.monotonic() < deadline, what
-            time.sleep(0.05)
-
     api = subprocess.Popen(
         [*mixer_ext_cmd(), "api", "--host", "127.0.0.1", "--port", str(port)],
         env=env,
@@ -383,7 +370,7 @@ def test_mixer_ext_api_runs_with_the_charts_settings(fake_kube: Any, tmp_path: P
         )  # fmt: skip
         assert status == 201, zx
         name = job_name(zx["sid"])
-        until("the Job is created", lambda: name in fake.jobs)
+        until_sync(lambda: name in fake.jobs, 20, "the Job is created")
         job = fake.jobs[name]
         assert job["metadata"]["namespace"] == settings["MIXER_API_KUBE_NAMESPACE"]
         pod = job["spec"]["template"]["spec"]
@@ -402,12 +389,12 @@ def test_mixer_ext_api_runs_with_the_charts_settings(fake_kube: Any, tmp_path: P
         }
         assert init["args"][init["args"].index("--room") + 1] == "RM1"
         assert "chart-auth-token" not in json.dumps(job)
-        until("the Secret is created", lambda: name in fake.secrets)  # after the Job
+        until_sync(lambda: name in fake.secrets, 20, "the Secret is created")  # after the Job
         status_url = fake.secrets[name]["stringData"]["status-callback-url"]
         assert status_url.startswith(settings["MIXER_API_INTERNAL_URL"] + "/internal/workers/")
         status, ended = call("POST", f"/v1/MediaProcessors/{zx['sid']}", {"Status": "ended"})
         assert status == 200 and ended["ended_reason"] == "ended-via-api", ended
-        until("the Job is deleted", lambda: name not in fake.jobs)
+        until_sync(lambda: name not in fake.jobs, 20, "the Job is deleted")
         api.send_signal(signal.SIGTERM)
         assert api.wait(timeout=20) == 0
     finally:

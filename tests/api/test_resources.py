@@ -9,51 +9,14 @@ from __future__ import annotations
 import datetime
 import re
 import time
-from dataclasses import replace
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
 from mixer_ext.api import resources as r
 from mixer_ext.api import signing
-
-PUBLIC = "http://api.example:8080"
-ACCOUNT = "AC" + "a" * 32
-CTX = '{"room": {"name": "r1"}, "outputs": ["VJ' + "0" * 32 + '"]}'
-
-
-def processor(**kw: object) -> r.MediaProcessor:
-    base = r.MediaProcessor(
-        sid=r.new_sid("ZX"),
-        account_sid=ACCOUNT,
-        extension="audio-mixer-v1",
-        extension_context=CTX,
-        status=r.ProcessorStatus.STARTED,
-        ended_reason=None,
-        error_message=None,
-        status_callback="http://cb.example/hook",
-        status_callback_method="POST",
-        max_duration=300,
-        date_created=1_700_000_000.5,
-        date_updated=1_700_000_000.5,
-    )
-    return replace(base, **kw)  # type: ignore[arg-type]
-
-
-def streamer(**kw: object) -> r.PlayerStreamer:
-    base = r.PlayerStreamer(
-        sid=r.new_sid("VJ"),
-        account_sid=ACCOUNT,
-        video=True,
-        status=r.StreamerStatus.CREATED,
-        ended_reason=None,
-        status_callback=None,
-        status_callback_method="POST",
-        max_duration=300,
-        date_created=1_700_000_000.0,
-        date_updated=1_700_000_000.0,
-    )
-    return replace(base, **kw)  # type: ignore[arg-type]
+from tests.support.api import CTX, PUBLIC, processor, streamer
+from tests.support.api import RESOURCE_ACCOUNT as ACCOUNT
 
 
 def test_sids_and_dates() -> None:

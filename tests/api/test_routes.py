@@ -16,65 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestServer
 from twilio.request_validator import RequestValidator
 
 from mixer_ext.api.callbacks import CallbackDispatcher
 from mixer_ext.api.client import basic_authorization
-from mixer_ext.api.config import ApiSettings
-from mixer_ext.api.launcher import LocalLauncher
 from mixer_ext.api.plane import ControlPlane
-from mixer_ext.api.routes import build_app
 from mixer_ext.api.store import Store
-from tests.api.test_resources import processor
-
-ACCOUNT = "AC" + "2" * 32
-TOKEN = "unit-auth-token"
-KEY_SID = "SK" + "3" * 32
-
-
-class RecordingLauncher(LocalLauncher):
-    """Starts no process: records start/stop calls (unit-test stand-in, see docstring)."""
-
-    def __init__(self, data_dir: Path) -> None:
-        super().__init__(data_dir)
-        self.started: list[str] = []
-        self.stopped: list[dict[str, Any]] = []
-        self.running: set[int] = set()
-
-    def start(self, sid: str, context_text: str, env: dict[str, str]) -> dict[str, Any]:
-        self.started.append(sid)
-        pid = 10_000 + len(self.started)
-        self.running.add(pid)
-        return {"pid": pid, "start_time": 1}
-
-    def stop(self, handle: dict[str, Any]) -> None:
-        self.stopped.append(handle)
-        self.running.discard(handle["pid"])
-
-    def alive(self, handle: dict[str, Any]) -> bool:
-        return handle["pid"] in self.running
-
-    adopt = alive
-
-
-async def _client(tmp_path: Path, **cfg: Any) -> tuple[TestClient[Any, Any], ControlPlane]:
-    settings = ApiSettings(
-        account_sid=ACCOUNT,
-        auth_token=TOKEN,
-        api_keys=f"{KEY_SID}:key-secret",
-        api_data_dir=tmp_path,
-        api_public_url="https://media.example.com",
-        **cfg,
-    )
-    plane = ControlPlane(settings, "127.0.0.1", 0, RecordingLauncher(tmp_path))
-    client = TestClient(TestServer(build_app(plane)))
-    await client.start_server()
-    return client, plane
-
-
-#: HTTP Basic with the account SID and auth token, what the twilio client sends
-AUTH = {"Authorization": basic_authorization(ACCOUNT, TOKEN)}
+from tests.support.api import ACCOUNT, AUTH, KEY_SID, TOKEN, RecordingLauncher, _client, processor
 
 
 async def test_errors_are_twilio_shaped(tmp_path: Path) -> None:

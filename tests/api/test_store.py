@@ -8,7 +8,7 @@ from pathlib import Path
 
 from mixer_ext.api import resources as r
 from mixer_ext.api.store import MIGRATIONS, Store
-from tests.api.test_resources import processor, streamer
+from tests.support.api import processor, streamer
 
 
 def test_fresh_database_is_wal_and_migrated(tmp_path: Path) -> None:

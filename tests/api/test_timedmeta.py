@@ -18,7 +18,7 @@ from typing import Any
 from mixer_ext.api import timedmeta as tm
 from mixer_ext.core.payload import MAX_APP_METADATA_BYTES
 from mixer_ext.worker.appmeta import AppMetadataPoller, metadata_url
-from tests.api.test_routes import AUTH, _client
+from tests.support.api import AUTH, _client
 
 
 async def _streaming(client: Any, plane: Any) -> tuple[str, str]:

@@ -14,8 +14,8 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.conftest import ROOT, free_port, require_path, require_program
-from tests.e2e.test_api import ACCOUNT, SECRET, TOKEN, _Api
+from tests.support.api_process import ACCOUNT, SECRET, TOKEN, _Api
+from tests.support.env import ROOT, free_port, require_path, require_program
 from tests.support.player_util import check_played_live_stream, drive_player
 from tests.support.process_util import Proc, processes, wait_for_port
 

@@ -34,9 +34,9 @@ from aiohttp import web
 
 from mixer_ext.serve.http import HttpEndpoint
 from mixer_ext.settings import Settings
-from tests.browser.test_llhls import LiveTone
-from tests.conftest import ROOT, free_port, require_path, require_program
-from tests.e2e.test_api import ACCOUNT, SECRET, TOKEN, _Api
+from tests.support.api_process import ACCOUNT, SECRET, TOKEN, _Api
+from tests.support.env import ROOT, free_port, require_path, require_program
+from tests.support.llhls_util import LiveTone
 from tests.support.process_util import Proc, processes, wait_for_port
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]

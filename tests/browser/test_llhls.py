@@ -11,25 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 import os
-import threading
-import time
 from collections.abc import AsyncIterator
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-import av
-import numpy as np
 import pytest
 
 from mixer_ext.hls.origin import HlsOrigin
-from mixer_ext.hls.tspart import AudioPacket
-from mixer_ext.hls.writer import PartedStreamWriter
 from mixer_ext.serve.http import HttpEndpoint
 from mixer_ext.settings import Settings
-from tests.conftest import require_path, require_program
+from tests.support.env import require_path, require_program
+from tests.support.llhls_util import LiveTone
 
 ROOT = Path(__file__).resolve().parents[2]
 DRIVER = ROOT / "tests" / "browser" / "pages" / "llhls_check.mjs"
@@ -40,50 +33,6 @@ RATE = 48000
 PLAY_S = 30.0
 #: seconds after playback starts in which a start-up stall is tolerated (see below)
 STARTUP_S = 3.0
-
-
-class LiveTone:
-    """Encodes a tone in real time (start + n x 1024 samples) into a PartedStreamWriter."""
-
-    def __init__(
-        self,
-        directory: Path,
-        origin: HlsOrigin,
-        name: str,
-        *,
-        part_target: float = 0.2,
-        part_hold_back: float | None = None,
-    ) -> None:
-        self.enc: Any = av.CodecContext.create("aac", "w")
-        self.enc.sample_rate, self.enc.layout, self.enc.format = RATE, "stereo", "fltp"
-        self.enc.bit_rate, self.enc.time_base = 128000, Fraction(1, RATE)
-        self.enc.open()
-        self.writer = PartedStreamWriter(
-            directory,
-            extradata=bytes(self.enc.extradata or b""),
-            bit_rate=128000,
-            part_target=part_target,
-            part_hold_back=part_hold_back,
-            on_change=lambda: origin.notify_threadsafe(name),
-        )
-        directory.mkdir(parents=True, exist_ok=True)
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="live-tone", daemon=True)
-
-    def _run(self) -> None:
-        start, n = time.monotonic(), 0
-        while not self.stop.is_set():
-            t = (np.arange(1024) + n * 1024) / RATE
-            x = (0.2 * np.sin(2 * math.pi * 440 * t)).astype(np.float32)
-            frame = av.AudioFrame.from_ndarray(np.stack([x, x]), "fltp", "stereo")
-            frame.sample_rate, frame.pts = RATE, n * 1024
-            for p in self.enc.encode(frame):
-                self.writer.audio(AudioPacket(bytes(p), int(p.pts), int(p.duration or 1024)))
-            n += 1
-            delay = start + n * 1024 / RATE - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-        self.writer.close(end_of_stream=True)
 
 
 @pytest.fixture

@@ -34,7 +34,7 @@ from mixer_ext.core.payload import MetadataPayload
 from mixer_ext.encode.fanout import OutputPipeline
 from mixer_ext.serve.http import HttpEndpoint
 from mixer_ext.settings import Settings
-from tests.conftest import ROOT, require_path, require_program
+from tests.support.env import ROOT, require_path, require_program
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

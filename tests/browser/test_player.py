@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, require_path, require_program
+from tests.support.env import ROOT, require_path, require_program
 from tests.support.player_util import (
     THREE_TALKERS,
     HlsRun,

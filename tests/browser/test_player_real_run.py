@@ -20,8 +20,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.conftest import ROOT, free_port, require_path, require_program
-from tests.hls.test_product import check_blocking_reload, decoded_samples
+from tests.support.env import ROOT, free_port, require_path, require_program
+from tests.support.llhls_util import check_blocking_reload, decoded_samples
 from tests.support.player_util import (
     check_ended_at_the_streams_end,
     check_played_live_stream,

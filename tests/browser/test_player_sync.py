@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from mixer_ext.core.frames import PAYLOAD_SECONDS
-from tests.conftest import ROOT, require_path, require_program
+from tests.support.env import ROOT, require_path, require_program
 from tests.support.player_util import (
     THREE_TALKERS,
     check_ended_at_the_streams_end,

@@ -9,8 +9,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import time
 import urllib.request
+from functools import partial
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -20,6 +20,7 @@ from twilio.rest import Client
 
 from mixer_ext.sim.tracks import ToneTrack
 from mixer_ext.testing.timeline import decode_timeline, tone_level
+from mixer_ext.testing.wait import until as wait_until
 from tests.support.room_util import client, write_tone_wav
 from tests.support.twilio_util import (
     ACCOUNT_SID,
@@ -30,17 +31,11 @@ from tests.support.twilio_util import (
     twilio_token,
 )
 
+#: the twilio client blocks: each check runs in a thread
+until = partial(wait_until, within=30.0, every=0.2, blocking=True)
+
+
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(150)]
-
-
-async def until(what: Any, within: float = 30.0) -> Any:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        value = await asyncio.to_thread(what)
-        if value:
-            return value
-        await asyncio.sleep(0.2)
-    raise AssertionError("condition not met in time")
 
 
 def download(c: Client, url: str, to: Path) -> Path:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from mixer_ext.connectors.base import ParticipantLeft, TrackEnabledChanged, TrackSubscribed
-from tests.conftest import ROOT, require_path, require_program
+from tests.support.env import ROOT, require_path, require_program
 from tests.support.room_util import (
     client,
     next_event,

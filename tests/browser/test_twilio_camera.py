@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 
 from mixer_ext.connectors.base import TrackSubscribed
-from tests.support.room_util import client, next_event, record, spectrum_peak, until, write_tone_wav
+from mixer_ext.testing.wait import until
+from tests.support.room_util import client, next_event, record, spectrum_peak, write_tone_wav
 from tests.support.twilio_util import Browsers, browsers, twilio_room, twilio_token
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(150)]

@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 
-from tests.browser.test_twilio_rest import video_client
+from mixer_ext.testing.wait import until
 from tests.support.room_util import write_tone_wav
-from tests.support.twilio_util import Browsers, browsers, twilio_room, twilio_token
+from tests.support.twilio_util import Browsers, browsers, twilio_room, twilio_token, video_client
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -57,14 +57,11 @@ async def _got(b: Browsers, pid: str) -> list[dict[str, Any]]:
     return got
 
 
-async def _until(b: Browsers, pid: str, check: Any, within: float = 20.0) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + within
-    while True:
-        got = await _got(b, pid)
-        if check(got):
-            return got
-        assert time.monotonic() < deadline, f"{pid} received only {got}"
-        await asyncio.sleep(0.3)
+async def _page_until(
+    b: Browsers, pid: str, check: Any, within: float = 20.0
+) -> list[dict[str, Any]]:
+    got = await until(lambda: _got(b, pid), within, f"{pid}'s page to match", ok=check, every=0.3)
+    return list(got)
 
 
 async def test_data_tracks_reach_the_other_browser_and_a_flooder_is_limited(
@@ -87,7 +84,7 @@ async def test_data_tracks_reach_the_other_browser_and_a_flooder_is_limited(
 
         sids = await b.command("a", "eval", within=30, expr=PUBLISH)
         assert isinstance(sids, list) and all(str(s).startswith("MT") for s in sids), sids
-        got = await _until(b, "b", lambda g: sum(1 for x in g if x.get("subscribed")) == 2)
+        got = await _page_until(b, "b", lambda g: sum(1 for x in g if x.get("subscribed")) == 2)
         settings = {x["track"]: x for x in got if x.get("subscribed")}
         assert settings["chat"]["ordered"] is True
         assert settings["chat"]["maxRetransmits"] is None
@@ -110,7 +107,7 @@ async def test_data_tracks_reach_the_other_browser_and_a_flooder_is_limited(
           return true;
         }"""
         assert await b.command("a", "eval", expr=send) is True
-        got = await _until(b, "b", lambda g: sum(1 for x in g if "m" in x) >= 26)
+        got = await _page_until(b, "b", lambda g: sum(1 for x in g if "m" in x) >= 26)
         chat = [x["m"] for x in got if x.get("track") == "chat" and "m" in x]
         assert chat == [f"chat {i}" for i in range(20)] + ["bin:1,2,3,250"], chat
         cursor = sorted(x["m"] for x in got if x.get("track") == "cursor" and "m" in x)
@@ -133,12 +130,12 @@ async def test_data_tracks_reach_the_other_browser_and_a_flooder_is_limited(
           return true;
         }"""
         assert await b.command("b", "eval", within=30, expr=bob_publish) is True
-        await _until(b, "a", lambda g: any(x.get("subscribed") for x in g))
+        await _page_until(b, "a", lambda g: any(x.get("subscribed") for x in g))
         assert await b.command("b", "eval", expr=SAY.replace("TEXT", "hi alice"))
-        await _until(b, "a", lambda g: any(x.get("m") == "hi alice" for x in g))
+        await _page_until(b, "a", lambda g: any(x.get("m") == "hi alice" for x in g))
         # ... and Alice, once her bucket refilled, is heard again; she stayed connected
         assert await b.command("a", "eval", expr=SAY.replace("TEXT", "after"))
-        await _until(b, "b", lambda g: any(x.get("m") == "after" for x in g))
+        await _page_until(b, "b", lambda g: any(x.get("m") == "after" for x in g))
         # Alice unpublishes "cursor": Bob's RemoteDataTrack goes (trackUnsubscribed)
         unpublish = """() => {
           window.room.localParticipant.unpublishTrack(window.cursor);
@@ -153,5 +150,5 @@ async def test_data_tracks_reach_the_other_browser_and_a_flooder_is_limited(
             assert time.monotonic() < deadline, b.events
             await asyncio.sleep(0.2)
         assert await b.command("a", "eval", expr=SAY.replace("TEXT", "still here")) is True
-        await _until(b, "b", lambda g: any(x.get("m") == "still here" for x in g))
+        await _page_until(b, "b", lambda g: any(x.get("m") == "still here" for x in g))
         assert not [e for e in b.events if e["event"] == "disconnected"], b.events

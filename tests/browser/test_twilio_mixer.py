@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port
-from tests.support.hls_reader import read_hls, runs_where, tone_levels
+from mixer_ext.testing.spectrum import tone_levels
+from tests.support.env import free_port
+from tests.support.hls_reader import read_hls, runs_where
 from tests.support.process_util import Proc, processes
 from tests.support.room_util import SECRET, write_tone_wav
 from tests.support.twilio_util import browsers, twilio_room, twilio_token

@@ -10,13 +10,12 @@ Her level drops (her stats show the loss), Bob sees her remote level drop, his o
 
 from __future__ import annotations
 
-import asyncio
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from mixer_ext.testing.wait import until
 from tests.support.room_util import write_tone_wav
 from tests.support.twilio_util import Browsers, TwilioRoom, browsers, twilio_room, twilio_token
 
@@ -43,14 +42,17 @@ def _last(seen: list[dict[str, Any]], who: str) -> dict[str, Any] | None:
     return mine[-1] if mine else None
 
 
-async def _until(b: Browsers, pid: str, check: Any, within: float = 25.0) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + within
-    while True:
-        seen = await b.command(pid, "eval", expr="() => window.nq")
-        if check(seen):
-            return list(seen)
-        assert time.monotonic() < deadline, f"{pid} saw {seen}"
-        await asyncio.sleep(0.5)
+async def _page_until(
+    b: Browsers, pid: str, check: Any, within: float = 25.0
+) -> list[dict[str, Any]]:
+    got = await until(
+        lambda: b.command(pid, "eval", expr="() => window.nq"),
+        within,
+        f"{pid}'s page to match",
+        ok=check,
+        every=0.5,
+    )
+    return list(got)
 
 
 def _lose_every_fourth(room: TwilioRoom, identity: str) -> int:
@@ -90,19 +92,19 @@ async def test_network_quality_levels_and_a_lossy_uplink(
         def good(who: str) -> Any:
             return lambda seen: (_last(seen, who) or {}).get("level", 0) >= 4
 
-        await _until(b, "a", good("local"))
-        await _until(b, "b", good("local"))
-        await _until(b, "b", good("alice"))
+        await _page_until(b, "a", good("local"))
+        await _page_until(b, "b", good("local"))
+        await _page_until(b, "b", good("alice"))
 
         assert _lose_every_fourth(room, "alice") == 1
 
         def poor(who: str) -> Any:
             return lambda seen: (_last(seen, who) or {}).get("level", 5) <= 2
 
-        seen = await _until(b, "a", poor("local"))
+        seen = await _page_until(b, "a", poor("local"))
         # her stats (sent with the level) show the loss that level means: 7 % or more
         last = _last(seen, "local")
         assert last is not None and last["lost"] is not None and last["lost"] >= 0.07, seen
-        await _until(b, "b", poor("alice"))
+        await _page_until(b, "b", poor("alice"))
         bob_seen = await b.command("b", "eval", expr="() => window.nq")
         assert (_last(bob_seen, "local") or {}).get("level", 0) >= 4, bob_seen

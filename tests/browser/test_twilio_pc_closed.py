@@ -16,9 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser.test_twilio_rest import video_client
 from tests.support.room_util import write_tone_wav
-from tests.support.twilio_util import browsers, twilio_room, twilio_token
+from tests.support.twilio_util import browsers, twilio_room, twilio_token, video_client
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(150)]
 

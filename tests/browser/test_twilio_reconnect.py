@@ -34,8 +34,10 @@ import numpy as np
 import pytest
 
 from mixer_ext.connectors.base import TrackSubscribed
-from tests.conftest import free_port
-from tests.support.hls_reader import HlsRead, read_hls, runs_where, tone_levels
+from mixer_ext.testing.spectrum import tone_levels
+from mixer_ext.testing.wait import until
+from tests.support.env import free_port
+from tests.support.hls_reader import HlsRead, read_hls, runs_where
 from tests.support.process_util import Proc, processes
 from tests.support.room_util import (
     SECRET,
@@ -43,7 +45,6 @@ from tests.support.room_util import (
     next_event,
     record,
     spectrum_peak,
-    until,
     write_tone_wav,
 )
 from tests.support.twilio_util import (

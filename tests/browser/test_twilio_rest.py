@@ -8,54 +8,24 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
 
 import pytest
-from aiohttp import web
 from twilio.base.exceptions import TwilioRestException
-from twilio.request_validator import RequestValidator
-from twilio.rest import Client
 
 from mixer_ext.connectors.base import Disconnected
-from tests.support.room_util import client, next_event, token, until, write_tone_wav
+from mixer_ext.testing.wait import until
+from tests.support.room_util import client, next_event, token, write_tone_wav
 from tests.support.twilio_util import (
     ACCOUNT_SID,
-    API_KEY_SECRET,
-    API_KEY_SID,
     AUTH_TOKEN,
-    TwilioRoom,
     browsers,
+    callback_receiver,
     twilio_room,
     twilio_token,
+    video_client,
 )
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(150)]
-
-
-def video_client(room: TwilioRoom, user: str = API_KEY_SID, password: str = API_KEY_SECRET) -> Any:
-    c = Client(user, password, ACCOUNT_SID)
-    c.video.base_url = room.rest_url
-    return c.video.v1
-
-
-async def callback_receiver() -> tuple[web.AppRunner, str, list[tuple[str, dict[str, str], bool]]]:
-    """A webhook endpoint that checks each request's signature as Twilio's docs say to."""
-    seen: list[tuple[str, dict[str, str], bool]] = []
-    validator = RequestValidator(AUTH_TOKEN)
-
-    async def hook(request: web.Request) -> web.Response:
-        form = {k: str(v) for k, v in (await request.post()).items()}
-        ok = validator.validate(str(request.url), form, request.headers["X-Twilio-Signature"])
-        seen.append((form["StatusCallbackEvent"], form, ok))
-        return web.Response(status=204)
-
-    app = web.Application()
-    app.router.add_post("/hook", hook)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    return runner, f"http://127.0.0.1:{runner.addresses[0][1]}/hook", seen
 
 
 async def test_rooms_participants_tracks_and_callbacks(tmp_path: Path, artifacts_dir: Path) -> None:

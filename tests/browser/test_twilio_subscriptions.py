@@ -19,7 +19,8 @@ from twilio.rest import Client
 
 from mixer_ext.roomserver.subscribe_rules import RuleError, parse_rules, wanted
 from mixer_ext.sim.tracks import ToneTrack
-from tests.support.room_util import client, until, write_tone_wav
+from mixer_ext.testing.wait import until
+from tests.support.room_util import client, write_tone_wav
 from tests.support.twilio_util import (
     ACCOUNT_SID,
     API_KEY_SECRET,

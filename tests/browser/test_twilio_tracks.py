@@ -18,12 +18,11 @@ from typing import Any
 
 import pytest
 
-from tests.browser.test_twilio_rest import video_client
-from tests.conftest import free_port
+from tests.support.env import free_port
 from tests.support.hls_reader import read_hls
 from tests.support.process_util import Proc, processes
 from tests.support.room_util import SECRET, write_tone_wav
-from tests.support.twilio_util import browsers, twilio_room, twilio_token
+from tests.support.twilio_util import browsers, twilio_room, twilio_token, video_client
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(180)]
 

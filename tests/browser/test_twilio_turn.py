@@ -21,7 +21,8 @@ from mixer_ext.connectors.base import TrackSubscribed
 from mixer_ext.connectors.factory import make_connector
 from mixer_ext.iceservers import IceServers, turn_rest_credential
 from mixer_ext.testing.net import free_port
-from tests.conftest import require_program
+from mixer_ext.testing.wait import until
+from tests.support.env import require_program
 from tests.support.room_util import (
     bearer,
     client,
@@ -30,7 +31,6 @@ from tests.support.room_util import (
     settings,
     spectrum_peak,
     token,
-    until,
     write_tone_wav,
 )
 from tests.support.twilio_util import browsers, twilio_room, twilio_token

@@ -24,7 +24,7 @@ import pytest
 from aiohttp import web
 
 from mixer_ext.hls.playlist import parse_media_playlist
-from tests.conftest import free_port, require_path, require_program
+from tests.support.env import free_port, require_path, require_program
 from tests.support.process_util import Proc, processes, start_room_server
 
 pytestmark = pytest.mark.slow

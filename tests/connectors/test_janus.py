@@ -39,15 +39,14 @@ from mixer_ext.connectors.janus_session import JanusSession
 from mixer_ext.sim.janus_remote import RemotePublishers
 from mixer_ext.sim.preencoded import encode_tone
 from mixer_ext.testing.janus import ROOM_SECRET
+from mixer_ext.testing.spectrum import has_tone, peaks
 from tests.support.janus_util import (
     TONES,
     JanusRoomScenario,
     JanusServer,
     aiortc_publisher,
-    has_tone,
     janus_server,
     room_config,
-    tone_peaks,
 )
 from tests.support.room_util import decode_feed
 
@@ -132,7 +131,7 @@ async def wait_audio(listener: Listener, sid: str, seconds: float, within: float
 
 def assert_tone(listener: Listener, sid: str, freq: float, *, last_seconds: float = 2.0) -> None:
     x = listener.samples(sid)[-int(last_seconds * 48000) :]
-    assert has_tone(x, freq), f"{sid}: no {freq} Hz tone; peaks {tone_peaks(x)}"
+    assert has_tone(x, freq), f"{sid}: no {freq} Hz tone; peaks {peaks(x)}"
 
 
 @pytest.fixture
@@ -204,7 +203,7 @@ async def test_connector_hears_every_publisher_and_follows_the_room(
             before = len(listener.audio[sid["bob"]])
             await wait_audio(listener, sid["bob"], len(listener.samples(sid["bob"])) / 48000 + 1.5)
             x = listener.samples(sid["bob"], since=before)
-            assert has_tone(x, TONES["bob"]), f"bob after unmute: peaks {tone_peaks(x)}"
+            assert has_tone(x, TONES["bob"]), f"bob after unmute: peaks {peaks(x)}"
 
             # the Chromium publisher closes its page: dave leaves
             await scenario.dave_leaves()

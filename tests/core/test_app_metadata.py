@@ -27,9 +27,9 @@ from mixer_ext.outputs.carriers import (
     parse_id3_txxx,
 )
 from mixer_ext.settings import HlsPlaylistType, Settings
-from tests.conftest import free_port
-from tests.outputs.test_rtmp import KEY, FfmpegListener
+from tests.support.env import free_port
 from tests.support.hls_reader import read_hls, read_ts
+from tests.support.rtmp import KEY, FfmpegListener
 
 WINDOW = TICK_SAMPLES * TICKS_PER_PAYLOAD
 

@@ -20,7 +20,8 @@ from mixer_ext.core.input import Input
 from mixer_ext.core.mixer import Mixer
 from mixer_ext.settings import JitterBufferSize
 from mixer_ext.sim.preencoded import encode_tone
-from mixer_ext.testing.core import amplitude_at, s16_frame, tone
+from mixer_ext.testing.core import s16_frame, tone
+from mixer_ext.testing.spectrum import amplitude_at
 
 T = TICK_SAMPLES
 

@@ -12,7 +12,8 @@ from mixer_ext.core.frames import TICK_SAMPLES
 from mixer_ext.core.input import Input
 from mixer_ext.core.jitter import LATE_STREAK_RESYNC
 from mixer_ext.settings import JitterBufferSize
-from mixer_ext.testing.core import amplitude_at, max_step, s16_frame, tone
+from mixer_ext.testing.core import max_step, s16_frame, tone
+from mixer_ext.testing.spectrum import amplitude_at
 
 T = TICK_SAMPLES
 

@@ -18,6 +18,7 @@ from mixer_ext.core.input import PLC_MAX_FRAMES, Input
 from mixer_ext.core.mixer import Mixer
 from mixer_ext.settings import JitterBufferSize
 from mixer_ext.sim.preencoded import encode_tone
+from mixer_ext.testing.spectrum import peak_hz
 
 
 @dataclass(frozen=True)
@@ -54,11 +55,6 @@ def run(
                 inp.decode_pending()
                 out.append(inp.pull().astype(np.float64).mean(axis=1))
     return np.concatenate(out)
-
-
-def peak_hz(x: np.ndarray) -> float:
-    mag = np.abs(np.fft.rfft(x * np.hanning(len(x))))
-    return float(np.fft.rfftfreq(len(x), 1 / SAMPLE_RATE)[int(np.argmax(mag))])
 
 
 def test_opus_payloads_decode_in_the_tick_to_the_tone_mono_decoder() -> None:

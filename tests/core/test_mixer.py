@@ -11,7 +11,8 @@ from mixer_ext.core.levels import LevelMeter, peak_of
 from mixer_ext.core.mixer import Limiter, Mixer, forward_min
 from mixer_ext.core.payload import MetadataPayload
 from mixer_ext.settings import JitterBufferSize
-from mixer_ext.testing.core import amplitude_at, max_step, s16_frame, tone
+from mixer_ext.testing.core import max_step, s16_frame, tone
+from mixer_ext.testing.spectrum import amplitude_at
 
 T = TICK_SAMPLES
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import IN_CI, ROOT, require_program
+from tests.support.env import IN_CI, ROOT, require_program
 from tests.support.process_util import Proc, processes
 
 #: the tag ``.ci/image`` builds for the tests (MIXER_TEST_IMAGE names another, prebuilt)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import pytest
 import yaml
 
-from tests.conftest import ROOT, require_path
+from tests.support.env import ROOT, require_path
 
 DOCKERFILE = (ROOT / "Dockerfile").read_text(encoding="utf-8")
 

@@ -34,7 +34,6 @@ import yaml
 
 from mixer_ext.context import parse_context
 from mixer_ext.errors import ConfigError
-from tests.conftest import IN_CI
 from tests.deploy.helm_engine import (
     CHART_DIR,
     RENDERED_DIR,
@@ -51,6 +50,7 @@ from tests.deploy.helm_engine import (
     render_example,
 )
 from tests.deploy.helm_engine import helm as load_helm
+from tests.support.env import IN_CI
 
 SCHEMA = json.loads((CHART_DIR / "values.schema.json").read_text(encoding="utf-8"))
 DEFAULTS = load_yaml(CHART_DIR / "values.yaml")

@@ -23,9 +23,10 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import ROOT, free_port
+from mixer_ext.testing.spectrum import tone_levels
 from tests.deploy.image_util import BUILD_TIMEOUT, Image, ImageProc, built_image, image_processes
-from tests.support.hls_reader import read_hls, tone_levels
+from tests.support.env import ROOT, free_port
+from tests.support.hls_reader import read_hls
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(BUILD_TIMEOUT + 300)]
 

@@ -16,11 +16,8 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -30,10 +27,13 @@ from urllib.parse import parse_qsl, urljoin
 import pytest
 
 from mixer_ext.api.store import Store
-from tests.conftest import ROOT, free_port, mixer_ext_cmd
-from tests.outputs.test_rtmp import KEY, FfmpegListener
-from tests.support.hls_reader import playlist_segments, read_ts, tone_levels
-from tests.support.process_util import Proc, processes, start_room_server, wait_for_port
+from mixer_ext.testing.spectrum import tone_levels
+from mixer_ext.testing.wait import until_sync
+from tests.support.api_process import ACCOUNT, SECRET, TOKEN, _Api, _get
+from tests.support.env import free_port
+from tests.support.hls_reader import playlist_segments, read_ts
+from tests.support.process_util import Proc, processes, start_room_server
+from tests.support.rtmp import KEY, FfmpegListener
 
 pytestmark = [pytest.mark.slow, pytest.mark.rtmp]
 
@@ -41,9 +41,6 @@ twilio_rest = pytest.importorskip("twilio.rest")
 from twilio.base.exceptions import TwilioRestException  # noqa: E402
 from twilio.request_validator import RequestValidator  # noqa: E402
 
-SECRET = "api-e2e-room-secret-0123456789abcdef"
-ACCOUNT = "AC" + "1" * 32
-TOKEN = "api-e2e-auth-token"
 TONES = {"alice": 440.0, "bob": 660.0}
 APP_TEXTS = ["slide:1", '{"poll":"open"}']
 
@@ -68,60 +65,6 @@ class _Hooks(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         self._record("GET", "")
-
-
-def _get(url: str) -> tuple[int, str | bytes, dict[str, str]]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as resp:
-            data = resp.read()
-            headers = dict(resp.headers)
-            ctype = headers.get("Content-Type", "")
-            return resp.status, data.decode() if "mpegurl" in ctype else data, headers
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode(errors="replace"), dict(exc.headers)
-
-
-def _until(what: str, pred: Any, within: float, every: float = 0.3) -> Any:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        value = pred()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"{what} not within {within} s")
-
-
-class _Api:
-    def __init__(self, port: int, env: dict[str, str], log: Path) -> None:
-        self.port, self.env, self.log_path = port, env, log
-        self.popen: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with open(self.log_path, "ab") as log:
-            self.popen = subprocess.Popen(
-                [
-                    *mixer_ext_cmd(),
-                    "api",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(self.port),
-                ],
-                env={**os.environ, **self.env},
-                cwd=ROOT,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        wait_for_port(self.port, timeout=20)
-
-    def stop(self) -> int | None:
-        if self.popen and self.popen.poll() is None:
-            self.popen.terminate()
-            self.popen.wait(15)
-        return self.popen.returncode if self.popen else None
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
 
 
 @pytest.fixture
@@ -232,13 +175,14 @@ def test_backend_code_runs_unchanged(tmp_path: Path, hooks: Any) -> None:
                 max_duration=240,
             )
             assert mp.status == "started" and mp.sid.startswith("ZX") and mp.max_duration == 240
-            _until(
-                "media-processor-started",
+            until_sync(
                 lambda: any(
                     p.get("StatusCallbackEvent") == "media-processor-started"
                     for _, _, p, _ in received
                 ),
                 60,
+                "media-processor-started",
+                every=0.3,
             )
             assert media.player_streamer(ps.sid).fetch().status == "started"
             assert [p.sid for p in media.media_processor.list(status="started")] == [mp.sid]
@@ -250,10 +194,11 @@ def test_backend_code_runs_unchanged(tmp_path: Path, hooks: Any) -> None:
             status, master, headers = _get(url)
             assert status == 200 and headers["Access-Control-Allow-Origin"] == "*", master
             media_url = urljoin(url, playlist_segments(str(master))[0])
-            playlist = _until(
-                "four segments",
+            playlist = until_sync(
                 lambda: (t := _get(media_url)[1]) and len(playlist_segments(str(t))) >= 4 and t,
                 40,
+                "four segments",
+                every=0.3,
             )
 
             # refused: no token, forged token, expired token, no session
@@ -287,25 +232,29 @@ def test_backend_code_runs_unchanged(tmp_path: Path, hooks: Any) -> None:
             assert media.media_processor(mp.sid).fetch().status == "started"
             os.kill(worker_pid, 0)  # the worker kept running
             # a player that started before the restart keeps playing
-            later = _until(
-                "more segments",
+            later = until_sync(
                 lambda: (
                     (t := _get(media_url)[1])
                     and len(playlist_segments(str(t))) > len(playlist_segments(str(playlist)))
                     and t
                 ),
                 20,
+                "more segments",
+                every=0.3,
             )
 
             # --- end it through the API
             ended = media.media_processor(mp.sid).update(status="ended")
             assert (ended.status, ended.ended_reason) == ("ended", "ended-via-api")
-            final = _until(
-                "#EXT-X-ENDLIST", lambda: "#EXT-X-ENDLIST" in str(t := _get(media_url)[1]) and t, 45
+            final = until_sync(
+                lambda: "#EXT-X-ENDLIST" in str(t := _get(media_url)[1]) and t,
+                45,
+                "#EXT-X-ENDLIST",
+                every=0.3,
             )
             s = media.player_streamer(ps.sid).fetch()
             assert (s.status, s.ended_reason) == ("ended", "stream-disconnected-by-source")
-            _until("worker exit", lambda: not _alive(worker_pid), 45)
+            until_sync(lambda: not _alive(worker_pid), 45, "worker exit", every=0.3)
             assert later
             segments = playlist_segments(str(final))
             blob = b"".join(bytes(_get(urljoin(media_url, seg))[1]) for seg in segments)

@@ -25,100 +25,33 @@ tests/e2e/test_api_reference_node.py replays the same with the ``twilio`` Node l
 
 from __future__ import annotations
 
-import base64
 import json
-import os
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
-from typing import Any
 from urllib.parse import urljoin
 
 import pytest
 
-from tests.conftest import free_port
-from tests.e2e.test_api import _Api, _get, _until
-from tests.support.hls_reader import playlist_segments, read_ts, tone_levels
-from tests.support.process_util import Proc, processes, start_room_server
+from mixer_ext.testing.spectrum import tone_levels
+from mixer_ext.testing.wait import until_sync
+from tests.support.api_process import _get
+from tests.support.hls_reader import playlist_segments, read_ts
+from tests.support.reference_backend import (
+    ACCOUNT,
+    KEY_SECRET,
+    KEY_SID,
+    ROOM,
+    TOKEN,
+    TONES,
+    Stack,
+    unverified_claims,
+)
 
 pytestmark = pytest.mark.slow
 
 twilio_rest = pytest.importorskip("twilio.rest")
 from twilio.jwt.access_token import AccessToken  # noqa: E402
 from twilio.jwt.access_token.grants import PlaybackGrant  # noqa: E402
-
-ACCOUNT = "AC" + "7" * 32
-TOKEN = "reference-backend-auth-token"
-KEY_SID = "SK" + "8" * 32
-KEY_SECRET = "reference-backend-api-key-secret"
-SECRET = "reference-backend-room-secret-0123456789"
-TONES = {"alice": 440.0, "bob": 660.0}
-ROOM = "quiz-night"
-
-
-@dataclass
-class Stack:
-    api: _Api
-    api_base: str
-    room_base: str
-    procs: list[Proc]
-    tmp: Path
-    env: dict[str, str]
-
-    def talkers(self, room: str, seconds: int = 120) -> None:
-        for name, hz in TONES.items():
-            self.procs.append(
-                Proc(
-                    ["talker", "--room", room, "--identity", name, "--tone", str(hz),
-                     "--duration", str(seconds)],
-                    self.env,
-                    self.tmp / f"talker-{name}.log",
-                )
-            )  # fmt: skip
-
-
-@pytest.fixture(name="stack")
-def stack_fixture(tmp_path: Path) -> Iterator[Stack]:
-    """The room server (with its Video REST) and the API, sharing the account credentials."""
-    for var in ("TWILIO_REGION", "TWILIO_EDGE"):
-        os.environ.pop(var, None)
-    room_port, api_port = free_port(), free_port()
-    credentials = {
-        "MIXER_ACCOUNT_SID": ACCOUNT,
-        "MIXER_AUTH_TOKEN": TOKEN,
-        "MIXER_API_KEYS": f"{KEY_SID}:{KEY_SECRET}",
-    }
-    env = {"MIXER_ROOM_SECRET": SECRET, "MIXER_ROOM_URL": f"ws://127.0.0.1:{room_port}"}
-    api_env = {
-        **env,
-        **credentials,
-        "MIXER_API_DATA_DIR": str(tmp_path / "data"),
-        "MIXER_HLS_PLAYLIST_TYPE": "event",  # every segment stays listed: checkable
-    }
-    api = _Api(api_port, api_env, tmp_path / "api.log")
-    with processes() as procs:
-        start_room_server(procs, room_port, {**env, **credentials}, tmp_path / "room.log")
-        api.start()
-        try:
-            yield Stack(
-                api,
-                f"http://127.0.0.1:{api_port}",
-                f"http://127.0.0.1:{room_port}",
-                procs,
-                tmp_path,
-                env,
-            )
-        finally:
-            api.stop()
-
-
-def unverified_claims(jwt: str) -> dict[str, Any]:
-    """What the Live Player SDK does with its token: decode, never verify."""
-    body = jwt.split(".")[1]
-    claims: dict[str, Any] = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
-    return claims
 
 
 def program_date_times(playlist: str) -> dict[str, datetime]:
@@ -149,7 +82,7 @@ def test_reference_backend_replayed_with_the_python_client(stack: Stack) -> None
     context = json.dumps({"room": {"name": room.sid}, "outputs": [ps.sid], "video": False})
     mp = media.media_processor.create(extension="audio-mixer-v2", extension_context=context)
     assert mp.status == "started" and mp.extension_context == context
-    _until("the PlayerStreamer started", lambda: ps.fetch().status == "started", 60)
+    until_sync(lambda: ps.fetch().status == "started", 60, "the PlayerStreamer started", every=0.3)
     # audio-mixer-v2 joins under its own name (Twilio's documented default)
     participants = client.video.v1.rooms(room.sid).participants.list(status="connected")
     assert "audio-mixer-v2" in {p.identity for p in participants}
@@ -164,7 +97,12 @@ def test_reference_backend_replayed_with_the_python_client(stack: Stack) -> None
     status, master, headers = _get(url)
     assert status == 200 and headers["Access-Control-Allow-Origin"] == "*", master
     media_url = urljoin(url, playlist_segments(str(master))[0])
-    _until("three segments", lambda: len(playlist_segments(str(_get(media_url)[1]))) >= 3, 40)
+    until_sync(
+        lambda: len(playlist_segments(str(_get(media_url)[1]))) >= 3,
+        40,
+        "three segments",
+        every=0.3,
+    )
 
     # --- the app's own timed metadata, posted through the client's HTTP layer
     poll = json.dumps({"poll": "Which tone is higher?", "open": True})
@@ -191,8 +129,11 @@ def test_reference_backend_replayed_with_the_python_client(stack: Stack) -> None
     time.sleep(2)  # the function's sleep(2000)
     ps_ended = media.player_streamer(ps.sid).update(status="ENDED")
     assert ps_ended.status == "ended"
-    final = _until(
-        "#EXT-X-ENDLIST", lambda: "#EXT-X-ENDLIST" in str(t := _get(media_url)[1]) and t, 45
+    final = until_sync(
+        lambda: "#EXT-X-ENDLIST" in str(t := _get(media_url)[1]) and t,
+        45,
+        "#EXT-X-ENDLIST",
+        every=0.3,
     )
 
     # --- what the listener received

@@ -22,19 +22,20 @@ from urllib.parse import urljoin
 import pytest
 
 from mixer_ext.api.client import basic_authorization
-from tests.conftest import ROOT, require_path, require_program
-from tests.e2e.test_api import _get, _until
-from tests.e2e.test_api_reference_backend import (
+from mixer_ext.testing.spectrum import tone_levels
+from mixer_ext.testing.wait import until_sync
+from tests.support.api_process import _get
+from tests.support.env import ROOT, require_path, require_program
+from tests.support.hls_reader import playlist_segments, read_ts
+from tests.support.reference_backend import (
     ACCOUNT,
     KEY_SECRET,
     KEY_SID,
     TOKEN,
     TONES,
     Stack,
-    stack_fixture,  # noqa: F401 - the "stack" fixture
     unverified_claims,
 )
-from tests.support.hls_reader import playlist_segments, read_ts, tone_levels
 
 pytestmark = pytest.mark.slow
 
@@ -81,7 +82,9 @@ def test_reference_backend_replayed_with_the_node_library(stack: Stack) -> None:
             body: dict[str, Any] = json.loads(resp.read())
             return body
 
-    _until("streaming", lambda: fetch(f"PlayerStreamers/{ps}")["status"] == "started", 60)
+    until_sync(
+        lambda: fetch(f"PlayerStreamers/{ps}")["status"] == "started", 60, "streaming", every=0.3
+    )
 
     token = _step(stack, "join-room", ps)["token"]
     player = unverified_claims(token)["grants"]["player"]
@@ -90,7 +93,12 @@ def test_reference_backend_replayed_with_the_node_library(stack: Stack) -> None:
     status, master, headers = _get(url)
     assert status == 200 and headers["Access-Control-Allow-Origin"] == "*", master
     media_url = urljoin(url, playlist_segments(str(master))[0])
-    _until("three segments", lambda: len(playlist_segments(str(_get(media_url)[1]))) >= 3, 40)
+    until_sync(
+        lambda: len(playlist_segments(str(_get(media_url)[1]))) >= 3,
+        40,
+        "three segments",
+        every=0.3,
+    )
 
     assert _step(stack, "remove-speaker", ROOM, "bob") == {"removed": True}
     time.sleep(3)
@@ -101,8 +109,11 @@ def test_reference_backend_replayed_with_the_node_library(stack: Stack) -> None:
         "media_processor": "ended",
         "player_streamer": "ended",
     }
-    final = _until(
-        "#EXT-X-ENDLIST", lambda: "#EXT-X-ENDLIST" in str(t := _get(media_url)[1]) and t, 45
+    final = until_sync(
+        lambda: "#EXT-X-ENDLIST" in str(t := _get(media_url)[1]) and t,
+        45,
+        "#EXT-X-ENDLIST",
+        every=0.3,
     )
     segments = playlist_segments(str(final))
     hls = read_ts(b"".join(bytes(_get(urljoin(media_url, s))[1]) for s in segments))

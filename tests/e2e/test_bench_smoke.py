@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.support.env import ROOT
 
 pytestmark = pytest.mark.slow
 

@@ -21,8 +21,9 @@ from urllib.parse import parse_qs, urljoin, urlsplit
 
 import pytest
 
-from tests.conftest import ROOT, free_port, mixer_ext_cmd
-from tests.support.hls_reader import playlist_segments, read_ts, tone_levels
+from mixer_ext.testing.spectrum import tone_levels
+from tests.support.env import ROOT, free_port, mixer_ext_cmd
+from tests.support.hls_reader import playlist_segments, read_ts
 
 pytestmark = pytest.mark.slow
 

@@ -30,8 +30,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from mixer_ext.connectors.janus_session import JanusSessionClosed
 from mixer_ext.sim.janus_remote import RemotePublishers
 from mixer_ext.sim.preencoded import encode_tone
-from tests.conftest import free_port
-from tests.support.hls_reader import read_hls, tone_levels
+from mixer_ext.testing.spectrum import tone_levels
+from tests.support.env import free_port
+from tests.support.hls_reader import read_hls
 from tests.support.janus_util import (
     ROOM_SECRET,
     JanusServer,

@@ -20,7 +20,8 @@ from typing import Any
 
 import pytest
 
-from tests.support.hls_reader import read_hls, runs_where, tone_levels
+from mixer_ext.testing.spectrum import tone_levels
+from tests.support.hls_reader import read_hls, runs_where
 from tests.support.janus_util import (
     TONES,
     JanusRoomScenario,

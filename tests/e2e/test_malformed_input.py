@@ -28,8 +28,10 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from mixer_ext.connectors.embedded import RoomClient
 from mixer_ext.roomserver.tokens import mint_token
 from mixer_ext.sim.preencoded import FRAME_SAMPLES, PTIME, TIME_BASE
-from tests.conftest import free_port
-from tests.support.hls_reader import read_hls, tone_levels
+from mixer_ext.testing.spectrum import tone_levels
+from mixer_ext.testing.wait import until
+from tests.support.env import free_port
+from tests.support.hls_reader import read_hls
 from tests.support.process_util import Proc, processes, start_room_server
 
 pytestmark = pytest.mark.slow
@@ -98,18 +100,17 @@ def _get(url: str) -> str:
         return str(r.read().decode())
 
 
+def _scrape(port: int) -> str:
+    try:
+        return _get(f"http://127.0.0.1:{port}/metrics")
+    except OSError:
+        return ""
+
+
 async def _scrape_until(port: int, ok: Any, within: float) -> str:
-    deadline = time.monotonic() + within
-    text = ""
-    while time.monotonic() < deadline:
-        try:
-            text = await asyncio.to_thread(_get, f"http://127.0.0.1:{port}/metrics")
-            if ok(text):
-                return text
-        except OSError:
-            pass
-        await asyncio.sleep(0.3)
-    raise AssertionError(f"/metrics never satisfied the check:\n{text[-2000:]}")
+    return await until(
+        lambda: _scrape(port), within, "/metrics to pass the check", ok=ok, every=0.3, blocking=True
+    )
 
 
 async def test_malformed_opus_peer_is_dropped_counted_and_harmless(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -24,21 +24,16 @@ from mixer_ext.connectors.embedded import RoomClient
 from mixer_ext.sim.tracks import ToneTrack
 from mixer_ext.testing.net import free_port
 from mixer_ext.testing.timeline import decode_timeline, tone_level
+from mixer_ext.testing.wait import until as wait_until
 from tests.support.process_util import processes, start_room_server
 from tests.support.room_util import SECRET, token
 from tests.support.twilio_util import ACCOUNT_SID, API_KEY_SECRET, API_KEY_SID, AUTH_TOKEN
 
+#: the twilio client blocks: each check runs in a thread
+until = partial(wait_until, within=40.0, every=0.2, blocking=True)
+
+
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(150)]
-
-
-async def until(what: Any, within: float = 40.0) -> Any:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        value = await asyncio.to_thread(what)
-        if value:
-            return value
-        await asyncio.sleep(0.2)
-    raise AssertionError("condition not met in time")
 
 
 def client(port: int) -> Any:

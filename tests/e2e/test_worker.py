@@ -20,8 +20,9 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from tests.conftest import free_port
-from tests.support.hls_reader import read_hls, read_ts, runs_where, tone_levels
+from mixer_ext.testing.spectrum import tone_levels
+from tests.support.env import free_port
+from tests.support.hls_reader import read_hls, read_ts, runs_where
 from tests.support.process_util import Proc, processes, start_room_server
 
 pytestmark = pytest.mark.slow

@@ -33,8 +33,10 @@ import pytest
 from aiohttp import web
 
 from mixer_ext.hls.playlist import parse_media_playlist
-from tests.conftest import free_port, require_program
-from tests.support.hls_reader import read_hls, tone_levels
+from mixer_ext.testing.spectrum import tone_levels
+from mixer_ext.testing.wait import until
+from tests.support.env import free_port, require_program
+from tests.support.hls_reader import read_hls
 from tests.support.process_util import Proc, processes, start_room_server
 
 pytestmark = pytest.mark.slow
@@ -65,15 +67,6 @@ def _digest(path: Path) -> str:
 def _decoded_seconds(path: Path) -> float:
     with av.open(str(path)) as c:
         return sum(f.samples for f in c.decode(audio=0)) / 48_000
-
-
-async def _until(pred: Any, within: float, what: str) -> None:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"{what} within {within} s")
 
 
 async def test_sigkill_then_restart_continues_the_run(tmp_path: Path) -> None:
@@ -115,15 +108,18 @@ async def test_sigkill_then_restart_continues_the_run(tmp_path: Path) -> None:
             )
             first = Proc(["run", "--context", context], worker_env, tmp_path / "w1.log")
             procs.append(first)
-            await _until(lambda: any(r["state"] == "started" for _t, r in received), 40, "no join")
+            await until(
+                lambda: any(r["state"] == "started" for _t, r in received), 40, "no join", every=0.1
+            )
             joined_at = next(t for t, r in received if r["state"] == "started")
-            await _until(
+            await until(
                 lambda: (
                     (stream / "index.m3u8").exists()
                     and len(parse_media_playlist((stream / "index.m3u8").read_text()).segments) >= 4
                 ),
                 20,
                 "four segments never appeared",
+                every=0.1,
             )
             await asyncio.sleep(0.5)  # mid-segment: some parts of an open segment listed
             first.popen.send_signal(signal.SIGKILL)
@@ -206,7 +202,7 @@ async def test_a_run_restarted_past_its_deadline_ends_at_once(tmp_path: Path) ->
     from mixer_ext.settings import Settings
     from mixer_ext.worker import runner as worker_mod
     from mixer_ext.worker.runstate import STATE_NAME
-    from tests.worker.test_lifecycle import ScriptedConnector
+    from tests.support.worker import ScriptedConnector
 
     (tmp_path / "t").mkdir()
     (tmp_path / "t" / STATE_NAME).write_text(

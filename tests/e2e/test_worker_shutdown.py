@@ -27,9 +27,9 @@ from mixer_ext.hls.playlist import parse_media_playlist
 from mixer_ext.settings import Settings
 from mixer_ext.worker import runner as worker_mod
 from mixer_ext.worker.budget import SHARES, ShutdownBudget
-from tests.conftest import free_port
+from tests.support.env import free_port
 from tests.support.process_util import Proc, processes, start_room_server
-from tests.worker.test_lifecycle import ScriptedConnector
+from tests.support.worker import ScriptedConnector
 
 pytestmark = pytest.mark.slow
 

@@ -13,67 +13,16 @@ stream: tests/browser/test_player_sync.py.)
 from __future__ import annotations
 
 import asyncio
-import io
 import re
-import time
 from pathlib import Path
 
 import aiohttp
-import av
 
 from mixer_ext.hls.playlist import parse_media_playlist
 from mixer_ext.hls.tspart import starts_with_pat_pmt
+from tests.support.llhls_util import check_blocking_reload, decoded_samples, get
 from tests.support.player_util import THREE_TALKERS
 from tests.support.product_stream import ProductStream
-
-#: a part is 9 AAC frames = 0.192 s; what a blocking reload may take beyond that
-#: (encoder queue, output thread, a loaded 2-core machine)
-MARGIN = 0.35
-_HINT = re.compile(r'#EXT-X-PRELOAD-HINT:TYPE=PART,URI="part-(\d+)-(\d+)\.ts"')
-
-
-def decoded_samples(data: bytes) -> int:
-    with av.open(io.BytesIO(data), format="mpegts") as c:
-        return sum(f.samples for f in c.decode(audio=0))
-
-
-async def get(session: aiohttp.ClientSession, url: str) -> tuple[int, dict[str, str], bytes]:
-    async with session.get(url) as r:
-        return r.status, dict(r.headers), await r.read()
-
-
-async def check_blocking_reload(session: aiohttp.ClientSession, base: str) -> None:
-    """Blocking reloads for the hinted part return once it exists (5 in a row, each
-    within a part + ``MARGIN``), and the hinted part itself is held then served whole."""
-    # Blocking reload: ask for the hinted (not yet written) part, five times in a row.
-    waits = []
-    for _ in range(5):
-        _s, _h, body = await get(session, base + "index.m3u8")
-        hint = _HINT.search(body.decode())
-        assert hint, body.decode()
-        msn, part = int(hint[1]), int(hint[2])
-        t0 = time.monotonic()
-        status, headers, body = await get(
-            session, f"{base}index.m3u8?_HLS_msn={msn}&_HLS_part={part}"
-        )
-        waits.append(time.monotonic() - t0)
-        assert status == 200, body
-        assert f"part-{msn:06d}-{part}.ts" in body.decode(), body.decode()
-    assert max(waits) < 0.192 + MARGIN, f"blocking reloads took {waits}"
-    assert sum(waits) / len(waits) > 0.02, f"did not block at all: {waits}"
-
-    # The hinted part, requested before it exists: held, then served whole.
-    _s, _h, body = await get(session, base + "index.m3u8")
-    hint = _HINT.search(body.decode())
-    assert hint
-    t0 = time.monotonic()
-    status, headers, data = await get(session, base + f"part-{hint[1]}-{hint[2]}.ts")
-    took = time.monotonic() - t0
-    assert status == 200 and headers["Content-Type"] == "video/mp2t"
-    assert "immutable" in headers["Cache-Control"]
-    assert took < 0.192 + MARGIN, took
-    assert starts_with_pat_pmt(data)
-    assert decoded_samples(data) in range(8 * 1024, 9 * 1024 + 1)  # one part
 
 
 async def test_low_latency_hls_through_the_product(tmp_path: Path) -> None:

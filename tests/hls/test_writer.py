@@ -16,7 +16,7 @@ from mixer_ext.hls.origin import HlsOrigin
 from mixer_ext.hls.playlist import parse_media_playlist, part_durations
 from mixer_ext.hls.tspart import AudioPacket, Id3Packet, continuity_errors, starts_with_pat_pmt
 from mixer_ext.hls.writer import PartedStreamWriter
-from tests.conftest import require_program
+from tests.support.env import require_program
 from tests.support.llhls_util import demux, encode_tone, id3_tag
 
 AacFixture = tuple[list[AudioPacket], bytes, int]

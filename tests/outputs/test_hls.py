@@ -22,7 +22,8 @@ from mixer_ext.hls.playlist import MediaPlaylist, Segment
 from mixer_ext.outputs.carriers import parse_id3_txxx
 from mixer_ext.settings import HlsPlaylistType, Settings
 from mixer_ext.testing.feed import TONE_HZ, feed, payload_for, ts_pmt_stream_types
-from tests.support.hls_reader import playlist_segments, read_hls, tone_levels
+from mixer_ext.testing.spectrum import tone_levels
+from tests.support.hls_reader import playlist_segments, read_hls
 
 BITRATE = 96
 

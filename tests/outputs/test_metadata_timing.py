@@ -45,8 +45,8 @@ from mixer_ext.outputs.carriers import parse_amf0_on_text_data, parse_id3_txxx
 from mixer_ext.serve.http import HttpEndpoint
 from mixer_ext.settings import HlsPlaylistType, Settings
 from mixer_ext.testing.feed import flv_tags
-from tests.conftest import free_port, require_program
-from tests.outputs.test_rtmp import KEY, FfmpegListener
+from tests.support.env import free_port, require_program
+from tests.support.rtmp import KEY, FfmpegListener
 
 #: MPEG-TS clock
 TS_HZ = 90_000

@@ -19,8 +19,9 @@ from mixer_ext.core.frames import SAMPLE_RATE
 from mixer_ext.encode.fanout import OutputPipeline
 from mixer_ext.settings import Settings
 from mixer_ext.testing.feed import TONE_HZ, feed
-from tests.conftest import ROOT
-from tests.support.hls_reader import read_ts, tone_levels
+from mixer_ext.testing.spectrum import tone_levels
+from tests.support.env import ROOT
+from tests.support.hls_reader import read_ts
 
 
 def decoded_seconds(path: Path) -> tuple[float, np.ndarray]:

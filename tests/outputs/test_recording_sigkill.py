@@ -21,7 +21,7 @@ from pathlib import Path
 import av
 import pytest
 
-from tests.conftest import ROOT
+from tests.support.env import ROOT
 
 FED = 3.0
 

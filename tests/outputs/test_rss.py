@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.support.env import ROOT
 
 pytestmark = pytest.mark.slow
 

@@ -25,11 +25,10 @@ from mixer_ext.encode.fanout import OutputPipeline
 from mixer_ext.outputs.carriers import parse_amf0_on_text_data
 from mixer_ext.settings import Settings
 from mixer_ext.testing.feed import feed, flv_tags
-from tests.conftest import free_port, require_program
-from tests.outputs.test_rtmp import KEY, FfmpegListener, nginx_rtmp, wait_connected
+from tests.support.env import free_port, require_program
+from tests.support.rtmp import KEY, FfmpegListener, wait_connected
 
 pytestmark = pytest.mark.rtmp
-__all__ = ["nginx_rtmp"]  # the fixture, shared with test_output_rtmp
 
 BOUNDARY_MS = 1 << 24
 START_MS = BOUNDARY_MS - 3000

@@ -20,7 +20,7 @@ from mixer_ext.context import parse_output
 from mixer_ext.encode.fanout import OutputPipeline
 from mixer_ext.settings import Settings
 from mixer_ext.testing.feed import feed
-from tests.conftest import free_port
+from tests.support.env import free_port
 
 SECRETS = {
     "MIXER_ROOM_SECRET": "room-secret-0123456789abcdef0123456789",

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from mixer_ext.core.payload import MetadataPayload
 from mixer_ext.outputs.carriers import id3_txxx
-from tests.conftest import ROOT, require_program
+from tests.support.env import ROOT, require_program
 
 JS_TESTS = ROOT / "tests" / "player_demo" / "js"
 

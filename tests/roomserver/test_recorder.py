@@ -26,7 +26,7 @@ from mixer_ext.roomserver.recorder import (
 )
 from mixer_ext.sim.preencoded import encode_tone
 from mixer_ext.testing.timeline import decode_timeline, tone_level
-from tests.conftest import ROOT
+from tests.support.env import ROOT
 
 FRAME = 960
 

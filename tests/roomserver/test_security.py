@@ -23,6 +23,7 @@ from mixer_ext.roomserver import protocol as p
 from mixer_ext.roomserver.server import LOG_LINES_PER_KIND, RoomServer
 from mixer_ext.roomserver.tokens import TokenError, verify_token
 from mixer_ext.sim.tracks import ToneTrack
+from mixer_ext.testing.wait import until
 from tests.support.room_util import (
     ADMIN,
     SECRET,
@@ -33,7 +34,6 @@ from tests.support.room_util import (
     settings,
     spectrum_peak,
     token,
-    until,
 )
 
 pytestmark = pytest.mark.timeout(60)

@@ -26,7 +26,8 @@ from mixer_ext.connectors.embedded import EmbeddedRoomConnector, RoomClient
 from mixer_ext.roomserver import protocol as p
 from mixer_ext.sim.talker import Schedule, Talker
 from mixer_ext.sim.tracks import ToneTrack
-from tests.conftest import free_port, mixer_ext_cmd
+from mixer_ext.testing.wait import until
+from tests.support.env import free_port, mixer_ext_cmd
 from tests.support.room_util import (
     ADMIN,
     SECRET,
@@ -37,7 +38,6 @@ from tests.support.room_util import (
     room_server,
     spectrum_peak,
     token,
-    until,
 )
 
 pytestmark = pytest.mark.timeout(90)

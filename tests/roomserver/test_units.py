@@ -13,7 +13,7 @@ from mixer_ext.roomserver import protocol as p
 from mixer_ext.roomserver.rooms import Admission, Room
 from mixer_ext.roomserver.tokens import TokenError, mint_token, verify_token
 from mixer_ext.sim.tracks import ToneTrack
-from tests.conftest import mixer_ext_cmd
+from tests.support.env import mixer_ext_cmd
 from tests.support.room_util import SECRET, spectrum_peak
 
 # --- tokens -------------------------------------------------------------------------------

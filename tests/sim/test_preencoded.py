@@ -14,11 +14,7 @@ import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection
 
 from mixer_ext.sim.preencoded import OpusLoop, PreEncodedOpusTrack, encode_tone
-
-
-def _peak_hz(pcm: np.ndarray) -> float:
-    spectrum = np.abs(np.fft.rfft(pcm * np.hanning(len(pcm))))
-    return float(np.fft.rfftfreq(len(pcm), 1 / 48_000)[int(np.argmax(spectrum))])
+from mixer_ext.testing.spectrum import peak_hz
 
 
 async def _receive(tracks: list[PreEncodedOpusTrack], seconds: float) -> list[np.ndarray]:
@@ -75,7 +71,7 @@ def test_two_preencoded_talkers_are_heard_by_a_stock_receiver() -> None:
     tones = (440, 1000)
     loops: list[OpusLoop] = [encode_tone(f, 0.3) for f in tones]
     pcm = asyncio.run(_receive([PreEncodedOpusTrack(lp) for lp in loops], 1.5))
-    heard = sorted(_peak_hz(x[24_000:]) for x in pcm)
+    heard = sorted(peak_hz(x[24_000:]) for x in pcm)
     assert heard == pytest.approx(sorted(tones), abs=3)
     for x in pcm:
         assert 0.2 * 32767 < np.max(np.abs(x[24_000:])) < 0.4 * 32767

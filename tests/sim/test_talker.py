@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from mixer_ext.connectors.base import ParticipantLeft, TrackEnabledChanged, TrackSubscribed
-from tests.conftest import free_port, mixer_ext_cmd
+from tests.support.env import free_port, mixer_ext_cmd
 from tests.support.room_util import (
     SECRET,
     client,

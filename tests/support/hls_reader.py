@@ -104,21 +104,6 @@ def read_ts(blob: bytes, *, playlist: str = "", segments: list[str] | None = Non
     )
 
 
-def tone_levels(
-    audio: npt.NDArray[np.float32], sample_rate: int, freqs: list[float], band: float = 15.0
-) -> dict[float, float]:
-    """Amplitude of each frequency in ``audio`` (mono mix), from a windowed FFT."""
-    mono = audio.mean(axis=1) if audio.ndim == 2 else audio
-    window = np.hanning(len(mono))
-    spectrum = np.abs(np.fft.rfft(mono * window)) * 2 / window.sum()
-    bins = np.fft.rfftfreq(len(mono), 1 / sample_rate)
-    out: dict[float, float] = {}
-    for f in freqs:
-        sel = (bins > f - band) & (bins < f + band)
-        out[f] = float(spectrum[sel].max()) if sel.any() else 0.0
-    return out
-
-
 def runs_where(values: Sequence[T], pred: Callable[[T], bool]) -> list[tuple[int, int]]:
     """(start, length) of each run of consecutive items for which ``pred`` holds."""
     out: list[tuple[int, int]] = []

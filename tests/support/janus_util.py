@@ -13,7 +13,7 @@
 - ``ChromiumPublisher``: a headless Chromium publishing a fake-mic tone with
   plain WebSocket+JSON (no janus.js: Debian does not ship it), driven by
   ``tests/browser/pages/janus_publisher.mjs``.
-- ``tone_peaks()``: the FFT check a listener would make.
+- the FFT check a listener would make is ``mixer_ext.testing.spectrum.has_tone``.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from mixer_ext.testing.janus import (
     room_config,
     stop_janus,
 )
-from tests.conftest import ROOT, free_port, require_path, require_program
+from tests.support.env import ROOT, free_port, require_path, require_program
 
 __all__ = ["ROOM_SECRET", "JanusServer", "interface_address", "room_config", "stop_janus"]
 
@@ -194,42 +194,6 @@ class JanusRoomScenario:
 
 
 # --- audio checks ------------------------------------------------------------------
-
-
-def tone_peaks(samples: np.ndarray, rate: int = 48000, *, top: int = 3) -> list[float]:
-    """Frequencies (Hz) of the strongest spectral peaks of mono ``samples``."""
-    x = samples.astype(np.float64)
-    x = x - x.mean()
-    spec = np.abs(np.fft.rfft(x * np.hanning(len(x))))
-    freqs = np.fft.rfftfreq(len(x), 1 / rate)
-    peaks: list[float] = []
-    for _ in range(top):
-        i = int(np.argmax(spec))
-        if spec[i] <= 0:
-            break
-        peaks.append(float(freqs[i]))
-        lo, hi = max(0, i - 20), i + 21
-        spec[lo:hi] = 0
-    return peaks
-
-
-def has_tone(
-    samples: np.ndarray, freq: float, rate: int = 48000, *, tolerance: float = 15.0
-) -> bool:
-    """True when ``freq`` (Hz, +-``tolerance``) is a clear spectral peak of mono ``samples``."""
-    x = samples.astype(np.float64)
-    if len(x) < rate // 10:
-        return False
-    x = x - x.mean()
-    spec = np.abs(np.fft.rfft(x * np.hanning(len(x))))
-    freqs = np.fft.rfftfreq(len(x), 1 / rate)
-    band = (freqs > freq - tolerance) & (freqs < freq + tolerance)
-    if not band.any():
-        return False
-    audible = spec[(freqs > 100) & (freqs < 8000)]
-    peak = float(spec[band].max())
-    # a tone: well above the noise floor and within 40 dB of the loudest component
-    return peak > 50 * (float(np.median(audible)) + 1e-9) and peak > 0.01 * float(audible.max())
 
 
 # --- Chromium publisher -------------------------------------------------------------

@@ -39,7 +39,7 @@ from aiohttp import web
 from mixer_ext.core.frames import PAYLOAD_SAMPLES, PAYLOAD_SECONDS, SAMPLE_RATE
 from mixer_ext.core.payload import MUTED, MetadataPayload
 from mixer_ext.outputs.carriers import id3_txxx
-from tests.conftest import ROOT, free_port
+from tests.support.env import ROOT, free_port
 
 PLAYER_DIR = ROOT / "player_demo"
 DRIVER = ROOT / "tests" / "browser" / "pages" / "player_check.mjs"

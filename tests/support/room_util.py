@@ -20,6 +20,7 @@ from mixer_ext.core.frames import EncodedSource
 from mixer_ext.roomserver.server import RoomServer
 from mixer_ext.roomserver.tokens import mint_token
 from mixer_ext.settings import Settings
+from mixer_ext.testing.spectrum import peak_hz, rms
 
 SECRET = "test-secret-0123456789abcdef0123456789"
 #: MIXER_ROOM_ADMIN_TOKEN of the test servers (pass room_admin_token=None for none)
@@ -112,22 +113,9 @@ async def record(track: MediaStreamTrack | EncodedSource, seconds: float) -> np.
 
 
 def spectrum_peak(samples: np.ndarray) -> tuple[float, float]:
-    """(frequency in Hz, RMS level) of the strongest component of ``samples``."""
+    """(frequency in Hz above 50 Hz, RMS level) of the strongest component of ``samples``."""
     assert len(samples) >= SAMPLE_RATE // 10, f"only {len(samples)} samples received"
-    windowed = samples * np.hanning(len(samples))
-    mag = np.abs(np.fft.rfft(windowed))
-    freqs = np.fft.rfftfreq(len(samples), 1 / SAMPLE_RATE)
-    mag[freqs < 50] = 0
-    return float(freqs[int(np.argmax(mag))]), float(np.sqrt(np.mean(samples**2)))
-
-
-async def until(predicate: Callable[[], bool], within: float = 10.0, what: str = "") -> None:
-    """Poll ``predicate`` every 50 ms until it holds; AssertionError after ``within`` s."""
-    for _ in range(int(within / 0.05)):
-        if predicate():
-            return
-        await asyncio.sleep(0.05)
-    assert predicate(), f"not true within {within} s: {what or predicate}"
+    return peak_hz(samples, SAMPLE_RATE, above=50), rms(samples)
 
 
 def write_tone_wav(path: Path, hz: float, seconds: float, rate: int = 44_100) -> None:

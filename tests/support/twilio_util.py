@@ -21,10 +21,12 @@ from unittest import mock
 from aiohttp import web
 from twilio.jwt.access_token import AccessToken
 from twilio.jwt.access_token.grants import VideoGrant
+from twilio.request_validator import RequestValidator
+from twilio.rest import Client
 
 from mixer_ext.roomserver.server import RoomServer
 from mixer_ext.roomserver.twilio.gateway import TwilioGateway
-from tests.conftest import ROOT, require_path, require_program
+from tests.support.env import ROOT, require_path, require_program
 from tests.support.room_util import settings
 
 ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
@@ -180,3 +182,29 @@ async def browsers(room: TwilioRoom, wav: Path, log: Path) -> AsyncIterator[Brow
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await b._reader
         stderr.close()
+
+
+def video_client(room: TwilioRoom, user: str = API_KEY_SID, password: str = API_KEY_SECRET) -> Any:
+    c = Client(user, password, ACCOUNT_SID)
+    c.video.base_url = room.rest_url
+    return c.video.v1
+
+
+async def callback_receiver() -> tuple[web.AppRunner, str, list[tuple[str, dict[str, str], bool]]]:
+    """A webhook endpoint that checks each request's signature as Twilio's docs say to."""
+    seen: list[tuple[str, dict[str, str], bool]] = []
+    validator = RequestValidator(AUTH_TOKEN)
+
+    async def hook(request: web.Request) -> web.Response:
+        form = {k: str(v) for k, v in (await request.post()).items()}
+        ok = validator.validate(str(request.url), form, request.headers["X-Twilio-Signature"])
+        seen.append((form["StatusCallbackEvent"], form, ok))
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return runner, f"http://127.0.0.1:{runner.addresses[0][1]}/hook", seen

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, free_port, mixer_ext_cmd
+from tests.support.env import ROOT, free_port, mixer_ext_cmd
 
 GOOD = {"room": {"name": "RM1"}, "outputs": ["hls:main"]}
 

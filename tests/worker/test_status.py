@@ -9,7 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from mixer_ext.worker.status import EndReason, State, StatusReporter
-from tests.conftest import free_port
+from tests.support.env import free_port
 
 
 async def _server(handler: Any) -> tuple[web.AppRunner, str]:

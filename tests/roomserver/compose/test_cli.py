@@ -15,7 +15,7 @@ import pytest
 from mixer_ext.roomserver.compose.spec import decode_job, encode_job, plan
 from mixer_ext.testing.net import ROOT, mixer_ext_cmd
 from mixer_ext.testing.timeline import decode_timeline, tone_level
-from tests.roomserver.compose.test_compose import record
+from tests.support.compose import record
 
 
 def run(args: list[str], root: Path, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -44,7 +44,7 @@ def storage(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_compose_runs_a_job_from_the_storage(storage: Path, tmp_path: Path) -> None:
     from mixer_ext.roomserver.compose.spec import Source
-    from tests.roomserver.compose.test_compose import RATE
+    from tests.support.compose import RATE
 
     sources = [
         Source("alice", storage / "recordings/RM1/RTalice.mka", 0, 2 * RATE),

@@ -13,6 +13,7 @@ import hmac
 import json
 import time
 import urllib.request
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +30,12 @@ from mixer_ext.roomserver.twilio.media_routes import MediaRoutes
 from mixer_ext.roomserver.twilio.sids import new_sid
 from mixer_ext.sim.preencoded import encode_tone
 from mixer_ext.testing.timeline import decode_timeline, tone_level
-from tests.browser.test_twilio_rest import callback_receiver
-from tests.support.twilio_util import ACCOUNT_SID, AUTH_TOKEN
+from mixer_ext.testing.wait import until as wait_until
+from tests.support.twilio_util import ACCOUNT_SID, AUTH_TOKEN, callback_receiver
+
+#: the twilio client blocks: each check runs in a thread
+until = partial(wait_until, within=30.0, every=0.1, blocking=True)
+
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -45,16 +50,6 @@ def feed(sink: Any, freq: float, seconds: float) -> None:
     loop = encode_tone(freq, channels=1)
     for n in range(round(seconds / 0.02)):
         sink(loop.payloads[n % len(loop.payloads)], 555 + n * FRAME)
-
-
-async def until(what: Any, within: float = 30.0) -> Any:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        value = await asyncio.to_thread(what)
-        if value:
-            return value
-        await asyncio.sleep(0.1)
-    raise AssertionError("condition not met in time")
 
 
 def download(client: Client, url: str) -> bytes:

@@ -23,7 +23,8 @@ from twilio.rest import Client
 from mixer_ext import metrics
 from mixer_ext.roomserver.twilio import callbacks as cb
 from mixer_ext.sim.tracks import ToneTrack
-from tests.support.room_util import client, until
+from mixer_ext.testing.wait import until
+from tests.support.room_util import client
 from tests.support.twilio_util import (
     ACCOUNT_SID,
     API_KEY_SECRET,
