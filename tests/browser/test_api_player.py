@@ -19,7 +19,7 @@ from tests.support.env import ROOT, free_port, require_path, require_program
 from tests.support.player_util import check_played_live_stream, drive_player
 from tests.support.process_util import Proc, processes, wait_for_port
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 twilio_rest = pytest.importorskip("twilio.rest")
 from twilio.jwt.access_token import AccessToken  # noqa: E402

@@ -35,18 +35,18 @@ from aiohttp import web
 from mixer_ext.serve.http import HttpEndpoint
 from mixer_ext.settings import Settings
 from tests.support.api_process import ACCOUNT, SECRET, TOKEN, _Api
+from tests.support.browser import page_script
 from tests.support.env import ROOT, free_port, require_path, require_program
 from tests.support.llhls_util import LiveTone
 from tests.support.process_util import Proc, processes, wait_for_port
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 twilio_rest = pytest.importorskip("twilio.rest")
 from twilio.jwt.access_token import AccessToken  # noqa: E402
 from twilio.jwt.access_token.grants import PlaybackGrant  # noqa: E402
 
 PLAYER_DIR = ROOT / "player_demo"
-DRIVER = ROOT / "tests" / "browser" / "pages" / "live_player_check.mjs"
 SCRIPT_BUILD = PLAYER_DIR / "vendor" / "twilio-live-player.min.js"
 #: what a backend posts through TimedMetadata (an app's poll, as apps used it)
 POLL = '{"poll":"Which track next?","options":["A","B"]}'
@@ -55,8 +55,7 @@ POLL = '{"poll":"Which track next?","options":["A","B"]}'
 async def drive(url: str, budget_s: float, volume_at_s: float) -> dict:  # type: ignore[type-arg]
     spec = {"url": url, "timeoutMs": int(budget_s * 1000), "volumeAtMs": int(volume_at_s * 1000)}
     proc = await asyncio.create_subprocess_exec(
-        "node",
-        str(DRIVER),
+        *page_script("live_player_check.mjs"),
         json.dumps(spec),
         cwd=ROOT,
         stdout=asyncio.subprocess.PIPE,
@@ -242,8 +241,7 @@ async def test_refused_autoplay_plays_muted_and_tells_the_app(tmp_path: Path) ->
         token.add_grant(PlaybackGrant(grant=grant))
         url = f"{base}/examples/quickstart.html?accessToken={quote(token.to_jwt())}"
         proc = await asyncio.create_subprocess_exec(
-            "node",
-            str(ROOT / "tests" / "browser" / "pages" / "live_player_autoplay.mjs"),
+            *page_script("live_player_autoplay.mjs"),
             json.dumps({"url": url, "timeoutMs": 20000}),
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,

@@ -21,11 +21,11 @@ import pytest
 from mixer_ext.hls.origin import HlsOrigin
 from mixer_ext.serve.http import HttpEndpoint
 from mixer_ext.settings import Settings
+from tests.support.browser import page_script
 from tests.support.env import require_path, require_program
 from tests.support.llhls_util import LiveTone
 
 ROOT = Path(__file__).resolve().parents[2]
-DRIVER = ROOT / "tests" / "browser" / "pages" / "llhls_check.mjs"
 PLAYER_DIR = ROOT / "player_demo"
 HLS_JS = PLAYER_DIR / "vendor" / "hls.min.mjs"  # the page imports it (live-player.js)
 RATE = 48000
@@ -68,8 +68,7 @@ async def play(
         "latencyMs": latency_ms,
     }
     proc = await asyncio.create_subprocess_exec(
-        "node",
-        str(DRIVER),
+        *page_script("llhls_check.mjs"),
         json.dumps(spec),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,

@@ -34,12 +34,12 @@ from mixer_ext.core.payload import MetadataPayload
 from mixer_ext.encode.fanout import OutputPipeline
 from mixer_ext.serve.http import HttpEndpoint
 from mixer_ext.settings import Settings
+from tests.support.browser import page_script
 from tests.support.env import ROOT, require_path, require_program
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 PAGE = ROOT / "tests" / "browser" / "pages" / "metadata_cues.html"
-DRIVER = ROOT / "tests" / "browser" / "pages" / "metadata_cues.mjs"
 HLS_JS = ROOT / "player_demo" / "vendor" / "hls.min.js"
 #: seconds of playback watched; the first SETTLE_S are start-up (join, catch-up)
 PLAY_S = 20.0
@@ -53,8 +53,7 @@ PART_S = 9 * 1024 / SAMPLE_RATE
 
 async def play(url: str) -> dict[str, Any]:
     proc = await asyncio.create_subprocess_exec(
-        "node",
-        str(DRIVER),
+        *page_script("metadata_cues.mjs"),
         json.dumps({"url": url, "playMs": int(PLAY_S * 1000)}),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,

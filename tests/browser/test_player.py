@@ -24,7 +24,7 @@ from tests.support.player_util import (
     write_hls,
 )
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture

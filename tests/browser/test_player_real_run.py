@@ -29,7 +29,7 @@ from tests.support.player_util import (
 )
 from tests.support.process_util import Proc, processes, wait_for_port
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 SECRET = "player-real-run-secret-0123456789abcdef"
 MAX_DURATION = 24

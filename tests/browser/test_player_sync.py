@@ -29,7 +29,7 @@ from tests.support.player_util import (
 )
 from tests.support.product_stream import ProductStream
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 #: 6 s already written when the page opens, then 11 s live (a Chromium that takes 4 s
 #: to start on a loaded machine still sees 8 payloads and more)

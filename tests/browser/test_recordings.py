@@ -35,7 +35,7 @@ from tests.support.twilio_util import (
 until = partial(wait_until, within=30.0, every=0.2, blocking=True)
 
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(150)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(150)]
 
 
 def download(c: Client, url: str, to: Path) -> Path:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from mixer_ext.connectors.base import ParticipantLeft, TrackEnabledChanged, TrackSubscribed
-from tests.support.env import ROOT, require_path, require_program
+from tests.support.browser import page_script
 from tests.support.room_util import (
     client,
     next_event,
@@ -19,9 +19,8 @@ from tests.support.room_util import (
     write_tone_wav,
 )
 
-pytestmark = [pytest.mark.browser, pytest.mark.timeout(120)]
+pytestmark = pytest.mark.timeout(120)
 
-SCRIPT = ROOT / "tests" / "browser" / "pages" / "speaker_page.mjs"
 TONE_HZ = 600.0
 
 
@@ -30,9 +29,6 @@ async def test_chromium_speaker_page_is_heard(
     tmp_path: Path, artifacts_dir: Path, open_mode: bool
 ) -> None:
     """Pasted token on a default server; in open mode, an empty token field (server hands one)."""
-    require_program("chromium")
-    node = require_program("node", package="nodejs")
-    require_path(ROOT / "node_modules" / "playwright-core", "node_modules missing: run make setup")
     wav = tmp_path / "mic.wav"
     write_tone_wav(wav, TONE_HZ, 2.0, rate=48_000)  # 1200 whole cycles: seamless loop
 
@@ -42,8 +38,7 @@ async def test_chromium_speaker_page_is_heard(
         events = listener.events()
         page = f"http://127.0.0.1:{server.port}/"
         proc = await asyncio.create_subprocess_exec(
-            node,
-            str(SCRIPT),
+            *page_script("speaker_page.mjs"),
             page,
             "web",
             "browser",

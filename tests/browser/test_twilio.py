@@ -24,7 +24,7 @@ from tests.support.room_util import (
 )
 from tests.support.twilio_util import browsers, twilio_room, twilio_token
 
-pytestmark = [pytest.mark.browser, pytest.mark.timeout(150)]
+pytestmark = pytest.mark.timeout(150)
 
 TONE_HZ = 700.0
 

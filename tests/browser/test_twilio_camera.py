@@ -19,7 +19,7 @@ from mixer_ext.testing.wait import until
 from tests.support.room_util import client, next_event, record, spectrum_peak, write_tone_wav
 from tests.support.twilio_util import Browsers, browsers, twilio_room, twilio_token
 
-pytestmark = [pytest.mark.browser, pytest.mark.timeout(150)]
+pytestmark = pytest.mark.timeout(150)
 
 TONE_HZ = 660.0
 

@@ -22,7 +22,7 @@ from mixer_ext.testing.wait import until
 from tests.support.room_util import write_tone_wav
 from tests.support.twilio_util import Browsers, browsers, twilio_room, twilio_token, video_client
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
 #: collects every data message the page receives, as text ("bin:1,2,3" for binary)
 LISTEN = """() => {

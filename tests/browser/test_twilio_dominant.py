@@ -17,7 +17,7 @@ import pytest
 from tests.support.room_util import write_tone_wav
 from tests.support.twilio_util import browsers, twilio_room, twilio_token
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(150)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(150)]
 
 TURN = 3.0
 

@@ -23,7 +23,7 @@ from tests.support.process_util import Proc, processes
 from tests.support.room_util import SECRET, write_tone_wav
 from tests.support.twilio_util import browsers, twilio_room, twilio_token
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(180)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
 TONES = {"alice": 520.0, "bob": 780.0}
 NO_VOICE_PROCESSING = {

@@ -33,7 +33,7 @@ from tests.support.twilio_util import (
     video_client,
 )
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(180)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
 ROOM = "Daily Standup"
 SPEAKERS = ["Alice Smith", "José", "山田 太郎", "🎧 DJ"]

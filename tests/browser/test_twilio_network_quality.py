@@ -19,7 +19,7 @@ from mixer_ext.testing.wait import until
 from tests.support.room_util import write_tone_wav
 from tests.support.twilio_util import Browsers, TwilioRoom, browsers, twilio_room, twilio_token
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(150)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(150)]
 
 LISTEN = """() => {
   window.nq = [];

@@ -19,7 +19,7 @@ import pytest
 from tests.support.room_util import write_tone_wav
 from tests.support.twilio_util import browsers, twilio_room, twilio_token, video_client
 
-pytestmark = [pytest.mark.browser, pytest.mark.timeout(150)]
+pytestmark = pytest.mark.timeout(150)
 
 ROOM = "crowd"
 

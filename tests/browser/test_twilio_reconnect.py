@@ -57,7 +57,7 @@ from tests.support.twilio_util import (
     twilio_token,
 )
 
-pytestmark = [pytest.mark.browser, pytest.mark.timeout(150)]
+pytestmark = pytest.mark.timeout(150)
 
 TONE_HZ = 620.0
 

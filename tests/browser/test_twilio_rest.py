@@ -25,7 +25,7 @@ from tests.support.twilio_util import (
     video_client,
 )
 
-pytestmark = [pytest.mark.browser, pytest.mark.timeout(150)]
+pytestmark = pytest.mark.timeout(150)
 
 
 async def test_rooms_participants_tracks_and_callbacks(tmp_path: Path, artifacts_dir: Path) -> None:

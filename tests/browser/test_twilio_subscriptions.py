@@ -17,7 +17,6 @@ import pytest
 from twilio.base.exceptions import TwilioRestException
 from twilio.rest import Client
 
-from mixer_ext.roomserver.subscribe_rules import RuleError, parse_rules, wanted
 from mixer_ext.sim.tracks import ToneTrack
 from mixer_ext.testing.wait import until
 from tests.support.room_util import client, write_tone_wav
@@ -38,29 +37,6 @@ def video_client(room: TwilioRoom) -> Any:
     return c.video.v1
 
 
-def test_rule_grammar() -> None:
-    rules = parse_rules('[{"type": "include", "all": true}, {"type": "exclude", "publisher": "d"}]')
-    assert wanted(rules, "bob", "mic", "audio", "standard")
-    assert not wanted(rules, "d", "mic", "audio", "standard")  # the last match decides
-    kinds = parse_rules('[{"type": "include", "kind": "audio", "track": "mic"}]')
-    assert wanted(kinds, "x", "mic", "audio", "standard")
-    assert not wanted(kinds, "x", "screen", "audio", "standard")  # filters are ANDed
-    assert not wanted(parse_rules("[]"), "x", "mic", "audio", "standard")
-    for bad, says in (
-        ("nope", "not JSON"),
-        ('{"type": "include"}', "list"),
-        ('[{"type": "maybe", "all": true}]', "type"),
-        ('[{"type": "include"}]', "filter"),
-        ('[{"type": "include", "kind": "smell"}]', "kind"),
-        ('[{"type": "include", "priority": "urgent"}]', "priority"),
-        ('[{"type": "include", "all": false}]', "all must be true"),
-        ('[{"type": "include", "colour": "red"}]', "unknown field"),
-    ):
-        with pytest.raises(RuleError, match=says):
-            parse_rules(bad)
-
-
-@pytest.mark.browser
 @pytest.mark.timeout(150)
 async def test_subscribe_rules_drive_a_live_sdk_subscriber(
     tmp_path: Path, artifacts_dir: Path

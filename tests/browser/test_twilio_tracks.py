@@ -24,7 +24,7 @@ from tests.support.process_util import Proc, processes
 from tests.support.room_util import SECRET, write_tone_wav
 from tests.support.twilio_util import browsers, twilio_room, twilio_token, video_client
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(180)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
 SETTLE = "15000"  # ms a publishTrack gets before the page calls it unsettled
 

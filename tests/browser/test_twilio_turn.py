@@ -19,7 +19,6 @@ import pytest
 
 from mixer_ext.connectors.base import TrackSubscribed
 from mixer_ext.connectors.factory import make_connector
-from mixer_ext.iceservers import IceServers, turn_rest_credential
 from mixer_ext.testing.net import free_port
 from mixer_ext.testing.wait import until
 from tests.support.env import require_program
@@ -38,22 +37,6 @@ from tests.support.twilio_util import browsers, twilio_room, twilio_token
 TONE_HZ = 650.0
 
 
-def test_turn_rest_credential_is_coturns_scheme() -> None:
-    # base64(HMAC-SHA1("north", "1700000000:alice")), computed independently with openssl:
-    # printf 1700000000:alice | openssl dgst -sha1 -hmac north -binary | base64
-    user, password = turn_rest_credential("north", "alice", 1_700_000_000)
-    assert user == "1700000000:alice"
-    assert password == "Cd/49soE35ICqcJF/bCTn8Z4OyE="
-    ice = IceServers(
-        stun_urls=("stun:s:3478",), turn_urls=("turn:t:3478",), turn_secret="north", turn_ttl=60
-    )
-    anonymous = ice.for_client(None, 100.0)
-    assert anonymous == [{"urls": ["stun:s:3478"]}]  # no relay for who proved nothing
-    named = ice.for_client("bob", 100.0)[1]
-    assert named["username"] == "160:bob" and "north" not in repr(ice)
-
-
-@pytest.mark.browser
 @pytest.mark.timeout(150)
 async def test_a_relayed_sdk_speaker_is_heard(tmp_path: Path, artifacts_dir: Path) -> None:
     turnserver = require_program("turnserver", package="coturn")

@@ -24,13 +24,13 @@ import pytest
 from aiohttp import web
 
 from mixer_ext.hls.playlist import parse_media_playlist
+from tests.support.browser import page_script
 from tests.support.env import free_port, require_path, require_program
 from tests.support.process_util import Proc, processes, start_room_server
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
-DRIVER = ROOT / "tests" / "browser" / "pages" / "llhls_check.mjs"
 PLAYER_DIR = ROOT / "player_demo"
 HLS_JS = PLAYER_DIR / "vendor" / "hls.min.mjs"  # the page imports it (live-player.js)
 SECRET = "restart-browser-secret-not-for-production-0123"
@@ -106,8 +106,7 @@ async def test_hlsjs_plays_across_a_sigkill_and_restart(tmp_path: Path) -> None:
                 "untilEnded": True,
             }
             player = await asyncio.create_subprocess_exec(
-                "node",
-                str(DRIVER),
+                *page_script("llhls_check.mjs"),
                 json.dumps(spec),
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,

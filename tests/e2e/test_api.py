@@ -35,7 +35,7 @@ from tests.support.hls_reader import playlist_segments, read_ts
 from tests.support.process_util import Proc, processes, start_room_server
 from tests.support.rtmp import KEY, FfmpegListener
 
-pytestmark = [pytest.mark.slow, pytest.mark.rtmp]
+pytestmark = pytest.mark.rtmp
 
 twilio_rest = pytest.importorskip("twilio.rest")
 from twilio.base.exceptions import TwilioRestException  # noqa: E402

@@ -47,8 +47,6 @@ from tests.support.reference_backend import (
     unverified_claims,
 )
 
-pytestmark = pytest.mark.slow
-
 twilio_rest = pytest.importorskip("twilio.rest")
 from twilio.jwt.access_token import AccessToken  # noqa: E402
 from twilio.jwt.access_token.grants import PlaybackGrant  # noqa: E402

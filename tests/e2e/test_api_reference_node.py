@@ -19,8 +19,6 @@ import urllib.request
 from typing import Any
 from urllib.parse import urljoin
 
-import pytest
-
 from mixer_ext.api.client import basic_authorization
 from mixer_ext.testing.spectrum import tone_levels
 from mixer_ext.testing.wait import until_sync
@@ -36,8 +34,6 @@ from tests.support.reference_backend import (
     Stack,
     unverified_claims,
 )
-
-pytestmark = pytest.mark.slow
 
 SCRIPT = ROOT / "tests" / "e2e" / "node" / "reference_backend.cjs"
 ROOM = "book-club"

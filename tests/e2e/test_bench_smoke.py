@@ -15,8 +15,6 @@ import pytest
 
 from tests.support.env import ROOT
 
-pytestmark = pytest.mark.slow
-
 FIGURE = r"\d+\.\d+ ?(ms|%|MiB)"
 
 #: script -> what its figures look like (regexes that must all match its output)

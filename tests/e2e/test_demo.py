@@ -25,8 +25,6 @@ from mixer_ext.testing.spectrum import tone_levels
 from tests.support.env import ROOT, free_port, mixer_ext_cmd
 from tests.support.hls_reader import playlist_segments, read_ts
 
-pytestmark = pytest.mark.slow
-
 
 def _get(url: str) -> tuple[str, bytes]:
     with urllib.request.urlopen(url, timeout=5) as resp:

@@ -42,7 +42,7 @@ from tests.support.janus_util import (
 )
 from tests.support.process_util import Proc, processes
 
-pytestmark = [pytest.mark.janus, pytest.mark.slow]
+pytestmark = pytest.mark.janus
 
 ROOM = 4327
 MAX_DURATION = 40

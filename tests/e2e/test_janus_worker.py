@@ -31,7 +31,7 @@ from tests.support.janus_util import (
 )
 from tests.support.process_util import Proc, processes
 
-pytestmark = [pytest.mark.janus, pytest.mark.slow]
+pytestmark = pytest.mark.janus
 
 ROOM = 4321
 MAX_DURATION = 32

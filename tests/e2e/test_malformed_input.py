@@ -22,7 +22,6 @@ from typing import Any
 
 import av
 import numpy as np
-import pytest
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from mixer_ext.connectors.embedded import RoomClient
@@ -33,8 +32,6 @@ from mixer_ext.testing.wait import until
 from tests.support.env import free_port
 from tests.support.hls_reader import read_hls
 from tests.support.process_util import Proc, processes, start_room_server
-
-pytestmark = pytest.mark.slow
 
 SECRET = "malformed-secret-not-for-production-0123456789"
 ROOM = "RM-malformed"

@@ -33,7 +33,7 @@ from tests.support.twilio_util import ACCOUNT_SID, API_KEY_SECRET, API_KEY_SID, 
 until = partial(wait_until, within=40.0, every=0.2, blocking=True)
 
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(150)]
+pytestmark = pytest.mark.timeout(150)
 
 
 def client(port: int) -> Any:

@@ -40,7 +40,7 @@ from tests.support.twilio_util import (
 until = partial(wait_until, within=30.0, every=0.2, blocking=True)
 
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
+pytestmark = pytest.mark.timeout(120)
 
 
 def download(c: Client, url: str, to: Path) -> Path:

@@ -37,11 +37,7 @@ import json
 import subprocess
 import sys
 
-import pytest
-
 from tests.support.env import ROOT
-
-pytestmark = pytest.mark.slow
 
 BOUND = 0.35
 #: an idle input's share of the tick, against a talking one's (measured 0.04-0.07x)

@@ -17,15 +17,12 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-import pytest
 from aiohttp import web
 
 from mixer_ext.testing.spectrum import tone_levels
 from tests.support.env import free_port
 from tests.support.hls_reader import read_hls, read_ts, runs_where
 from tests.support.process_util import Proc, processes, start_room_server
-
-pytestmark = pytest.mark.slow
 
 SECRET = "e2e-secret-not-for-production-0123456789"
 TONES = {"alice": 440.0, "bob": 660.0, "carol": 990.0}

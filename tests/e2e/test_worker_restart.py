@@ -39,8 +39,6 @@ from tests.support.env import free_port, require_program
 from tests.support.hls_reader import read_hls
 from tests.support.process_util import Proc, processes, start_room_server
 
-pytestmark = pytest.mark.slow
-
 SECRET = "restart-secret-not-for-production-0123456789"
 MAX_DURATION = 14
 TONE = 440.0

@@ -31,8 +31,6 @@ from tests.support.env import free_port
 from tests.support.process_util import Proc, processes, start_room_server
 from tests.support.worker import ScriptedConnector
 
-pytestmark = pytest.mark.slow
-
 SECRET = "shutdown-secret-not-for-production-0123456789"
 BUDGET = 8.0
 #: the budget ends at the last stage; the interpreter's exit after it (threads, a loaded

@@ -43,13 +43,16 @@ from mixer_ext.testing.janus import (
     room_config,
     stop_janus,
 )
+from tests.support.browser import PAGES, page_script
 from tests.support.env import ROOT, free_port, require_path, require_program
+from tests.support.marks import need
 
 __all__ = ["ROOM_SECRET", "JanusServer", "interface_address", "room_config", "stop_janus"]
 
 
 def start_janus(workdir: Path, **kwargs: Any) -> JanusServer:
     """``mixer_ext.testing.janus.start_janus``; skip locally / fail in CI when Janus is missing."""
+    need("janus", "Janus")
     require_program("janus")
     require_path(JANUS_LIB_DIR / "plugins/libjanus_videoroom.so", "janus VideoRoom plugin missing")
     return _janus.start_janus(workdir, **kwargs)
@@ -212,7 +215,6 @@ def write_tone_wav(path: Path, freq: float, seconds: float = 10.0, rate: int = 4
 
 
 CHROMIUM = "/usr/bin/chromium"
-BROWSER_DIR = ROOT / "tests" / "browser" / "pages"
 
 
 class ChromiumPublisher:
@@ -238,11 +240,8 @@ class ChromiumPublisher:
     async def start(self, within: float = 45.0) -> int | str:
         from aiohttp import web
 
-        node = require_program("node", package="nodejs")
-        require_path(CHROMIUM, "Debian chromium is not installed (.ci/run installs it)")
-        require_path(ROOT / "node_modules/playwright-core", "run `make setup` (playwright-core)")
         app = web.Application()
-        app.router.add_static("/", BROWSER_DIR)
+        app.router.add_static("/", PAGES)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
         port = free_port()
@@ -255,8 +254,7 @@ class ChromiumPublisher:
         if self.server.api_secret:
             page += f"&apisecret={self.server.api_secret}"
         self._proc = await asyncio.create_subprocess_exec(
-            node,
-            str(BROWSER_DIR / "janus_publisher.mjs"),
+            *page_script("janus_publisher.mjs"),
             page,
             str(self.wav),
             CHROMIUM,

@@ -39,10 +39,10 @@ from aiohttp import web
 from mixer_ext.core.frames import PAYLOAD_SAMPLES, PAYLOAD_SECONDS, SAMPLE_RATE
 from mixer_ext.core.payload import MUTED, MetadataPayload
 from mixer_ext.outputs.carriers import id3_txxx
+from tests.support.browser import page_script
 from tests.support.env import ROOT, free_port
 
 PLAYER_DIR = ROOT / "player_demo"
-DRIVER = ROOT / "tests" / "browser" / "pages" / "player_check.mjs"
 ID3_TIME_BASE = Fraction(1, 90_000)
 
 
@@ -302,8 +302,7 @@ async def drive_player(
         "timeoutMs": int(budget_s * 1000),
     }
     proc = await asyncio.create_subprocess_exec(
-        "node",
-        str(DRIVER),
+        *page_script("player_check.mjs"),
         json.dumps(spec),
         cwd=ROOT,
         stdout=asyncio.subprocess.PIPE,

@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from mixer_ext.testing.net import ROOT, mixer_ext_cmd, wait_for_port
+from tests.support.marks import need
 
 __all__ = ["wait_for_port"]
 
@@ -18,6 +19,8 @@ class Proc:
     """A ``mixer-ext`` subprocess whose output goes to a log file (read with ``.log()``)."""
 
     def __init__(self, args: Sequence[str], env: dict[str, str], log_path: Path) -> None:
+        if list(args[:1]) == ["run"]:
+            need("slow", "a worker process (mixer-ext run)", or_any_lane_mark=True)
         self._start([*mixer_ext_cmd(), *args], {**os.environ, **env}, log_path)
 
     def _start(self, argv: Sequence[str], env: dict[str, str], log_path: Path) -> None:

@@ -17,6 +17,7 @@ from mixer_ext.encode.fanout import OutputPipeline
 from mixer_ext.outputs.carriers import parse_amf0_text_fields
 from mixer_ext.testing.feed import feed, flv_tags
 from tests.support.env import free_port, require_path, require_program
+from tests.support.marks import need
 
 KEY = "sk_live_Zq8VtQ3mP"
 
@@ -28,6 +29,7 @@ class FfmpegListener:
     """``ffmpeg -listen 1`` as an RTMP server that keeps the AMF data (records to FLV)."""
 
     def __init__(self, port: int, out: Path) -> None:
+        need("rtmp", "an ffmpeg RTMP listener")
         ffmpeg = require_program("ffmpeg")
         self.out = out
         self.proc = subprocess.Popen(
@@ -100,6 +102,7 @@ class NginxRtmp:
     """Debian nginx + libnginx-mod-rtmp on loopback, recording every stream to ``rec``."""
 
     def __init__(self, tmp_path: Path, port: int, name: str) -> None:
+        need("rtmp", "nginx-rtmp")
         nginx = require_program("nginx", package="nginx libnginx-mod-rtmp")
         require_path(NGINX_RTMP, "libnginx-mod-rtmp is not installed")
         self.rec = tmp_path / f"{name}-rec"

@@ -26,14 +26,14 @@ from twilio.rest import Client
 
 from mixer_ext.roomserver.server import RoomServer
 from mixer_ext.roomserver.twilio.gateway import TwilioGateway
-from tests.support.env import ROOT, require_path, require_program
+from tests.support.browser import page_script
+from tests.support.env import ROOT, require_path
 from tests.support.room_util import settings
 
 ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
 API_KEY_SID = "SK" + "fedcba9876543210" * 2
 API_KEY_SECRET = "twilio-test-api-key-secret-0123456789"
 AUTH_TOKEN = "twilio-test-auth-token-0123456789abcdef"
-SCRIPT = ROOT / "tests" / "browser" / "pages" / "twilio_participants.mjs"
 HARNESS = ROOT / "tests" / "browser" / "pages" / "twilio"
 SDK_DIST = ROOT / "node_modules" / "twilio-video" / "dist"
 
@@ -149,16 +149,12 @@ class Browsers:
 
 @contextlib.asynccontextmanager
 async def browsers(room: TwilioRoom, wav: Path, log: Path) -> AsyncIterator[Browsers]:
-    require_program("chromium")
-    node = require_program("node", package="nodejs")
-    require_path(ROOT / "node_modules" / "playwright-core", "node_modules missing: run make setup")
     require_path(SDK_DIST / "twilio-video.min.js", "twilio-video missing: run make setup")
     with log.open("w"):
         pass
     stderr = log.with_suffix(".stderr.log").open("wb")
     proc = await asyncio.create_subprocess_exec(
-        node,
-        str(SCRIPT),
+        *page_script("twilio_participants.mjs"),
         room.base_url,
         str(wav),
         stdin=asyncio.subprocess.PIPE,
