@@ -23,6 +23,7 @@ import itertools
 from typing import Any
 
 import aiortc
+import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpReceiver, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamTrack
 from aiortc.rtp import RtpPacket
@@ -151,6 +152,7 @@ def _rtp_like(draw: st.DrawFn) -> bytes:
     return data[: draw(st.integers(0, len(data)))] if draw(st.booleans()) else data
 
 
+@pytest.mark.slow
 @settings(max_examples=3000, deadline=None)
 @given(st.binary(max_size=80) | _rtp_like())
 def test_the_fast_lanes_header_parse_agrees_with_aiortcs(data: bytes) -> None:

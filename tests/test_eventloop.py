@@ -63,6 +63,7 @@ def test_an_unknown_loop_is_refused_before_anything_starts() -> None:
     assert len(lines) == 1 and "MIXER_EVENT_LOOP" in lines[0], proc.stderr
 
 
+@pytest.mark.slow
 async def test_the_room_server_on_uvloop_forwards_a_tone(tmp_path: Path) -> None:
     port = free_port()
     url = f"ws://127.0.0.1:{port}"

@@ -20,6 +20,8 @@ from mixer_ext.context import parse_context
 from mixer_ext.errors import ConfigError
 from mixer_ext.roomserver import protocol as p
 
+pytestmark = pytest.mark.slow
+
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 MAX_BYTES = 65_536
 CODES = {"malformed", "oversized", "version"}

@@ -18,6 +18,8 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.support.env import ROOT, mixer_ext_cmd
 
 KEY = "sk_live_Zq8VtQ3mPw"
@@ -67,6 +69,7 @@ def test_a_stderr_nobody_reads_blocks_no_logging_call_and_no_line_is_lost() -> N
 F_SETPIPE_SZ, F_GETPIPE_SZ = 1031, 1032  # Linux fcntl commands
 
 
+@pytest.mark.slow
 def test_a_workers_last_log_lines_are_written_when_it_exits(tmp_path: Path) -> None:
     # The worker fails fast (its HTTP port is taken) while its stderr is stalled: a pipe
     # already full, as when a log shipper lags.  Its run is not held up by that, and it

@@ -296,6 +296,7 @@ def _rendered_api_settings() -> dict[str, str]:
     return dict(cm["data"])
 
 
+@pytest.mark.slow
 def test_mixer_ext_api_runs_with_the_charts_settings(fake_kube: Any, tmp_path: Path) -> None:
     """The real ``mixer-ext api`` process, with the environment the chart gives its pod
     (the rendered ConfigMap; the token as the Secret would give it), against the local

@@ -67,6 +67,7 @@ def test_a_token_file_alone_is_enough_to_join_the_embedded_server(tmp_path: Path
         check_room_settings(_settings())
 
 
+@pytest.mark.slow
 def test_mixer_ext_run_refuses_an_unreadable_token_file_in_one_line(tmp_path: Path) -> None:
     """The real CLI: exit 2, one line naming the setting, nothing connected."""
     context = tmp_path / "context.json"

@@ -19,12 +19,15 @@ import os
 import time
 
 import numpy as np
+import pytest
 
 from mixer_ext.core.frames import SAMPLE_RATE, TICKS_PER_PAYLOAD, MixedFrame
 from mixer_ext.core.mixer import Mixer
 from mixer_ext.core.payload import MetadataPayload
 from mixer_ext.settings import JitterBufferSize
 from mixer_ext.testing.core import Sender, longrun_senders, simulate
+
+pytestmark = pytest.mark.slow
 
 
 def rss_bytes() -> int:

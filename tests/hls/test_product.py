@@ -17,6 +17,7 @@ import re
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from mixer_ext.hls.playlist import parse_media_playlist
 from mixer_ext.hls.tspart import starts_with_pat_pmt
@@ -25,6 +26,7 @@ from tests.support.player_util import THREE_TALKERS
 from tests.support.product_stream import ProductStream
 
 
+@pytest.mark.slow
 async def test_low_latency_hls_through_the_product(tmp_path: Path) -> None:
     stream = ProductStream(tmp_path / "hls")
     await stream.start()

@@ -110,6 +110,7 @@ async def test_a_full_encoder_queue_marks_every_gap(tmp_path: Path) -> None:
     check_run(versions, expected_gaps=gaps)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("low_latency", [True, False], ids=["llhls", "plain"])
 async def test_a_clock_resync_marks_a_discontinuity(tmp_path: Path, low_latency: bool) -> None:
     """The mixer clock (real, with a monotonic source that jumps 5 s) re-anchors: HLS marks it."""

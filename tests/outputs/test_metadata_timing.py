@@ -246,6 +246,7 @@ async def test_rtmp_on_text_data_is_never_behind_the_audio_sent_before_it(
     assert got[-1] == sent[-1].seq
 
 
+@pytest.mark.slow
 async def test_websocket_sends_each_payload_before_its_audio_is_published(
     tmp_path: Path,
 ) -> None:

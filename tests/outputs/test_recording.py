@@ -71,6 +71,7 @@ async def test_ts_recording_is_readable_while_the_run_goes_on(tmp_path: Path) ->
     assert len(so_far.payloads) >= 4
 
 
+@pytest.mark.slow
 def test_sigterm_finalizes_the_recording(tmp_path: Path) -> None:
     """A worker-like process that closes the pipeline on SIGTERM leaves a playable m4a."""
     m4a = tmp_path / "rec.m4a"

@@ -23,6 +23,8 @@ import pytest
 
 from tests.support.env import ROOT
 
+pytestmark = pytest.mark.slow
+
 FED = 3.0
 
 

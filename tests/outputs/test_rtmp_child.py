@@ -22,6 +22,8 @@ from mixer_ext.settings import Settings
 from mixer_ext.testing.feed import feed
 from tests.support.env import free_port
 
+pytestmark = pytest.mark.slow
+
 SECRETS = {
     "MIXER_ROOM_SECRET": "room-secret-0123456789abcdef0123456789",
     "MIXER_AUTH_TOKEN": "auth-token-0123456789abcdef",

@@ -15,9 +15,13 @@ import re
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from mixer_ext.core.payload import MetadataPayload
 from mixer_ext.outputs.carriers import id3_txxx
 from tests.support.env import ROOT, require_program
+
+pytestmark = pytest.mark.slow
 
 JS_TESTS = ROOT / "tests" / "player_demo" / "js"
 

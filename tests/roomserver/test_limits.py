@@ -113,6 +113,7 @@ def test_loads_bounded_refuses_deep_nesting_as_a_decode_error() -> None:
     assert loads_bounded("[[1]]", max_depth=2) == [[1]]
 
 
+@pytest.mark.slow
 @given(st.recursive(st.integers() | st.text(max_size=5), lambda c: st.lists(c, max_size=3)))
 def test_nesting_depth_matches_the_value(value: object) -> None:
     def depth(v: object) -> int:

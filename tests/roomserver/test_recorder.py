@@ -156,6 +156,7 @@ def test_unwritable_directory_fails_that_recording_only(tmp_path: Path) -> None:
 FED = 4.0
 
 
+@pytest.mark.slow
 def test_a_sigkilled_recorder_leaves_a_file_that_decodes_to_its_last_second(
     tmp_path: Path,
 ) -> None:

@@ -167,6 +167,7 @@ async def test_join_timeout_and_errors_before_join_close_the_socket() -> None:
         await server.stop()
 
 
+@pytest.mark.slow
 async def test_coalesced_state_updates_keep_receivers_through_a_flood() -> None:
     # a burst large enough that the rate limit never cuts in: coalescing alone must hold
     server = RoomServer(

@@ -428,6 +428,7 @@ async def test_open_mode_hands_out_tokens() -> None:
         await c.disconnect()
 
 
+@pytest.mark.slow
 async def test_room_server_cli_serves_page_and_stops_cleanly() -> None:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MIXER_")}

@@ -69,6 +69,7 @@ def test_mint_refuses_bad_names_and_ttl() -> None:
         mint_token(SECRET, "r", "a", ttl=0)
 
 
+@pytest.mark.slow
 def test_token_cli() -> None:
     env = {"MIXER_ROOM_SECRET": SECRET, "PATH": "/usr/bin:/bin"}
     cmd = [*mixer_ext_cmd(), "token", "--room", "demo", "--identity", "alice", "--ttl", "120"]

@@ -20,7 +20,7 @@ from tests.support.room_util import (
     write_tone_wav,
 )
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = [pytest.mark.timeout(90), pytest.mark.slow]
 
 
 def talker_env(url: str, **extra: str) -> dict[str, str]:

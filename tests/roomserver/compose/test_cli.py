@@ -17,6 +17,8 @@ from mixer_ext.testing.net import ROOT, mixer_ext_cmd
 from mixer_ext.testing.timeline import decode_timeline, tone_level
 from tests.support.compose import record
 
+pytestmark = pytest.mark.slow
+
 
 def run(args: list[str], root: Path, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(

@@ -140,6 +140,7 @@ def test_levels_beside_the_composition(room: list[Source], tmp_path: Path) -> No
     assert v["carol"][:6] == [-1] * 6 and all(x > loud for x in v["carol"][6:])
 
 
+@pytest.mark.slow
 async def test_worker_processes_compose_with_bounded_concurrency(
     room: list[Source], tmp_path: Path
 ) -> None:
@@ -173,6 +174,7 @@ async def test_worker_processes_compose_with_bounded_concurrency(
     assert workers.running == 0
 
 
+@pytest.mark.slow
 def test_a_worker_dies_with_its_server(room: list[Source], tmp_path: Path) -> None:
     """A process running compositions (the room server) is killed with SIGKILL while its
     worker mixes a long job: the worker dies too, so the restarted server's new run is the

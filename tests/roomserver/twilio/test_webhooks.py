@@ -68,6 +68,7 @@ class FlakyReceiver:
         return web.Response(status=204)
 
 
+@pytest.mark.slow
 async def test_webhooks_retried_in_order_signed_and_lists_as_twilio() -> None:
     receiver = FlakyReceiver(hold=cb.REQUEST_TIMEOUT + 2)
     app = web.Application()
