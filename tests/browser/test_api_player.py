@@ -15,7 +15,7 @@ from urllib.parse import quote
 import pytest
 
 from tests.support.api_process import ACCOUNT, SECRET, TOKEN, _Api
-from tests.support.env import ROOT, free_port, require_path, require_program
+from tests.support.env import ROOT, free_port, require_path
 from tests.support.player_util import check_played_live_stream, drive_player
 from tests.support.process_util import Proc, processes, wait_for_port
 
@@ -27,24 +27,12 @@ from twilio.jwt.access_token.grants import PlaybackGrant  # noqa: E402
 
 
 async def test_player_page_plays_a_player_access_token(tmp_path: Path) -> None:
-    require_program("chromium")
-    require_program("node", package="nodejs")
-    require_path(ROOT / "node_modules" / "playwright-core", "no node_modules: run `make setup`")
     require_path(ROOT / "player_demo" / "vendor" / "hls.min.mjs", "no hls.js: run `make setup`")
     for var in ("TWILIO_REGION", "TWILIO_EDGE"):
         os.environ.pop(var, None)
     room_port, api_port = free_port(), free_port()
     env = {"MIXER_ROOM_SECRET": SECRET, "MIXER_ROOM_URL": f"ws://127.0.0.1:{room_port}"}
-    api = _Api(
-        api_port,
-        {
-            **env,
-            "MIXER_ACCOUNT_SID": ACCOUNT,
-            "MIXER_AUTH_TOKEN": TOKEN,
-            "MIXER_API_DATA_DIR": str(tmp_path / "data"),
-        },
-        tmp_path / "api.log",
-    )
+    api = _Api.for_account(api_port, env, tmp_path)
     base = f"http://127.0.0.1:{api_port}"
     try:
         with processes() as procs:

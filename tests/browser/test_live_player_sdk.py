@@ -36,9 +36,9 @@ from mixer_ext.serve.http import HttpEndpoint
 from mixer_ext.settings import Settings
 from tests.support.api_process import ACCOUNT, SECRET, TOKEN, _Api
 from tests.support.browser import page_script
-from tests.support.env import ROOT, free_port, require_path, require_program
+from tests.support.env import ROOT, free_port, require_path
 from tests.support.llhls_util import LiveTone
-from tests.support.process_util import Proc, processes, wait_for_port
+from tests.support.process_util import Proc, processes, start_talker, wait_for_port
 
 pytestmark = pytest.mark.slow
 
@@ -103,24 +103,12 @@ async def serve_app() -> tuple[web.AppRunner, str]:
 
 
 async def test_quickstart_app_plays_a_playback_grant(tmp_path: Path) -> None:
-    require_program("chromium")
-    require_program("node", package="nodejs")
-    require_path(ROOT / "node_modules" / "playwright-core", "no node_modules: run `make setup`")
     require_path(SCRIPT_BUILD, "no twilio-live-player.min.js: run `make setup`")
     for var in ("TWILIO_REGION", "TWILIO_EDGE"):
         os.environ.pop(var, None)
     room_port, api_port = free_port(), free_port()
     env = {"MIXER_ROOM_SECRET": SECRET, "MIXER_ROOM_URL": f"ws://127.0.0.1:{room_port}"}
-    api = _Api(
-        api_port,
-        {
-            **env,
-            "MIXER_ACCOUNT_SID": ACCOUNT,
-            "MIXER_AUTH_TOKEN": TOKEN,
-            "MIXER_API_DATA_DIR": str(tmp_path / "data"),
-        },
-        tmp_path / "api.log",
-    )
+    api = _Api.for_account(api_port, env, tmp_path)
     runner, app_origin = await serve_app()
     try:
         with processes() as procs:
@@ -129,8 +117,7 @@ async def test_quickstart_app_plays_a_playback_grant(tmp_path: Path) -> None:
             )
             wait_for_port(room_port)
             for name, hz in (("alice", 440), ("bob", 660)):
-                argv = ["talker", "--room", "RM-sdk", "--identity", name, "--tone", str(hz)]
-                procs.append(Proc([*argv, "--duration", "90"], env, tmp_path / f"{name}.log"))
+                start_talker(procs, env, tmp_path / f"{name}.log", "RM-sdk", name, hz, 90)
             api.start()
             client = twilio_rest.Client(ACCOUNT, TOKEN)
             client.media.base_url = f"http://127.0.0.1:{api_port}"
@@ -221,8 +208,6 @@ async def test_refused_autoplay_plays_muted_and_tells_the_app(tmp_path: Path) ->
     """The SDK's README: when the autoplay policy refuses sound, the audio is muted (and
     VolumeChanged says so).  The worker's own endpoint serves an LL-HLS tone and the
     quickstart app; Chromium runs with its default policy and nobody clicks."""
-    require_program("chromium")
-    require_program("node", package="nodejs")
     require_path(SCRIPT_BUILD, "no twilio-live-player.min.js: run `make setup`")
     settings = Settings(hls_dir=tmp_path, http_host="127.0.0.1", http_port=0)
     endpoint = HttpEndpoint(settings, tmp_path, PLAYER_DIR, None)

@@ -39,7 +39,6 @@ STARTUP_S = 3.0
 async def server(tmp_path: Path) -> AsyncIterator[tuple[HlsOrigin, str]]:
     """The worker's HTTP endpoint over ``tmp_path`` (its HLS) and the player directory."""
     require_program("node")
-    require_path("/usr/bin/chromium", "Debian chromium is not installed")
     require_path(HLS_JS, "player_demo/vendor/hls.min.mjs is missing (make setup)")
     settings = Settings(hls_dir=tmp_path, http_host="127.0.0.1", http_port=0)
     endpoint = HttpEndpoint(settings, tmp_path, PLAYER_DIR, None)

@@ -35,7 +35,7 @@ from mixer_ext.encode.fanout import OutputPipeline
 from mixer_ext.serve.http import HttpEndpoint
 from mixer_ext.settings import Settings
 from tests.support.browser import page_script
-from tests.support.env import ROOT, require_path, require_program
+from tests.support.env import ROOT, require_path
 
 pytestmark = pytest.mark.slow
 
@@ -68,9 +68,6 @@ async def play(url: str) -> dict[str, Any]:
 async def test_hlsjs_at_sub_second_latency_gets_every_payload_before_its_time(
     tmp_path: Path,
 ) -> None:
-    require_program("chromium")
-    require_program("node", package="nodejs")
-    require_path(ROOT / "node_modules" / "playwright-core", "no node_modules: run `make setup`")
     require_path(HLS_JS, "no hls.js: run `make setup`")
     page_dir = tmp_path / "page"
     (page_dir / "vendor").mkdir(parents=True)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.env import ROOT, require_path, require_program
+from tests.support.env import ROOT, require_path
 from tests.support.player_util import (
     THREE_TALKERS,
     HlsRun,
@@ -29,9 +29,6 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture
 def browser_ready() -> None:
-    require_program("chromium")
-    require_program("node", package="nodejs")
-    require_path(ROOT / "node_modules" / "playwright-core", "no node_modules: run `make setup`")
     require_path(
         ROOT / "player_demo" / "vendor" / "hls.min.mjs",
         "player_demo/vendor/hls.min.mjs missing: run `make setup`",

@@ -20,7 +20,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.support.env import ROOT, free_port, require_path, require_program
+from tests.support.env import ROOT, free_port, require_path
 from tests.support.llhls_util import check_blocking_reload, decoded_samples
 from tests.support.player_util import (
     check_ended_at_the_streams_end,
@@ -44,9 +44,6 @@ def _ready(url: str) -> bool:
 
 
 async def test_player_plays_a_real_worker_run(tmp_path: Path, artifacts_dir: Path) -> None:
-    require_program("chromium")
-    require_program("node", package="nodejs")
-    require_path(ROOT / "node_modules" / "playwright-core", "no node_modules: run `make setup`")
     require_path(ROOT / "player_demo" / "vendor" / "hls.min.mjs", "no hls.js: run `make setup`")
     room_port, http_port = free_port(), free_port()
     env = {"MIXER_ROOM_SECRET": SECRET, "MIXER_ROOM_URL": f"ws://127.0.0.1:{room_port}"}

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from mixer_ext.core.frames import PAYLOAD_SECONDS
-from tests.support.env import ROOT, require_path, require_program
+from tests.support.env import ROOT, require_path
 from tests.support.player_util import (
     THREE_TALKERS,
     check_ended_at_the_streams_end,
@@ -46,9 +46,6 @@ CUE_TOLERANCE_S = 0.05
 async def test_player_meters_follow_the_products_stream(
     tmp_path: Path, artifacts_dir: Path
 ) -> None:
-    require_program("chromium")
-    require_program("node", package="nodejs")
-    require_path(ROOT / "node_modules" / "playwright-core", "no node_modules: run `make setup`")
     require_path(ROOT / "player_demo" / "vendor" / "hls.min.mjs", "no hls.js: run `make setup`")
     stream = ProductStream(tmp_path / "hls")
     await stream.start()

@@ -11,7 +11,6 @@ import asyncio
 import json
 import shutil
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -19,9 +18,9 @@ import pytest
 from mixer_ext.testing.spectrum import tone_levels
 from tests.support.env import free_port
 from tests.support.hls_reader import read_hls, runs_where
-from tests.support.process_util import Proc, processes
-from tests.support.room_util import SECRET, write_tone_wav
-from tests.support.twilio_util import browsers, twilio_room, twilio_token
+from tests.support.process_util import Proc, metrics_text, processes
+from tests.support.room_util import write_tone_wav
+from tests.support.twilio_util import browsers, mixer_env, twilio_room, twilio_token
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
@@ -32,14 +31,6 @@ NO_VOICE_PROCESSING = {
     "autoGainControl": False,
 }
 MAX_DURATION = 16
-
-
-def _metrics(port: int) -> str:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
-            return str(resp.read().decode())
-    except OSError:
-        return ""
 
 
 async def test_mixer_mixes_twilio_video_speakers(tmp_path: Path, artifacts_dir: Path) -> None:
@@ -65,13 +56,7 @@ async def test_mixer_mixes_twilio_video_speakers(tmp_path: Path, artifacts_dir: 
             sids.add(joined["sid"])
         (room_sid,) = sids
         metrics_port = free_port()
-        env = {
-            "MIXER_ROOM_SECRET": SECRET,
-            "MIXER_ROOM_URL": room.server.url,
-            "MIXER_HLS_DIR": str(hls_dir),
-            "MIXER_HLS_PLAYLIST_TYPE": "event",
-            "MIXER_METRICS_PORT": str(metrics_port),
-        }
+        env = mixer_env(room, hls_dir, metrics_port)
         context = {
             "room": {"name": room_sid},  # the RM SID, as the hosted extension was given
             "outputs": ["hls:town"],
@@ -81,7 +66,7 @@ async def test_mixer_mixes_twilio_video_speakers(tmp_path: Path, artifacts_dir: 
             worker = Proc(["run", "--context", json.dumps(context)], env, tmp_path / "w.log")
             procs.append(worker)
             deadline = time.monotonic() + 40
-            while "mixer_inputs 2.0" not in (await asyncio.to_thread(_metrics, metrics_port)):
+            while "mixer_inputs 2.0" not in (await asyncio.to_thread(metrics_text, metrics_port)):
                 assert time.monotonic() < deadline, worker.log()[-3000:]
                 await asyncio.sleep(0.5)
             await asyncio.sleep(3)

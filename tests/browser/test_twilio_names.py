@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -23,11 +22,12 @@ from twilio.base.exceptions import TwilioRestException
 from mixer_ext.testing.wait import until
 from tests.support.env import free_port
 from tests.support.hls_reader import read_hls
-from tests.support.process_util import Proc, processes
-from tests.support.room_util import SECRET, write_tone_wav
+from tests.support.process_util import Proc, metrics_text, processes
+from tests.support.room_util import write_tone_wav
 from tests.support.twilio_util import (
     browsers,
     callback_receiver,
+    mixer_env,
     twilio_room,
     twilio_token,
     video_client,
@@ -38,14 +38,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 ROOM = "Daily Standup"
 SPEAKERS = ["Alice Smith", "José", "山田 太郎", "🎧 DJ"]
 MAX_DURATION = 14
-
-
-def _metrics(port: int) -> str:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
-            return str(resp.read().decode())
-    except OSError:
-        return ""
 
 
 async def test_real_names_round_trip_everywhere(tmp_path: Path, artifacts_dir: Path) -> None:
@@ -89,13 +81,7 @@ async def test_real_names_round_trip_everywhere(tmp_path: Path, artifacts_dir: P
             assert jose.identity == "José" and jose.status == "connected"
 
             metrics_port = free_port()
-            env = {
-                "MIXER_ROOM_SECRET": SECRET,
-                "MIXER_ROOM_URL": room.server.url,
-                "MIXER_HLS_DIR": str(hls_dir),
-                "MIXER_HLS_PLAYLIST_TYPE": "event",
-                "MIXER_METRICS_PORT": str(metrics_port),
-            }
+            env = mixer_env(room, hls_dir, metrics_port)
             context = {
                 "room": {"name": ROOM},
                 "outputs": ["hls:standup"],
@@ -105,7 +91,9 @@ async def test_real_names_round_trip_everywhere(tmp_path: Path, artifacts_dir: P
                 worker = Proc(["run", "--context", json.dumps(context)], env, tmp_path / "w.log")
                 procs.append(worker)
                 deadline = time.monotonic() + 40
-                while "mixer_inputs 4.0" not in (await asyncio.to_thread(_metrics, metrics_port)):
+                while "mixer_inputs 4.0" not in (
+                    await asyncio.to_thread(metrics_text, metrics_port)
+                ):
                     assert time.monotonic() < deadline, worker.log()[-3000:]
                     await asyncio.sleep(0.5)
                 rc = await asyncio.to_thread(worker.wait, 60)

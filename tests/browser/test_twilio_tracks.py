@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +19,9 @@ import pytest
 
 from tests.support.env import free_port
 from tests.support.hls_reader import read_hls
-from tests.support.process_util import Proc, processes
-from tests.support.room_util import SECRET, write_tone_wav
-from tests.support.twilio_util import browsers, twilio_room, twilio_token, video_client
+from tests.support.process_util import Proc, metrics_text, processes
+from tests.support.room_util import write_tone_wav
+from tests.support.twilio_util import browsers, mixer_env, twilio_room, twilio_token, video_client
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
@@ -60,14 +59,6 @@ RESTART = """async () => {
     return { sid: pub.trackSid, state: pub.track.mediaStreamTrack.readyState };
   } catch (err) { return { error: { code: err.code || null, message: String(err.message) } }; }
 }"""
-
-
-def _metrics(port: int) -> str:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
-            return str(resp.read().decode())
-    except OSError:
-        return ""
 
 
 async def _published(api: Any, room_sid: str, identity: str) -> list[str]:
@@ -117,20 +108,14 @@ async def test_switch_microphone_second_track_and_restart(
         assert restarted == {"sid": switched["newSid"], "state": "live"}, restarted
 
         metrics_port = free_port()
-        env = {
-            "MIXER_ROOM_SECRET": SECRET,
-            "MIXER_ROOM_URL": room.server.url,
-            "MIXER_HLS_DIR": str(hls_dir),
-            "MIXER_HLS_PLAYLIST_TYPE": "event",
-            "MIXER_METRICS_PORT": str(metrics_port),
-        }
+        env = mixer_env(room, hls_dir, metrics_port)
         context = {"room": {"name": "tracks"}, "outputs": ["hls:tracks"]}
         context["maxParticipantDuration"] = 12
         with processes() as procs:
             worker = Proc(["run", "--context", json.dumps(context)], env, tmp_path / "w.log")
             procs.append(worker)
             deadline = time.monotonic() + 40
-            while "mixer_inputs 3.0" not in (await asyncio.to_thread(_metrics, metrics_port)):
+            while "mixer_inputs 3.0" not in (await asyncio.to_thread(metrics_text, metrics_port)):
                 assert time.monotonic() < deadline, worker.log()[-3000:]
                 await asyncio.sleep(0.5)
             rc = await asyncio.to_thread(worker.wait, 60)

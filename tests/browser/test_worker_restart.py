@@ -26,7 +26,7 @@ from aiohttp import web
 from mixer_ext.hls.playlist import parse_media_playlist
 from tests.support.browser import page_script
 from tests.support.env import free_port, require_path, require_program
-from tests.support.process_util import Proc, processes, start_room_server
+from tests.support.process_util import Proc, processes, start_room_server, start_talker
 
 pytestmark = pytest.mark.slow
 
@@ -55,7 +55,6 @@ async def _page_server() -> tuple[web.AppRunner, str]:
 
 async def test_hlsjs_plays_across_a_sigkill_and_restart(tmp_path: Path) -> None:
     require_program("node")
-    require_path("/usr/bin/chromium", "Debian chromium is not installed")
     require_path(HLS_JS, "player_demo/vendor/hls.min.mjs is missing (make setup)")
     page_runner, page_base = await _page_server()
     room_port, http_port = free_port(), free_port()
@@ -81,15 +80,8 @@ async def test_hlsjs_plays_across_a_sigkill_and_restart(tmp_path: Path) -> None:
     try:
         with processes() as procs:
             start_room_server(procs, room_port, env, tmp_path / "server.log")
-            procs.append(
-                Proc(
-                    [
-                        *("talker", "--room", "RM-restart-browser", "--identity", "alice"),
-                        *("--tone", "440", "--duration", "90"),
-                    ],
-                    env,
-                    tmp_path / "talker.log",
-                )
+            start_talker(
+                procs, env, tmp_path / "talker.log", "RM-restart-browser", "alice", 440, 90
             )
             first = Proc(["run", "--context", context], worker_env, tmp_path / "w1.log")
             procs.append(first)

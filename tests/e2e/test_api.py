@@ -86,14 +86,8 @@ def test_backend_code_runs_unchanged(tmp_path: Path, hooks: Any) -> None:
         os.environ.pop(var, None)
     room_port, api_port = free_port(), free_port()
     env = {"MIXER_ROOM_SECRET": SECRET, "MIXER_ROOM_URL": f"ws://127.0.0.1:{room_port}"}
-    api_env = {
-        **env,
-        "MIXER_ACCOUNT_SID": ACCOUNT,
-        "MIXER_AUTH_TOKEN": TOKEN,
-        "MIXER_API_DATA_DIR": str(tmp_path / "data"),
-        "MIXER_HLS_PLAYLIST_TYPE": "event",  # every segment stays listed: the run is checkable
-    }
-    api = _Api(api_port, api_env, tmp_path / "api.log")
+    # event playlists: every segment stays listed, so the whole run is checkable
+    api = _Api.for_account(api_port, {**env, "MIXER_HLS_PLAYLIST_TYPE": "event"}, tmp_path)
     base = f"http://127.0.0.1:{api_port}"
     client = twilio_rest.Client(ACCOUNT, TOKEN)
     client.media.base_url = base

@@ -31,7 +31,13 @@ from mixer_ext.testing.spectrum import tone_levels
 from mixer_ext.testing.wait import until
 from tests.support.env import free_port
 from tests.support.hls_reader import read_hls
-from tests.support.process_util import Proc, processes, start_room_server
+from tests.support.process_util import (
+    Proc,
+    metrics_text,
+    processes,
+    start_room_server,
+    start_talker,
+)
 
 SECRET = "malformed-secret-not-for-production-0123456789"
 ROOM = "RM-malformed"
@@ -90,23 +96,14 @@ def _value(text: str, name: str) -> float:
     raise AssertionError(f"{name} not in /metrics")
 
 
-def _get(url: str) -> str:
-    import urllib.request
-
-    with urllib.request.urlopen(url, timeout=5) as r:
-        return str(r.read().decode())
-
-
-def _scrape(port: int) -> str:
-    try:
-        return _get(f"http://127.0.0.1:{port}/metrics")
-    except OSError:
-        return ""
-
-
 async def _scrape_until(port: int, ok: Any, within: float) -> str:
     return await until(
-        lambda: _scrape(port), within, "/metrics to pass the check", ok=ok, every=0.3, blocking=True
+        lambda: metrics_text(port),
+        within,
+        "/metrics to pass the check",
+        ok=ok,
+        every=0.3,
+        blocking=True,
     )
 
 
@@ -123,12 +120,7 @@ async def test_malformed_opus_peer_is_dropped_counted_and_harmless(tmp_path: Pat
     hostile: RoomClient | None = None
     with processes() as procs:
         start_room_server(procs, room_port, env, tmp_path / "server.log")
-        talker = Proc(
-            ["talker", "--room", ROOM, "--identity", "alice", "--tone", str(TONE)],
-            env,
-            tmp_path / "talker.log",
-        )
-        procs.append(talker)
+        start_talker(procs, env, tmp_path / "talker.log", ROOM, "alice", TONE)
         worker_env = {
             **env,
             "MIXER_HLS_DIR": str(hls_dir),

@@ -37,7 +37,7 @@ from mixer_ext.testing.spectrum import tone_levels
 from mixer_ext.testing.wait import until
 from tests.support.env import free_port, require_program
 from tests.support.hls_reader import read_hls
-from tests.support.process_util import Proc, processes, start_room_server
+from tests.support.process_util import Proc, processes, start_room_server, start_talker
 
 SECRET = "restart-secret-not-for-production-0123456789"
 MAX_DURATION = 14
@@ -94,16 +94,7 @@ async def test_sigkill_then_restart_continues_the_run(tmp_path: Path) -> None:
     try:
         with processes() as procs:
             start_room_server(procs, room_port, env, tmp_path / "server.log")
-            procs.append(
-                Proc(
-                    [
-                        *("talker", "--room", "RM-restart", "--identity", "alice"),
-                        *("--tone", str(TONE), "--duration", "60"),
-                    ],
-                    env,
-                    tmp_path / "talker.log",
-                )
-            )
+            start_talker(procs, env, tmp_path / "talker.log", "RM-restart", "alice", TONE, 60)
             first = Proc(["run", "--context", context], worker_env, tmp_path / "w1.log")
             procs.append(first)
             await until(

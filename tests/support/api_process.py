@@ -32,6 +32,17 @@ class _Api:
         self.port, self.env, self.log_path = port, env, log
         self.popen: subprocess.Popen[bytes] | None = None
 
+    @classmethod
+    def for_account(cls, port: int, env: dict[str, str], tmp_path: Path) -> _Api:
+        """``ACCOUNT``/``TOKEN``'s API on ``port``, its data and log under ``tmp_path``."""
+        api_env = {
+            **env,
+            "MIXER_ACCOUNT_SID": ACCOUNT,
+            "MIXER_AUTH_TOKEN": TOKEN,
+            "MIXER_API_DATA_DIR": str(tmp_path / "data"),
+        }
+        return cls(port, api_env, tmp_path / "api.log")
+
     def start(self) -> None:
         with open(self.log_path, "ab") as log:
             self.popen = subprocess.Popen(

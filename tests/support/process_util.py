@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import urllib.request
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -66,3 +67,30 @@ def start_room_server(procs: list[Proc], port: int, env: dict[str, str], log: Pa
     procs.append(server)
     wait_for_port(port)
     return server
+
+
+def start_talker(
+    procs: list[Proc],
+    env: dict[str, str],
+    log: Path,
+    room: str,
+    identity: str,
+    tone: float,
+    seconds: float | None = None,
+) -> Proc:
+    """``mixer-ext talker`` sending a sine of ``tone`` Hz into ``room`` as ``identity``."""
+    argv = ["talker", "--room", room, "--identity", identity, "--tone", str(tone)]
+    if seconds is not None:
+        argv += ["--duration", str(seconds)]
+    talker = Proc(argv, env, log)
+    procs.append(talker)
+    return talker
+
+
+def metrics_text(port: int) -> str:
+    """A process's Prometheus ``/metrics`` on loopback; "" while it does not answer."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
+            return str(resp.read().decode())
+    except OSError:
+        return ""

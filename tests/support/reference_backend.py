@@ -14,7 +14,7 @@ import pytest
 
 from tests.support.api_process import _Api
 from tests.support.env import free_port
-from tests.support.process_util import Proc, processes, start_room_server
+from tests.support.process_util import Proc, processes, start_room_server, start_talker
 
 ACCOUNT = "AC" + "7" * 32
 TOKEN = "reference-backend-auth-token"
@@ -36,14 +36,9 @@ class Stack:
 
     def talkers(self, room: str, seconds: int = 120) -> None:
         for name, hz in TONES.items():
-            self.procs.append(
-                Proc(
-                    ["talker", "--room", room, "--identity", name, "--tone", str(hz),
-                     "--duration", str(seconds)],
-                    self.env,
-                    self.tmp / f"talker-{name}.log",
-                )
-            )  # fmt: skip
+            start_talker(
+                self.procs, self.env, self.tmp / f"talker-{name}.log", room, name, hz, seconds
+            )
 
 
 @pytest.fixture(name="stack")

@@ -28,7 +28,7 @@ from mixer_ext.roomserver.server import RoomServer
 from mixer_ext.roomserver.twilio.gateway import TwilioGateway
 from tests.support.browser import page_script
 from tests.support.env import ROOT, require_path
-from tests.support.room_util import settings
+from tests.support.room_util import SECRET, settings
 
 ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
 API_KEY_SID = "SK" + "fedcba9876543210" * 2
@@ -204,3 +204,14 @@ async def callback_receiver() -> tuple[web.AppRunner, str, list[tuple[str, dict[
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     return runner, f"http://127.0.0.1:{runner.addresses[0][1]}/hook", seen
+
+
+def mixer_env(room: TwilioRoom, hls_dir: Path, metrics_port: int) -> dict[str, str]:
+    """A worker's environment for ``room``: event HLS into ``hls_dir``, metrics on a port."""
+    return {
+        "MIXER_ROOM_SECRET": SECRET,
+        "MIXER_ROOM_URL": room.server.url,
+        "MIXER_HLS_DIR": str(hls_dir),
+        "MIXER_HLS_PLAYLIST_TYPE": "event",
+        "MIXER_METRICS_PORT": str(metrics_port),
+    }
