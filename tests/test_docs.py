@@ -39,7 +39,7 @@ def test_the_readme_is_short_and_its_links_resolve() -> None:
 
 
 def test_the_settings_table_lists_every_worker_setting() -> None:
-    """tests/api/test_cli.py checks the API's settings, test_room_security the room's."""
+    """api/test_cli.py checks the API's settings, roomserver/test_security.py the room's."""
     from mixer_ext.settings import Settings
 
     page = (ROOT / "docs" / "reference" / "settings.md").read_text()

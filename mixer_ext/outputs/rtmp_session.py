@@ -21,7 +21,7 @@ Runs inside the RTMP child process (``mixer_ext.outputs.rtmp_child``; see
   the audio.  ``mixer_output_reconnects_total{kind="rtmp"}`` counts every
   connection after the first.  A connection longer than 2^24 ms (4 h 39 m)
   crosses FLV's extended-timestamp boundary; FFmpeg writes the extension byte
-  and RTMP's extended timestamp (test_rtmp_boundary.py reads across it).
+  and RTMP's extended timestamp (tests/outputs/test_rtmp_boundary.py reads across it).
 * Redaction: the stream key (last path segment and query) is registered
   with ``mixer_ext.redact.add_secret`` so every log record passing the
   logging filter is scrubbed of it, even when FFmpeg prints it bare; our own

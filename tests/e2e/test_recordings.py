@@ -198,7 +198,7 @@ async def test_a_sigkilled_room_server_leaves_decodable_recordings(tmp_path: Pat
     the room the killed server never completed, once, on the next start (reconciliation
     over the media records); a half-written composition (``.part``) left by a killed
     worker is swept at that start.  (Before the recorder's live Matroska options a killed
-    writer left undecodable files: ``test_recorder``.)"""
+    writer left undecodable files: ``roomserver/test_recorder.py``.)"""
     import signal
 
     from mixer_ext.connectors.embedded import RoomClient

@@ -6,7 +6,7 @@ RTMP server that is not there) and a status callback that never answers gets
 SIGTERM: it exits 0 within the budget, with the HLS playlist ended and both
 recordings playable; the HTTP linger (set far longer than the budget) is skipped
 after a signal.  At a natural end the linger is kept (scripted connector, the
-rest real, as in test_worker_lifecycle).
+rest real, as in tests/worker/test_lifecycle.py).
 """
 
 from __future__ import annotations

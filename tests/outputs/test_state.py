@@ -5,7 +5,7 @@ reader of its child's heartbeats; its counters by those and the encoder thread.
 Unit tests of that bookkeeping (no RTMP server: the child's heartbeats are
 applied as the reader thread applies them, from several threads at once, with
 the interpreter switching threads as often as it can so that a check-then-set
-outside the lock shows up).  The real RTMP path is in test_output_rtmp.py and
+outside the lock shows up).  The real RTMP path is in tests/outputs/test_rtmp.py and
 test_rtmp_boundary.py.
 """
 

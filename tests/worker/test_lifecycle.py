@@ -3,7 +3,7 @@
 This is a unit test of the code around the connector (retries, the
 never-rejoin rule, the end reasons, the status sequence): the connector is a
 script, everything else (mixer clock, encoder, HLS output) is real.  The
-real room is exercised end to end in test_worker_e2e.py.
+real room is exercised end to end in tests/e2e/test_worker.py.
 """
 
 from __future__ import annotations
