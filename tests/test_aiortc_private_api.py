@@ -197,6 +197,7 @@ def test_the_ice_connection_has_what_an_ice_restart_rekeys() -> None:
     asyncio.run(main())
 
 
+@pytest.mark.slow
 def test_an_ice_restart_rekeys_in_place_and_the_media_goes_on() -> None:
     """A restart offer (new remote credentials) on a connected pair: the answer carries new
     local credentials, the connection keeps its nominated pair, DTLS stays up, the packets

@@ -49,6 +49,7 @@ def test_uvloop_missing_is_a_one_line_error(monkeypatch: pytest.MonkeyPatch) -> 
     assert coro.cr_frame is None  # closed, not left to warn "never awaited"
 
 
+@pytest.mark.slow
 def test_an_unknown_loop_is_refused_before_anything_starts() -> None:
     proc = subprocess.run(
         [*mixer_ext_cmd(), "room-server", "--port", str(free_port())],

@@ -18,6 +18,7 @@ Shared code goes in ``tests/support/`` or, when benchmarks use it too,
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 from tests.support.browser import PAGES
@@ -51,6 +52,12 @@ WHERE = (
     "driving Chromium in tests/browser/, shared helpers in tests/support/ "
     "(see tests/test_layout.py)"
 )
+
+
+@functools.cache
+def _parsed() -> dict[Path, ast.Module]:
+    """Every Python file of tests/, parsed once for all the checks below."""
+    return {f: ast.parse(f.read_text()) for f in sorted(TESTS.rglob("*.py"))}
 
 
 def _folders() -> list[Path]:
@@ -115,9 +122,9 @@ def _imported(tree: ast.AST, module: str) -> set[str]:
 
 def test_no_test_module_imports_another() -> None:
     wrong = []
-    for f in sorted(TESTS.rglob("*.py")):
+    for f, tree in _parsed().items():
         module = ".".join(f.relative_to(ROOT).with_suffix("").parts)
-        for name in sorted(_imported(ast.parse(f.read_text()), module)):
+        for name in sorted(_imported(tree, module)):
             last = name.rsplit(".", 1)[-1]
             if name.startswith("tests.") and (last.startswith("test_") or last == "conftest"):
                 wrong.append(f"{f.relative_to(ROOT)} imports {name}")
@@ -133,8 +140,7 @@ def test_page_scripts_are_started_through_page_script() -> None:
     scripts = {p.name for p in PAGES.glob("*.mjs")}
     assert scripts, f"no page scripts in {PAGES}"
     wrong = []
-    for f in sorted(TESTS.rglob("*.py")):
-        tree = ast.parse(f.read_text())
+    for f, tree in _parsed().items():
         allowed = {
             id(arg)
             for node in ast.walk(tree)

@@ -38,6 +38,7 @@ raise SystemExit(3)
 """
 
 
+@pytest.mark.slow
 def test_a_stderr_nobody_reads_blocks_no_logging_call_and_no_line_is_lost() -> None:
     # 2000 lines of 1 KB: 30 times what a pipe holds.  Written on the caller's thread,
     # the loop would block on the full pipe until the parent reads, and never print.

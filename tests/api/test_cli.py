@@ -15,6 +15,7 @@ def _env_without_mixer() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("MIXER_")}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "cmd", [[*mixer_ext_cmd(), "api"], [sys.executable, "-m", "mixer_ext.api"]]
 )
@@ -45,6 +46,7 @@ def test_listed_in_the_top_level_help() -> None:
     assert " api " in proc.stdout
 
 
+@pytest.mark.slow
 def test_missing_auth_token_is_one_line() -> None:
     proc = subprocess.run(
         [*mixer_ext_cmd(), "api", "--port", str(free_port())],

@@ -90,6 +90,7 @@ def fake_kube() -> Iterator[tuple[KubernetesLauncher, FakeKube]]:
         api.close()
 
 
+@pytest.mark.slow
 def test_control_flow_against_a_fake_api(fake_kube: Any) -> None:
     launcher, fake = fake_kube
     sid = new_sid("ZX")
@@ -114,6 +115,7 @@ def test_control_flow_against_a_fake_api(fake_kube: Any) -> None:
     assert launcher.reconcile() == {}
 
 
+@pytest.mark.slow
 async def test_api_with_the_kubernetes_launcher(
     fake_kube: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -95,6 +95,7 @@ async def origin(tmp_path: Path) -> AsyncIterator[tuple[HlsOrigin, str]]:
         await runner.cleanup()
 
 
+@pytest.mark.slow
 async def test_blocking_request_returns_once_the_part_exists(
     tmp_path: Path, origin: tuple[HlsOrigin, str]
 ) -> None:
@@ -166,6 +167,7 @@ async def test_bad_directives_get_400(
         assert "_HLS_" in await r.text()
 
 
+@pytest.mark.slow
 async def test_held_requests_are_bounded_and_time_out(
     tmp_path: Path, origin: tuple[HlsOrigin, str]
 ) -> None:

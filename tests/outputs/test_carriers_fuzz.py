@@ -25,6 +25,8 @@ from mixer_ext.outputs.carriers import (
     parse_id3_txxx,
 )
 
+pytestmark = pytest.mark.slow
+
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 #: text without NUL (ID3 ends a TXXX value at NUL) and without lone surrogates (not UTF-8)

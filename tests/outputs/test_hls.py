@@ -50,6 +50,7 @@ def audio_bitrate(blob: bytes) -> float:
     return total * 8 / float((last - first) * time_base)
 
 
+@pytest.mark.slow
 async def test_hls_as_a_player_reads_it(tmp_path: Path) -> None:
     s = settings(tmp_path, hls_playlist_type=HlsPlaylistType.EVENT)
     pipeline = OutputPipeline([parse_output("hls:main")], BITRATE, s)
@@ -143,6 +144,7 @@ async def test_live_playlist_slides_and_deletes_old_segments(tmp_path: Path) -> 
     assert "seg-000001.ts" not in on_disk
 
 
+@pytest.mark.slow
 async def test_id3_packets_parse_in_every_segment(tmp_path: Path) -> None:
     pipeline = OutputPipeline([parse_output("hls:x")], 64, settings(tmp_path))
     await pipeline.start()
@@ -239,6 +241,7 @@ def test_playlist_target_duration_never_below_rounded_extinf() -> None:
     assert "#EXT-X-PROGRAM-DATE-TIME:2026-01-01T00:00:00.000Z" in text
 
 
+@pytest.mark.slow
 async def test_on_mix_never_blocks_when_encoder_is_behind(tmp_path: Path) -> None:
     pipeline = OutputPipeline([parse_output("hls:a")], 64, settings(tmp_path))
     await pipeline.start()

@@ -29,6 +29,8 @@ from mixer_ext.settings import JitterBufferSize, Settings
 from mixer_ext.testing.feed import sine_frame
 from tests.support.hls_reader import read_hls
 
+pytestmark = pytest.mark.slow
+
 SEGMENT = 1.0
 
 

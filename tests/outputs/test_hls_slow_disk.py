@@ -35,6 +35,8 @@ from mixer_ext.hls.playlist import parse_media_playlist
 from mixer_ext.outputs.hls import HlsOutput
 from mixer_ext.settings import JitterBufferSize, Settings
 
+pytestmark = pytest.mark.slow
+
 #: when the slow disk answers, seconds after the clock starts (segment 2 is due at ~2 s)
 ANSWERS_AT = 2.6
 #: the reader: the "disk" opens its side of the FIFO late, then drains what comes

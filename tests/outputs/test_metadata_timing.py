@@ -150,6 +150,7 @@ def check_tags_ride_with_their_audio(items: list[Carrier], sent: list[MetadataPa
         assert pts == expected, f"payload {payload.seq} stamped {pts - zero} ticks into the stream"
 
 
+@pytest.mark.slow
 async def test_ll_hls_parts_carry_each_tag_no_later_than_its_audio(tmp_path: Path) -> None:
     sent = await write_stream(tmp_path, low_latency=True)
     directory = tmp_path / "main"

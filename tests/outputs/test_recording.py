@@ -34,6 +34,7 @@ def decoded_seconds(path: Path) -> tuple[float, np.ndarray]:
     return len(pcm) / SAMPLE_RATE, pcm
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("ext", [".m4a", ".mp4", ".ts"])
 async def test_recording_plays_back_with_the_right_duration(tmp_path: Path, ext: str) -> None:
     path = tmp_path / "sub" / f"rec{ext}"

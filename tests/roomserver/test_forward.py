@@ -19,7 +19,7 @@ from mixer_ext.roomserver.forward import ForwardedTrack, PacketFanout, tap_recei
 from mixer_ext.sim.tracks import ToneTrack
 from tests.support.room_util import record, spectrum_peak
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.slow]
 
 TONE_HZ = 660.0
 

@@ -48,6 +48,7 @@ def role_token(room: str, identity: str, role: str, ttl: float = 600) -> str:
     return jwt.encode({**claims, "iat": int(now), "exp": now + ttl}, SECRET, algorithm="HS256")
 
 
+@pytest.mark.slow
 async def test_set_enabled_flood_disconnects_only_the_flooder() -> None:
     async with room_server() as server:
         bot = EmbeddedRoomConnector(server.url, "f1", MIXER, role_token("f1", MIXER, "mixer"))
@@ -307,6 +308,7 @@ def test_docs_list_every_room_server_setting_and_the_limits() -> None:
         assert f"`MIXER_ROOM_{name.upper()}`" in limits, name
 
 
+@pytest.mark.slow
 async def test_answers_to_the_servers_offers_are_not_rate_limited() -> None:
     # a tight budget: a listener answering the re-offer for each publisher that joins
     # would run dry after two; answers to the server's own offers cost nothing

@@ -58,6 +58,7 @@ async def assert_hears(track: object, hz: float, seconds: float = 1.5) -> float:
     return rms
 
 
+@pytest.mark.slow
 async def test_three_talkers_heard_by_a_fourth_client() -> None:
     async with room_server() as server:
         talkers = [
@@ -100,6 +101,7 @@ async def test_three_talkers_heard_by_a_fourth_client() -> None:
             await asyncio.gather(*runs, return_exceptions=True)
 
 
+@pytest.mark.slow
 async def test_mute_unmute_events_and_silence() -> None:
     async with room_server() as server:
         alice = client(server, "r2", "alice", publish=ToneTrack(523.0), auto_subscribe=False)
@@ -136,6 +138,7 @@ async def test_mute_unmute_events_and_silence() -> None:
         await listener.disconnect()
 
 
+@pytest.mark.slow
 async def test_a_mute_right_after_joining_forwards_nothing() -> None:
     """A client may mute before its track reached the server: the track starts muted."""
     async with room_server() as server:
@@ -157,6 +160,7 @@ async def test_a_mute_right_after_joining_forwards_nothing() -> None:
         await listener.disconnect()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("codec", ["PCMU", "PCMA"])
 async def test_g711_publishers_are_accepted(codec: str) -> None:
     async with room_server() as server:
@@ -221,6 +225,7 @@ async def test_a_closed_peer_connection_is_a_departure() -> None:
         await observer.disconnect()
 
 
+@pytest.mark.slow
 async def test_bad_tokens_refused_others_unaffected() -> None:
     async with room_server() as server:
         alice = client(server, "r4", "alice", publish=ToneTrack(440.0), auto_subscribe=False)
@@ -291,6 +296,7 @@ async def test_max_participants_enforced() -> None:
         await again.disconnect()
 
 
+@pytest.mark.slow
 async def test_malformed_and_oversized_messages_refused() -> None:
     # the socket's cut-off also leaves room for the SDP of the largest room (4 KiB a head)
     async with room_server(max_message_bytes=2048, max_participants=3) as server:

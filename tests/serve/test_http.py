@@ -40,6 +40,7 @@ async def raw_status(port: int, raw_path: str) -> int:
     return int(line.split()[1])
 
 
+@pytest.mark.slow
 async def test_endpoint_serves_hls_player_health_and_metadata(dirs: tuple[Path, Path]) -> None:
     hls_dir, player = dirs
     settings = Settings(hls_dir=hls_dir, http_port=0, hls_segment_duration=0.5)

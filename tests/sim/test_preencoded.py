@@ -67,6 +67,7 @@ def test_encode_tone_makes_a_seamless_loop_once() -> None:
         encode_tone(5)
 
 
+@pytest.mark.slow
 def test_two_preencoded_talkers_are_heard_by_a_stock_receiver() -> None:
     tones = (440, 1000)
     loops: list[OpusLoop] = [encode_tone(f, 0.3) for f in tones]

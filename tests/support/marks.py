@@ -21,6 +21,7 @@ LANE_MARKS = ("browser", "janus", "rtmp", "slow")
 FOLDER_MARKS: dict[str, tuple[str, ...]] = {
     "browser": ("browser",),  # tests that drive Chromium
     "e2e": ("slow",),  # multi-process end-to-end runs
+    "deploy": ("slow",),  # the chart rendered by Helm's Go engine, the image built by podman
 }
 
 #: a test that uses one of these fixtures (directly or through another) gets the marks

@@ -11,6 +11,8 @@ import pytest
 
 from tests.support.env import ROOT, free_port, mixer_ext_cmd
 
+pytestmark = pytest.mark.slow
+
 GOOD = {"room": {"name": "RM1"}, "outputs": ["hls:main"]}
 
 

@@ -53,6 +53,7 @@ def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(worker_mod, "RETRY_FIRST_DELAY", 0.05)
 
 
+@pytest.mark.slow
 async def test_transient_failures_are_retried_until_the_room_says_max_duration(
     tmp_path: Path,
 ) -> None:
@@ -80,6 +81,7 @@ async def test_transient_failures_are_retried_until_the_room_says_max_duration(
     assert read_hls(tmp_path / "t").ended
 
 
+@pytest.mark.slow
 async def test_own_deadline_ends_the_run_and_never_rejoins(tmp_path: Path) -> None:
     # the script has one join only: a second connect would raise StopIteration
     w, log, states = _worker(tmp_path, [("join", None, 3600)], duration=2)

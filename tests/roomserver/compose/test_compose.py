@@ -59,6 +59,7 @@ def test_trim_removes_the_holes(room: list[Source]) -> None:
     assert segments(room, trim=True) == [(0, 6 * RATE), (8 * RATE, 10 * RATE)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("fmt", "codec"), [("mp4", "aac"), ("webm", "opus")])
 def test_composition_holds_every_tone_at_its_time(
     room: list[Source], tmp_path: Path, fmt: str, codec: str
@@ -87,6 +88,7 @@ def test_composition_holds_every_tone_at_its_time(
     assert level(2500, 8.2, 9.8) > 0.2
 
 
+@pytest.mark.slow
 def test_trim_and_exclusion(room: list[Source], tmp_path: Path) -> None:
     out = tmp_path / "c.webm"
     result = compose(plan(room, out, fmt="webm", excluded=["bob"], trim=True))
