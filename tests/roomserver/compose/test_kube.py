@@ -37,7 +37,7 @@ from mixer_ext.roomserver.compose.workers import CompositionFailed  # noqa: E402
 from mixer_ext.testing.fakekube import FakeKube, LocalKubelet  # noqa: E402
 from mixer_ext.testing.net import ROOT  # noqa: E402
 from mixer_ext.testing.timeline import decode_timeline, tone_level  # noqa: E402
-from tests.roomserver.compose.test_compose import RATE, record  # noqa: E402
+from tests.support.compose import RATE, record  # noqa: E402
 
 
 def _template(root: Path) -> ComposeJobTemplate:
