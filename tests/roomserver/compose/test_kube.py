@@ -108,6 +108,7 @@ def _job(root: Path, sid: str, *, missing: bool = False) -> Any:
     return plan(sources, root / f"compositions/{sid}.webm", fmt="webm", trim=False)
 
 
+@pytest.mark.slow
 async def test_compositions_run_as_jobs(cluster: Any, storage: Path) -> None:
     """Two compositions with one slot: each becomes a Job running the real
     ``mixer-ext compose``, the second only once the first ended; progress and the result
@@ -164,6 +165,7 @@ async def test_compositions_run_as_jobs(cluster: Any, storage: Path) -> None:
     assert kube.calls == _granted_to_the_room_server()
 
 
+@pytest.mark.slow
 async def test_a_stopping_server_leaves_its_job_and_the_next_one_follows_it(
     cluster: Any, storage: Path
 ) -> None:
