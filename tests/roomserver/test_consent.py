@@ -21,6 +21,8 @@ from aiortc import RTCConfiguration, RTCPeerConnection
 from mixer_ext.roomserver import consent
 from mixer_ext.sim.preencoded import PreEncodedOpusTrack, encode_tone
 
+pytestmark = pytest.mark.slow
+
 #: scaled consent timings: checks every 0.25 s, expiry after 2 s without an answer
 INTERVAL, EXPIRY = 0.25, 2.0
 #: how late the far peer answers: beyond aioice's 0.5 s, well inside the scaled expiry
