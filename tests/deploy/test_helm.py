@@ -34,6 +34,7 @@ import yaml
 
 from mixer_ext.context import parse_context
 from mixer_ext.errors import ConfigError
+from mixer_ext.settings import JitterBufferSize
 from tests.deploy.helm_engine import (
     CHART_DIR,
     RENDERED_DIR,
@@ -113,6 +114,12 @@ BASE = {"context": {"room": {"name": "RM1"}}, "settings": {"roomUrl": "ws://room
 
 
 # --------------------------------------------------------------------------- values schema
+def test_the_schema_offers_every_jitter_buffer_mode_the_worker_knows() -> None:
+    # MIXER_JITTER_BUFFER=adaptive (issue 27.3) must be choosable through the chart
+    enum = SCHEMA["properties"]["settings"]["properties"]["jitterBuffer"]["enum"]
+    assert enum == [s.value for s in JitterBufferSize]
+
+
 def test_values_yaml_validates_against_the_schema() -> None:
     assert _errors(DEFAULTS) == []
 
