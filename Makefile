@@ -65,8 +65,9 @@ unit: $(VENV_STAMP)
 	$(PY) -m pytest -m "not browser and not janus and not rtmp and not slow" $(PYTEST_ARGS)
 
 # pytest exits 5 when it collected no test: that is a failure here, never hidden.
+# --durations=30: every run's log names its slowest tests (the suite's time is watched).
 test: setup lint typecheck docs helm-lib
-	$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	$(PY) -m pytest --durations=30 $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; \
 	exit $$rc
 

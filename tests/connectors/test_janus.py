@@ -140,6 +140,7 @@ def janus(tmp_path: Path) -> Iterator[JanusServer]:
         yield server
 
 
+@pytest.mark.browser  # its publishers are Chromium pages (janus_publisher.mjs)
 @pytest.mark.timeout(150)
 async def test_connector_hears_every_publisher_and_follows_the_room(
     janus: JanusServer, tmp_path: Path, artifacts_dir: Path

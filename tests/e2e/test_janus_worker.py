@@ -60,6 +60,7 @@ async def _wait_log(proc: Proc, event: str, within: float = 30.0) -> None:
         await asyncio.sleep(0.2)
 
 
+@pytest.mark.browser  # its publishers are Chromium pages (janus_publisher.mjs)
 @pytest.mark.timeout(150)
 async def test_worker_mixes_a_janus_room_into_hls(janus: JanusServer, tmp_path: Path) -> None:
     hls_dir = tmp_path / "hls"
