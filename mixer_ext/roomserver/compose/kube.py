@@ -54,7 +54,7 @@ from mixer_ext.kube import (
 )
 from mixer_ext.roomserver.compose.engine import CompositionResult
 from mixer_ext.roomserver.compose.spec import CompositionJob, encode_job
-from mixer_ext.roomserver.compose.workers import CompositionFailed
+from mixer_ext.roomserver.compose.workers import BoundedRunner, CompositionFailed
 from mixer_ext.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -190,7 +190,7 @@ def _result(done: dict[str, Any], root: Path) -> CompositionResult:
     )
 
 
-class KubeCompositionJobs:
+class KubeCompositionJobs(BoundedRunner):
     """``CompositionRunner`` over the Kubernetes API (see the module docstring)."""
 
     def __init__(
@@ -200,14 +200,11 @@ class KubeCompositionJobs:
         max_jobs: int = 1,
         poll: float = POLL_INTERVAL,
     ) -> None:
-        if max_jobs < 1:
-            raise ValueError("max_jobs must be at least 1")
+        super().__init__(max_jobs, "max_jobs")
         self.t = template
         self.batch = batch
         self.max_jobs = max_jobs
         self.poll = poll
-        self._slots = asyncio.Semaphore(max_jobs)
-        self.running = 0
         #: the room server is stopping: a cancelled run leaves its Job to a restarted server
         self._closing = False
 
@@ -221,21 +218,6 @@ class KubeCompositionJobs:
 
     def close(self) -> None:
         self._closing = True
-
-    async def run(
-        self,
-        job: CompositionJob,
-        on_progress: Callable[[float], None] | None = None,
-        on_started: Callable[[], None] | None = None,
-    ) -> CompositionResult:
-        async with self._slots:
-            if on_started is not None:
-                on_started()
-            self.running += 1
-            try:
-                return await self._run_one(job, on_progress)
-            finally:
-                self.running -= 1
 
     def _create(self, sid: str, text: str) -> None:
         """Write the job file and create the Job; a Job of that name already there (a

@@ -91,19 +91,16 @@ def _worker(job: CompositionJob, conn: Connection, parent: int) -> None:
         conn.close()
 
 
-class CompositionWorkers:
-    """A bounded pool of composition processes (one process per composition)."""
+class BoundedRunner:
+    """The part every ``CompositionRunner`` shares: at most ``limit`` compositions run at
+    once (the others wait, ``enqueued``), ``running`` counts those that do; a subclass
+    says how one runs (``_run_one``)."""
 
-    def __init__(self, max_workers: int = 1) -> None:
-        if max_workers < 1:
-            raise ValueError("max_workers must be at least 1")
-        self.max_workers = max_workers
-        self._slots = asyncio.Semaphore(max_workers)
-        self._ctx = multiprocessing.get_context("spawn")
+    def __init__(self, limit: int, name: str) -> None:
+        if limit < 1:
+            raise ValueError(f"{name} must be at least 1")
+        self._slots = asyncio.Semaphore(limit)
         self.running = 0
-
-    def close(self) -> None:
-        """Nothing to do: cancelling a run kills its process."""
 
     async def run(
         self,
@@ -119,6 +116,23 @@ class CompositionWorkers:
                 return await self._run_one(job, on_progress)
             finally:
                 self.running -= 1
+
+    async def _run_one(
+        self, job: CompositionJob, on_progress: Callable[[float], None] | None
+    ) -> CompositionResult:
+        raise NotImplementedError
+
+
+class CompositionWorkers(BoundedRunner):
+    """A bounded pool of composition processes (one process per composition)."""
+
+    def __init__(self, max_workers: int = 1) -> None:
+        super().__init__(max_workers, "max_workers")
+        self.max_workers = max_workers
+        self._ctx = multiprocessing.get_context("spawn")
+
+    def close(self) -> None:
+        """Nothing to do: cancelling a run kills its process."""
 
     async def _run_one(
         self, job: CompositionJob, on_progress: Callable[[float], None] | None
