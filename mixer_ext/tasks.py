@@ -15,8 +15,9 @@ tasks' exceptions, only the caller's own ``CancelledError``; everything here is 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any, TypeVar
 
 log = logging.getLogger(__name__)
@@ -25,6 +26,20 @@ T = TypeVar("T")
 
 #: default time a stop waits for a cancelled task to exit, seconds
 STOP_TIMEOUT = 2.0
+
+
+@contextlib.contextmanager
+def current_task_in(tasks: set[asyncio.Task[Any]]) -> Iterator[None]:
+    """Keep the running task in ``tasks`` while the block runs: a server's open request
+    handlers (tasks aiohttp started), so its shutdown can ``stop_tasks`` them."""
+    task = asyncio.current_task()
+    if task is not None:
+        tasks.add(task)
+    try:
+        yield
+    finally:
+        if task is not None:
+            tasks.discard(task)
 
 
 async def stop_tasks(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -102,6 +103,26 @@ def _swallowers(tree: ast.AST) -> list[int]:
         ):
             bad.append(node.lineno)
     return bad
+
+
+async def test_current_task_in_keeps_a_handler_only_while_it_runs() -> None:
+    """A server's shutdown stops the handlers in its set: the running one is there while
+    it runs, and gone once it returns or raises (a stale one would be cancelled later)."""
+    handlers: set[asyncio.Task[object]] = set()
+    seen: list[bool] = []
+
+    async def handler(fail: bool) -> None:
+        with tasks.current_task_in(handlers):
+            seen.append(asyncio.current_task() in handlers)
+            await asyncio.sleep(0)
+            if fail:
+                raise ValueError("handler failed")
+
+    await asyncio.create_task(handler(False))
+    with contextlib.suppress(ValueError):
+        await asyncio.create_task(handler(True))
+    assert seen == [True, True]
+    assert handlers == set()
 
 
 def test_the_guard_sees_the_idiom() -> None:

@@ -35,7 +35,7 @@ from mixer_ext.roomserver.rooms import Refusal as JoinRefusal
 from mixer_ext.roomserver.rooms import Refused
 from mixer_ext.roomserver.session import TASK_STOP_TIMEOUT, Session
 from mixer_ext.roomserver.tokens import TokenError, verify_token
-from mixer_ext.tasks import stop_tasks
+from mixer_ext.tasks import current_task_in, stop_tasks
 
 log = logging.getLogger(__name__)
 
@@ -81,14 +81,8 @@ class OwnSignaling:
         return p.ErrorMsg(code=err.code, message=str(err))
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        task = asyncio.current_task()
-        if task is not None:
-            self._handlers.add(task)
-        try:
+        with current_task_in(self._handlers):
             return await self._handle(request)
-        finally:
-            if task is not None:
-                self._handlers.discard(task)
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         peer = request.remote or "?"

@@ -53,7 +53,7 @@ from mixer_ext.roomserver.twilio.media_routes import MediaRoutes
 from mixer_ext.roomserver.twilio.rest_routes import VideoRest
 from mixer_ext.roomserver.twilio.session import TASK_STOP_TIMEOUT, TwilioSession, flush
 from mixer_ext.settings import Settings
-from mixer_ext.tasks import stop_tasks
+from mixer_ext.tasks import current_task_in, stop_tasks
 
 log = logging.getLogger(__name__)
 
@@ -266,14 +266,8 @@ class TwilioGateway:
     # --- one WebSocket ----------------------------------------------------------------------
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        task = asyncio.current_task()
-        if task is not None:
-            self._handlers.add(task)
-        try:
+        with current_task_in(self._handlers):
             return await self._handle(request)
-        finally:
-            if task is not None:
-                self._handlers.discard(task)
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         peer = request.remote or "?"
