@@ -231,6 +231,17 @@ async def _wait_streaming(api: MediaApiClient, processor: str, streamer: str) ->
     raise ConfigError(f"the MediaProcessor did not stream within {STARTUP_TIMEOUT:.0f} s")
 
 
+async def _wait_endlist(playlist: Path, within: float = 15.0) -> None:
+    """Wait (bounded) until the worker has finished ``playlist`` with ``#EXT-X-ENDLIST``."""
+    end = time.monotonic() + within
+    while time.monotonic() < end:
+        with contextlib.suppress(OSError):
+            if "#EXT-X-ENDLIST" in await asyncio.to_thread(playlist.read_text):
+                return
+        await asyncio.sleep(0.2)
+    log.warning("demo: %s has no #EXT-X-ENDLIST after %.0f s", playlist, within)
+
+
 async def _end_processor(api: MediaApiClient, sid: str, within: float = 40.0) -> bool:
     """End the processor through the API; True once it is ``ended``."""
     try:
@@ -281,6 +292,7 @@ async def _demo(args: argparse.Namespace, settings: Settings) -> int:
     api_proc: Process | None = None
     backend: web.AppRunner | None = None
     processor: str | None = None
+    streamer_sid: str | None = None
     talkers: list[asyncio.Task[None]] = []
     rc = 0
     async with MediaApiClient(api_base, ACCOUNT_SID, auth_token) as api:
@@ -310,6 +322,7 @@ async def _demo(args: argparse.Namespace, settings: Settings) -> int:
                 MaxDuration=duration,
             )
             processor = str(mp["sid"])
+            streamer_sid = str(ps["sid"])
             log.info("demo: PlayerStreamer %s, MediaProcessor %s", ps["sid"], processor)
             await _wait_streaming(api, processor, ps["sid"])
             backend = await _start_backend(
@@ -352,6 +365,10 @@ async def _demo(args: argparse.Namespace, settings: Settings) -> int:
             api_up = api_proc is not None and api_proc.returncode is None
             if processor is not None and api_up and not await _end_processor(api, processor):
                 rc = 1
+            elif processor is not None and api_up and streamer_sid is not None:
+                # "ended" is the API's record; the worker may still be finishing the
+                # playlist, and stopping the API now could cut it short
+                await _wait_endlist(data_dir / "hls" / streamer_sid / "index.m3u8")
             if api_proc is not None:
                 rc = max(rc, await _terminate(api_proc, "API"))
             for talker in talkers:  # they leave on `stop`; cancelled if they take longer
